@@ -1,0 +1,136 @@
+"""Selective scan (Mamba-2 style, one head, scalar decay per step): reference forms and the public dispatcher.
+
+Recurrence (model-spec §2), per sequence:
+    h_t = exp(dt_t * A) * h_{t-1} + (dt_t * B_t) ⊗ x_t          h_t: (d_state, d)
+    y_t = h_tᵀ C_t + D ⊙ x_t          then optionally y_t ← y_t ⊙ SiLU(z_t)
+
+Shapes: x, z (batch, seqlen, d); dt (batch, seqlen) = Δ after softplus (0 at left-pad positions, which passes the state
+through untouched); A scalar tensor (< 0); B, C (batch, seqlen, d_state); D (d,);
+initial_state / final_state (batch, d_state, d).
+
+Two reference forms with full autograd:
+  * `selective_scan_loop`: the sequential recurrence, the definition everything is tested against;
+  * `selective_scan_chunked`: the same maths in chunked matrix ("state-space dual") form, fast on CPU.
+The Triton kernels (`t2arec_fast.triton_kernels`) plug in beneath `selective_scan(..., backend="triton")`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ._backend import resolve_backend
+
+DEFAULT_CHUNK = 64
+
+
+def _check_scan_inputs(x, dt, A, B, C, D, z, initial_state):
+    if x.dim() != 3:
+        raise ValueError(f"selective_scan: x must be (batch, seqlen, d), got shape {tuple(x.shape)}")
+    b, L, d = x.shape
+    if dt.shape != (b, L):
+        raise ValueError(f"selective_scan: dt must be (batch, seqlen)={(b, L)}, got {tuple(dt.shape)}")
+    if B.dim() != 3 or B.shape[:2] != (b, L) or C.shape != B.shape:
+        raise ValueError(
+            f"selective_scan: B and C must be (batch, seqlen, d_state) with batch, seqlen = {(b, L)}; "
+            f"got B {tuple(B.shape)}, C {tuple(C.shape)}")
+    if A.numel() != 1:
+        raise ValueError(f"selective_scan: A must be a scalar tensor, got shape {tuple(A.shape)}")
+    if D is not None and D.shape != (d,):
+        raise ValueError(f"selective_scan: D must be (d,)={(d,)}, got {tuple(D.shape)}")
+    if z is not None and z.shape != x.shape:
+        raise ValueError(f"selective_scan: z must have x's shape {tuple(x.shape)}, got {tuple(z.shape)}")
+    n = B.shape[-1]
+    if initial_state is not None and initial_state.shape != (b, n, d):
+        raise ValueError(
+            f"selective_scan: initial_state must be (batch, d_state, d)={(b, n, d)}, got {tuple(initial_state.shape)}")
+    for name, t in (("dt", dt), ("B", B), ("C", C)):
+        if not t.is_floating_point():
+            raise TypeError(f"selective_scan: {name} must be a floating tensor, got {t.dtype}")
+
+
+def _finish_output(y, x, D, z):
+    if D is not None:
+        y = y + x * D
+    if z is not None:
+        y = y * F.silu(z)
+    return y
+
+
+def selective_scan_loop(x, dt, A, B, C, D=None, z=None, initial_state=None):
+    """The recurrence as written, one step at a time. Slow; the ground truth for tests."""
+    _check_scan_inputs(x, dt, A, B, C, D, z, initial_state)
+    b, L, d = x.shape
+    n = B.shape[-1]
+    h = x.new_zeros(b, n, d) if initial_state is None else initial_state
+    ys = []
+    for t in range(L):
+        decay = torch.exp(dt[:, t] * A)[:, None, None]
+        h = decay * h + (dt[:, t, None] * B[:, t])[:, :, None] * x[:, t, None, :]
+        ys.append(torch.einsum("bnd,bn->bd", h, C[:, t]))
+    y = torch.stack(ys, dim=1) if ys else x.new_zeros(b, 0, d)
+    return _finish_output(y, x, D, z), h
+
+
+def selective_scan_chunked(x, dt, A, B, C, D=None, z=None, initial_state=None, chunk_size=DEFAULT_CHUNK):
+    """Chunked matrix form of the same recurrence.
+
+    Inside a chunk of Q steps with cumulative log-decay s_t = Σ_{τ≤t} dt_τ A:
+        y_t   = exp(s_t) C_t·h_0 + Σ_{τ≤t} exp(s_t − s_τ) (C_t·B_τ) dt_τ x_τ
+        h_end = exp(s_Q) h_0     + Σ_τ   exp(s_Q − s_τ) dt_τ B_τ ⊗ x_τ
+    and a short sequential pass carries h across chunks. exp() only ever sees non-positive arguments.
+    """
+    _check_scan_inputs(x, dt, A, B, C, D, z, initial_state)
+    b, L, d = x.shape
+    n = B.shape[-1]
+    h = x.new_zeros(b, n, d) if initial_state is None else initial_state
+    if L == 0:
+        return _finish_output(x.new_zeros(b, 0, d), x, D, z), h
+    Q = min(chunk_size, L)
+    pad = (-L) % Q
+    xs, dts, Bs, Cs = x, dt, B, C
+    if pad:  # right-pad with dt = 0: those steps leave the state untouched and their outputs are dropped
+        xs = F.pad(x, (0, 0, 0, pad))
+        dts = F.pad(dt, (0, pad))
+        Bs = F.pad(B, (0, 0, 0, pad))
+        Cs = F.pad(C, (0, 0, 0, pad))
+    nc = (L + pad) // Q
+    xc = xs.reshape(b, nc, Q, d)
+    dtc = dts.reshape(b, nc, Q)
+    Bc = Bs.reshape(b, nc, Q, n)
+    Cc = Cs.reshape(b, nc, Q, n)
+
+    s = torch.cumsum(dtc * A, dim=-1)                                   # (b, nc, Q), non-increasing
+    seg = s[..., :, None] - s[..., None, :]                             # s_t − s_τ
+    causal = torch.ones(Q, Q, dtype=torch.bool, device=x.device).tril()
+    decay_mat = torch.exp(seg.masked_fill(~causal, float("-inf")))      # (b, nc, Q, Q)
+    scores = torch.einsum("bctn,bcsn->bcts", Cc, Bc) * decay_mat
+    y_intra = torch.einsum("bcts,bcsd->bctd", scores, xc * dtc[..., None])
+
+    w_end = torch.exp(s[..., -1:] - s) * dtc                            # (b, nc, Q)
+    chunk_states = torch.einsum("bcsn,bcsd->bcnd", Bc * w_end[..., None], xc)
+    chunk_decay = torch.exp(s[..., -1])                                 # (b, nc)
+
+    starts = []
+    for c in range(nc):                                                 # nc = L/Q steps: short
+        starts.append(h)
+        h = chunk_decay[:, c, None, None] * h + chunk_states[:, c]
+    h0 = torch.stack(starts, dim=1)                                     # state entering each chunk (b, nc, n, d)
+    y_inter = torch.einsum("bctn,bcnd->bctd", Cc * torch.exp(s)[..., None], h0)
+    y = (y_intra + y_inter).reshape(b, nc * Q, d)[:, :L]
+    return _finish_output(y, x, D, z), h
+
+
+def selective_scan(x, dt, A, B, C, D=None, z=None, initial_state=None, backend="auto"):
+    """Selective scan → (y, final_state). See the module docstring for shapes.
+
+    backend: "auto" (Triton on CUDA tensors, the chunked reference elsewhere), "triton", "reference" (chunked),
+    or "loop" (the sequential definition).
+    """
+    backend = resolve_backend(backend, x)
+    if backend == "triton":
+        from t2arec_fast.triton_kernels.selective_scan import selective_scan_triton
+        _check_scan_inputs(x, dt, A, B, C, D, z, initial_state)
+        return selective_scan_triton(x, dt, A, B, C, D, z, initial_state)
+    if backend == "loop":
+        return selective_scan_loop(x, dt, A, B, C, D, z, initial_state)
+    return selective_scan_chunked(x, dt, A, B, C, D, z, initial_state)

@@ -1,0 +1,74 @@
+"""One step of the selective scan for many users at once (serving, and Δ̂_{n+1} extrapolation in the losses).
+
+    h ← exp(dt·A) h + (dt·B) ⊗ x,    y = hᵀC + D ⊙ x    (then y ⊙ SiLU(z) if z is given)
+
+Shapes: x, z (batch, d); dt (batch,); A scalar tensor; B, C (batch, d_state); D (d,).
+Two modes:
+  * functional (slots=None): h is (batch, d_state, d); returns (y, h_new) and leaves h untouched (differentiable);
+  * pooled (slots given): h is a pool (pool_size, d_state, d) updated IN PLACE at rows slots[i]; slot −1 skips
+    that row (its y is 0). Returns (y, h). Used by serving on a device-resident pool of user states.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ._backend import resolve_backend
+
+
+def _check_step_inputs(h, x, dt, A, B, C, D, z, slots):
+    if x.dim() != 2:
+        raise ValueError(f"selective_state_step: x must be (batch, d), got {tuple(x.shape)}")
+    b, d = x.shape
+    if dt.shape != (b,):
+        raise ValueError(f"selective_state_step: dt must be (batch,)={(b,)}, got {tuple(dt.shape)}")
+    if B.dim() != 2 or B.shape[0] != b or C.shape != B.shape:
+        raise ValueError(f"selective_state_step: B, C must be (batch, d_state); got {tuple(B.shape)}, {tuple(C.shape)}")
+    n = B.shape[1]
+    if h.dim() != 3 or h.shape[1:] != (n, d):
+        raise ValueError(f"selective_state_step: state must be (*, d_state, d)=(*, {n}, {d}), got {tuple(h.shape)}")
+    if slots is None and h.shape[0] != b:
+        raise ValueError(f"selective_state_step: state batch {h.shape[0]} != x batch {b}")
+    if slots is not None:
+        if slots.shape != (b,) or slots.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"selective_state_step: slots must be int (batch,)={(b,)}, got {tuple(slots.shape)} {slots.dtype}")
+        if b and (int(slots.max()) >= h.shape[0] or int(slots.min()) < -1):
+            raise IndexError(f"selective_state_step: slots must lie in [-1, {h.shape[0] - 1}]")
+    if D is not None and D.shape != (d,):
+        raise ValueError(f"selective_state_step: D must be (d,)={(d,)}, got {tuple(D.shape)}")
+    if z is not None and z.shape != x.shape:
+        raise ValueError(f"selective_state_step: z must have x's shape, got {tuple(z.shape)}")
+
+
+def state_step_reference(h, x, dt, A, B, C, D=None, z=None):
+    """Functional single step: the one definition the pooled and Triton forms are tested against."""
+    decay = torch.exp(dt * A)[:, None, None]
+    h_new = decay * h + (dt[:, None] * B)[:, :, None] * x[:, None, :]
+    y = torch.einsum("bnd,bn->bd", h_new, C)
+    if D is not None:
+        y = y + x * D
+    if z is not None:
+        y = y * F.silu(z)
+    return y, h_new
+
+
+def selective_state_step(h, x, dt, A, B, C, D=None, z=None, slots=None, backend="auto"):
+    """See the module docstring. backend: "auto" | "triton" | "reference"."""
+    _check_step_inputs(h, x, dt, A, B, C, D, z, slots)
+    backend = resolve_backend(backend, x)
+    if slots is None:
+        if backend == "triton" and not torch.is_grad_enabled():
+            from t2arec_fast.triton_kernels.state_step import state_step_triton
+            return state_step_triton(h, x, dt, A, B, C, D, z, slots=None)
+        return state_step_reference(h, x, dt, A, B, C, D, z)
+    if backend == "triton":
+        from t2arec_fast.triton_kernels.state_step import state_step_triton
+        return state_step_triton(h, x, dt, A, B, C, D, z, slots=slots)
+    keep = slots >= 0
+    y = x.new_zeros(x.shape)
+    rows = slots[keep].long()
+    y_keep, h_keep = state_step_reference(h[rows], x[keep], dt[keep], A, B[keep], C[keep],
+                                          D, None if z is None else z[keep])
+    h[rows] = h_keep.to(h.dtype)
+    y[keep] = y_keep
+    return y, h
