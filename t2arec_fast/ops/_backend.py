@@ -1,9 +1,11 @@
-"""The one switch that chooses an implementation: "auto" | "triton" | "reference" (| "loop" for the scan)."""
+"""The one switch that chooses an implementation: "auto" | "triton" | "reference".
+
+Also "loop" (the sequential definition, for tests) and "export" (a loop-free form for ONNX export)."""
 from __future__ import annotations
 
 import functools
 
-BACKENDS = ("auto", "triton", "reference", "loop")
+BACKENDS = ("auto", "triton", "reference", "loop", "export")
 
 
 @functools.lru_cache(maxsize=None)

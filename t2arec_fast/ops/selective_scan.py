@@ -124,7 +124,7 @@ def selective_scan(x, dt, A, B, C, D=None, z=None, initial_state=None, backend="
     """Selective scan → (y, final_state). See the module docstring for shapes.
 
     backend: "auto" (Triton on CUDA tensors, the chunked reference elsewhere), "triton", "reference" (chunked),
-    or "loop" (the sequential definition).
+    "loop" (the sequential definition) or "export" (loop-free graph for ONNX, see export_scan.py).
     """
     backend = resolve_backend(backend, x)
     if backend == "triton":
@@ -133,4 +133,7 @@ def selective_scan(x, dt, A, B, C, D=None, z=None, initial_state=None, backend="
         return selective_scan_triton(x, dt, A, B, C, D, z, initial_state)
     if backend == "loop":
         return selective_scan_loop(x, dt, A, B, C, D, z, initial_state)
+    if backend == "export":
+        from .export_scan import selective_scan_export
+        return selective_scan_export(x, dt, A, B, C, D, z, initial_state)
     return selective_scan_chunked(x, dt, A, B, C, D, z, initial_state)

@@ -1,0 +1,120 @@
+"""The T2A-Mamba block (model-spec §2): a Mamba-2 block with one head of width d and one B/C group.
+
+Two forms share every weight and every helper below:
+  * `forward(u, mask, state)`  — a whole left-padded sequence through the selective scan;
+  * `step(u_t, state)`         — one more event in O(1), through the one-step state update.
+Running `step` n times from an empty state equals `forward` on the n events (tests/model check it).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from t2arec_fast.ops import selective_scan, selective_state_step
+
+
+@dataclass
+class BlockState:
+    """Recurrent state of one block for a batch of users.
+
+    conv: (batch, conv_kernel − 1, d + 2·d_state)  the last k−1 conv inputs (pre-conv xBC), oldest first
+    ssm:  (batch, d_state, d)                     the scan state h
+    """
+    conv: torch.Tensor
+    ssm: torch.Tensor
+
+    def detach(self) -> "BlockState":
+        return BlockState(self.conv.detach(), self.ssm.detach())
+
+
+@dataclass
+class BlockInternals:
+    """What the alignment losses need from a block's pass (all at the last position unless noted)."""
+    dt: torch.Tensor            # (batch, L) step sizes Δ_1..Δ_n (0 at pads); for a step: (batch,)
+    x_last: torch.Tensor        # (batch, d) post-conv x at the last position
+    final_state: torch.Tensor   # (batch, d_state, d) h_n
+
+
+class GatedRMSNorm(nn.Module):
+    """RMSNorm(y) with a learnable weight; the SiLU(z) gate is fused into the scan before it."""
+
+    def __init__(self, d: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class T2AMambaBlock(nn.Module):
+    def __init__(self, d: int = 64, d_state: int = 32, conv_kernel: int = 4, backend: str = "auto",
+                 dt_min: float = 1e-3, dt_max: float = 1e-1):
+        super().__init__()
+        self.d, self.d_state, self.conv_kernel, self.backend = d, d_state, conv_kernel, backend
+        self.conv_dim = d + 2 * d_state
+        self.in_proj = nn.Linear(d, d + self.conv_dim + 1, bias=False)       # → z, xBC, dt
+        self.conv = nn.Conv1d(self.conv_dim, self.conv_dim, conv_kernel, groups=self.conv_dim, bias=True)
+        # Mamba-2 init: softplus(dt_bias) log-uniform in [dt_min, dt_max]; A = −exp(A_log), A_log = log U[1, 16].
+        dt0 = math.exp(torch.empty(()).uniform_(math.log(dt_min), math.log(dt_max)).item())
+        self.dt_bias = nn.Parameter(torch.tensor([dt0 + math.log(-math.expm1(-dt0))]))
+        self.A_log = nn.Parameter(torch.log(torch.empty(1).uniform_(1.0, 16.0)))
+        self.D = nn.Parameter(torch.ones(d))
+        self.norm = GatedRMSNorm(d)
+        self.out_proj = nn.Linear(d, d, bias=False)
+        self.q_proj = nn.Linear(d, d_state, bias=False)                      # Q = Linear_2(x_n) of L_state
+
+    # -- shared pieces ------------------------------------------------------------------------------------------
+    @property
+    def A(self) -> torch.Tensor:
+        return -torch.exp(self.A_log[0])
+
+    def empty_state(self, batch: int, device=None, dtype=None) -> BlockState:
+        p = self.in_proj.weight
+        device, dtype = device or p.device, dtype or p.dtype
+        return BlockState(torch.zeros(batch, self.conv_kernel - 1, self.conv_dim, device=device, dtype=dtype),
+                          torch.zeros(batch, self.d_state, self.d, device=device, dtype=dtype))
+
+    def _project(self, u: torch.Tensor):
+        z, xbc, dt_raw = torch.split(self.in_proj(u), [self.d, self.conv_dim, 1], dim=-1)
+        return z, xbc, dt_raw.squeeze(-1)
+
+    def _ssm_inputs(self, conv_out: torch.Tensor, dt_raw: torch.Tensor):
+        x, B, C = torch.split(F.silu(conv_out), [self.d, self.d_state, self.d_state], dim=-1)
+        dt = F.softplus(dt_raw + self.dt_bias)
+        return x, B, C, dt
+
+    def _output(self, y: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(self.norm(y))
+
+    # -- full sequence ------------------------------------------------------------------------------------------
+    def forward(self, u: torch.Tensor, mask: torch.Tensor, state: Optional[BlockState] = None):
+        """u: (batch, L, d); mask: (batch, L) bool, False at left pads. → (out, new_state, internals)."""
+        batch, L, _ = u.shape
+        state = state or self.empty_state(batch, u.device, u.dtype)
+        z, xbc, dt_raw = self._project(u)
+        xbc = xbc * mask[..., None]                                          # conv input is 0 at pads
+        window = torch.cat([state.conv, xbc], dim=1)                         # (batch, k−1+L, conv_dim)
+        conv_out = F.conv1d(window.transpose(1, 2), self.conv.weight, self.conv.bias,
+                            groups=self.conv_dim).transpose(1, 2)            # causal: (batch, L, conv_dim)
+        x, B, C, dt = self._ssm_inputs(conv_out, dt_raw)
+        dt = dt * mask                                                       # Δ = 0 at pads: state passes through
+        y, h = selective_scan(x, dt, self.A, B, C, self.D, z=z, initial_state=state.ssm, backend=self.backend)
+        new_state = BlockState(window[:, window.shape[1] - (self.conv_kernel - 1):], h)
+        return self._output(y), new_state, BlockInternals(dt=dt, x_last=x[:, -1], final_state=h)
+
+    # -- one step -----------------------------------------------------------------------------------------------
+    def step(self, u_t: torch.Tensor, state: BlockState):
+        """u_t: (batch, d) one new input per user. → (out_t, new_state, internals with dt (batch,))."""
+        z, xbc, dt_raw = self._project(u_t)
+        window = torch.cat([state.conv, xbc[:, None]], dim=1)                # (batch, k, conv_dim)
+        conv_out = torch.einsum("bkc,ck->bc", window, self.conv.weight[:, 0, :]) + self.conv.bias
+        x, B, C, dt = self._ssm_inputs(conv_out, dt_raw)
+        y, h = selective_state_step(state.ssm, x, dt, self.A, B, C, self.D, z=z, backend=self.backend)
+        new_state = BlockState(window[:, 1:], h)
+        return self._output(y), new_state, BlockInternals(dt=dt, x_last=x, final_state=h)

@@ -1,0 +1,93 @@
+"""Checkpoint directories shared by every model: model.safetensors + config.json (+ id_maps.npz).
+
+config.json holds {"model": name, "config": {...constructor kwargs...}, "versions": {...}, "extra": {...}}; `load_checkpoint`
+dispatches on "model" so that one call loads any model the package trains.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from t2arec_fast.errors import InputError
+
+FORMAT_VERSION = 1
+
+
+def _versions() -> dict:
+    from t2arec_fast import __version__
+    return {"t2arec_fast": __version__, "torch": torch.__version__, "format": FORMAT_VERSION}
+
+
+def save_checkpoint(model, directory, config: dict, id_maps: Optional[dict] = None,
+                    extra: Optional[dict] = None) -> Path:
+    """Write atomically enough for a training loop: every file goes through a temporary name and a rename."""
+    from safetensors.torch import save_file
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    _atomic(directory / "model.safetensors", lambda p: save_file(tensors, str(p)))
+    meta = {"model": model.model_name, "config": config, "versions": _versions(), "extra": extra or {}}
+    _atomic(directory / "config.json", lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
+    if id_maps:
+        arrays = {k: np.asarray(v).astype(str) if np.asarray(v).dtype == object else np.asarray(v)
+                  for k, v in id_maps.items()}
+        _atomic(directory / "id_maps.npz", lambda p: np.savez(p, **arrays))
+    return directory
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp" + (path.suffix or ""))
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def read_meta(directory) -> dict:
+    directory = Path(directory)
+    path = directory / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"not a t2arec_fast checkpoint: {path} is missing")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: corrupted checkpoint config ({exc})") from None
+
+
+def load_checkpoint(directory, map_location="cpu", expect=None):
+    """Load any saved model. `expect` (a class) makes a mismatch an error instead of a surprise."""
+    from safetensors.torch import load_file
+    from . import MODEL_CLASSES
+    directory = Path(directory)
+    meta = read_meta(directory)
+    name = meta.get("model")
+    if name not in MODEL_CLASSES:
+        raise InputError(f"{directory}: unknown model type {name!r} in config.json")
+    cls = MODEL_CLASSES[name]
+    if expect is not None and not issubclass(cls, expect):
+        raise InputError(f"{directory} holds a {name!r} model, not {expect.__name__}")
+    model = cls.from_config(meta["config"])
+    weights = directory / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} is missing")
+    try:
+        state = load_file(str(weights), device=str(map_location))
+    except Exception as exc:  # safetensors raises its own error types for corrupted files
+        raise InputError(f"{weights}: cannot read weights ({exc})") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise InputError(f"{weights}: weights do not match the config (missing {missing}, unexpected {unexpected})")
+    model.checkpoint_meta = meta
+    model.id_maps = load_id_maps(directory)
+    return model.to(map_location).eval()
+
+
+def load_id_maps(directory) -> dict:
+    path = Path(directory) / "id_maps.npz"
+    if not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}

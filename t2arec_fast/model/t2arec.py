@@ -1,0 +1,251 @@
+"""T2ARec (model-spec §2-§4): embedding → T2A-Mamba layers (block, Add&Norm, FFN) → tied scoring head,
+plus the two alignment losses computed from one forward pass.
+
+Public API (other code relies on these names):
+    T2ARec(n_items, d=64, d_state=32, n_blocks=1, **options)      options = ModelConfig fields
+    encode(item_ids, timestamps) -> (o_n, states)                  LEFT-padded int64 (batch, L), 0 = padding
+    scores(item_ids, timestamps) -> (batch, n_items + 1)           column 0 (padding) is −inf
+    step(item_ids_t, states) -> (o, new_states)                    one more event per user, O(1)
+    losses(item_ids, timestamps, next_items, target_times) -> {"rec", "time", "state"}
+    aux_losses(item_ids, timestamps, target_times) -> {"time", "state", "o_n"}
+    save(dir) / T2ARec.load(dir)
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import List, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from t2arec_fast.config import ModelConfig
+from t2arec_fast.errors import InputError
+
+from .block import BlockState, T2AMambaBlock
+from .checkpoint import load_checkpoint, save_checkpoint
+from .losses import gap_sequence, interest_state_loss, time_interval_loss
+
+
+class T2ALayer(nn.Module):
+    """A T2A-Mamba block followed by Add & Norm and a position-wise FFN (model-spec §2.3)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.block = T2AMambaBlock(cfg.d, cfg.d_state, cfg.conv_kernel, backend=cfg.backend)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.norm1 = nn.LayerNorm(cfg.d)
+        self.ffn = nn.Sequential(nn.Linear(cfg.d, 4 * cfg.d), nn.GELU(), nn.Dropout(cfg.dropout),
+                                 nn.Linear(4 * cfg.d, cfg.d))
+        self.norm2 = nn.LayerNorm(cfg.d)
+
+    def _finish(self, u, block_out):
+        a = self.norm1(u + self.drop(block_out))
+        return self.norm2(a + self.drop(self.ffn(a)))
+
+    def forward(self, u, mask, state=None):
+        out, new_state, internals = self.block(u, mask, state)
+        return self._finish(u, out), new_state, internals
+
+    def step(self, u_t, state):
+        out, new_state, internals = self.block.step(u_t, state)
+        return self._finish(u_t, out), new_state, internals
+
+
+class T2ARec(nn.Module):
+    model_name = "t2arec"
+
+    def __init__(self, n_items: int, d: int = 64, d_state: int = 32, n_blocks: int = 1, **options):
+        super().__init__()
+        if n_items < 1:
+            raise InputError(f"T2ARec: n_items must be ≥ 1, got {n_items}")
+        options.setdefault("model", self.model_name)
+        self.config = ModelConfig(d=d, d_state=d_state, n_blocks=n_blocks, **options)
+        self.n_items = n_items
+        self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
+        self.emb_drop = nn.Dropout(self.config.dropout)
+        self.emb_norm = nn.LayerNorm(d)
+        self.layers = nn.ModuleList(T2ALayer(self.config) for _ in range(n_blocks))
+        # λ of L_time: estimated from training data by the trainer (set_time_margin), saved with the weights.
+        self.register_buffer("time_margin", torch.tensor(float("nan"), dtype=torch.float64))
+        self._init_weights()
+
+    def _init_weights(self):
+        nn.init.normal_(self.item_emb.weight, std=0.02)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+
+    # -- configuration ------------------------------------------------------------------------------------------
+    @property
+    def uses_alignment(self) -> bool:
+        """False for the backbone baseline (μ = 0, no test-time step)."""
+        return self.config.model != "backbone"
+
+    def set_time_margin(self, lam: float) -> None:
+        if not (lam > 0 and math.isfinite(lam)):
+            raise ValueError(f"time margin λ must be a positive finite number, got {lam}")
+        self.time_margin.fill_(float(lam))
+
+    def set_backend(self, backend: str) -> None:
+        self.config.backend = backend
+        for layer in self.layers:
+            layer.block.backend = backend
+
+    # -- input checks (public entry points only; the training loop uses the unchecked paths) -------------------
+    def check_inputs(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None) -> None:
+        if not isinstance(item_ids, torch.Tensor) or item_ids.dim() != 2:
+            raise InputError(f"item_ids must be a (batch, L) tensor, got {getattr(item_ids, 'shape', type(item_ids))}")
+        if item_ids.dtype != torch.int64:
+            raise InputError(f"item_ids must be int64, got {item_ids.dtype}")
+        if item_ids.shape[0] == 0 or item_ids.shape[1] == 0:
+            raise InputError(f"empty batch: item_ids has shape {tuple(item_ids.shape)}")
+        lo, hi = int(item_ids.min()), int(item_ids.max())
+        if lo < 0 or hi > self.n_items:
+            bad = ((item_ids < 0) | (item_ids > self.n_items)).nonzero()[0].tolist()
+            raise InputError(f"item id {int(item_ids[bad[0], bad[1]])} at (row {bad[0]}, column {bad[1]}) is outside "
+                             f"[0, {self.n_items}] (0 = padding)")
+        real = item_ids != 0
+        if (real[:, :-1] & ~real[:, 1:]).any():
+            row = int((real[:, :-1] & ~real[:, 1:]).any(1).nonzero()[0])
+            raise InputError(f"row {row} is not LEFT-padded: padding (0) follows a real item")
+        if not real[:, -1].all():
+            row = int((~real[:, -1]).nonzero()[0])
+            raise InputError(f"row {row} has no items (all padding)")
+        if timestamps is None:
+            return
+        if not isinstance(timestamps, torch.Tensor) or timestamps.shape != item_ids.shape:
+            raise InputError(f"timestamps must have item_ids' shape {tuple(item_ids.shape)}, "
+                             f"got {getattr(timestamps, 'shape', type(timestamps))}")
+        if timestamps.dtype != torch.int64:
+            raise InputError(f"timestamps must be int64 seconds, got {timestamps.dtype} (float32 cannot hold unix "
+                             "seconds exactly)")
+        backwards = real[:, 1:] & real[:, :-1] & (timestamps[:, 1:] < timestamps[:, :-1])
+        if backwards.any():
+            row, col = backwards.nonzero()[0].tolist()
+            raise InputError(f"timestamps go backwards in row {row} at column {col + 1} "
+                             f"({int(timestamps[row, col])} → {int(timestamps[row, col + 1])})")
+
+    # -- forward pieces -----------------------------------------------------------------------------------------
+    def embed(self, item_ids: torch.Tensor) -> torch.Tensor:
+        return self.emb_norm(self.emb_drop(self.item_emb(item_ids)))
+
+    def empty_states(self, batch: int, device=None, dtype=None) -> List[BlockState]:
+        return [layer.block.empty_state(batch, device, dtype) for layer in self.layers]
+
+    def _run_sequence(self, item_ids: torch.Tensor, states: Optional[List[BlockState]] = None):
+        """All positions: → (o (batch, L, d), final states, per-layer internals)."""
+        mask = item_ids != 0
+        h = self.embed(item_ids)
+        new_states, internals = [], []
+        for i, layer in enumerate(self.layers):
+            h, st, inner = layer(h, mask, None if states is None else states[i])
+            new_states.append(st)
+            internals.append(inner)
+        return h, new_states, internals
+
+    def _run_step(self, u_t: torch.Tensor, states: List[BlockState]):
+        """One event per user given its input vector u_t (an embedding, or o_n for Δ̂_{n+1})."""
+        h, new_states, internals = u_t, [], []
+        for layer, st in zip(self.layers, states):
+            h, st_new, inner = layer.step(h, st)
+            new_states.append(st_new)
+            internals.append(inner)
+        return h, new_states, internals
+
+    def score_from(self, o: torch.Tensor) -> torch.Tensor:
+        """Tied-embedding scores for output vectors o (..., d) → (..., n_items + 1); padding column = −inf."""
+        logits = o @ self.item_emb.weight.t()
+        logits[..., 0] = float("-inf")
+        return logits
+
+    # -- public inference API -----------------------------------------------------------------------------------
+    def encode(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None):
+        """→ (o_n (batch, d), states: one BlockState per block)."""
+        self.check_inputs(item_ids, timestamps)
+        o, states, _ = self._run_sequence(item_ids)
+        return o[:, -1], states
+
+    def scores(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None) -> torch.Tensor:
+        o_n, _ = self.encode(item_ids, timestamps)
+        return self.score_from(o_n)
+
+    def step(self, item_ids_t: torch.Tensor, states: List[BlockState]):
+        """One new event per user: item_ids_t (batch,) int64 (no padding) → (o (batch, d), new states)."""
+        if item_ids_t.dim() != 1 or item_ids_t.dtype != torch.int64:
+            raise InputError(f"step: item ids must be int64 (batch,), got {item_ids_t.dtype} {tuple(item_ids_t.shape)}")
+        if item_ids_t.numel() and (int(item_ids_t.min()) < 1 or int(item_ids_t.max()) > self.n_items):
+            raise InputError(f"step: item ids must lie in [1, {self.n_items}]")
+        o, new_states, _ = self._run_step(self.embed(item_ids_t), states)
+        return o, new_states
+
+    # -- losses -------------------------------------------------------------------------------------------------
+    def _alignment_losses(self, o_n, timestamps, mask, target_times, states, internals):
+        """L_time and L_state from one pass (model-spec §3, §4), averaged over blocks.
+
+        Δ̂_{n+1}, x̂, B̂ and ĥ_{n+1} come from the one-step update fed with o_n (detached), exactly as serving
+        would advance the state — one definition of the block's maths.
+        """
+        cfg = self.config
+        _, _, next_internals = self._run_step(o_n.detach(), states)
+        gaps, valid = gap_sequence(timestamps, mask, target_times)
+        margin = float(self.time_margin) if torch.isfinite(self.time_margin) else 1.0
+        l_time = o_n.new_zeros(())
+        l_state = o_n.new_zeros(())
+        for layer, inner, nxt in zip(self.layers, internals, next_internals):
+            steps = torch.cat([inner.dt, nxt.dt[:, None]], dim=1)
+            l_time = l_time + time_interval_loss(steps, gaps, valid, margin, cfg.pair_block, cfg.gap_transform,
+                                                 cfg.count_tied_pairs)
+            q = layer.block.q_proj(inner.x_last)
+            l_state = l_state + interest_state_loss(inner.final_state, nxt.final_state, nxt.dt, q, inner.x_last,
+                                                    layer.block.A, cfg.state_floor, cfg.state_norm)
+        n = len(self.layers)
+        return l_time / n, l_state / n
+
+    def losses(self, item_ids, timestamps, next_items, target_times, with_aux: bool = True):
+        """Training objective pieces. rec = CE over all non-pad positions (mean); time, state on the last position."""
+        mask = item_ids != 0
+        o, states, internals = self._run_sequence(item_ids)
+        logits = self.score_from(o[mask])
+        rec = F.cross_entropy(logits, next_items[mask])
+        zero = rec.new_zeros(())
+        if not (with_aux and self.uses_alignment):
+            return {"rec": rec, "time": zero, "state": zero}
+        if self.config.aux_stop_embedding:
+            o, states, internals = self._run_sequence_stopped(item_ids)
+        l_time, l_state = self._alignment_losses(o[:, -1], timestamps, mask, target_times, states, internals)
+        return {"rec": rec, "time": l_time, "state": l_state}
+
+    def _run_sequence_stopped(self, item_ids):
+        """Forward pass whose embedding lookup is detached (aux_stop_embedding)."""
+        mask = item_ids != 0
+        h = self.emb_norm(self.emb_drop(self.item_emb(item_ids).detach()))
+        new_states, internals = [], []
+        for layer in self.layers:
+            h, st, inner = layer(h, mask)
+            new_states.append(st)
+            internals.append(inner)
+        return h, new_states, internals
+
+    def aux_losses(self, item_ids, timestamps, target_times):
+        """Self-supervised alignment losses only (no labels), for test-time alignment. → {"time", "state", "o_n"}."""
+        mask = item_ids != 0
+        o, states, internals = self._run_sequence(item_ids)
+        o_n = o[:, -1]
+        l_time, l_state = self._alignment_losses(o_n, timestamps, mask, target_times, states, internals)
+        return {"time": l_time, "state": l_state, "o_n": o_n}
+
+    # -- persistence --------------------------------------------------------------------------------------------
+    def save(self, directory, id_maps: Optional[dict] = None, extra: Optional[dict] = None) -> None:
+        """Weights (safetensors), config, λ, id maps and versions into `directory`."""
+        save_checkpoint(self, directory, {"n_items": self.n_items, **dataclasses.asdict(self.config)},
+                        id_maps=id_maps, extra=extra)
+
+    @classmethod
+    def load(cls, directory, map_location="cpu") -> "T2ARec":
+        return load_checkpoint(directory, map_location=map_location, expect=cls)
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "T2ARec":
+        cfg = dict(cfg)
+        return cls(cfg.pop("n_items"), **cfg)

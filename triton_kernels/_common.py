@@ -1,0 +1,50 @@
+"""Helpers shared by the kernel families: output allocation (with optional NaN poisoning), dtype mapping and the
+interpreter guard. Launchers only; no kernels here."""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+# Tests set this to True (or the environment variable T2AREC_POISON_OUTPUTS=1) so that every output buffer a
+# launcher allocates starts as NaN: an element a kernel forgets to write then fails the comparison loudly.
+POISON_OUTPUTS = os.environ.get("T2AREC_POISON_OUTPUTS", "0") == "1"
+
+
+def new_output(shape, dtype, device) -> torch.Tensor:
+    """An uninitialised output buffer; NaN-filled when POISON_OUTPUTS is on (integer buffers are never poisoned)."""
+    if POISON_OUTPUTS and dtype.is_floating_point:
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def accumulator_dtype(*dtypes: torch.dtype) -> torch.dtype:
+    """float64 if any input is float64 (the test path), else float32 (bf16/fp16/fp32 inputs accumulate in fp32)."""
+    return torch.float64 if torch.float64 in dtypes else torch.float32
+
+
+def tl_dtype(dtype: torch.dtype):
+    return {torch.float32: tl.float32, torch.float64: tl.float64}[dtype]
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def check_device(name: str, *tensors) -> None:
+    """Triton kernels run on CUDA, or on CPU tensors only inside Triton's interpreter (TRITON_INTERPRET=1, set
+    before triton is imported)."""
+    devices = {t.device for t in tensors if t is not None}
+    if len(devices) > 1:
+        raise ValueError(f"{name}: all tensors must be on one device, got {sorted(map(str, devices))}")
+    device = devices.pop()
+    if device.type != "cuda" and not interpreting():
+        raise RuntimeError(
+            f"{name}: Triton kernels need CUDA tensors (got {device}); on CPU use backend='reference', or set "
+            "TRITON_INTERPRET=1 before importing triton to run the kernels in Triton's interpreter")
+
+
+def next_pow2(n: int) -> int:
+    return triton.next_power_of_2(max(int(n), 1))
