@@ -26,6 +26,7 @@ class DataConfig:
     max_len: Optional[int] = None         # None = 200 for MovieLens-like data, 50 otherwise
     split: str = "loo"                    # "loo" (leave-one-out by time) | "global_time"
     n_segments: int = 4                   # test users cut into equal segments by test timestamp
+    mask_history: bool = False            # evaluation: mask already-seen items (RecBole's default is not to)
 
 
 @dataclass
@@ -37,6 +38,7 @@ class ModelConfig:
     conv_kernel: int = 4
     dropout: float = 0.2
     n_heads: int = 2                      # sasrec only
+    n_layers: int = 2                     # sasrec only: Transformer blocks (RecBole's n_layers)
     backend: str = "auto"                 # scan backend: "auto" | "triton" | "reference"
     # L_time (model-spec §3)
     gap_transform: str = "hours"          # "hours" (paper, linear) | "log1p_hours"

@@ -179,6 +179,17 @@ class T2ARec(nn.Module):
         o, new_states, _ = self._run_step(self.embed(item_ids_t), states)
         return o, new_states
 
+    def forward(self, item_ids, timestamps=None, target_times=None, task: str = "scores"):
+        """Module entry point, so torch.func.functional_call can run any task with substituted parameters:
+        "scores" → scores(); "encode" → encode(); "aux" → aux_losses() (needs target_times)."""
+        if task == "scores":
+            return self.scores(item_ids, timestamps)
+        if task == "encode":
+            return self.encode(item_ids, timestamps)
+        if task == "aux":
+            return self.aux_losses(item_ids, timestamps, target_times)
+        raise ValueError(f"unknown task {task!r}; expected 'scores', 'encode' or 'aux'")
+
     # -- losses -------------------------------------------------------------------------------------------------
     def _alignment_losses(self, o_n, timestamps, mask, target_times, states, internals):
         """L_time and L_state from one pass (model-spec §3, §4), averaged over blocks.

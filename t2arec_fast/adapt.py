@@ -1,0 +1,110 @@
+"""Test-time alignment (the paper's Algorithm 1, model-spec §5), implemented functionally.
+
+For each test batch, independently ("episodic"): starting from the trained parameters θ, take M plain gradient steps
+    θ ← θ − α ∇θ (μ1' L_time + μ2' L_state)
+on the self-supervised alignment losses of that batch (no labels; model in eval mode), then score the batch with the
+adapted parameters θ' (the scores use the adapted item embedding too). θ' lives only in a dict of tensors evaluated
+with `torch.func.functional_call`: the model's own parameters are never written, so they are bit-identical
+afterwards and nothing has to be copied or restored between batches.
+
+The result depends on which users share a batch (the losses are batch means): callers record the batch size and
+order with every result (see `evaluate.evaluate`).
+
+Which parameters adapt (`TTTConfig.ttt_params`), by parameter-name filters (regular expressions, `re.search`):
+    "all"    every parameter (the paper);
+    "block"  the T2A-Mamba block(s): in_proj, conv, dt_bias, A_log, D, gated RMSNorm, out_proj, q_proj
+             (not the item embedding, Add&Norm or FFN);
+    "ssm"    the parameters that set the SSM's dynamics: A_log, dt_bias and in_proj (which produces Δ, B, C, x);
+    "norms"  every normalisation layer's weights (and biases): embedding LayerNorm, Add&Norm, gated RMSNorm.
+Parameters outside the chosen group, and those the losses do not reach (the FFN: L_time and L_state never see it,
+since Δ̂_{n+1} is computed from o_n detached), keep their trained values.
+"""
+from __future__ import annotations
+
+import re
+from typing import Dict
+
+import torch
+import torch.nn as nn
+from torch.func import functional_call
+
+PARAM_GROUPS = {
+    "all": r".",
+    "block": r"(^|\.)block\.",
+    "ssm": r"(^|\.)block\.(A_log|dt_bias|in_proj\.weight)$",
+    "norms": r"(^|\.)(emb_norm|norm\d?)\.",
+}
+
+
+def adaptable_parameter_names(model: nn.Module, group: str) -> list:
+    """Names of the trainable parameters in `group` (see PARAM_GROUPS)."""
+    if group not in PARAM_GROUPS:
+        raise ValueError(f"unknown ttt_params {group!r}; expected one of {sorted(PARAM_GROUPS)}")
+    pattern = re.compile(PARAM_GROUPS[group])
+    return [name for name, p in model.named_parameters() if p.requires_grad and pattern.search(name)]
+
+
+def ttt_is_active(ttt_cfg) -> bool:
+    """False when the step cannot change anything (no steps, α = 0, or μ1' = μ2' = 0)."""
+    return ttt_cfg.ttt_steps > 0 and ttt_cfg.ttt_lr != 0 and (ttt_cfg.ttt_mu_time != 0 or ttt_cfg.ttt_mu_state != 0)
+
+
+class _Method(nn.Module):
+    """Makes `model.<method>` the forward of a module, so that functional_call can evaluate any model method."""
+
+    def __init__(self, model: nn.Module, method: str):
+        super().__init__()
+        self.m = model
+        self.method = method
+
+    def forward(self, *args):
+        return getattr(self.m, self.method)(*args)
+
+
+def call_with(model: nn.Module, params: Dict[str, torch.Tensor], method: str, *args):
+    """`model.<method>(*args)` evaluated with `params` (name → tensor) in place of those parameters."""
+    return functional_call(_Method(model, method), {f"m.{k}": v for k, v in params.items()}, args)
+
+
+def adapt_parameters(model: nn.Module, items: torch.Tensor, times: torch.Tensor, target_times: torch.Tensor,
+                     ttt_cfg) -> Dict[str, torch.Tensor]:
+    """θ' for one batch: M SGD steps of α on μ1' L_time + μ2' L_state over the `ttt_params` group.
+
+    items, times: (batch, L) int64 LEFT-padded; target_times: (batch,) int64 = t_{n+1}.
+    → {name: adapted tensor} for the adapted group only (others keep the model's values). No gradient history.
+    """
+    names = adaptable_parameter_names(model, ttt_cfg.ttt_params)
+    own = dict(model.named_parameters())
+    fast = {name: own[name].detach() for name in names}
+    for _ in range(ttt_cfg.ttt_steps):
+        # fresh leaves that share storage with θ (or the previous θ') but are never written in place
+        leaves = {name: t.detach().requires_grad_(True) for name, t in fast.items()}
+        with torch.enable_grad():
+            aux = call_with(model, leaves, "aux_losses", items, times, target_times)
+            loss = ttt_cfg.ttt_mu_time * aux["time"] + ttt_cfg.ttt_mu_state * aux["state"]
+            if not loss.requires_grad:                  # e.g. SASRec: no alignment losses, nothing to adapt
+                return fast
+            grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+        fast = {name: t.detach() if g is None else (t - ttt_cfg.ttt_lr * g).detach()
+                for (name, t), g in zip(leaves.items(), grads)}
+    return fast
+
+
+def adapted_scores(model: nn.Module, batch, ttt_cfg) -> torch.Tensor:
+    """Scores (batch, n_items + 1) of one test batch after the test-time step (column 0 = −inf).
+
+    `batch` is a torch batch (`Batch.to_torch`): items, times, target_times. The model is put in eval mode for the
+    call (dropout off, as in the paper) and returned to its previous mode; its parameters are not modified.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        if not ttt_is_active(ttt_cfg):
+            with torch.no_grad():
+                return model.scores(batch.items, batch.times)
+        model.check_inputs(batch.items, batch.times)
+        fast = adapt_parameters(model, batch.items, batch.times, batch.target_times, ttt_cfg)
+        with torch.no_grad():
+            return call_with(model, fast, "scores", batch.items, batch.times)
+    finally:
+        model.train(was_training)

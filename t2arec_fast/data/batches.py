@@ -1,0 +1,120 @@
+"""Left-padded mini-batches for training and evaluation, gathered from the CSR arrays in one numpy pass each.
+
+Padding goes on the LEFT so the last column is every user's most recent event (model-spec §2): the model reads the
+final state after the last column, with no per-sequence offsets.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Iterator, Optional
+
+import numpy as np
+
+from .dataset import SequenceDataset
+from .split import Split
+
+
+@dataclass
+class Batch:
+    """One mini-batch; numpy arrays (or torch tensors after `to_torch`). B users, L = longest input in the batch.
+
+    items (B, L) input item ids, 0 = padding on the left;  times (B, L) their unix seconds, 0 at pads;
+    lengths (B,) real inputs per row;  next_items (B, L) the item following each input position, 0 at pads
+    (its last column equals targets);  targets (B,) the item after the last input;  target_times (B,) its
+    timestamp t_{n+1};  users (B,) user rows.
+    """
+    items: np.ndarray
+    times: np.ndarray
+    lengths: np.ndarray
+    next_items: Optional[np.ndarray]
+    targets: np.ndarray
+    target_times: np.ndarray
+    users: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def to_torch(self, device=None, non_blocking: bool = False) -> "Batch":
+        import torch
+        moved = {f.name: None if getattr(self, f.name) is None
+                 else torch.as_tensor(getattr(self, f.name)).to(device, non_blocking=non_blocking)
+                 for f in fields(self)}
+        return replace(self, **moved)
+
+
+class Batches:
+    """A re-iterable, sized sequence of batches (len() works, e.g. for progress bars)."""
+
+    def __init__(self, ds: SequenceDataset, starts: np.ndarray, lengths: np.ndarray, users: np.ndarray,
+                 batch_size: int, rank: int = 0, world_size: int = 1):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in 0..world_size-1, got rank={rank}, world_size={world_size}")
+        self.ds, self.starts, self.lengths, self.users = ds, starts, lengths, users
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+        self.n_global = -(-len(starts) // batch_size)
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n_global, self.world_size))
+
+    def __iter__(self) -> Iterator[Batch]:
+        # rank r of w takes global batches r, r+w, ...: together the ranks see exactly the batches of one process
+        for b in range(self.rank, self.n_global, self.world_size):
+            chosen = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            yield gather(self.ds, self.starts[chosen], self.lengths[chosen], self.users[chosen])
+
+
+def train_batches(split: Split, max_len: int, batch_size: int, shuffle: bool = True, seed: int = 0, epoch: int = 0,
+                  rank: int = 0, world_size: int = 1) -> Batches:
+    """Training windows of at most max_len inputs, each training target used once per epoch.
+
+    A training sequence of m events has m-1 targets; longer ones are cut into windows from the end, so the most
+    recent window is complete. With shuffle the order depends on (seed, epoch) only, identical on every rank.
+    """
+    starts, lengths, users = training_windows(split, max_len)
+    if shuffle:
+        order = np.random.default_rng([seed, epoch]).permutation(len(starts))
+        starts, lengths, users = starts[order], lengths[order], users[order]
+    return Batches(split.dataset, starts, lengths, users, batch_size, rank, world_size)
+
+
+def eval_batches(split: Split, part: str, max_len: int, batch_size: int, rank: int = 0,
+                 world_size: int = 1) -> Batches:
+    """Validation or test examples in user order: the last max_len events before each target."""
+    examples = split.part(part)
+    first = split.dataset.offsets[examples.users]
+    starts = np.maximum(first, examples.stops - max_len)
+    return Batches(split.dataset, starts, examples.stops - starts, examples.users, batch_size, rank, world_size)
+
+
+def training_windows(split: Split, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(input start, input length, user) of every training window; window j counts back from the end."""
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    first = split.dataset.offsets[:-1]
+    stop = split.train_stop
+    n_targets = np.maximum(stop - first - 1, 0)
+    n_windows = -(-n_targets // max_len)
+    users = np.repeat(np.arange(len(first), dtype=np.int64), n_windows)
+    window = np.arange(len(users), dtype=np.int64) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
+    target_end = stop[users] - window * max_len                   # exclusive end of this window's targets
+    target_start = np.maximum(first[users] + 1, target_end - max_len)
+    return target_start - 1, target_end - target_start, users
+
+
+def gather(ds: SequenceDataset, starts: np.ndarray, lengths: np.ndarray, users: np.ndarray) -> Batch:
+    """Left-padded batch of inputs items[start:start+length]; the target is the event right after."""
+    width = int(lengths.max()) if len(lengths) else 0
+    pads = width - lengths
+    column = np.arange(width, dtype=np.int64)
+    real = column[None, :] >= pads[:, None]
+    position = np.where(real, starts[:, None] + column[None, :] - pads[:, None], 0)
+    after = starts + lengths
+    return Batch(items=np.where(real, ds.items[position], 0),
+                 times=np.where(real, ds.timestamps[position], 0),
+                 lengths=lengths.astype(np.int64, copy=False),
+                 next_items=np.where(real, ds.items[np.minimum(position + 1, len(ds.items) - 1)], 0),
+                 targets=ds.items[after],
+                 target_times=ds.timestamps[after],
+                 users=users.astype(np.int64, copy=False))

@@ -1,0 +1,116 @@
+"""From raw interactions to a SequenceDataset: id maps, iterative k-core, chronological order, CSR layout.
+
+Everything is a handful of whole-array numpy/pyarrow passes, so ten million interactions take seconds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .dataset import SequenceDataset
+
+RawIds = Union[np.ndarray, pa.Array]
+
+
+@dataclass
+class Interactions:
+    """What every reader returns: one row per event, raw ids, int64 unix seconds, in file order."""
+    users: RawIds
+    items: RawIds
+    timestamps: np.ndarray
+    name: str
+    format: str
+    files: list = field(default_factory=list)          # on-disk paths the data came from (hashed for stats)
+    extras: dict = field(default_factory=dict)         # optional per-event columns carried through (synthetic)
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+
+def build_dataset(raw: Interactions, min_count: int = 10, default_max_len: Optional[int] = None) -> SequenceDataset:
+    """k-core filter, contiguous ids (users 0..U-1 rows, items 1..I with 0 = padding) and per-user time order."""
+    user_codes, user_vocab = factorize(raw.users)
+    item_codes, item_vocab = factorize(raw.items)
+    rows = kcore_rows(user_codes, item_codes, len(user_vocab), len(item_vocab), min_count)
+    timestamps = raw.timestamps
+    extras = dict(raw.extras)
+    if rows is not None:
+        user_codes, item_codes, timestamps = user_codes[rows], item_codes[rows], timestamps[rows]
+        extras = {key: value[rows] for key, value in extras.items()}
+    user_codes, user_vocab = _compact(user_codes, user_vocab, first=0)
+    item_codes, item_vocab = _compact(item_codes, item_vocab, first=1)
+    order = chronological_order(user_codes, timestamps)
+    if order is not None:
+        user_codes, item_codes, timestamps = user_codes[order], item_codes[order], timestamps[order]
+        extras = {key: value[order] for key, value in extras.items()}
+    offsets = np.zeros(len(user_vocab) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(user_codes, minlength=len(user_vocab)), out=offsets[1:])
+    item_ids = np.concatenate([_padding_placeholder(item_vocab), item_vocab])
+    return SequenceDataset(name=raw.name, offsets=offsets, items=item_codes, timestamps=timestamps,
+                           user_ids=user_vocab, item_ids=item_ids, format=raw.format, files=list(raw.files),
+                           min_count=min_count, default_max_len=default_max_len, extras=extras)
+
+
+def factorize(raw: RawIds) -> tuple[np.ndarray, np.ndarray]:
+    """(codes int64 0..K-1, vocabulary of K raw ids in sorted order). Hash-based, so linear in the data size."""
+    array = raw if isinstance(raw, (pa.Array, pa.ChunkedArray)) else pa.array(raw)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    encoded = array.dictionary_encode()
+    dictionary = encoded.dictionary
+    order = pc.array_sort_indices(dictionary).to_numpy()
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order), dtype=np.int64)
+    codes = rank[encoded.indices.to_numpy()]
+    vocab = dictionary.take(pa.array(order)).to_numpy(zero_copy_only=False)
+    return codes, vocab
+
+
+def kcore_rows(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, k: int) -> Optional[np.ndarray]:
+    """Indices of the rows kept by the iterative k-core (every user and item has >= k events), or None for all.
+
+    Removing rare items can push users under k and the other way round, so repeat until nothing changes. The
+    arrays shrink every round, so later rounds are cheap.
+    """
+    if k <= 1:
+        return None
+    kept = np.arange(len(users), dtype=np.int64)
+    while True:
+        user_ok = np.bincount(users, minlength=n_users) >= k
+        item_ok = np.bincount(items, minlength=n_items) >= k
+        ok = user_ok[users] & item_ok[items]
+        if ok.all():
+            return kept
+        kept, users, items = kept[ok], users[ok], items[ok]
+
+
+def chronological_order(users: np.ndarray, timestamps: np.ndarray) -> Optional[np.ndarray]:
+    """Stable order by (user, time), so ties keep file order; None when the data is already in that order."""
+    if len(users) == 0:
+        return None
+    same_user = users[1:] == users[:-1]
+    if (np.all(users[1:] >= users[:-1])
+            and np.all(timestamps[1:][same_user] >= timestamps[:-1][same_user])):
+        return None
+    return np.lexsort((timestamps, users))  # lexsort is stable: equal (user, time) keep their file order
+
+
+def _compact(codes: np.ndarray, vocab: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray]:
+    """Renumber the codes still present as first, first+1, ... keeping vocabulary (sorted raw id) order."""
+    present = np.bincount(codes, minlength=len(vocab)) > 0
+    if present.all():
+        return codes + first if first else codes, vocab
+    new_code = np.cumsum(present) - 1 + first
+    return new_code[codes], vocab[present]
+
+
+def _padding_placeholder(vocab: np.ndarray) -> np.ndarray:
+    """Raw id shown for item 0 (padding): 0 for integer ids, '[PAD]' for tokens."""
+    if vocab.dtype.kind in "iu":
+        return np.zeros(1, dtype=vocab.dtype)
+    return np.array(["[PAD]"], dtype=vocab.dtype if vocab.dtype.kind == "U" else object)

@@ -1,0 +1,77 @@
+"""Dataset statistics as a dict (for JSON) and as a printed table."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+
+from .sources import sha256
+
+# keys that describe the data itself, not where it came from: equal for the same data in two formats
+CONTENT_KEYS = ("users", "items", "interactions", "mean_length", "median_length", "min_length", "max_length",
+                "sparsity", "time_first", "time_last", "time_span_days", "zero_gap_share", "default_max_len")
+
+
+def dataset_stats(ds, with_hash: bool = True) -> dict:
+    lengths = ds.lengths
+    n = ds.n_interactions
+    stats = {
+        "name": ds.name,
+        "format": ds.format,
+        "min_count": ds.min_count,
+        "users": ds.n_users,
+        "items": ds.n_items,
+        "interactions": n,
+        "mean_length": round(float(lengths.mean()), 3) if ds.n_users else 0.0,
+        "median_length": float(np.median(lengths)) if ds.n_users else 0.0,
+        "min_length": int(lengths.min()) if ds.n_users else 0,
+        "max_length": int(lengths.max()) if ds.n_users else 0,
+        "sparsity": round(1.0 - n / (ds.n_users * ds.n_items), 6) if n else 1.0,
+        **_time_stats(ds),
+        "default_max_len": ds.default_max_len,
+        "files": [{"path": str(p), "bytes": p.stat().st_size, "sha256": sha256(p)} for p in ds.files]
+        if with_hash else None,
+    }
+    if ds.shift_times is not None:
+        stats["shifts"] = int(sum(len(s) for s in ds.shift_times))
+    return stats
+
+
+def _time_stats(ds) -> dict:
+    t = ds.timestamps
+    if len(t) == 0:
+        return {"time_first": None, "time_last": None, "time_span_days": 0.0, "zero_gap_share": 0.0}
+    same_user = np.ones(len(t) - 1, dtype=bool)
+    same_user[ds.offsets[1:-1] - 1] = False  # pair (last event of u, first of u+1) is not a gap
+    gaps = np.diff(t)[same_user]
+    return {
+        "time_first": _iso(t.min()),
+        "time_last": _iso(t.max()),
+        "time_span_days": round(float(t.max() - t.min()) / 86400.0, 2),
+        "zero_gap_share": round(float(np.mean(gaps == 0)), 4) if len(gaps) else 0.0,
+    }
+
+
+def _iso(seconds) -> str:
+    return datetime.fromtimestamp(int(seconds), tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def format_stats(stats: dict) -> str:
+    """A two-column table, integers with thousands separators."""
+    rows = []
+    for key, value in stats.items():
+        if key == "files":
+            for f in value or []:
+                rows.append(("file", f"{f['path']} ({f['bytes']:,} bytes, sha256 {f['sha256'][:16]}...)"))
+            continue
+        if isinstance(value, bool) or value is None:
+            text = str(value)
+        elif isinstance(value, (int, np.integer)):
+            text = f"{value:,}"
+        elif isinstance(value, float):
+            text = f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4g}"
+        else:
+            text = str(value)
+        rows.append((key.replace("_", " "), text))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)

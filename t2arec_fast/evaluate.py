@@ -1,0 +1,110 @@
+"""Full-ranking evaluation (model-spec §7): every item is a candidate, Recall/MRR/NDCG @ {5, 10, 20}, NDCG@10 per
+test-time segment, with or without the test-time step.
+
+History items are NOT masked by default (RecBole's convention); `mask_history=True` masks them and the result says
+so. Ties are counted pessimistically (see `metrics`). The test-time step's outcome depends on which users share a
+batch, so every TTT result records its batch size and the order of users (a hash of the user ids as batched).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .adapt import adapted_scores, ttt_is_active
+from .metrics import DEFAULT_KS, metrics_from_ranks, ndcg_by_segment, target_ranks
+
+TABLE_COLUMNS = ("recall@5", "recall@10", "recall@20", "mrr@10", "ndcg@5", "ndcg@10", "ndcg@20")
+
+
+def evaluate(model, split, which: str = "test", max_len: int = 200, batch_size: int = 1024, ttt=None,
+             mask_history: bool = False, n_segments: int = 4, ks=DEFAULT_KS, device=None,
+             progress: bool = False) -> dict:
+    """Metrics of `model` on the `which` ("valid" | "test") targets of a leave-one-out `split`.
+
+    ttt: None for plain scores, or a TTTConfig: each batch of `ttt.ttt_batch_size` users (NOT `batch_size`: the
+    adaptation depends on it) is scored after the test-time step. → JSON-able dict: recall@K, mrr@K, ndcg@K,
+    "ndcg@10_by_segment" (segments by target timestamp, earliest first), n_users, split, mask_history, ties and,
+    with TTT, "ttt": its settings, batch size and user order.
+    """
+    from .data import eval_batches, time_segments
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    use_ttt = ttt is not None
+    size = ttt.ttt_batch_size if use_ttt else batch_size
+    was_training = model.training
+    model.eval()
+    ranks, target_times, users = [], [], []
+    batches = eval_batches(split, which, max_len, size)
+    if progress:
+        from tqdm.auto import tqdm
+        batches = tqdm(batches, desc=f"{which}{' +ttt' if use_ttt else ''}", leave=False)
+    try:
+        for batch in batches:
+            tb = batch.to_torch(device)
+            if use_ttt:
+                scores = adapted_scores(model, tb, ttt)
+            else:
+                with torch.no_grad():
+                    scores = model.scores(tb.items, tb.times)
+            history = tb.items if mask_history else None
+            ranks.append(target_ranks(scores, tb.targets, history).cpu().numpy())
+            target_times.append(np.asarray(batch.target_times))
+            users.append(np.asarray(batch.users))
+    finally:
+        model.train(was_training)
+    ranks = np.concatenate(ranks) if ranks else np.zeros(0, np.int64)
+    result = metrics_from_ranks(ranks, ks)
+    if len(ranks):
+        segments = np.asarray(time_segments(np.concatenate(target_times), n_segments))
+        result["ndcg@10_by_segment"] = ndcg_by_segment(ranks, segments, n_segments, k=10)
+    result.update(n_users=int(len(ranks)), split=which, mask_history=bool(mask_history), ties="pessimistic")
+    if use_ttt:
+        order = np.concatenate(users).astype(np.int64) if users else np.zeros(0, np.int64)
+        result["ttt"] = {**dataclasses.asdict(ttt), "active": ttt_is_active(ttt), "batch_size": size,
+                         "order": "eval_batches order (users as stored in the split, not shuffled)",
+                         "user_order_sha1": hashlib.sha1(order.tobytes()).hexdigest()}
+    return result
+
+
+def evaluate_splits(model, split, max_len: int, batch_size: int = 1024, ttt=None, mask_history: bool = False,
+                    n_segments: int = 4, device=None, progress: bool = False) -> dict:
+    """valid and test without the test-time step and, when `ttt` is given and active, valid_ttt and test_ttt with it
+    (valid_ttt is there to choose μ1', μ2', α on validation data, never on test)."""
+    common = dict(max_len=max_len, mask_history=mask_history, n_segments=n_segments, device=device,
+                  progress=progress)
+    out = {}
+    for which in ("valid", "test"):
+        out[which] = evaluate(model, split, which, batch_size=batch_size, **common)
+        if ttt is not None and ttt_is_active(ttt):
+            out[f"{which}_ttt"] = evaluate(model, split, which, ttt=ttt, **common)
+    return out
+
+
+def format_table(results: dict, columns=TABLE_COLUMNS) -> str:
+    """Rows = result names (valid, test, test_ttt, ...), columns = metrics; then NDCG@10 per time segment."""
+    rows = [(name, r) for name, r in results.items() if isinstance(r, dict) and "ndcg@10" in r]
+    width = max([len(name) for name, _ in rows] + [8])
+    lines = [f"{'':<{width}}  " + "  ".join(f"{c:>9}" for c in columns)]
+    for name, r in rows:
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{r.get(c, float('nan')):>9.4f}" for c in columns))
+    seg_rows = [(name, r["ndcg@10_by_segment"]) for name, r in rows if "ndcg@10_by_segment" in r]
+    if seg_rows:
+        n = len(seg_rows[0][1])
+        lines.append("")
+        lines.append(f"{'NDCG@10 by test-time segment (earliest → latest)':<{width}}")
+        lines.append(f"{'':<{width}}  " + "  ".join(f"{'seg ' + str(i):>9}" for i in range(n)))
+        for name, segs in seg_rows:
+            lines.append(f"{name:<{width}}  " + "  ".join(f"{v:>9.4f}" for v in segs))
+    notes = []
+    for name, r in rows:
+        if r.get("mask_history"):
+            notes.append(f"{name}: history items masked")
+        if "ttt" in r:
+            t = r["ttt"]
+            notes.append(f"{name}: test-time step α={t['ttt_lr']} M={t['ttt_steps']} μ1'={t['ttt_mu_time']} "
+                         f"μ2'={t['ttt_mu_state']} params={t['ttt_params']} batch={t['batch_size']} "
+                         f"order sha1 {t['user_order_sha1'][:12]}")
+    return "\n".join(lines + ([""] + notes if notes else []))

@@ -1,0 +1,251 @@
+"""`export_onnx`: trace the model's own code paths into ONNX graphs, label them, check them, and prove them.
+
+Pipeline per graph kind (see graphs.py for what each graph computes):
+    trace (TorchScript exporter; torch.export-based one as a fallback) → rewire TopK's k to an input →
+    raise the opset when > 20 (the TorchScript exporter stops at 20) → metadata → onnx.checker →
+    run in ONNX Runtime on random inputs and compare with PyTorch → move into place.
+Files land in `out_dir` only when every requested graph passed, so a failed export never leaves a half-updated
+directory that a server could pick up.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+import onnx
+import torch
+
+from t2arec_fast.errors import InputError
+from t2arec_fast.ops.export_scan import SCAN_FORMS, scan_form as use_scan_form
+
+from . import graphs
+
+DEFAULT_OPSET = 17          # loadable by ONNX Runtime ≥ 1.17 (incl. onnxruntime-gpu, which refuses opset 27)
+MIN_OPSET = 17              # LayerNormalization is a single op from 17 on
+MAX_OPSET = 28
+TORCHSCRIPT_MAX_OPSET = 20  # the TorchScript exporter's ceiling; higher opsets are reached by relabelling
+LINEAR_ATTENTION_OPSET = 27
+EXPORTERS = ("auto", "torchscript", "dynamo")
+_TRACE_K = 1                # placeholder k while tracing; replaced by the input `k`
+
+
+class ExportValidationError(RuntimeError):
+    """The exported graph disagrees with PyTorch (or cannot be run); the message has the measured errors."""
+
+
+def export_onnx(model, out_dir, kinds: Iterable[str] = graphs.GRAPH_KINDS, opset: int = DEFAULT_OPSET,
+                scan_form: Optional[str] = None, exporter: str = "auto", validate: bool = True,
+                rtol: float = 1e-4) -> dict:
+    """Export `model` (a T2ARec) to `out_dir/{kind}.onnx` for each kind in "encode" | "step" | "step_topk".
+
+    opset: 17-20 use the matrix form of the scan (any ONNX Runtime ≥ 1.17); ≥ 27 may use the `LinearAttention`
+    op (scan_form="linear_attention", the default there). validate: run each graph once in ONNX Runtime and fail
+    with ExportValidationError if any output's max |ORT − PyTorch| / max |PyTorch| exceeds rtol.
+    Returns a summary: files, metadata, per-output validation errors.
+    """
+    kinds = _check_kinds(kinds)
+    form = _check_options(opset, scan_form, exporter)
+    reference = _cpu_copy(model, "reference")
+    exportable = _cpu_copy(model, "export")
+    meta = graph_metadata(reference, opset, form)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staged, summary = {}, {"files": {}, "metadata": meta, "validation": {}}
+    try:
+        for kind in kinds:
+            proto, used = _build_graph(kind, exportable, opset, form, exporter)
+            _label(proto, {**meta, "kind": kind, "exporter": used})
+            onnx.checker.check_model(proto, full_check=True)
+            tmp = out_dir / f".{kind}.onnx.tmp"
+            onnx.save(proto, str(tmp))
+            staged[kind] = tmp
+            if validate:
+                summary["validation"][kind] = validate_graph(tmp, kind, reference, rtol)
+        for kind, tmp in staged.items():
+            final = out_dir / f"{kind}.onnx"
+            os.replace(tmp, final)
+            summary["files"][kind] = str(final)
+    finally:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+    return summary
+
+
+# -- options ------------------------------------------------------------------------------------------------------
+def _check_kinds(kinds) -> tuple:
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    bad = [k for k in kinds if k not in graphs.GRAPH_KINDS]
+    if bad or not kinds:
+        raise InputError(f"export kinds must be a non-empty subset of {graphs.GRAPH_KINDS}, got {kinds}")
+    return kinds
+
+
+def _check_options(opset: int, scan_form: Optional[str], exporter: str) -> str:
+    """→ the scan form to trace with."""
+    if not MIN_OPSET <= int(opset) <= MAX_OPSET:
+        raise InputError(f"opset must lie in [{MIN_OPSET}, {MAX_OPSET}], got {opset}")
+    if exporter not in EXPORTERS:
+        raise InputError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
+    form = scan_form or ("linear_attention" if opset >= LINEAR_ATTENTION_OPSET else "matrix")
+    if form not in SCAN_FORMS:
+        raise InputError(f"scan_form must be one of {SCAN_FORMS}, got {form!r}")
+    if form == "linear_attention" and opset < LINEAR_ATTENTION_OPSET:
+        raise InputError(f"scan_form='linear_attention' needs opset ≥ {LINEAR_ATTENTION_OPSET}, got {opset}")
+    if form == "linear_attention" and exporter == "dynamo":
+        raise InputError("scan_form='linear_attention' needs the TorchScript exporter (exporter='torchscript')")
+    return form
+
+
+def _cpu_copy(model, backend: str):
+    """A detached CPU copy in eval mode (dropout off) with the given scan backend; `model` is left untouched."""
+    if not hasattr(model, "_run_sequence") or not hasattr(model, "_run_step"):
+        raise InputError(f"export_onnx needs a T2ARec model, got {type(model).__name__}")
+    clone = copy.deepcopy(model).cpu().eval()
+    clone.set_backend(backend)
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    return clone
+
+
+# -- metadata -----------------------------------------------------------------------------------------------------
+def model_version(model) -> str:
+    """A content hash of the weights (16 hex digits): two graphs belong together iff their versions match."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def graph_metadata(model, opset: int, form: str) -> dict:
+    from t2arec_fast import __version__
+    cfg = model.config
+    return {"producer": "t2arec_fast", "package_version": __version__, "model_version": model_version(model),
+            "model": cfg.model, "n_items": model.n_items, "d": cfg.d, "d_state": cfg.d_state,
+            "n_blocks": cfg.n_blocks, "conv_kernel": cfg.conv_kernel, "opset": int(opset), "scan_form": form,
+            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""), "torch_version": torch.__version__}
+
+
+def _label(proto: onnx.ModelProto, meta: dict) -> None:
+    proto.producer_name = "t2arec_fast"
+    proto.producer_version = str(meta["package_version"])
+    onnx.helper.set_model_props(proto, {k: str(v) for k, v in meta.items()})
+
+
+# -- tracing ------------------------------------------------------------------------------------------------------
+def _build_graph(kind: str, model, opset: int, form: str, exporter: str):
+    """→ (ModelProto at `opset` with the final input/output signature, name of the exporter used)."""
+    module = graphs.EncodeGraph(model) if kind == "encode" else \
+        graphs.StepGraph(model, top_k=_TRACE_K if kind == "step_topk" else 0)
+    args = graphs.example_inputs(kind, model)           # k is not traced: it becomes an input afterwards
+    inputs, outputs = graphs.io_names(kind, len(model.layers))
+    traced_inputs = [n for n in inputs if n != graphs.TOP_K]
+    with use_scan_form(form):
+        proto, used = _trace(module, args, traced_inputs, outputs, graphs.dynamic_axes(kind, len(model.layers)),
+                             opset, exporter)
+    if kind == "step_topk":
+        _make_k_an_input(proto)
+    _set_opset(proto, opset)
+    return proto, used
+
+
+def _trace(module, args, input_names, output_names, axes, opset, exporter):
+    if exporter in ("auto", "torchscript"):
+        try:
+            return _trace_torchscript(module, args, input_names, output_names, axes, opset), "torchscript"
+        except Exception as exc:  # the TorchScript exporter is deprecated: fall back while it lingers or vanishes
+            if exporter == "torchscript":
+                raise
+            warnings.warn(f"TorchScript ONNX exporter failed ({exc}); trying the torch.export-based one")
+    return _trace_dynamo(module, args, input_names, output_names, axes, opset), "dynamo"
+
+
+def _trace_torchscript(module, args, input_names, output_names, axes, opset) -> onnx.ModelProto:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # shape checks in the ops become trace-time constants (intended), and the exporter warns it is deprecated
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, buffer, dynamo=False, opset_version=min(opset, TORCHSCRIPT_MAX_OPSET),
+                          input_names=input_names, output_names=output_names, dynamic_axes=axes,
+                          do_constant_folding=True)
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _trace_dynamo(module, args, input_names, output_names, axes, opset) -> onnx.ModelProto:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(module, args, dynamo=True, opset_version=max(opset, 18),
+                                    input_names=input_names, output_names=output_names, dynamic_axes=axes,
+                                    verbose=False)
+    return program.model_proto
+
+
+def _make_k_an_input(proto: onnx.ModelProto) -> None:
+    """Point the (single) TopK node's K at a new graph input `k` (int64, shape (1,)) instead of the traced constant."""
+    topk = [node for node in proto.graph.node if node.op_type == "TopK"]
+    if len(topk) != 1:
+        raise ExportValidationError(f"expected one TopK node in the step_topk graph, found {len(topk)}")
+    topk[0].input[1] = graphs.TOP_K
+    proto.graph.input.append(onnx.helper.make_tensor_value_info(graphs.TOP_K, onnx.TensorProto.INT64, [1]))
+
+
+def _set_opset(proto: onnx.ModelProto, opset: int) -> None:
+    """Relabel the default-domain opset (ops used here keep their semantics from 17 to 28; the checker and the
+    ORT-vs-PyTorch validation confirm it) and raise the IR version to what that opset needs."""
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            entry.version = opset
+    proto.ir_version = max(proto.ir_version, onnx.helper.find_min_ir_version_for(list(proto.opset_import)))
+
+
+# -- validation ---------------------------------------------------------------------------------------------------
+def validate_graph(path, kind: str, reference, rtol: float = 1e-4, batch: int = 5, length: int = 23) -> dict:
+    """Run the graph at `path` in ONNX Runtime (CPU) on fresh random inputs — at a batch and length other than the
+    traced ones, so a frozen dynamic axis shows up — and compare with `reference` (a T2ARec in PyTorch).
+    → {output name: relative error}; raises ExportValidationError naming every output above rtol."""
+    from .runtime import open_session
+    session = open_session(path, ["CPUExecutionProvider"])
+    k = min(5, reference.n_items)
+    args = graphs.example_inputs(kind, reference, batch=batch, length=length, seed=1)
+    inputs, outputs = graphs.io_names(kind, len(reference.layers))
+    feeds = {name: t.numpy() for name, t in zip(inputs, args)}
+    if kind == "step_topk":
+        feeds[graphs.TOP_K] = np.array([k], dtype=np.int64)
+    try:
+        got = dict(zip(outputs, session.run(outputs, feeds)))
+    except Exception as exc:
+        raise ExportValidationError(f"{path}: ONNX Runtime could not run the exported {kind} graph: {exc}") from None
+    with torch.no_grad():
+        module = graphs.EncodeGraph(reference) if kind == "encode" else \
+            graphs.StepGraph(reference, top_k=k if kind == "step_topk" else 0)
+        want = dict(zip(outputs, (t.numpy() for t in module(*args))))
+    errors = {name: _relative_error(got[name], want[name]) for name in outputs if name != graphs.TOP_ITEMS}
+    if graphs.TOP_ITEMS in got:  # ties may order items differently: compare the reference scores of the picks
+        picked = np.take_along_axis(want[graphs.SCORES], got[graphs.TOP_ITEMS], axis=-1)
+        errors[graphs.TOP_ITEMS] = _relative_error(picked, want[graphs.TOP_SCORES])
+    bad = {name: err for name, err in errors.items() if not err <= rtol}
+    if bad:
+        detail = ", ".join(f"{name} {err:.3g}" for name, err in bad.items())
+        raise ExportValidationError(f"exported {kind} graph disagrees with PyTorch beyond rtol {rtol:g}: {detail} "
+                                    "(max |ORT − PyTorch| / max |PyTorch|)")
+    return errors
+
+
+def _relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    """max |got − want| / max |want| over finite entries; inf if shapes or the non-finite pattern differ."""
+    if got.shape != want.shape:
+        return float("inf")
+    finite = np.isfinite(want)
+    if not np.array_equal(finite, np.isfinite(got)) or not np.array_equal(got[~finite], want[~finite]):
+        return float("inf")
+    if not finite.any():
+        return 0.0
+    diff = np.abs(got[finite].astype(np.float64) - want[finite])
+    scale = max(float(np.abs(want[finite]).max()), np.finfo(np.float32).tiny)
+    return float(diff.max() / scale)

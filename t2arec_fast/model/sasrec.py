@@ -1,0 +1,143 @@
+"""SASRec baseline (Kang & McAuley 2018) as RecBole trains it, behind the same interface as T2ARec.
+
+item embedding + learned position embedding → LayerNorm → Dropout → `n_layers` post-LN Transformer blocks
+(causal multi-head self-attention, GELU FFN of width 4d) → o_i; scores = o · Eᵀ (tied embedding); softmax
+cross-entropy over all items at every non-pad position (RecBole's loss_type="CE").
+
+Left padding and positions: like the original SASRec code, a batch of width L ≤ max_len uses positions
+max_len−L .. max_len−1, so the most recent item always has position max_len−1 and the output does not depend on how
+much padding a batch adds (a padded and an unpadded sequence give the same o_n). Longer inputs keep their last
+max_len items.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from t2arec_fast.config import ModelConfig
+from t2arec_fast.errors import InputError
+
+from .checkpoint import load_checkpoint, save_checkpoint
+
+
+class CausalSelfAttentionBlock(nn.Module):
+    """Post-LN Transformer layer (RecBole's TransformerLayer): x ← LN(x + Drop(MHA(x))); x ← LN(x + Drop(FFN(x)))."""
+
+    def __init__(self, d: int, n_heads: int, dropout: float):
+        super().__init__()
+        if d % n_heads:
+            raise ValueError(f"SASRec: d={d} must be divisible by n_heads={n_heads}")
+        self.n_heads, self.dropout = n_heads, dropout
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out_proj = nn.Linear(d, d)
+        self.norm1 = nn.LayerNorm(d, eps=1e-12)
+        self.ffn = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+        self.norm2 = nn.LayerNorm(d, eps=1e-12)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, h: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        """h: (batch, L, d); attn_mask: (batch, 1, L, L) bool, True = may attend."""
+        batch, L, d = h.shape
+        q, k, v = self.qkv(h).view(batch, L, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        h = self.norm1(h + self.drop(self.out_proj(a.transpose(1, 2).reshape(batch, L, d))))
+        return self.norm2(h + self.drop(self.ffn(h)))
+
+
+class SASRec(nn.Module):
+    model_name = "sasrec"
+
+    def __init__(self, n_items: int, max_len: int = 200, d: int = 64, n_layers: int = 2, n_heads: int = 2,
+                 dropout: float = 0.2, **options):
+        super().__init__()
+        if n_items < 1:
+            raise InputError(f"SASRec: n_items must be ≥ 1, got {n_items}")
+        if max_len < 1:
+            raise InputError(f"SASRec: max_len must be ≥ 1, got {max_len}")
+        options["model"] = self.model_name
+        self.config = ModelConfig(d=d, n_layers=n_layers, n_heads=n_heads, dropout=dropout, **options)
+        self.n_items, self.max_len = n_items, max_len
+        self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
+        self.pos_emb = nn.Embedding(max_len, d)
+        self.emb_norm = nn.LayerNorm(d, eps=1e-12)
+        self.emb_drop = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(CausalSelfAttentionBlock(d, n_heads, dropout) for _ in range(n_layers))
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module):
+        """RecBole's initialisation: N(0, 0.02) weights, zero biases, LayerNorm (1, 0)."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    # -- forward --------------------------------------------------------------------------------------------------
+    def check_inputs(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None) -> None:
+        from .t2arec import T2ARec
+        T2ARec.check_inputs(self, item_ids, timestamps)       # one definition of what a valid batch is
+
+    def _run_sequence(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """All positions: item_ids (batch, L) LEFT-padded → o (batch, L, d). Causal: o_i sees items ≤ i only."""
+        item_ids = item_ids[:, -self.max_len:]
+        L = item_ids.shape[1]
+        real = item_ids != 0
+        positions = torch.arange(self.max_len - L, self.max_len, device=item_ids.device)
+        h = self.emb_drop(self.emb_norm(self.item_emb(item_ids) + self.pos_emb(positions)))
+        causal = torch.ones(L, L, dtype=torch.bool, device=item_ids.device).tril()
+        # a pad query sees only itself (its output is never used); real queries never see pad keys
+        attn_mask = ((causal & real[:, None, :]) | torch.eye(L, dtype=torch.bool, device=item_ids.device))[:, None]
+        for layer in self.layers:
+            h = layer(h, attn_mask)
+        return h
+
+    def score_from(self, o: torch.Tensor) -> torch.Tensor:
+        """Tied-embedding scores for output vectors o (..., d) → (..., n_items + 1); padding column = −inf."""
+        logits = o @ self.item_emb.weight.t()
+        logits[..., 0] = float("-inf")
+        return logits
+
+    def encode(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None):
+        """→ (o_n (batch, d), None): SASRec keeps no recurrent state. Timestamps are checked but not used."""
+        self.check_inputs(item_ids, timestamps)
+        return self._run_sequence(item_ids)[:, -1], None
+
+    def scores(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.score_from(self.encode(item_ids, timestamps)[0])
+
+    # -- losses -------------------------------------------------------------------------------------------------
+    def losses(self, item_ids, timestamps, next_items, target_times, with_aux: bool = True):
+        """rec = CE over every non-pad position (mean); SASRec has no alignment losses (time = state = 0)."""
+        o = self._run_sequence(item_ids)
+        mask = item_ids[:, -self.max_len:] != 0
+        rec = F.cross_entropy(self.score_from(o[mask]), next_items[:, -self.max_len:][mask])
+        zero = rec.new_zeros(())
+        return {"rec": rec, "time": zero, "state": zero}
+
+    def aux_losses(self, item_ids, timestamps, target_times):
+        """No self-supervised losses: zeros without a graph, so the test-time step leaves SASRec unchanged."""
+        o_n = self._run_sequence(item_ids)[:, -1]
+        zero = o_n.new_zeros(())
+        return {"time": zero, "state": zero, "o_n": o_n}
+
+    # -- persistence --------------------------------------------------------------------------------------------
+    def save(self, directory, id_maps: Optional[dict] = None, extra: Optional[dict] = None) -> None:
+        config = {"n_items": self.n_items, "max_len": self.max_len, **dataclasses.asdict(self.config)}
+        save_checkpoint(self, directory, config, id_maps=id_maps, extra=extra)
+
+    @classmethod
+    def load(cls, directory, map_location="cpu") -> "SASRec":
+        return load_checkpoint(directory, map_location=map_location, expect=cls)
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "SASRec":
+        cfg = dict(cfg)
+        return cls(cfg.pop("n_items"), **cfg)

@@ -1,0 +1,384 @@
+"""Pre-training (model-spec §5): L = L_rec + μ1 L_time + μ2 L_state with Adam, early stopping on validation NDCG@10.
+
+    model, history = fit(cfg)                        # or fit(cfg, dataset=ds, out_dir="runs/x", resume="runs/x")
+
+* L_rec is the cross-entropy at every non-pad position in one pass (the models are causal); the auxiliary losses
+  are off for the first `aux_warmup_epochs` epochs, and off altogether for `backbone` and `sasrec`.
+* λ (L_time's margin) is estimated from the training data before training unless `time_margin` is set, and is
+  stored in the model (so in every checkpoint).
+* out_dir/best: the model at the best validation epoch (`load_model` reads it). out_dir/last: the latest model plus
+  trainer.pt (optimizer, epoch, RNG states, early-stopping counters, best weights) for `resume`.
+* Under torchrun (env WORLD_SIZE > 1): DistributedDataParallel, gloo on CPU / nccl on CUDA; each rank reads its
+  shard of every global batch; rank 0 validates, checkpoints and logs. Losses are re-weighted by each shard's share
+  of the global count (positions for L_rec, users for L_time and L_state), so that DDP's gradient average equals
+  the gradient of the one-process loss on the same global batch.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from .config import Config
+from .evaluate import evaluate
+
+TRAINER_STATE = "trainer.pt"
+
+
+# -- environment -----------------------------------------------------------------------------------------------------
+@dataclass
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False        # we initialised the process group, so we destroy it
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_type: str) -> DistContext:
+    """Join the process group torchrun describes in the environment (no-op for a single process)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistContext()
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
+
+
+def resolve_device(spec: str, ctx: DistContext) -> torch.device:
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(spec)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", ctx.local_rank if ctx.enabled else torch.cuda.current_device())
+    return device
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -- loss ----------------------------------------------------------------------------------------------------------------
+class _LossModule(nn.Module):
+    """`model.losses` as a forward, so that DistributedDataParallel (which hooks forward) can wrap it."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, items, times, next_items, target_times, with_aux: bool):
+        return self.model.losses(items, times, next_items, target_times, with_aux=with_aux)
+
+
+def shard_weights(next_items: torch.Tensor, ctx: DistContext, real: bool = True) -> tuple:
+    """(w_rec, w_user): this rank's share of the step's data × world size, for positions and for users.
+
+    Each loss is a mean over its rank's batch; DDP averages gradients over ranks. Weighting a rank's mean by
+    n_local·world_size / n_global turns that average into the mean over all the step's data (a filler batch,
+    `real` False, has weight 0). L_time is a mean over pairs, weighted here by users: exact when users have
+    equally many pairs, close otherwise.
+    """
+    if not ctx.enabled:
+        return 1.0, 1.0
+    local = torch.tensor([float((next_items != 0).sum()), float(next_items.shape[0])], dtype=torch.float64,
+                         device=next_items.device) * float(real)
+    total = local.clone()
+    dist.all_reduce(total)
+    w = (local * ctx.world_size / total.clamp_min(1)).tolist()
+    return w[0], w[1]
+
+
+def objective(out: dict, mu_time: float, mu_state: float, w_rec: float = 1.0, w_user: float = 1.0) -> torch.Tensor:
+    """L = L_rec + μ1 L_time + μ2 L_state (with the shard weights of `shard_weights`)."""
+    return w_rec * out["rec"] + w_user * (mu_time * out["time"] + mu_state * out["state"])
+
+
+# -- training state ------------------------------------------------------------------------------------------------------
+@dataclass
+class TrainState:
+    epoch: int = 0                                  # next epoch to run
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    epochs: list = field(default_factory=list)      # one record per finished epoch
+    best_state: Optional[dict] = None               # CPU copy of the best model's state_dict
+
+
+def _uses_alignment(model, cfg: Config) -> bool:
+    return getattr(model, "uses_alignment", False) and (cfg.train.mu_time != 0 or cfg.train.mu_state != 0)
+
+
+def _estimate_margin(model, split, cfg: Config, max_len: int) -> float:
+    """λ = median |g(T_i) − g(T_j)| over the pairs L_time sees in the training batches (model-spec §3)."""
+    from .data import train_batches
+    from .model.losses import estimate_time_margin, gap_sequence
+
+    def gaps():
+        for b in train_batches(split, max_len, max(cfg.train.batch_size, 1024), shuffle=False):
+            items, times = torch.from_numpy(b.items), torch.from_numpy(b.times)
+            yield gap_sequence(times, items != 0, torch.from_numpy(b.target_times))
+    return estimate_time_margin(gaps(), block=cfg.model.pair_block, gap_transform=cfg.model.gap_transform)
+
+
+def _load_dataset(cfg: Config, dataset):
+    from .data import load_dataset
+    if dataset is None or isinstance(dataset, (str, Path)):
+        return load_dataset(str(dataset or cfg.data.dataset), format=cfg.data.format, min_count=cfg.data.min_count,
+                            verbose=cfg.train.progress)
+    return dataset
+
+
+def _make_split(ds, cfg: Config):
+    from .data import make_split
+    return make_split(ds, cfg.data.split)
+
+
+# -- checkpoints -----------------------------------------------------------------------------------------------------------
+def _checkpoint_extra(cfg: Config, max_len: int, state: TrainState, valid: Optional[dict] = None) -> dict:
+    return {"train_config": cfg.to_dict(), "max_len": max_len, "epoch": state.best_epoch, "valid": valid}
+
+
+def _save_last(model, optimizer, state: TrainState, directory: Path, cfg: Config, max_len: int) -> None:
+    model.save(directory, extra=_checkpoint_extra(cfg, max_len, state))
+    payload = {"optimizer": optimizer.state_dict(), "state": state.__dict__, "rng": _rng_state()}
+    tmp = directory / (TRAINER_STATE + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, directory / TRAINER_STATE)
+
+
+def _resume(model, optimizer, resume) -> TrainState:
+    """Restore weights, optimizer, counters and RNG states from out_dir/last (or a `last` directory itself)."""
+    from .model import load_model
+    directory = Path(resume)
+    if not (directory / TRAINER_STATE).is_file() and (directory / "last" / TRAINER_STATE).is_file():
+        directory = directory / "last"
+    if not (directory / TRAINER_STATE).is_file():
+        raise FileNotFoundError(f"cannot resume: {directory / TRAINER_STATE} not found")
+    saved = load_model(directory)
+    model.load_state_dict(saved.state_dict())
+    payload = torch.load(directory / TRAINER_STATE, map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(payload["optimizer"])
+    _set_rng_state(payload["rng"])
+    return TrainState(**payload["state"])
+
+
+# -- one epoch ---------------------------------------------------------------------------------------------------------
+def _rank_batches(split, cfg: Config, max_len: int, epoch: int, ctx: DistContext):
+    """This rank's batches for one epoch as (batch, is_real) pairs, the same count on every rank.
+
+    Rank r takes global batches r, r+w, ... (`train_batches`); when the count does not divide evenly, the ranks that
+    run out repeat a batch with weight 0 for the last round, so every rank joins every collective and the step's
+    gradient is still the mean over the real batches only.
+    """
+    from .data import train_batches
+    mine = train_batches(split, max_len, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed, epoch=epoch,
+                         rank=ctx.rank, world_size=ctx.world_size)
+    rounds = -(-mine.n_global // ctx.world_size)
+    filler = None
+    for i, batch in enumerate(mine):
+        filler = batch
+        yield batch, True
+    for _ in range(rounds - len(mine)):
+        if filler is None:                    # fewer global batches than ranks: borrow batch 0
+            filler = next(iter(train_batches(split, max_len, cfg.train.batch_size, shuffle=False)))
+        yield filler, False
+
+
+def _train_epoch(loss_module, model, optimizer, split, cfg: Config, max_len: int, epoch: int, with_aux: bool,
+                 device, ctx: DistContext) -> dict:
+    loss_module.train()
+    bar = _progress(_rank_batches(split, cfg, max_len, epoch, ctx), cfg, ctx, desc=f"epoch {epoch + 1}/"
+                    f"{cfg.train.epochs}")
+    mu_time, mu_state = (cfg.train.mu_time, cfg.train.mu_state) if with_aux else (0.0, 0.0)
+    amp = cfg.train.amp and device.type == "cuda"
+    sums = {"loss": 0.0, "rec": 0.0, "time": 0.0, "state": 0.0}
+    n_steps = 0
+    for step, (batch, real) in enumerate(bar):
+        tb = batch.to_torch(device)
+        w_rec, w_user = shard_weights(tb.next_items, ctx, real)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            out = loss_module(tb.items, tb.times, tb.next_items, tb.target_times, with_aux)
+        loss = objective(out, mu_time, mu_state, w_rec, w_user)
+        parts = torch.stack([objective(out, mu_time, mu_state), out["rec"], out["time"], out["state"]])
+        values = dict(zip(("loss", "rec", "time", "state"), parts.detach().float().tolist()))   # one sync
+        if not all(math.isfinite(v) for v in values.values()):
+            raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: {values}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if real:
+            for k, v in values.items():
+                sums[k] += v
+            n_steps += 1
+        if hasattr(bar, "set_postfix") and step % 10 == 0:
+            bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+    return {k: v / max(n_steps, 1) for k, v in sums.items()} | {"steps": n_steps}
+
+
+def _progress(iterable, cfg: Config, ctx: DistContext, desc: str):
+    if not (cfg.train.progress and ctx.is_main):
+        return iterable
+    from tqdm.auto import tqdm
+    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _log(cfg: Config, ctx: DistContext, message: str) -> None:
+    if cfg.train.progress and ctx.is_main:
+        from tqdm.auto import tqdm
+        tqdm.write(message)
+
+
+def _validate(model, split, cfg: Config, max_len: int, ctx: DistContext) -> tuple:
+    """Rank 0 computes validation NDCG@10; every rank receives it, so all take the same early-stopping decision."""
+    metrics = None
+    score = torch.zeros(1, dtype=torch.float64)
+    if ctx.is_main:
+        metrics = evaluate(model, split, "valid", max_len=max_len, batch_size=cfg.train.eval_batch_size,
+                           mask_history=cfg.data.mask_history, n_segments=cfg.data.n_segments)
+        score[0] = metrics["ndcg@10"]
+    if ctx.enabled:
+        device = next(model.parameters()).device
+        score = score.to(device) if dist.get_backend() == "nccl" else score
+        dist.broadcast(score, src=0)
+    return float(score[0]), metrics
+
+
+# -- fit -------------------------------------------------------------------------------------------------------------------
+def fit(cfg: Config, dataset=None, out_dir=None, resume=None):
+    """Train the model `cfg.model.model` on `dataset` (a SequenceDataset, a path / "synthetic:..." spec, or None for
+    `cfg.data.dataset`). Returns (model at its best validation epoch, history dict)."""
+    from .model import build_model
+    want_cuda = cfg.train.device.startswith("cuda") or (cfg.train.device == "auto" and torch.cuda.is_available())
+    ctx = init_distributed("cuda" if want_cuda else "cpu")
+    try:
+        return _fit(cfg, dataset, out_dir, resume, ctx, build_model)
+    finally:
+        if ctx.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _fit(cfg, dataset, out_dir, resume, ctx, build_model):
+    device = resolve_device(cfg.train.device, ctx)
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    ds = _load_dataset(cfg, dataset)
+    split = _make_split(ds, cfg)
+    max_len = cfg.data.max_len or ds.default_max_len
+    model = build_model(cfg.model, ds.n_items, max_len).to(device)
+    margin = None
+    if hasattr(model, "set_time_margin"):
+        margin = cfg.model.time_margin or _estimate_margin(model, split, cfg, max_len)
+        model.set_time_margin(margin)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    state = _resume(model, optimizer, resume) if resume else TrainState()
+    out_dir = Path(out_dir) if out_dir is not None else None
+    if out_dir is not None and ctx.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save_yaml(out_dir / "config.yaml")
+
+    loss_module = _LossModule(model)
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+        # find_unused_parameters: the auxiliary-only parameters (q_proj, ...) get no gradient while the
+        # auxiliary losses are off (warm-up, μ = 0, backbone).
+        loss_module = DistributedDataParallel(loss_module, device_ids=[device.index] if device.type == "cuda" else None,
+                                              find_unused_parameters=True)
+    aligned = _uses_alignment(model, cfg)
+    _log(cfg, ctx, f"training {cfg.model.model} on {ds.n_items} items, max_len {max_len}, device {device}"
+         + (f", λ = {margin:.4g}" if margin is not None else "") + (f", {ctx.world_size} ranks" if ctx.enabled else ""))
+
+    for epoch in range(state.epoch, cfg.train.epochs):
+        t0 = time.perf_counter()
+        with_aux = aligned and epoch >= cfg.train.aux_warmup_epochs
+        losses = _train_epoch(loss_module, model, optimizer, split, cfg, max_len, epoch, with_aux, device, ctx)
+        train_seconds = time.perf_counter() - t0
+        score, valid = _validate(model, split, cfg, max_len, ctx)
+        improved = score > state.best_score
+        if improved:
+            state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
+            state.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            state.bad_epochs += 1
+        state.epoch = epoch + 1
+        state.epochs.append({"epoch": epoch + 1, **losses, "aux": with_aux, "valid_ndcg@10": score,
+                             "seconds": train_seconds, "eval_seconds": time.perf_counter() - t0 - train_seconds})
+        if ctx.is_main and out_dir is not None:
+            if improved:
+                model.save(out_dir / "best", extra=_checkpoint_extra(cfg, max_len, state, valid))
+            _save_last(model, optimizer, state, out_dir / "last", cfg, max_len)
+        _log(cfg, ctx, f"epoch {epoch + 1}: loss {losses['loss']:.4f} (rec {losses['rec']:.4f}, time "
+             f"{losses['time']:.4g}, state {losses['state']:.4g})  valid NDCG@10 {score:.4f}"
+             f"{' *' if improved else ''}  {train_seconds:.1f}s")
+        if state.bad_epochs >= cfg.train.patience:
+            _log(cfg, ctx, f"early stop: no improvement for {cfg.train.patience} epochs")
+            break
+
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
+    model.eval()
+    return model, _history(state, cfg, margin, max_len)
+
+
+def _history(state: TrainState, cfg: Config, margin, max_len: int) -> dict:
+    seconds = [e["seconds"] for e in state.epochs]
+    return {"epochs": state.epochs, "epochs_run": state.epoch, "best_epoch": state.best_epoch + 1,
+            "best_valid_ndcg@10": state.best_score if state.best_epoch >= 0 else None,
+            "stopped_early": state.bad_epochs >= cfg.train.patience, "time_margin": margin, "max_len": max_len,
+            "seconds_per_epoch": statistics.median(seconds) if seconds else None}
+
+
+# -- train, then evaluate at the best validation epoch ---------------------------------------------------------------------
+def train_and_evaluate(cfg: Config, dataset=None, out_dir=None, resume=None) -> tuple:
+    """What `t2arec train` does: fit, then valid/test at the best epoch, and (t2arec with `ttt` on) with the
+    test-time step too. → (model, results dict ready for JSON; empty on ranks other than 0)."""
+    from .evaluate import evaluate_splits
+    ds = _load_dataset(cfg, dataset)
+    model, history = fit(cfg, dataset=ds, out_dir=out_dir, resume=resume)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return model, {}
+    ttt = cfg.ttt if (cfg.ttt.ttt and getattr(model, "uses_alignment", False)) else None
+    results = evaluate_splits(model, _make_split(ds, cfg), history["max_len"], batch_size=cfg.train.eval_batch_size,
+                              ttt=ttt, mask_history=cfg.data.mask_history, n_segments=cfg.data.n_segments)
+    results.update(model=cfg.model.model, dataset=str(cfg.data.dataset), n_users=ds.n_users, n_items=ds.n_items,
+                   epochs=history["epochs_run"], best_epoch=history["best_epoch"],
+                   seconds_per_epoch=history["seconds_per_epoch"], time_margin=history["time_margin"],
+                   history=history["epochs"], config=cfg.to_dict())
+    return model, results
