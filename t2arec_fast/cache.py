@@ -51,10 +51,13 @@ def _cpu_numpy(x: Any, name: str) -> Any:
     return x
 
 
+_INT64_DTYPE = np.dtype(np.int64)
+
+
 def _user_ids(user_ids: Any) -> np.ndarray:
+    if type(user_ids) is np.ndarray and user_ids.dtype is _INT64_DTYPE:
+        return user_ids  # the hot path; shape is checked (and a strided view copied) in C++
     ids = _cpu_numpy(user_ids, "user_ids")
-    if type(ids) is np.ndarray and ids.dtype == np.int64 and ids.ndim == 1 and ids.flags.c_contiguous:
-        return ids  # the hot path: nothing to convert
     arr = np.asarray(ids)
     if arr.ndim != 1:
         raise ValueError(f"user_ids must be a 1-D sequence of ids, got shape {arr.shape}"
@@ -69,6 +72,8 @@ def _user_ids(user_ids: Any) -> np.ndarray:
 
 
 def _version(version: Any) -> int:
+    if type(version) is int and _INT64_MIN <= version <= _INT64_MAX:
+        return version  # the hot path
     try:
         v = operator.index(version)
     except TypeError:

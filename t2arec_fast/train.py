@@ -8,10 +8,11 @@
   stored in the model (so in every checkpoint).
 * out_dir/best: the model at the best validation epoch (`load_model` reads it). out_dir/last: the latest model plus
   trainer.pt (optimizer, epoch, RNG states, early-stopping counters, best weights) for `resume`.
-* Under torchrun (env WORLD_SIZE > 1): DistributedDataParallel, gloo on CPU / nccl on CUDA; each rank reads its
-  shard of every global batch; rank 0 validates, checkpoints and logs. Losses are re-weighted by each shard's share
-  of the global count (positions for L_rec, users for L_time and L_state), so that DDP's gradient average equals
-  the gradient of the one-process loss on the same global batch.
+* Under torchrun (env WORLD_SIZE > 1): DistributedDataParallel, gloo on CPU / nccl on CUDA. `batch_size` is per
+  rank: rank r reads global batches r, r+w, ... (`data.train_batches`), so one step sees w·batch_size rows, the
+  same rows one process sees with batch size w·batch_size. Each loss is re-weighted by the rank's share of the
+  step's count (positions for L_rec, pairs for L_time, users for L_state), so that DDP's gradient average equals
+  the gradient of the one-process loss on those rows. Rank 0 validates, checkpoints and logs.
 """
 from __future__ import annotations
 
@@ -109,27 +110,39 @@ class _LossModule(nn.Module):
         return self.model.losses(items, times, next_items, target_times, with_aux=with_aux)
 
 
-def shard_weights(next_items: torch.Tensor, ctx: DistContext, real: bool = True) -> tuple:
-    """(w_rec, w_user): this rank's share of the step's data × world size, for positions and for users.
+def time_pair_count(items: torch.Tensor, times: torch.Tensor, target_times: torch.Tensor, model_cfg) -> torch.Tensor:
+    """How many pairs L_time averages over in this batch (its denominator; data only, no parameters)."""
+    from .model.losses import _block_pairs, gap_sequence, transform_gaps
+    gaps, valid = gap_sequence(times, items != 0, target_times)
+    d_gap, pair_ok = _block_pairs(transform_gaps(gaps, model_cfg.gap_transform), valid, model_cfg.pair_block)
+    if not model_cfg.count_tied_pairs:
+        pair_ok = pair_ok & (d_gap != 0)
+    return pair_ok.sum()
 
-    Each loss is a mean over its rank's batch; DDP averages gradients over ranks. Weighting a rank's mean by
-    n_local·world_size / n_global turns that average into the mean over all the step's data (a filler batch,
-    `real` False, has weight 0). L_time is a mean over pairs, weighted here by users: exact when users have
-    equally many pairs, close otherwise.
+
+def shard_weights(batch, ctx: DistContext, model_cfg, real: bool = True) -> dict:
+    """{"rec", "time", "state"}: this rank's share of the step's data × world size, per loss.
+
+    Each loss is a mean over its rank's batch (L_rec over positions, L_time over pairs, L_state over users); DDP
+    averages gradients over ranks. Weighting a rank's mean by n_local·world_size / n_global turns that average
+    into the mean over all the step's data, exactly as one process would compute it (a filler batch, `real`
+    False, has weight 0).
     """
     if not ctx.enabled:
-        return 1.0, 1.0
-    local = torch.tensor([float((next_items != 0).sum()), float(next_items.shape[0])], dtype=torch.float64,
-                         device=next_items.device) * float(real)
+        return {"rec": 1.0, "time": 1.0, "state": 1.0}
+    pairs = time_pair_count(batch.items, batch.times, batch.target_times, model_cfg) \
+        if model_cfg.model == "t2arec" else torch.zeros(())
+    local = torch.stack([(batch.next_items != 0).sum(), pairs.to(batch.items.device),
+                         torch.tensor(batch.items.shape[0], device=batch.items.device)]).double() * float(real)
     total = local.clone()
     dist.all_reduce(total)
-    w = (local * ctx.world_size / total.clamp_min(1)).tolist()
-    return w[0], w[1]
+    return dict(zip(("rec", "time", "state"), (local * ctx.world_size / total.clamp_min(1)).tolist()))
 
 
-def objective(out: dict, mu_time: float, mu_state: float, w_rec: float = 1.0, w_user: float = 1.0) -> torch.Tensor:
-    """L = L_rec + μ1 L_time + μ2 L_state (with the shard weights of `shard_weights`)."""
-    return w_rec * out["rec"] + w_user * (mu_time * out["time"] + mu_state * out["state"])
+def objective(out: dict, mu_time: float, mu_state: float, weights: Optional[dict] = None) -> torch.Tensor:
+    """L = L_rec + μ1 L_time + μ2 L_state (each term scaled by its shard weight under DDP, see `shard_weights`)."""
+    w = weights or {"rec": 1.0, "time": 1.0, "state": 1.0}
+    return w["rec"] * out["rec"] + mu_time * w["time"] * out["time"] + mu_state * w["state"] * out["state"]
 
 
 # -- training state ------------------------------------------------------------------------------------------------------
@@ -202,8 +215,8 @@ def _resume(model, optimizer, resume) -> TrainState:
 
 
 # -- one epoch ---------------------------------------------------------------------------------------------------------
-def _rank_batches(split, cfg: Config, max_len: int, epoch: int, ctx: DistContext):
-    """This rank's batches for one epoch as (batch, is_real) pairs, the same count on every rank.
+def _rank_batches(split, cfg: Config, max_len: int, epoch: int, ctx: DistContext) -> tuple:
+    """(iterator of (batch, is_real), number of steps): this rank's batches, the same count on every rank.
 
     Rank r takes global batches r, r+w, ... (`train_batches`); when the count does not divide evenly, the ranks that
     run out repeat a batch with weight 0 for the last round, so every rank joins every collective and the step's
@@ -213,31 +226,34 @@ def _rank_batches(split, cfg: Config, max_len: int, epoch: int, ctx: DistContext
     mine = train_batches(split, max_len, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed, epoch=epoch,
                          rank=ctx.rank, world_size=ctx.world_size)
     rounds = -(-mine.n_global // ctx.world_size)
-    filler = None
-    for i, batch in enumerate(mine):
-        filler = batch
-        yield batch, True
-    for _ in range(rounds - len(mine)):
-        if filler is None:                    # fewer global batches than ranks: borrow batch 0
-            filler = next(iter(train_batches(split, max_len, cfg.train.batch_size, shuffle=False)))
-        yield filler, False
+
+    def pairs():
+        filler = None
+        for batch in mine:
+            filler = batch
+            yield batch, True
+        for _ in range(rounds - len(mine)):
+            if filler is None:                # fewer global batches than ranks: borrow batch 0
+                filler = next(iter(train_batches(split, max_len, cfg.train.batch_size, shuffle=False)))
+            yield filler, False
+    return pairs(), rounds
 
 
 def _train_epoch(loss_module, model, optimizer, split, cfg: Config, max_len: int, epoch: int, with_aux: bool,
                  device, ctx: DistContext) -> dict:
     loss_module.train()
-    bar = _progress(_rank_batches(split, cfg, max_len, epoch, ctx), cfg, ctx, desc=f"epoch {epoch + 1}/"
-                    f"{cfg.train.epochs}")
+    batches, n_steps_total = _rank_batches(split, cfg, max_len, epoch, ctx)
+    bar = _progress(batches, cfg, ctx, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", total=n_steps_total)
     mu_time, mu_state = (cfg.train.mu_time, cfg.train.mu_state) if with_aux else (0.0, 0.0)
     amp = cfg.train.amp and device.type == "cuda"
     sums = {"loss": 0.0, "rec": 0.0, "time": 0.0, "state": 0.0}
     n_steps = 0
     for step, (batch, real) in enumerate(bar):
         tb = batch.to_torch(device)
-        w_rec, w_user = shard_weights(tb.next_items, ctx, real)
+        weights = shard_weights(tb, ctx, model.config, real)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
             out = loss_module(tb.items, tb.times, tb.next_items, tb.target_times, with_aux)
-        loss = objective(out, mu_time, mu_state, w_rec, w_user)
+        loss = objective(out, mu_time, mu_state, weights)
         parts = torch.stack([objective(out, mu_time, mu_state), out["rec"], out["time"], out["state"]])
         values = dict(zip(("loss", "rec", "time", "state"), parts.detach().float().tolist()))   # one sync
         if not all(math.isfinite(v) for v in values.values()):
@@ -254,11 +270,11 @@ def _train_epoch(loss_module, model, optimizer, split, cfg: Config, max_len: int
     return {k: v / max(n_steps, 1) for k, v in sums.items()} | {"steps": n_steps}
 
 
-def _progress(iterable, cfg: Config, ctx: DistContext, desc: str):
+def _progress(iterable, cfg: Config, ctx: DistContext, desc: str, total: Optional[int] = None):
     if not (cfg.train.progress and ctx.is_main):
         return iterable
     from tqdm.auto import tqdm
-    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True)
+    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
 
 
 def _log(cfg: Config, ctx: DistContext, message: str) -> None:
@@ -314,14 +330,15 @@ def _fit(cfg, dataset, out_dir, resume, ctx, build_model):
         out_dir.mkdir(parents=True, exist_ok=True)
         cfg.save_yaml(out_dir / "config.yaml")
 
+    aligned = _uses_alignment(model, cfg)
     loss_module = _LossModule(model)
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel
-        # find_unused_parameters: the auxiliary-only parameters (q_proj, ...) get no gradient while the
-        # auxiliary losses are off (warm-up, μ = 0, backbone).
+        # T2ARec's auxiliary-only parameters (q_proj) get no gradient in epochs without the auxiliary losses
+        # (warm-up, μ = 0, backbone); DDP must then look for unused parameters.
+        always_aux = aligned and cfg.train.aux_warmup_epochs == 0
         loss_module = DistributedDataParallel(loss_module, device_ids=[device.index] if device.type == "cuda" else None,
-                                              find_unused_parameters=True)
-    aligned = _uses_alignment(model, cfg)
+                                              find_unused_parameters=hasattr(model, "uses_alignment") and not always_aux)
     _log(cfg, ctx, f"training {cfg.model.model} on {ds.n_items} items, max_len {max_len}, device {device}"
          + (f", λ = {margin:.4g}" if margin is not None else "") + (f", {ctx.world_size} ranks" if ctx.enabled else ""))
 

@@ -5,7 +5,6 @@ Everything is a handful of whole-array numpy/pyarrow passes, so ten million inte
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
@@ -51,21 +50,22 @@ def build_dataset(raw: Interactions, min_count: int = 10, default_max_len: Optio
     offsets = np.zeros(len(user_vocab) + 1, dtype=np.int64)
     np.cumsum(np.bincount(user_codes, minlength=len(user_vocab)), out=offsets[1:])
     item_ids = np.concatenate([_padding_placeholder(item_vocab), item_vocab])
-    return SequenceDataset(name=raw.name, offsets=offsets, items=item_codes, timestamps=timestamps,
+    return SequenceDataset(name=raw.name, offsets=offsets, items=item_codes.astype(np.int64), timestamps=timestamps,
                            user_ids=user_vocab, item_ids=item_ids, format=raw.format, files=list(raw.files),
                            min_count=min_count, default_max_len=default_max_len, extras=extras)
 
 
 def factorize(raw: RawIds) -> tuple[np.ndarray, np.ndarray]:
-    """(codes int64 0..K-1, vocabulary of K raw ids in sorted order). Hash-based, so linear in the data size."""
+    """(codes 0..K-1 (int32 when they fit), vocabulary of K raw ids in sorted order). Hash-based: linear time."""
     array = raw if isinstance(raw, (pa.Array, pa.ChunkedArray)) else pa.array(raw)
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     encoded = array.dictionary_encode()
     dictionary = encoded.dictionary
     order = pc.array_sort_indices(dictionary).to_numpy()
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order), dtype=np.int64)
+    code_type = np.int32 if len(order) < 2 ** 31 else np.int64   # half the memory traffic in the k-core passes
+    rank = np.empty(len(order), dtype=code_type)
+    rank[order] = np.arange(len(order), dtype=code_type)
     codes = rank[encoded.indices.to_numpy()]
     vocab = dictionary.take(pa.array(order)).to_numpy(zero_copy_only=False)
     return codes, vocab
@@ -97,7 +97,24 @@ def chronological_order(users: np.ndarray, timestamps: np.ndarray) -> Optional[n
     if (np.all(users[1:] >= users[:-1])
             and np.all(timestamps[1:][same_user] >= timestamps[:-1][same_user])):
         return None
-    return np.lexsort((timestamps, users))  # lexsort is stable: equal (user, time) keep their file order
+    return _stable_order(timestamps - timestamps.min(), users)
+
+
+def _stable_order(time_offsets: np.ndarray, users: np.ndarray) -> np.ndarray:
+    """argsort by (user, time), stable. np.lexsort does this but is slow; sorting int64 keys that carry the row
+    index in their low bits is a plain (SIMD) value sort, unique keys make it stable, and it takes two passes:
+    by time, then by user keeping that order. Falls back to lexsort when the keys would not fit in 63 bits."""
+    n = len(users)
+    row_bits = max(int(n - 1).bit_length(), 1)
+    time_bits = int(time_offsets.max()).bit_length()
+    user_bits = int(users.max()).bit_length()
+    if max(time_bits, user_bits) + row_bits > 63:
+        return np.lexsort((time_offsets, users))
+    low = (1 << row_bits) - 1
+    rows = np.arange(n, dtype=np.int64)
+    by_time = np.sort((time_offsets << row_bits) | rows) & low
+    by_user = np.sort((users[by_time].astype(np.int64) << row_bits) | rows) & low
+    return by_time[by_user]
 
 
 def _compact(codes: np.ndarray, vocab: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +122,7 @@ def _compact(codes: np.ndarray, vocab: np.ndarray, first: int) -> tuple[np.ndarr
     present = np.bincount(codes, minlength=len(vocab)) > 0
     if present.all():
         return codes + first if first else codes, vocab
-    new_code = np.cumsum(present) - 1 + first
+    new_code = (np.cumsum(present) - 1 + first).astype(codes.dtype)
     return new_code[codes], vocab[present]
 
 

@@ -60,45 +60,45 @@ def dataset_name(path: Path, sources: list) -> str:
 # -- formats ---------------------------------------------------------------------------------------------------------
 def read_movielens_tab(source: Source, columns=None) -> Interactions:
     """GroupLens `u.data`: user, item, rating, timestamp separated by tabs, no header."""
-    data = _nonempty_bytes(source)
-    return _read_delimited(source, data, "\t", MOVIELENS_COLUMNS, header_lines=0, quoting=False,
+    _check_not_empty(source)
+    return _read_delimited(source, "\t", MOVIELENS_COLUMNS, header_lines=0, quoting=False,
                            mapping=columns or {r: r for r in ROLES})
 
 
 def read_movielens_dat(source: Source, columns=None) -> Interactions:
     """GroupLens `ratings.dat`: user::item::rating::timestamp. The two-character separator becomes one for pyarrow."""
     data = _nonempty_bytes(source).replace(b"::", b"\x1f")
-    return _read_delimited(source, data, "\x1f", MOVIELENS_COLUMNS, header_lines=0, quoting=False,
-                           mapping=columns or {r: r for r in ROLES}, shown_delimiter="::")
+    return _read_delimited(source, "\x1f", MOVIELENS_COLUMNS, header_lines=0, quoting=False,
+                           mapping=columns or {r: r for r in ROLES}, data=data, shown_delimiter="::")
 
 
 def read_recbole(source: Source, columns=None) -> Interactions:
     """RecBole atomic `.inter`: tab-separated, typed header `user_id:token item_id:token ... timestamp:float`."""
-    data = _nonempty_bytes(source)
-    header = data.split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r").split("\t")
+    _check_not_empty(source)
+    header = source.first_line().split("\t")
     untyped = [h for h in header if ":" not in h]
     if untyped:
         raise DataError(f"expected a RecBole typed header such as 'user_id:token<TAB>item_id:token<TAB>"
                         f"timestamp:float', got field {untyped[0]!r}", source.name, line=1)
     names = [h.split(":", 1)[0] for h in header]
     mapping = columns or {"user": "user_id", "item": "item_id", "timestamp": "timestamp"}
-    return _read_delimited(source, data, "\t", names, header_lines=1, quoting=False, mapping=mapping)
+    return _read_delimited(source, "\t", names, header_lines=1, quoting=False, mapping=mapping)
 
 
 def read_csv(source: Source, columns=None) -> Interactions:
     """Generic delimited text with a header (or header-less with a positional mapping); delimiter sniffed."""
-    data = _nonempty_bytes(source)
-    first = data.split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
+    _check_not_empty(source)
+    first = source.first_line()
     delimiter = "\t" if source.basename.lower().endswith(".tsv") else _sniff_delimiter(first, source)
     fields = [f.strip().strip('"') for f in first.split(delimiter)]
     if columns and all(isinstance(v, int) for v in columns.values()):
         has_header = not all(_is_number(fields[i]) for i in columns.values() if i < len(fields))
         names = [f"column{i + 1}" for i in range(len(fields))]
         mapping = {role: names[i] if i < len(names) else f"column{i + 1}" for role, i in columns.items()}
-        return _read_delimited(source, data, delimiter, names, header_lines=int(has_header), quoting=True,
+        return _read_delimited(source, delimiter, names, header_lines=int(has_header), quoting=True,
                                mapping=mapping)
     mapping = columns or _mapping_from_aliases(fields, source)
-    return _read_delimited(source, data, delimiter, fields, header_lines=1, quoting=True, mapping=mapping)
+    return _read_delimited(source, delimiter, fields, header_lines=1, quoting=True, mapping=mapping)
 
 
 def read_parquet(source: Source, columns=None) -> Interactions:
@@ -138,24 +138,28 @@ def read_sequence_pair(item_source: Source, time_source: Source, columns=None) -
 
 
 # -- shared helpers ------------------------------------------------------------------------------------------------
-def _read_delimited(source: Source, data: bytes, delimiter: str, names: list, header_lines: int, quoting: bool,
-                    mapping: dict, shown_delimiter: Optional[str] = None) -> Interactions:
+def _read_delimited(source: Source, delimiter: str, names: list, header_lines: int, quoting: bool, mapping: dict,
+                    data: Optional[bytes] = None, shown_delimiter: Optional[str] = None) -> Interactions:
+    """Parse with pyarrow (from `data` if given, else straight from the file); errors re-read the text lazily."""
     _require_columns(mapping, names, source)
     wanted = list(dict.fromkeys(mapping.values()))
+    text = (lambda: data) if data is not None else source.read_bytes
     try:
         table = pacsv.read_csv(
-            pa.BufferReader(data),
+            pa.BufferReader(data) if data is not None else source.arrow_input(),
             read_options=pacsv.ReadOptions(column_names=names, skip_rows=header_lines, block_size=1 << 24),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char='"' if quoting else False),
             convert_options=pacsv.ConvertOptions(include_columns=wanted))
     except pa.ArrowInvalid as exc:
-        raise _parse_error(source, data, delimiter, names, header_lines, quoting, exc,
+        raise _parse_error(source, text(), delimiter, names, header_lines, quoting, exc,
                            shown_delimiter or delimiter) from None
-    where = validate.RowLocator(source.name, data, header_lines, {n: i + 1 for i, n in enumerate(names)})
+    where = validate.RowLocator(source.name, text, header_lines, {n: i + 1 for i, n in enumerate(names)})
     return _interactions(table, mapping, where)
 
 
 def _interactions(table: pa.Table, mapping: dict, where: validate.RowLocator) -> Interactions:
+    if table.num_rows == 0:
+        raise DataError("no interactions in the file (only a header or blank lines)", where.source_name)
     return Interactions(users=validate.ids(table.column(mapping["user"]), "user", where),
                         items=validate.ids(table.column(mapping["item"]), "item", where),
                         timestamps=validate.seconds(table.column(mapping["timestamp"]), "timestamp", where),
@@ -173,9 +177,16 @@ def _parse_error(source, data, delimiter, names, header_lines, quoting, exc, sho
     return DataError(message, source.name, line=line_no, line_text=text)
 
 
+def _check_not_empty(source: Source) -> None:
+    limit = 1 << 16
+    head = source.head(limit)
+    if len(head) < limit and not head.strip():
+        raise DataError("file is empty; expected interactions (user, item, timestamp)", source.name)
+
+
 def _nonempty_bytes(source: Source) -> bytes:
     data = source.read_bytes()
-    if not data.strip():
+    if not data or data.isspace():
         raise DataError("file is empty; expected interactions (user, item, timestamp)", source.name)
     return data
 
@@ -265,9 +276,10 @@ def _token_seconds(tokens: np.ndarray, counts: np.ndarray, source: Source, lines
         except ValueError:
             bad = next(i for i, token in enumerate(tokens) if not _is_number(token))
             raise _token_error(bad, "is not a number", expected, tokens, counts, source, lines) from None
-        values = floats.astype(np.int64)
-        problems = {"is NaN or infinite": ~np.isfinite(floats), "has a fraction of a second": floats != np.floor(floats),
+        finite = np.isfinite(floats)
+        problems = {"is NaN or infinite": ~finite, "has a fraction of a second": floats != np.floor(floats),
                     "is negative": floats < 0}
+        values = np.where(finite, floats, 0).astype(np.int64)
     for what, mask in problems.items():
         if mask.any():
             raise _token_error(int(np.flatnonzero(mask)[0]), what, expected, tokens, counts, source, lines)

@@ -49,6 +49,31 @@ class Source:
         suffix = Path(name).suffix.lower()
         return name[: -len(suffix)] if suffix in _DECOMPRESS else name
 
+    @property
+    def compressed(self) -> bool:
+        return self.member is not None or self.path.suffix.lower() in _DECOMPRESS
+
+    def arrow_input(self):
+        """A pyarrow input: the file memory-mapped when plain (no copy), else its decompressed bytes."""
+        import pyarrow as pa
+        return pa.BufferReader(self.read_bytes()) if self.compressed else pa.memory_map(str(self.path))
+
+    def head(self, limit: int = 1 << 16) -> bytes:
+        """The first `limit` bytes of the (decompressed) content, without reading the whole file."""
+        if self.member:
+            with zipfile.ZipFile(self.path) as archive, archive.open(self.member) as handle:
+                return handle.read(limit)
+        opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(self.path.suffix.lower(), open)
+        try:
+            with opener(self.path, "rb") as handle:
+                return handle.read(limit)
+        except (OSError, EOFError, lzma.LZMAError) as exc:
+            raise DataError(f"cannot decompress ({exc}); the file is damaged or not {self.path.suffix}",
+                            self.name) from None
+
+    def first_line(self) -> str:
+        return self.head().split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
+
     def read_bytes(self) -> bytes:
         if self.member:
             with zipfile.ZipFile(self.path) as archive:
@@ -109,10 +134,10 @@ def format_from_name(basename: str) -> Optional[str]:
 
 def sniff_format(source: Source) -> str:
     """Guess the format of a file with an unknown name from its first line."""
-    data = source.read_bytes()
-    if data[:4] == b"PAR1":
+    head = source.head()
+    if head[:4] == b"PAR1":
         return "parquet"
-    first = data.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    first = head.split(b"\n", 1)[0].decode("utf-8", errors="replace")
     if ":token" in first or ":float" in first:
         return "recbole"
     if "::" in first:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -21,9 +21,10 @@ _NUMBER_TEXT = r"^\s*[+-]?\d+(\.\d*)?([eE][+-]?\d+)?\s*$"  # fractions are refus
 class RowLocator:
     """Maps a data-row index (0-based, as pyarrow counts them) back to a line of a text file, for error messages."""
 
-    def __init__(self, source_name: str, data: Optional[bytes], header_lines: int, column_numbers: dict):
+    def __init__(self, source_name: str, read_text: Optional[Callable[[], bytes]], header_lines: int,
+                 column_numbers: dict):
         self.source_name = source_name
-        self.data = data                      # None for binary formats (Parquet): errors then name the row
+        self.read_text = read_text            # called only on error; None for binary formats (Parquet): name the row
         self.header_lines = header_lines
         self.column_numbers = column_numbers  # column name -> 1-based position in the file
 
@@ -32,15 +33,17 @@ class RowLocator:
         if column is not None:
             number = self.column_numbers.get(column)
             col = f"{number} ({column})" if number is not None else column
-        if self.data is None:
+        if self.read_text is None:
             return DataError(f"row {row + 1}: {message}", self.source_name, column=col)
         line_no, text = self.line_of_row(row)
+        if not text.endswith(b"\n"):  # an error on a last line without newline: most likely a cut-off file
+            message += "; the file ends mid-line (truncated?)"
         return DataError(message, self.source_name, line=line_no, column=col, line_text=text)
 
     def line_of_row(self, row: int) -> tuple[int, bytes]:
         """pyarrow skips the header and blank lines; count the same way."""
         seen = -1
-        for line_no, line in enumerate(io.BytesIO(self.data), start=1):
+        for line_no, line in enumerate(io.BytesIO(self.read_text()), start=1):
             if line_no <= self.header_lines or not line.strip():
                 continue
             seen += 1
@@ -74,7 +77,7 @@ def ids(column: pa.ChunkedArray, name: str, where: RowLocator) -> pa.Array:
         bad = ~np.isfinite(values) | (values != np.floor(values))
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise where.error(row, name, f"{name} id {values[row]!r} is not a whole number or a token")
+            raise where.error(row, name, f"{name} id {values[row].item()!r} is not a whole number or a token")
         array = pa.array(values.astype(np.int64))
     return array
 
@@ -103,7 +106,7 @@ def seconds(column: pa.ChunkedArray, name: str, where: RowLocator) -> np.ndarray
         raise where.error(0, name, f"timestamp column has type {kind}; {expected}")
     if values.size and values.min() < 0:
         row = int(np.flatnonzero(values < 0)[0])
-        raise where.error(row, name, f"negative timestamp {values[row]}; {expected}")
+        raise where.error(row, name, f"negative timestamp {values[row].item()}; {expected}")
     return values
 
 
@@ -115,10 +118,11 @@ def _integral_floats(values: np.ndarray, name: str, where: RowLocator, expected:
     fraction = values != np.floor(values)
     if fraction.any():
         row = int(np.flatnonzero(fraction)[0])
-        raise where.error(row, name, f"timestamp {values[row]!r} has a fraction of a second; {expected}")
+        raise where.error(row, name, f"timestamp {values[row].item()!r} has a fraction of a second; {expected}")
     if values.size and np.abs(values).max() >= 2.0 ** 53:
         row = int(np.flatnonzero(np.abs(values) >= 2.0 ** 53)[0])
-        raise where.error(row, name, f"timestamp {values[row]!r} is too large to be exact as a float; {expected}")
+        raise where.error(row, name, f"timestamp {values[row].item()!r} is too large to be exact as a float; "
+                                     f"{expected}")
     return values.astype(np.int64)
 
 

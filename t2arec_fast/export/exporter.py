@@ -44,16 +44,17 @@ def export_onnx(model, out_dir, kinds: Iterable[str] = graphs.GRAPH_KINDS, opset
                 rtol: float = 1e-4) -> dict:
     """Export `model` (a T2ARec) to `out_dir/{kind}.onnx` for each kind in "encode" | "step" | "step_topk".
 
-    opset: 17-20 use the matrix form of the scan (any ONNX Runtime ≥ 1.17); ≥ 27 may use the `LinearAttention`
-    op (scan_form="linear_attention", the default there). validate: run each graph once in ONNX Runtime and fail
-    with ExportValidationError if any output's max |ORT − PyTorch| / max |PyTorch| exceeds rtol.
+    opset: 17 (default) loads in any ONNX Runtime ≥ 1.17. scan_form: "matrix" (default, any opset) or
+    "linear_attention" (one `LinearAttention` node per block; needs opset ≥ 27). validate: run each graph once
+    in ONNX Runtime and fail with ExportValidationError if any output's max |ORT − PyTorch| / max |PyTorch|
+    exceeds rtol.
     Returns a summary: files, metadata, per-output validation errors.
     """
     kinds = _check_kinds(kinds)
     form = _check_options(opset, scan_form, exporter)
     reference = _cpu_copy(model, "reference")
     exportable = _cpu_copy(model, "export")
-    meta = graph_metadata(reference, opset, form)
+    meta = graph_metadata(model, opset, form)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     staged, summary = {}, {"files": {}, "metadata": meta, "validation": {}}
@@ -92,7 +93,7 @@ def _check_options(opset: int, scan_form: Optional[str], exporter: str) -> str:
         raise InputError(f"opset must lie in [{MIN_OPSET}, {MAX_OPSET}], got {opset}")
     if exporter not in EXPORTERS:
         raise InputError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
-    form = scan_form or ("linear_attention" if opset >= LINEAR_ATTENTION_OPSET else "matrix")
+    form = scan_form or "matrix"        # faster than LinearAttention in ORT 1.32 on CPU (docs/onnx.md)
     if form not in SCAN_FORMS:
         raise InputError(f"scan_form must be one of {SCAN_FORMS}, got {form!r}")
     if form == "linear_attention" and opset < LINEAR_ATTENTION_OPSET:
@@ -103,10 +104,13 @@ def _check_options(opset: int, scan_form: Optional[str], exporter: str) -> str:
 
 
 def _cpu_copy(model, backend: str):
-    """A detached CPU copy in eval mode (dropout off) with the given scan backend; `model` is left untouched."""
+    """A detached float32 CPU copy in eval mode (dropout off) with the given scan backend; `model` is untouched.
+
+    Graphs are float32 whatever the model's dtype: ONNX Runtime's CPU provider has no float64 Conv, and float32
+    is what serving runs."""
     if not hasattr(model, "_run_sequence") or not hasattr(model, "_run_step"):
         raise InputError(f"export_onnx needs a T2ARec model, got {type(model).__name__}")
-    clone = copy.deepcopy(model).cpu().eval()
+    clone = copy.deepcopy(model).cpu().float().eval()
     clone.set_backend(backend)
     for p in clone.parameters():
         p.requires_grad_(False)
@@ -124,12 +128,14 @@ def model_version(model) -> str:
 
 
 def graph_metadata(model, opset: int, form: str) -> dict:
+    """Written into every graph's metadata_props (as strings). model_version hashes the caller's model as given,
+    so `model_version(model)` in PyTorch matches the graphs' label."""
     from t2arec_fast import __version__
     cfg = model.config
     return {"producer": "t2arec_fast", "package_version": __version__, "model_version": model_version(model),
             "model": cfg.model, "n_items": model.n_items, "d": cfg.d, "d_state": cfg.d_state,
             "n_blocks": cfg.n_blocks, "conv_kernel": cfg.conv_kernel, "opset": int(opset), "scan_form": form,
-            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""), "torch_version": torch.__version__}
+            "dtype": "float32", "torch_version": torch.__version__}
 
 
 def _label(proto: onnx.ModelProto, meta: dict) -> None:
@@ -139,11 +145,13 @@ def _label(proto: onnx.ModelProto, meta: dict) -> None:
 
 
 # -- tracing ------------------------------------------------------------------------------------------------------
-def _build_graph(kind: str, model, opset: int, form: str, exporter: str):
-    """→ (ModelProto at `opset` with the final input/output signature, name of the exporter used)."""
+def _build_graph(kind: str, model, opset: int, form: str, exporter: str, trace_length: int = 11):
+    """→ (ModelProto at `opset` with the final input/output signature, name of the exporter used).
+
+    trace_length: length of the example sequence traced; the graph must not depend on it (tests check)."""
     module = graphs.EncodeGraph(model) if kind == "encode" else \
         graphs.StepGraph(model, top_k=_TRACE_K if kind == "step_topk" else 0)
-    args = graphs.example_inputs(kind, model)           # k is not traced: it becomes an input afterwards
+    args = graphs.example_inputs(kind, model, length=trace_length)   # k is not traced: it becomes an input later
     inputs, outputs = graphs.io_names(kind, len(model.layers))
     traced_inputs = [n for n in inputs if n != graphs.TOP_K]
     with use_scan_form(form):
@@ -191,8 +199,26 @@ def _make_k_an_input(proto: onnx.ModelProto) -> None:
     topk = [node for node in proto.graph.node if node.op_type == "TopK"]
     if len(topk) != 1:
         raise ExportValidationError(f"expected one TopK node in the step_topk graph, found {len(topk)}")
-    topk[0].input[1] = graphs.TOP_K
+    traced_k, topk[0].input[1] = topk[0].input[1], graphs.TOP_K
     proto.graph.input.append(onnx.helper.make_tensor_value_info(graphs.TOP_K, onnx.TensorProto.INT64, [1]))
+    _drop_if_unused(proto.graph, traced_k)
+    for output in proto.graph.output:           # the traced (batch, 1) shapes of the top-k outputs become (batch, k)
+        if output.name in (graphs.TOP_SCORES, graphs.TOP_ITEMS):
+            output.type.tensor_type.shape.dim[1].dim_param = graphs.TOP_K
+
+
+def _drop_if_unused(graph, name: str) -> None:
+    """Remove the initializer or Constant node that produces `name` once nothing reads it."""
+    if any(name in node.input for node in graph.node):
+        return
+    for i, init in enumerate(graph.initializer):
+        if init.name == name:
+            del graph.initializer[i]
+            return
+    for i, node in enumerate(graph.node):
+        if node.op_type == "Constant" and name in node.output:
+            del graph.node[i]
+            return
 
 
 def _set_opset(proto: onnx.ModelProto, opset: int) -> None:

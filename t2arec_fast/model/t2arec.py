@@ -217,8 +217,9 @@ class T2ARec(nn.Module):
         """Training objective pieces. rec = CE over all non-pad positions (mean); time, state on the last position."""
         mask = item_ids != 0
         o, states, internals = self._run_sequence(item_ids)
-        logits = self.score_from(o[mask])
-        rec = F.cross_entropy(logits, next_items[mask])
+        # Score real items only (columns 1..n_items): no −inf padding column to fill and back-propagate through.
+        logits = o[mask] @ self.item_emb.weight[1:].t()
+        rec = F.cross_entropy(logits, next_items[mask] - 1)
         zero = rec.new_zeros(())
         if not (with_aux and self.uses_alignment):
             return {"rec": rec, "time": zero, "state": zero}

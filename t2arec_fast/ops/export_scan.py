@@ -94,4 +94,9 @@ class _GatedLinearAttention(torch.autograd.Function):
         decay3 = g.op("Unsqueeze", decay, axis2)
         out, present4 = g.op("LinearAttention", query, key, value, past4, decay3, outputs=2,
                              update_rule_s="gated", q_num_heads_i=1, kv_num_heads_i=1, scale_f=1.0)
-        return out, g.op("Squeeze", present4, axis1)
+        present = g.op("Squeeze", present4, axis1)
+        # The exporter cannot infer shapes through an op it does not know; without them it wraps later
+        # squeezes in If nodes. Shapes equal value's and past_state's.
+        out.setType(value.type())
+        present.setType(past_state.type())
+        return out, present

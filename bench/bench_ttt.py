@@ -1,0 +1,222 @@
+"""Throughput of the whole test-time step of the paper (Algorithm 1), in test batches per second.
+
+One step = forward, self-supervised losses (L_time, L_state), backward to every parameter, the adapted forward and
+full-ranking scores over all items plus each target's rank — what `evaluate(..., ttt=...)` does per batch. Beside
+it, "plain" = forward + full-ranking scores without the test-time step (the backbone's inference, Mamba4Rec-like).
+The paper reports 1.02 batches/s for T2ARec and 2.82 for Mamba4Rec at batch 4096 on ML-1M (hardware not stated).
+
+Random data of the paper's ML-1M shape: batch 4096 × length 200 × 3,706 items (lengths uniform in [L/2, L], the rest
+left-padded; gaps of seconds to days). d 64, d_state 32, one block, α 0.005, M 1, μ1' = μ2' = 0.1, all parameters.
+On CUDA: backend "triton" vs "reference" in the same run, float32, then a torch.profiler summary of the top CUDA
+ops of one triton-backend step. CPU cases (reference) use a smaller batch (--cpu-batch). Warm-up excluded, median of
+--reps, each case time-boxed by --budget seconds and wrapped in try/except (an error is recorded, the run goes on).
+
+Prints a table and writes JSON to ${OUT:-bench/results}/bench_ttt.json. Run: python3 bench/bench_ttt.py
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from t2arec_fast.adapt import adapted_scores  # noqa: E402
+from t2arec_fast.config import ModelConfig, TTTConfig  # noqa: E402
+from t2arec_fast.metrics import target_ranks  # noqa: E402
+from t2arec_fast.model import build_model  # noqa: E402
+
+
+class _Batch:
+    def __init__(self, **tensors):
+        self.__dict__.update(tensors)
+
+
+def random_batch(batch: int, length: int, n_items: int, device, seed: int = 0) -> _Batch:
+    """LEFT-padded random sequences, lengths uniform in [length/2, length], increasing int64 timestamps."""
+    g = torch.Generator().manual_seed(seed)
+    items = torch.randint(1, n_items + 1, (batch, length), generator=g)
+    gaps = torch.exp(torch.rand(batch, length, generator=g) * 13).long()       # 1 s .. ~5 days, log-uniform
+    times = 1_700_000_000 + gaps.cumsum(1)
+    lengths = torch.randint(length // 2, length + 1, (batch,), generator=g)
+    pad = torch.arange(length)[None, :] < (length - lengths)[:, None]
+    items, times = items.masked_fill(pad, 0), times.masked_fill(pad, 0)
+    target_times = times[:, -1] + torch.exp(torch.rand(batch, generator=g) * 13).long()
+    targets = torch.randint(1, n_items + 1, (batch,), generator=g)
+    return _Batch(items=items.to(device), times=times.to(device), target_times=target_times.to(device),
+                  targets=targets.to(device))
+
+
+def make_model(n_items: int, backend: str, device, seed: int = 0):
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(model="t2arec", backend=backend), n_items, max_len=200).to(device)
+    model.set_time_margin(1.0)
+    if hasattr(model, "set_backend"):
+        model.set_backend(backend)
+    return model.eval()
+
+
+def ttt_step(model, batch, ttt_cfg):
+    """The measured unit: adapted scores for one batch, then each target's rank (full ranking)."""
+    return target_ranks(adapted_scores(model, batch, ttt_cfg), batch.targets)
+
+
+def plain_step(model, batch, ttt_cfg=None):
+    with torch.no_grad():
+        return target_ranks(model.scores(batch.items, batch.times), batch.targets)
+
+
+STEPS = {"ttt": ttt_step, "plain": plain_step}
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_step(fn, model, batch, ttt_cfg, device, reps: int, warmup: int, budget_s: float) -> list:
+    """Seconds per call of fn(model, batch, ttt_cfg): `warmup` untimed calls, then up to `reps` timed ones or until
+    `budget_s` has passed (at least one)."""
+    for _ in range(warmup):
+        fn(model, batch, ttt_cfg)
+    _sync(device)
+    times, start = [], time.perf_counter()
+    while len(times) < reps and (not times or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        fn(model, batch, ttt_cfg)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def run_case(step: str, device: str, backend: str, batch: int, length: int, n_items: int, opts) -> dict:
+    row = dict(step=step, device=device, backend=backend, batch=batch, length=length, n_items=n_items)
+    try:
+        if device == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        model = make_model(n_items, backend, device)
+        data = random_batch(batch, length, n_items, device)
+        times = time_step(STEPS[step], model, data, TTTConfig(), device, opts.reps, opts.warmup, opts.budget)
+        median = statistics.median(times)
+        row.update(median_s=median, batches_per_s=1.0 / median, reps=len(times), times_s=times)
+        if device == "cuda":
+            row["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    except Exception as exc:                      # record and go on: one broken case must not lose the others
+        row["error"] = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+    finally:
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    return row
+
+
+def profile_triton_step(batch: int, length: int, n_items: int, rows: int = 15) -> str:
+    """Top CUDA ops of one triton-backend test-time step (after a warm-up step)."""
+    from torch.profiler import ProfilerActivity, profile
+    model = make_model(n_items, "triton", "cuda")
+    data = random_batch(batch, length, n_items, "cuda")
+    ttt_step(model, data, TTTConfig())
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        ttt_step(model, data, TTTConfig())
+        torch.cuda.synchronize()
+    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows)
+
+
+def meta() -> dict:
+    info = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                python=platform.python_version(), torch=torch.__version__, host=platform.node(),
+                cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
+                torch_threads=torch.get_num_threads())
+    try:
+        import triton
+        info["triton"] = triton.__version__
+    except Exception:
+        pass
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info.update(device=props.name, cuda=torch.version.cuda, gpu_mem_gib=props.total_memory / 2**30)
+    return info
+
+
+def format_rows(rows: list) -> str:
+    head = f"{'step':<6} {'device':<6} {'backend':<10} {'batch':>6} {'L':>4} {'items':>6} {'batches/s':>10} " \
+           f"{'median s':>9} {'reps':>4} {'peak GiB':>8}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['step']:<6} {r['device']:<6} {r['backend']:<10} {r['batch']:>6} {r['length']:>4} "
+                         f"{r['n_items']:>6}  ERROR {r['error'][:80]}")
+            continue
+        mem = f"{r['peak_mem_gib']:.2f}" if "peak_mem_gib" in r else "-"
+        lines.append(f"{r['step']:<6} {r['device']:<6} {r['backend']:<10} {r['batch']:>6} {r['length']:>4} "
+                     f"{r['n_items']:>6} {r['batches_per_s']:>10.3f} {r['median_s']:>9.4f} {r['reps']:>4} {mem:>8}")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "bench" / "results"))
+    p.add_argument("--batch", type=int, default=4096, help="users per test batch on CUDA")
+    p.add_argument("--length", type=int, default=200)
+    p.add_argument("--items", type=int, default=3706)
+    p.add_argument("--cpu-batch", type=int, default=256, help="users per test batch on CPU")
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--budget", type=float, default=60.0, help="seconds of timed reps per case (at least one rep)")
+    p.add_argument("--total-budget", type=float, default=420.0, help="skip the remaining cases after this many s")
+    p.add_argument("--no-cpu", action="store_true", help="skip the CPU cases")
+    p.add_argument("--no-profile", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    opts = parse_args(argv)
+    cases = []
+    if torch.cuda.is_available():
+        cases += [(step, "cuda", backend, opts.batch) for backend in ("triton", "reference") for step in STEPS]
+    if not opts.no_cpu:
+        cases += [(step, "cpu", "reference", opts.cpu_batch) for step in STEPS]
+    started, rows = time.perf_counter(), []
+    for step, device, backend, batch in cases:
+        if time.perf_counter() - started > opts.total_budget:
+            rows.append(dict(step=step, device=device, backend=backend, batch=batch, length=opts.length,
+                             n_items=opts.items, error="skipped: --total-budget exhausted"))
+            continue
+        rows.append(run_case(step, device, backend, batch, opts.length, opts.items, opts))
+        print(format_rows(rows[-1:]).splitlines()[-1], flush=True)
+    result = dict(meta=meta(), ttt=vars(TTTConfig()), rows=rows)
+    if torch.cuda.is_available() and not opts.no_profile:
+        try:
+            table = profile_triton_step(opts.batch, opts.length, opts.items)
+            result["profile_triton_top_cuda_ops"] = table
+        except Exception as exc:
+            result["profile_error"] = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_ttt.json").write_text(json.dumps(result, indent=1))
+    print(f"\nTest-time step throughput (batches/s), {result['meta'].get('device', result['meta']['cpu'])}, "
+          f"torch {torch.__version__}; 'ttt' = forward + L_time/L_state + backward + adapted forward + full "
+          f"ranking, 'plain' = forward + full ranking")
+    print(format_rows(rows))
+    if "profile_triton_top_cuda_ops" in result:
+        print("\nTop CUDA ops of one triton-backend test-time step:")
+        print(result["profile_triton_top_cuda_ops"])
+    print(f"\nwrote {out / 'bench_ttt.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# One-shot GPU check for t2arec_fast's Triton kernels, for a bare, offline CUDA machine with python3, torch, triton,
+# setuptools and pybind11 present. Run from anywhere:   bash bench/gpu_check.sh
+#
+# Steps (each time-boxed; a failing step is recorded and the script goes on): nvidia-smi; versions; make the
+# package importable (editable install, else a staged copy on PYTHONPATH); pytest tests/ops on CUDA (no
+# interpreter); bench/bench_scan.py; bench/bench_ttt.py if it exists; a summary table LAST.
+# Everything is logged to ${OUT:-bench/results}/gpu_check.log next to the benchmarks' JSON.
+#
+# Environment knobs: GPU_CHECK_BUDGET_S (whole-script wall-clock cap, default 345), GPU_CHECK_SWEEP=1 (also sweep
+# the kernels' launch shapes), PYTHON (default python3).
+set -u
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+OUT_DIR="${OUT:-$ROOT/bench/results}"
+mkdir -p "$OUT_DIR"
+LOG="$OUT_DIR/gpu_check.log"
+: > "$LOG"
+PY="${PYTHON:-python3}"
+BUDGET_S="${GPU_CHECK_BUDGET_S:-345}"
+unset TRITON_INTERPRET          # the kernels must run natively, not in Triton's interpreter
+export PYTHONUNBUFFERED=1
+export T2AREC_RUN_SLOW=1        # the large L=200 test cases take seconds on a GPU
+STEPS=()
+
+log() { echo "$*" | tee -a "$LOG"; }
+
+# run_step NAME LIMIT_S CMD... : run CMD under `timeout`, capped by what is left of the budget; record the status.
+run_step() {
+    local name=$1 limit=$2; shift 2
+    local left=$((BUDGET_S - SECONDS))
+    if (( left < 10 )); then
+        STEPS+=("$(printf '%-12s %-9s %5s' "$name" "no-time" "-")"); log "=== $name skipped: budget spent"; return 0
+    fi
+    (( limit > left )) && limit=$left
+    log "=== $name (limit ${limit}s): $*"
+    local t0=$SECONDS
+    timeout --kill-after=5 "$limit" "$@" 2>&1 | tee -a "$LOG"
+    local rc=${PIPESTATUS[0]} status=ok
+    (( rc == 124 || rc == 137 )) && status=timeout
+    (( rc != 0 && rc != 124 && rc != 137 )) && status="fail($rc)"
+    STEPS+=("$(printf '%-12s %-9s %4ss' "$name" "$status" "$((SECONDS - t0))")")
+    return 0
+}
+
+import_ok() { (cd /tmp && "$PY" -c "import t2arec_fast.triton_kernels.selective_scan, t2arec_fast.ops") >>"$LOG" 2>&1; }
+
+# Make `t2arec_fast` and `t2arec_fast.triton_kernels` importable. triton_kernels/ sits at the repository root and is
+# mapped into the package by setup.py, so a bare PYTHONPATH=. is not enough.
+make_importable() {
+    run_step install 90 "$PY" -m pip install --no-deps --no-build-isolation --no-input -q -e .
+    if import_ok; then log "import: editable install works"; INSTALL_MODE=editable; return; fi
+    log "import: editable install unusable; staging a copy of the package on PYTHONPATH"
+    run_step build_ext 60 "$PY" setup.py build_ext --inplace   # the C++ cache; the kernels do not need it
+    STAGE="$(mktemp -d)"
+    cp -r "$ROOT/t2arec_fast" "$STAGE/"
+    rm -rf "$STAGE/t2arec_fast/triton_kernels"
+    cp -r "$ROOT/triton_kernels" "$STAGE/t2arec_fast/triton_kernels"
+    export PYTHONPATH="$STAGE${PYTHONPATH:+:$PYTHONPATH}"
+    INSTALL_MODE=staged
+    import_ok && log "import: staged copy works ($STAGE)" || log "import: STILL FAILING (see above)"
+}
+
+# `python -P` keeps the current directory off sys.path, so the repository's own t2arec_fast/ (which lacks the
+# triton_kernels mapping) cannot shadow the installed or staged package.
+PYRUN=("$PY")
+"$PY" -P -c pass 2>/dev/null && PYRUN=("$PY" -P)
+
+run_step nvidia-smi 20 nvidia-smi
+run_step versions 40 "$PY" -c "
+import sys, platform, torch, triton
+print('python', sys.version.split()[0], platform.machine())
+print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())
+print('triton', triton.__version__)
+print('device', torch.cuda.get_device_name() if torch.cuda.is_available() else None)"
+INSTALL_MODE=none
+make_importable
+run_step pytest 130 "${PYRUN[@]}" -m pytest tests/ops -q -x -p no:cacheprovider --durations=8
+BENCH_ARGS=(--out "$OUT_DIR" --compile-timeout 75)
+[[ "${GPU_CHECK_SWEEP:-0}" == 1 ]] && BENCH_ARGS+=(--sweep)
+run_step bench_scan 170 "${PYRUN[@]}" bench/bench_scan.py "${BENCH_ARGS[@]}"
+if [[ -f bench/bench_ttt.py ]]; then
+    run_step bench_ttt 100 "${PYRUN[@]}" bench/bench_ttt.py
+else
+    STEPS+=("$(printf '%-12s %-9s %5s' bench_ttt absent -)")
+fi
+
+# ---- summary, printed last --------------------------------------------------------------------------------------
+{
+    echo
+    echo "================ GPU check summary (install: $INSTALL_MODE, ${SECONDS}s total) ================"
+    printf '%s\n' "${STEPS[@]}"
+    grep -E '^[0-9]+ (passed|failed)|^(FAILED|ERROR) |[0-9]+ (passed|failed|error)' "$LOG" | tail -n 3
+    "$PY" - "$OUT_DIR/bench_scan.json" <<'EOF' || echo "(no bench_scan.json)"
+import json, sys
+r = json.load(open(sys.argv[1]))
+m = r["meta"]
+print(f"{m.get('device')}  torch {m['torch']}  triton {m['triton']}  copy BW {m['copy_bandwidth_gbs']:.0f} GB/s")
+print(f"{'shape':<16}{'dtype':<9}{'backend':<15}{'fwd ms':>8}{'bwd ms':>8}{'f+b ms':>8}{'x eager':>8}{'%BW':>6}")
+for row in r["rows"]:
+    shape = "x".join(map(str, row.get("shape", [])))
+    if "fwd_ms" not in row:
+        print(f"{shape:<16}{row.get('dtype', ''):<9}{row['backend']:<15}{(row.get('skipped') or row.get('error', ''))[:40]}")
+        continue
+    x = row.get("fwd_bwd_speedup_vs_eager")
+    pct = row.get("fwd_pct_copy_bw")
+    print(f"{shape:<16}{row['dtype']:<9}{row['backend']:<15}{row['fwd_ms']:>8.3f}{row['bwd_ms']:>8.3f}"
+          f"{row['fwd_bwd_ms']:>8.3f}{'' if x is None else f'{x:.1f}':>8}{'' if pct is None else f'{pct:.0f}':>6}")
+EOF
+} 2>&1 | tee -a "$LOG"

@@ -1,0 +1,125 @@
+"""`t2arec serve-replay`: replay a time-ordered event log through the online recommender.
+
+    t2arec serve-replay CHECKPOINT EVENTS.csv [--k 10] [--exclude-seen] [--history-len 200] [--capacity-mb 256]
+                        [--limit N] [--skip-unknown] [--save DIR] [--threads 1] [--json P] [--quiet]
+
+For every event, in timestamp order: recommend for its user first (was the true item in the top-k?), then observe
+the event. Reports hit rate@k, NDCG@10 and per-event latency percentiles. All of it is `t2arec_fast.serving.replay`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .common import UserError, write_json
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve-replay", help="replay an event log through the O(1) online recommender (hit rate, NDCG, latency)",
+        description="Replay events (CSV user,item,timestamp, or any format `t2arec data` reads) in timestamp order: "
+        "for each event recommend for its user BEFORE observing it, then observe it. Reports hit rate@k, NDCG@10 "
+        "and latency percentiles of recommend and observe per event.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="model checkpoint folder, a train --out folder (uses best/), or a saved recommender folder "
+                        "(serving.json: resumes its states)")
+    p.add_argument("events", metavar="EVENTS", help="event log: CSV with a header naming user, item, timestamp")
+    p.add_argument("--k", type=int, default=10, help="top-k cut-off for the hit rate (default 10)")
+    p.add_argument("--exclude-seen", action="store_true", help="drop items already in the user's history")
+    p.add_argument("--history-len", type=int, default=200, help="events kept per user for rebuilds (default 200)")
+    p.add_argument("--capacity-mb", type=float, default=256.0, help="state cache budget in MiB (default 256)")
+    p.add_argument("--limit", type=int, default=None, help="replay only the first N events (in time order)")
+    p.add_argument("--skip-unknown", action="store_true",
+                   help="skip events whose item the model does not know (default: stop with an error)")
+    p.add_argument("--save", metavar="DIR", default=None, help="save the recommender here after the replay")
+    p.add_argument("--json", metavar="P", default=None, help="write the results JSON here")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (default 1: tiny per-event tensors gain nothing from more)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_serve_replay)
+
+
+def _serve_replay(args) -> int:
+    from t2arec_fast.serving import ItemIdMap, replay
+    import torch
+    if args.k < 1:
+        raise UserError(f"--k must be ≥ 1, got {args.k}")
+    if args.threads < 1:
+        raise UserError(f"--threads must be ≥ 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    recommender = _open_recommender(Path(args.checkpoint), args)
+    users, items, times, skipped = _read_events(args.events, ItemIdMap.from_model(recommender.model),
+                                                recommender.n_items, args.skip_unknown)
+    if args.limit is not None:
+        first = np.argsort(times, kind="stable")[:max(args.limit, 0)]
+        first.sort()
+        users, items, times = users[first], items[first], times[first]
+    result = replay(recommender, users, items, times, k=args.k, exclude_seen=args.exclude_seen,
+                    progress=not args.quiet)
+    result.update(checkpoint=str(args.checkpoint), events_file=str(args.events), skipped_unknown_items=skipped)
+    _print_summary(result)
+    if args.save:
+        recommender.save(args.save)
+    write_json(args.json, result)
+    return 0
+
+
+def _open_recommender(path: Path, args):
+    from t2arec_fast.model import load_model
+    from t2arec_fast.serving import OnlineRecommender
+    if (path / "serving.json").is_file():
+        return OnlineRecommender.load(path)
+    if not (path / "config.json").is_file() and (path / "best" / "config.json").is_file():
+        path = path / "best"
+    model = load_model(path)
+    if not hasattr(model, "step"):
+        raise UserError(f"{path}: a {type(model).__name__} has no one-step update; serving needs a T2ARec model")
+    return OnlineRecommender(model, capacity_bytes=int(args.capacity_mb * (1 << 20)), history_len=args.history_len)
+
+
+def _read_events(path, item_map, n_items: int, skip_unknown: bool):
+    """→ users int64, model item ids int64, timestamps int64, number of skipped events."""
+    from t2arec_fast.data.readers import read_interactions
+    raw = read_interactions(path)
+    users = _as_user_keys(np.asarray(raw.users))
+    items = np.asarray(raw.items)
+    times = np.asarray(raw.timestamps, np.int64)
+    if item_map is not None:
+        items = item_map.to_model(items)
+    elif items.dtype.kind in "iu":
+        items = np.where((items >= 1) & (items <= n_items), items, 0).astype(np.int64)
+    else:
+        raise UserError(f"{path}: item ids are not integers and the checkpoint has no item id map (id_maps.npz)")
+    unknown = items == 0
+    if unknown.any() and not skip_unknown:
+        first = int(np.flatnonzero(unknown)[0])
+        raise UserError(f"{path}: event {first + 1} has item {np.asarray(raw.items)[first]!r}, which the model "
+                        f"does not know ({int(unknown.sum())} such events; --skip-unknown skips them)")
+    keep = ~unknown
+    return users[keep], items[keep], times[keep], int(unknown.sum())
+
+
+def _as_user_keys(users: np.ndarray) -> np.ndarray:
+    """Integer user ids are kept; any other raw ids are numbered (the recommender keys users by int64)."""
+    if users.dtype.kind in "iu":
+        return users.astype(np.int64)
+    _, codes = np.unique(users.astype(str), return_inverse=True)
+    return codes.astype(np.int64)
+
+
+def _print_summary(r: dict) -> None:
+    k = r["k"]
+    lat = r["latency_ms"]
+    rows = [("events", f"{r['events']:,} ({r['warm_events']:,} warm, {r['cold_events']:,} cold start)"),
+            (f"hit@{k}", f"{r[f'hit@{k}']:.4f}  (warm {r[f'warm_hit@{k}']:.4f})"),
+            ("ndcg@10", f"{r['ndcg@10']:.4f}  (warm {r['warm_ndcg@10']:.4f})"),
+            ("recommend ms p50 / p99", f"{lat['recommend']['p50']:.3f} / {lat['recommend']['p99']:.3f}"),
+            ("observe ms p50 / p99", f"{lat['observe']['p50']:.3f} / {lat['observe']['p99']:.3f}"),
+            ("events/s (one at a time)", f"{r['events_per_s']:,.0f}"),
+            ("state rebuilds", f"{r['stats']['rebuilds']:,}")]
+    if r.get("skipped_unknown_items"):
+        rows.append(("skipped (unknown item)", f"{r['skipped_unknown_items']:,}"))
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")

@@ -1,0 +1,222 @@
+"""`OnnxEncoder`: run exported graphs in ONNX Runtime with the PyTorch model's calling conventions.
+
+States go in and come out as a list of `BlockState(conv, ssm)` (torch tensors, zero-copy views of ORT's output),
+exactly as `T2ARec.encode` / `T2ARec.step` use them, so callers can switch between the two engines freely.
+Every input is checked here, so a mistake reads as an `InputError` naming the problem, not an ORT traceback.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from t2arec_fast.errors import InputError
+from t2arec_fast.model.block import BlockState
+
+from . import graphs
+
+
+class OnnxModelError(InputError):
+    """An .onnx file that cannot be used: unreadable, corrupted, not ours, or not matching its siblings."""
+
+
+def default_providers() -> List[str]:
+    """CUDA when this onnxruntime build has it, CPU always as the fallback."""
+    import onnxruntime as ort
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def open_session(path, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None):
+    """An ORT session with all graph optimisations, or an OnnxModelError that says what is wrong with the file."""
+    import onnxruntime as ort
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such ONNX file")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=list(providers or default_providers()))
+    except Exception as exc:  # ORT raises pybind11 types (InvalidProtobuf, Fail, ...) with long messages
+        raise OnnxModelError(f"{path}: ONNX Runtime {ort.__version__} cannot load it ({_short(exc)}). "
+                             f"{_load_hint(str(exc))}") from None
+
+
+def _short(exc: Exception, limit: int = 240) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _load_hint(message: str) -> str:
+    message = message.lower()
+    if "opset" in message or "ir version" in message:
+        return "The runtime is older than the graph: re-export with the default opset (t2arec export --opset 17)."
+    if "protobuf" in message or "no graph" in message:
+        return "The file is corrupted or not an ONNX model: re-export it with `t2arec export CHECKPOINT --out DIR`."
+    return "Re-export it with `t2arec export CHECKPOINT --out DIR` for this runtime."
+
+
+class OnnxEncoder:
+    """encode / step (/ step_topk) of an exported T2ARec in ONNX Runtime.
+
+    directory: what `export_onnx` wrote (encode.onnx, step.onnx, step_topk.onnx; any non-empty subset).
+    providers: ORT execution providers; default CUDA when available, else CPU. threads: intra-op threads (0 = ORT).
+    """
+
+    def __init__(self, directory, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None):
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"{directory}: no such export directory")
+        paths = {kind: directory / f"{kind}.onnx" for kind in graphs.GRAPH_KINDS}
+        paths = {kind: p for kind, p in paths.items() if p.is_file()}
+        if not paths:
+            raise FileNotFoundError(f"{directory}: no exported graph in it (expected "
+                                    f"{', '.join(k + '.onnx' for k in graphs.GRAPH_KINDS)})")
+        self.directory = directory
+        self.sessions = {kind: open_session(p, providers, threads) for kind, p in paths.items()}
+        self.metadata = self._read_metadata(paths)
+        self.n_items = int(self.metadata["n_items"])
+        self.d, self.d_state = int(self.metadata["d"]), int(self.metadata["d_state"])
+        self.n_blocks, self.conv_kernel = int(self.metadata["n_blocks"]), int(self.metadata["conv_kernel"])
+        self.model_version = self.metadata["model_version"]
+        self.dtype = np.dtype(self.metadata["dtype"])
+        for kind, p in paths.items():
+            self._check_signature(kind, p)
+
+    # -- loading checks -------------------------------------------------------------------------------------------
+    def _read_metadata(self, paths) -> dict:
+        """Metadata of the graphs, which must all be t2arec_fast graphs of the same kind-as-named and model."""
+        metas = {}
+        for kind, session in self.sessions.items():
+            meta = dict(session.get_modelmeta().custom_metadata_map)
+            if meta.get("producer") != "t2arec_fast":
+                raise OnnxModelError(f"{paths[kind]}: not a t2arec_fast export (no producer metadata)")
+            if meta.get("kind") != kind:
+                raise OnnxModelError(f"{paths[kind]}: holds a {meta.get('kind')!r} graph, not {kind!r}")
+            metas[kind] = meta
+        versions = {kind: m.get("model_version") for kind, m in metas.items()}
+        if len(set(versions.values())) > 1:
+            raise OnnxModelError(f"{self.directory}: graphs come from different models (model_version {versions}); "
+                                 "export them together")
+        return next(iter(metas.values()))
+
+    def _check_signature(self, kind: str, path) -> None:
+        session = self.sessions[kind]
+        want_in, want_out = graphs.io_names(kind, self.n_blocks)
+        got_in = [i.name for i in session.get_inputs()]
+        got_out = [o.name for o in session.get_outputs()]
+        if got_in != want_in or got_out != want_out:
+            raise OnnxModelError(f"{path}: unexpected inputs/outputs {got_in} → {got_out} for a {kind} graph of "
+                                 f"{self.n_blocks} block(s); it was written by another version: re-export it")
+
+    @property
+    def kinds(self) -> tuple:
+        return tuple(self.sessions)
+
+    @property
+    def providers(self) -> List[str]:
+        return next(iter(self.sessions.values())).get_providers()
+
+    # -- inference ------------------------------------------------------------------------------------------------
+    def encode(self, item_ids):
+        """item_ids (batch, L) left-padded ints (0 = padding) → (o_n (batch, d), [BlockState per block])."""
+        ids = self._item_ids(item_ids, dim=2)
+        out = self._run("encode", {graphs.ITEM_IDS: ids})
+        return out[0], graphs.unflatten_states(out[1:])
+
+    def step(self, item_ids_t, states):
+        """One new item per user: item_ids_t (batch,) in [1, n_items] → (o (batch, d), new states)."""
+        out = self._run("step", self._step_feeds(item_ids_t, states))
+        return out[0], graphs.unflatten_states(out[1:])
+
+    def step_topk(self, item_ids_t, states, k: int = 10):
+        """step plus the k best items for the new o: → (o, new states, top_scores (batch, k), top_items (batch, k))."""
+        o, new_states, _, top_scores, top_items = self._step_with_scores(item_ids_t, states, k)
+        return o, new_states, top_scores, top_items
+
+    def step_scores(self, item_ids_t, states):
+        """step plus scores over all items for the new o: → (o, new states, scores (batch, n_items + 1))."""
+        o, new_states, scores, _, _ = self._step_with_scores(item_ids_t, states, 1)
+        return o, new_states, scores
+
+    def empty_states(self, batch: int) -> List[BlockState]:
+        """The state of users with no history (stepping from it n times equals encoding the n items)."""
+        conv = (batch, self.conv_kernel - 1, self.d + 2 * self.d_state)
+        return [BlockState(torch.zeros(conv, dtype=_torch_dtype(self.dtype)),
+                           torch.zeros(batch, self.d_state, self.d, dtype=_torch_dtype(self.dtype)))
+                for _ in range(self.n_blocks)]
+
+    def _step_with_scores(self, item_ids_t, states, k: int):
+        if not isinstance(k, (int, np.integer)) or not 1 <= k <= self.n_items:
+            raise InputError(f"k must be an integer in [1, {self.n_items}], got {k!r}")
+        feeds = self._step_feeds(item_ids_t, states, kind="step_topk")
+        feeds[graphs.TOP_K] = np.array([k], dtype=np.int64)
+        out = self._run("step_topk", feeds)
+        n = 1 + 2 * self.n_blocks
+        return (out[0], graphs.unflatten_states(out[1:n]), *out[n:])
+
+    def _run(self, kind: str, feeds: dict) -> List[torch.Tensor]:
+        if kind not in self.sessions:
+            raise InputError(f"{self.directory}: {kind}.onnx was not exported (have: {', '.join(self.kinds)})")
+        return [torch.from_numpy(a) for a in self.sessions[kind].run(None, feeds)]
+
+    # -- input checks ---------------------------------------------------------------------------------------------
+    def _item_ids(self, item_ids, dim: int) -> np.ndarray:
+        ids = _to_numpy(item_ids)
+        if ids.ndim != dim or not np.issubdtype(ids.dtype, np.integer):
+            want = "(batch, L)" if dim == 2 else "(batch,)"
+            raise InputError(f"item ids must be an integer array {want}, got {ids.dtype} {ids.shape}")
+        if ids.size == 0:
+            raise InputError(f"empty batch: item ids have shape {ids.shape}")
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        low = 0 if dim == 2 else 1
+        if ids.min() < low or ids.max() > self.n_items:
+            bad = np.argwhere((ids < low) | (ids > self.n_items))[0]
+            raise InputError(f"item id {int(ids[tuple(bad)])} at {tuple(int(i) for i in bad)} is outside "
+                             f"[{low}, {self.n_items}]" + (" (0 = padding)" if dim == 2 else ""))
+        if dim == 2:
+            _check_left_padded(ids)
+        return ids
+
+    def _step_feeds(self, item_ids_t, states, kind: str = "step") -> dict:
+        ids = self._item_ids(item_ids_t, dim=1)
+        tensors = self._state_arrays(states, batch=len(ids))
+        names = graphs.io_names(kind, self.n_blocks)[0]
+        return {graphs.ITEM_IDS: ids, **dict(zip(names[1:], tensors))}
+
+    def _state_arrays(self, states, batch: int) -> List[np.ndarray]:
+        if len(states) != self.n_blocks:
+            raise InputError(f"states: expected {self.n_blocks} block state(s), got {len(states)}")
+        shapes = ((batch, self.conv_kernel - 1, self.d + 2 * self.d_state), (batch, self.d_state, self.d))
+        arrays = []
+        for i, st in enumerate(states):
+            pair = (st.conv, st.ssm) if isinstance(st, BlockState) else tuple(st)
+            for name, tensor, shape in zip(("conv", "ssm"), pair, shapes):
+                arr = np.ascontiguousarray(_to_numpy(tensor), dtype=self.dtype)
+                if arr.shape != shape:
+                    raise InputError(f"states[{i}].{name}: expected shape {shape}, got {arr.shape}")
+                arrays.append(arr)
+        return arrays
+
+
+def _to_numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    return torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
+
+
+def _check_left_padded(ids: np.ndarray) -> None:
+    real = ids != 0
+    gap = real[:, :-1] & ~real[:, 1:]
+    if gap.any():
+        raise InputError(f"row {int(np.argwhere(gap.any(1))[0, 0])} is not LEFT-padded: padding (0) follows an item")
+    if not real[:, -1].all():
+        raise InputError(f"row {int(np.argwhere(~real[:, -1])[0, 0])} has no items (all padding)")

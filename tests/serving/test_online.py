@@ -1,0 +1,145 @@
+"""observe() then recommend() gives the full-sequence encoder's scores: event by event, batched, across evictions
+and rebuilds, across save/load and across a model swap."""
+import numpy as np
+import pytest
+import torch
+
+from t2arec_fast.cache import StateCache
+from t2arec_fast.serving import OnlineRecommender
+
+from .helpers import assert_close_scores, interleaved, random_histories, reference_scores, served_scores, small_model
+
+
+def observe_all(rec, histories, per_call=3, seed=1):
+    for users, items, times in interleaved(histories, per_call=per_call, seed=seed):
+        rec.observe(users, items, times)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return small_model()
+
+
+@pytest.fixture(scope="module")
+def histories():
+    return random_histories(n_users=40, max_len=30)
+
+
+def test_event_by_event_equals_full_sequence(model, histories):
+    rec = OnlineRecommender(model, capacity_bytes=4 << 20, history_len=64)
+    observe_all(rec, histories, per_call=1)
+    users = list(histories)
+    assert_close_scores(served_scores(rec, users), reference_scores(model, histories, users))
+    assert rec.stats()["rebuilds"] == 0 and rec.stats()["events"] == sum(len(h[0]) for h in histories.values())
+
+
+def test_several_events_per_user_in_one_call_apply_in_order(model, histories):
+    one_by_one = OnlineRecommender(model, capacity_bytes=4 << 20, history_len=64)
+    observe_all(one_by_one, histories, per_call=1)
+    batched = OnlineRecommender(model, capacity_bytes=4 << 20, history_len=64)
+    observe_all(batched, histories, per_call=5, seed=7)
+    users = list(histories)
+    np.testing.assert_allclose(served_scores(batched, users), served_scores(one_by_one, users), rtol=0, atol=1e-5)
+    # one call holding a user's whole history, with other users' events interleaved
+    u, v = users[:2]
+    whole = OnlineRecommender(model, capacity_bytes=4 << 20, history_len=64)
+    order = np.argsort(np.r_[np.arange(len(histories[u][0])) * 2.0, np.arange(len(histories[v][0])) * 2.0 + 1],
+                       kind="stable")
+    ids = np.r_[np.full(len(histories[u][0]), u), np.full(len(histories[v][0]), v)][order]
+    whole.observe(ids, np.r_[histories[u][0], histories[v][0]][order], np.r_[histories[u][1], histories[v][1]][order])
+    assert_close_scores(served_scores(whole, [u, v]), reference_scores(model, histories, [u, v]))
+
+
+def test_eviction_then_rebuild_from_the_ring(model, histories):
+    layout_size = OnlineRecommender(model, capacity_bytes=4 << 20).layout.size
+    tiny = 3 * StateCache.min_capacity_bytes(layout_size)          # room for a handful of users
+    rec = OnlineRecommender(model, capacity_bytes=tiny, history_len=64, shards=1)
+    observe_all(rec, histories)
+    assert rec.stats()["evictions"] > 0 and rec.stats()["rebuilds"] > 0
+    users = list(histories)
+    assert_close_scores(served_scores(rec, users), reference_scores(model, histories, users))
+    # and stepping on from rebuilt states stays exact
+    more = {u: (np.array([5, 6]), np.array([2_000_000_000, 2_000_000_001])) for u in users}
+    rec.observe(np.repeat(users, 2), np.tile([5, 6], len(users)), np.tile([2_000_000_000, 2_000_000_001], len(users)))
+    extended = {u: (np.r_[histories[u][0], more[u][0]], np.r_[histories[u][1], more[u][1]]) for u in users}
+    assert_close_scores(served_scores(rec, users), reference_scores(model, extended, users))
+
+
+def test_rebuild_of_a_long_history_equals_encoding_its_last_history_len_events(model):
+    histories = random_histories(n_users=6, max_len=60, seed=3)
+    rec = OnlineRecommender(model, capacity_bytes=4 << 20, history_len=16)
+    observe_all(rec, histories, per_call=7)
+    users = list(histories)
+    assert_close_scores(served_scores(rec, users), reference_scores(model, histories, users))   # never evicted
+    rec.cache.clear()                                                                             # lose all states
+    assert_close_scores(served_scores(rec, users), reference_scores(model, histories, users, last=16))
+
+
+def test_save_load_resumes_with_identical_answers(model, histories, tmp_path):
+    rec = OnlineRecommender(model, capacity_bytes=4 << 20, history_len=64)
+    observe_all(rec, histories)
+    users = np.array(list(histories) + [12345])                     # one unknown user: cold start survives too
+    before = rec.recommend(users, k=10, exclude_seen=True)
+    rec.save(tmp_path / "serve")
+    rec.save(tmp_path / "serve")                                    # overwriting a saved folder works
+    back = OnlineRecommender.load(tmp_path / "serve")
+    after = back.recommend(users, k=10, exclude_seen=True)
+    np.testing.assert_array_equal(before[0], after[0])
+    np.testing.assert_array_equal(before[1], after[1])
+    assert back.stats()["rebuilds"] == rec.stats()["rebuilds"]     # states came from the snapshot, not rebuilt
+    # both go on identically
+    u = users[:5]
+    t = np.array([rec.history.last_ts[rec.history.rows_of(u)].max() + 10] * 5)
+    for r in (rec, back):
+        r.observe(u, np.array([1, 2, 3, 4, 5]), t)
+    np.testing.assert_array_equal(rec.recommend(u)[1], back.recommend(u)[1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["serve"]  # no temporary folders left behind
+
+
+def test_model_swap_bumps_version_and_rebuilds_lazily(model, histories):
+    rec = OnlineRecommender(model, capacity_bytes=4 << 20, history_len=64)
+    observe_all(rec, histories)
+    new_model = small_model(seed=1)
+    rec.swap_model(new_model)
+    assert rec.version == 2
+    users = list(histories)
+    rebuilds = rec.stats()["rebuilds"]
+    assert_close_scores(served_scores(rec, users[:10]), reference_scores(new_model, histories, users[:10]))
+    assert rec.stats()["rebuilds"] == rebuilds + 10                 # lazily: only the users asked for
+    # observe after the swap steps from the rebuilt state, with the new model
+    u = users[10]
+    t = int(histories[u][1][-1]) + 1
+    rec.observe([u], [7], [t])
+    ext = {u: (np.r_[histories[u][0], 7], np.r_[histories[u][1], t])}
+    assert_close_scores(served_scores(rec, [u]), reference_scores(new_model, ext, [u]))
+
+
+def test_swap_to_a_model_with_another_state_size(model, histories):
+    rec = OnlineRecommender(model, capacity_bytes=4 << 20, history_len=64)
+    observe_all(rec, histories)
+    one_block = small_model(seed=2, n_blocks=1)
+    rec.swap_model(one_block)
+    assert rec.layout.size == rec.cache.state_size
+    users = list(histories)[:5]
+    assert_close_scores(served_scores(rec, users), reference_scores(one_block, histories, users))
+
+
+def test_float16_cache_is_close(model, histories):
+    rec = OnlineRecommender(model, capacity_bytes=4 << 20, history_len=64, dtype="float16")
+    observe_all(rec, histories)
+    users = list(histories)
+    assert_close_scores(served_scores(rec, users), reference_scores(model, histories, users), rtol=2e-2)
+    ts = rec.layout.read_header(rec.cache.get(users, rec.version)[1])[2]
+    np.testing.assert_array_equal(ts, [histories[u][1][-1] for u in users])   # header exact even in float16
+
+
+def test_forget_removes_state_and_history(model, histories):
+    rec = OnlineRecommender(model, capacity_bytes=4 << 20, history_len=64)
+    observe_all(rec, histories)
+    u = list(histories)[0]
+    assert u in rec and rec.forget([u, 99]) == 1
+    assert u not in rec and u not in rec.cache
+    items, _ = rec.recommend([u], k=3)
+    np.testing.assert_array_equal(items[0], rec.recommend([424242], k=3)[0][0])   # cold start again
+    rec.observe([u], [3], [0])                                        # its old last time no longer binds
+    assert_close_scores(served_scores(rec, [u]), reference_scores(model, {u: (np.array([3]), np.array([0]))}, [u]))

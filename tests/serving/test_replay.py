@@ -1,0 +1,85 @@
+"""`t2arec serve-replay` and the replay() API it calls."""
+import json
+
+import numpy as np
+import pytest
+
+from t2arec_fast.cli import main
+from t2arec_fast.serving import OnlineRecommender, replay
+
+from .helpers import N_ITEMS, small_model
+
+
+def write_events(path, rows, header="user,item,timestamp"):
+    path.write_text(header + "\n" + "".join(f"{u},{i},{t}\n" for u, i, t in rows))
+    return path
+
+
+def random_log(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(int(rng.integers(1, 9)), int(rng.integers(1, N_ITEMS + 1)), 1_000 + 7 * e) for e in range(n)]
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    small_model().save(tmp_path / "ckpt")
+    return tmp_path / "ckpt"
+
+
+def test_replay_api_counts_and_bounds():
+    rec = OnlineRecommender(small_model(), capacity_bytes=4 << 20)
+    log = np.array(random_log())
+    r = replay(rec, log[:, 0], log[:, 1], log[:, 2], k=10)
+    assert r["events"] == 120 and r["cold_events"] == 8 and r["warm_events"] == 112
+    assert 0 <= r["ndcg@10"] <= r["hit@10"] <= 1
+    assert r["latency_ms"]["recommend"]["p50"] <= r["latency_ms"]["recommend"]["p99"]
+    assert r["stats"]["events"] == 120
+    everything = replay(OnlineRecommender(small_model(), capacity_bytes=4 << 20), log[:, 0], log[:, 1], log[:, 2],
+                        k=N_ITEMS)
+    assert everything["hit@40"] == 1.0                               # every item is in a full-length list
+
+
+def test_replay_orders_by_time(checkpoint):
+    log = np.array(random_log(40))
+    shuffled = log[np.random.default_rng(1).permutation(len(log))]
+    a = replay(OnlineRecommender(small_model(), 4 << 20), log[:, 0], log[:, 1], log[:, 2])
+    b = replay(OnlineRecommender(small_model(), 4 << 20), shuffled[:, 0], shuffled[:, 1], shuffled[:, 2])
+    assert a["hit@10"] == b["hit@10"] and a["ndcg@10"] == b["ndcg@10"]
+
+
+def test_cli_serve_replay(checkpoint, tmp_path, capsys):
+    events = write_events(tmp_path / "events.csv", random_log())
+    out = tmp_path / "r.json"
+    assert main(["serve-replay", str(checkpoint), str(events), "--k", "5", "--json", str(out), "--quiet",
+                 "--save", str(tmp_path / "served")]) == 0
+    result = json.loads(out.read_text())
+    assert result["events"] == 120 and "hit@5" in result and "ndcg@10" in result
+    assert set(result["latency_ms"]) == {"recommend", "observe"}
+    assert "hit@5" in capsys.readouterr().out
+    log = np.array(random_log())
+    api = replay(OnlineRecommender(small_model(), 256 << 20), log[:, 0], log[:, 1], log[:, 2], k=5)
+    assert (result["hit@5"], result["ndcg@10"]) == (api["hit@5"], api["ndcg@10"])
+    # a saved recommender folder resumes: replaying later events continues from the saved states
+    later = write_events(tmp_path / "later.csv", [(1, 3, 10_000), (2, 4, 10_001)])
+    assert main(["serve-replay", str(tmp_path / "served"), str(later), "--quiet", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["warm_events"] == 2
+
+
+def test_cli_unknown_item_is_a_one_line_error(checkpoint, tmp_path, capsys):
+    events = write_events(tmp_path / "events.csv", [(1, 3, 10), (1, N_ITEMS + 5, 11), (2, 4, 12)])
+    assert main(["serve-replay", str(checkpoint), str(events), "--quiet"]) == 2
+    assert "does not know" in capsys.readouterr().err
+    assert main(["serve-replay", str(checkpoint), str(events), "--quiet", "--skip-unknown",
+                 "--json", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["skipped_unknown_items"] == 1
+
+
+def test_cli_maps_raw_item_ids_with_the_checkpoint_id_map(tmp_path):
+    raw = np.array(["pad"] + [f"sku{i}" for i in range(1, N_ITEMS + 1)], dtype=object)
+    small_model().save(tmp_path / "ckpt", id_maps={"item_ids": raw})
+    events = write_events(tmp_path / "events.csv", [("alice", "sku3", 10), ("bob", "sku40", 11),
+                                                    ("alice", "sku7", 12)])
+    assert main(["serve-replay", str(tmp_path / "ckpt"), str(events), "--quiet", "--save",
+                 str(tmp_path / "served")]) == 0
+    back = OnlineRecommender.load(tmp_path / "served")
+    assert sorted(back.history.items[back.history.rows_of(np.array([0]))][0, :2].tolist()) == [3, 7]

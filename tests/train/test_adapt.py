@@ -1,0 +1,88 @@
+"""The test-time step (paper's Algorithm 1): functional, episodic, parameters untouched."""
+import copy
+import dataclasses
+
+import pytest
+import torch
+
+from t2arec_fast.adapt import PARAM_GROUPS, adaptable_parameter_names, adapt_parameters, adapted_scores, call_with
+from t2arec_fast.config import TTTConfig
+
+from .conftest import random_batch, tiny_model
+
+TTT = TTTConfig(ttt_lr=0.05, ttt_steps=1, ttt_mu_time=1.0, ttt_mu_state=0.1)
+
+
+def _snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_parameters_bit_identical_and_predictions_change():
+    model, batch = tiny_model(), random_batch()
+    before = _snapshot(model)
+    plain = model.scores(batch.items, batch.times).detach()
+    adapted = adapted_scores(model, batch, TTT)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not model.training
+    assert adapted.shape == plain.shape and torch.isinf(adapted[:, 0]).all()
+    assert (adapted[:, 1:] - plain[:, 1:]).abs().max() > 1e-6
+    assert torch.equal(model.scores(batch.items, batch.times), plain)        # nothing leaks into the next batch
+
+
+@pytest.mark.parametrize("change", [dict(ttt_lr=0.0), dict(ttt_mu_time=0.0, ttt_mu_state=0.0), dict(ttt_steps=0)])
+def test_no_op_settings_equal_plain_scores(change):
+    model, batch = tiny_model(), random_batch()
+    cfg = dataclasses.replace(TTT, **change)
+    plain = model.scores(batch.items, batch.times)
+    assert torch.equal(adapted_scores(model, batch, cfg), plain)
+    # the functional path itself (bypassing the shortcut) also leaves θ where it was
+    fast = adapt_parameters(model, batch.items, batch.times, batch.target_times, cfg)
+    own = dict(model.named_parameters())
+    assert all(torch.equal(fast[k], own[k]) for k in fast)
+    assert torch.allclose(call_with(model, fast, "scores", batch.items, batch.times), plain, atol=0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_matches_an_explicit_sgd_step_on_a_copy(steps):
+    """Same θ' as the literal algorithm: copy the model, SGD on μ1' L_time + μ2' L_state, score with the copy."""
+    model, batch = tiny_model(), random_batch()
+    cfg = dataclasses.replace(TTT, ttt_steps=steps)
+    twin = copy.deepcopy(model)
+    opt = torch.optim.SGD(twin.parameters(), lr=cfg.ttt_lr)
+    for _ in range(steps):
+        aux = twin.aux_losses(batch.items, batch.times, batch.target_times)
+        opt.zero_grad()
+        (cfg.ttt_mu_time * aux["time"] + cfg.ttt_mu_state * aux["state"]).backward()
+        opt.step()
+    expected = twin.scores(batch.items, batch.times)
+    got = adapted_scores(model, batch, cfg)
+    torch.testing.assert_close(got[:, 1:], expected[:, 1:], rtol=1e-5, atol=1e-6)
+
+
+def test_parameter_groups():
+    model = tiny_model()
+    names = {g: set(adaptable_parameter_names(model, g)) for g in PARAM_GROUPS}
+    everything = {n for n, _ in model.named_parameters()}
+    assert names["all"] == everything
+    assert names["ssm"] == {"layers.0.block.A_log", "layers.0.block.dt_bias", "layers.0.block.in_proj.weight"}
+    assert names["ssm"] < names["block"] < everything
+    assert "item_emb.weight" not in names["block"] and not any(".ffn." in n for n in names["block"])
+    assert "emb_norm.weight" in names["norms"] and "layers.0.block.norm.weight" in names["norms"]
+    assert all("norm" in n for n in names["norms"])
+    with pytest.raises(ValueError, match="ttt_params"):
+        adaptable_parameter_names(model, "everything")
+
+
+def test_only_the_chosen_group_moves():
+    model, batch = tiny_model(), random_batch()
+    fast = adapt_parameters(model, batch.items, batch.times, batch.target_times,
+                            dataclasses.replace(TTT, ttt_params="ssm"))
+    assert set(fast) == set(adaptable_parameter_names(model, "ssm"))
+    own = dict(model.named_parameters())
+    assert any(not torch.equal(fast[k], own[k]) for k in fast)
+
+
+def test_sasrec_has_nothing_to_adapt():
+    model, batch = tiny_model("sasrec"), random_batch()
+    assert torch.equal(adapted_scores(model, batch, TTT), model.scores(batch.items, batch.times))

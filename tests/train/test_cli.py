@@ -1,0 +1,71 @@
+"""`t2arec train` / `t2arec evaluate` end to end on a tiny synthetic set, and bad input → exit 2, no traceback."""
+import json
+
+import pytest
+
+from t2arec_fast.cli import main
+
+from .conftest import SYNTHETIC
+
+TINY = ["--min_count=1", "--max_len=20", "--d=16", "--d_state=8", "--batch_size=64", "--eval_batch_size=64",
+        "--ttt_batch_size=40", "--progress=false", "--device=cpu"]
+METRICS = [f"{m}@{k}" for m in ("recall", "mrr", "ndcg") for k in (5, 10, 20)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli")
+    rc = main(["train", SYNTHETIC, "--model", "t2arec", "--out", str(out / "run"), "--json", str(out / "train.json"),
+               "--epochs=2", "--mu_time=0.1", "--mu_state=0.01", *TINY])
+    assert rc == 0
+    return out
+
+
+def test_train_writes_results(trained, capsys):
+    results = json.loads((trained / "train.json").read_text())
+    assert json.loads((trained / "run" / "results.json").read_text()) == results
+    for part in ("valid", "test", "test_ttt", "valid_ttt"):
+        assert set(METRICS) <= set(results[part]), part
+        assert len(results[part]["ndcg@10_by_segment"]) == 4
+    assert results["test_ttt"]["ttt"]["batch_size"] == 40 and results["test_ttt"]["ttt"]["user_order_sha1"]
+    assert results["test"]["mask_history"] is False
+    assert results["epochs"] == 2 and results["seconds_per_epoch"] > 0
+    assert results["config"]["train"]["epochs"] == 2 and results["config"]["model"]["d"] == 16
+    assert (trained / "run" / "best" / "model.safetensors").is_file()
+    assert (trained / "run" / "last" / "trainer.pt").is_file()
+
+
+def test_evaluate_checkpoint(trained, tmp_path, capsys):
+    path = tmp_path / "eval.json"
+    rc = main(["evaluate", str(trained / "run"), SYNTHETIC, "--json", str(path), "--ttt_lr=0.01",
+               "--mask_history=true"])
+    assert rc == 0
+    results = json.loads(path.read_text())
+    assert set(METRICS) <= set(results["test"]) and set(METRICS) <= set(results["test_ttt"])
+    assert results["test"]["mask_history"] is True and results["test_ttt"]["ttt"]["ttt_lr"] == 0.01
+    assert results["max_len"] == 20                     # carried from the checkpoint
+    assert "test_ttt" in capsys.readouterr().out        # the printed table
+
+    rc = main(["evaluate", str(trained / "run" / "best"), SYNTHETIC, "--no-ttt", "--json", str(path)])
+    assert rc == 0 and "test_ttt" not in json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", SYNTHETIC, "--out", "{tmp}/x", "--epoch=3"], "did you mean 'epochs'"),
+    (["train", SYNTHETIC, "--out", "{tmp}/x", "--epochs=three"], "epochs"),
+    (["train", "{tmp}/no_such_file.csv", "--out", "{tmp}/x", "--epochs=1"], "no_such_file"),
+    (["evaluate", "{tmp}", SYNTHETIC], "not a checkpoint"),
+    (["evaluate", "{run}", SYNTHETIC, "--d=8"], "cannot be changed"),
+    (["evaluate", "{run}", "synthetic:n_users=30,n_items=20,min_events=12"], "items"),
+])
+def test_bad_input_exits_2_without_traceback(trained, tmp_path, capsys, argv, message):
+    argv = [a.format(tmp=tmp_path, run=trained / "run") for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_bad_model_choice_is_an_argparse_error(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", SYNTHETIC, "--model", "gru4rec", "--out", str(tmp_path)])
+    assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err

@@ -1,0 +1,83 @@
+"""Pre-training: the loss falls, early stopping, resume, checkpoints, warm-up, λ."""
+import math
+
+import pytest
+import torch
+
+from t2arec_fast.model import load_model
+from t2arec_fast.train import fit
+
+from .conftest import tiny_config
+
+
+def _same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture(scope="module")
+def t2arec_run(tmp_path_factory, tiny_dataset):
+    out = tmp_path_factory.mktemp("t2arec")
+    cfg = tiny_config(epochs=3, lr=5e-3, aux_warmup_epochs=1, patience=5)
+    model, history = fit(cfg, dataset=tiny_dataset, out_dir=out)
+    return cfg, model, history, out
+
+
+def test_training_lowers_the_loss_and_keeps_the_best_epoch(t2arec_run):
+    _, model, history, _ = t2arec_run
+    recs = [e["rec"] for e in history["epochs"]]
+    assert history["epochs_run"] == 3 and recs[-1] < recs[0]
+    assert history["best_valid_ndcg@10"] == max(e["valid_ndcg@10"] for e in history["epochs"])
+    assert history["seconds_per_epoch"] > 0 and not model.training
+
+
+def test_auxiliary_losses_start_after_warm_up_and_lambda_is_stored(t2arec_run):
+    _, model, history, _ = t2arec_run
+    first, later = history["epochs"][0], history["epochs"][1]
+    assert not first["aux"] and later["aux"]
+    assert first["loss"] == pytest.approx(first["rec"])
+    assert later["loss"] > later["rec"]
+    lam = history["time_margin"]
+    assert lam > 0 and math.isclose(float(model.time_margin), lam, rel_tol=1e-6)
+
+
+def test_best_checkpoint_round_trip_gives_identical_scores(t2arec_run, tiny_dataset):
+    _, model, _, out = t2arec_run
+    loaded = load_model(out / "best")
+    assert _same_weights(model, loaded)
+    items = torch.tensor([[0, 0, 3, 7, 9], [1, 2, 3, 4, 5]])
+    times = torch.tensor([[0, 0, 10, 20, 3600], [5, 6, 7, 8, 9]]) + 1_700_000_000 * (items != 0)
+    assert torch.equal(model.scores(items, times), loaded.scores(items, times))
+    assert loaded.checkpoint_meta["extra"]["max_len"] == 20
+
+
+def test_resume_continues_exactly(t2arec_run, tiny_dataset, tmp_path):
+    cfg, _, straight_history, straight_out = t2arec_run
+    fit(tiny_config(epochs=2, lr=5e-3, aux_warmup_epochs=1, patience=5), dataset=tiny_dataset, out_dir=tmp_path)
+    _, history = fit(cfg, dataset=tiny_dataset, out_dir=tmp_path, resume=tmp_path)
+    assert history["epochs_run"] == 3
+    assert [e["loss"] for e in history["epochs"]] == [e["loss"] for e in straight_history["epochs"]]
+    assert _same_weights(load_model(tmp_path / "last"), load_model(straight_out / "last"))
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tiny_dataset, tmp_path):
+    with pytest.raises(FileNotFoundError, match="cannot resume"):
+        fit(tiny_config(epochs=1), dataset=tiny_dataset, resume=tmp_path)
+
+
+def test_early_stopping(tiny_dataset):
+    # lr = 0: validation never improves after the first epoch, so patience 1 stops after epoch 2
+    _, history = fit(tiny_config("backbone", epochs=6, lr=0.0, patience=1), dataset=tiny_dataset)
+    assert history["epochs_run"] == 2 and history["stopped_early"] and history["best_epoch"] == 1
+    assert all(e["time"] == 0 and e["state"] == 0 for e in history["epochs"])      # backbone: no alignment
+
+
+def test_sasrec_trains_and_round_trips(tiny_dataset, tmp_path):
+    model, history = fit(tiny_config("sasrec", epochs=2, lr=5e-3), dataset=tiny_dataset, out_dir=tmp_path)
+    recs = [e["rec"] for e in history["epochs"]]
+    assert recs[-1] < recs[0] and history["time_margin"] is None
+    loaded = load_model(tmp_path / "best")
+    assert type(loaded).__name__ == "SASRec" and _same_weights(model, loaded)
+    items = torch.tensor([[0, 4, 5, 6], [1, 2, 3, 4]])
+    times = torch.arange(4).expand(2, 4) * (items != 0)
+    assert torch.equal(model.scores(items, times), loaded.scores(items, times))

@@ -1,0 +1,409 @@
+"""Fused selective scan (one head, scalar decay per step) in Triton: forward, backward, custom op, autograd.
+
+    h_t = exp(dt_t·A)·h_{t-1} + (dt_t·B_t) ⊗ x_t        h_t: (d_state, d)
+    y_t = (h_tᵀ C_t + D ⊙ x_t) ⊙ SiLU(z_t)              (D and z optional)
+
+Shapes: x, z, y (batch, seqlen, d); dt (batch, seqlen), already softplus'ed, 0 at left-pad positions; A scalar
+tensor; B, C (batch, seqlen, d_state); D (d,); initial_state, final_state (batch, d_state, d).
+
+Design (docs/kernels.md has the long form):
+  * Forward: one program per (sequence, slice of d). The program keeps its (d_state × BLOCK_D) slice of the state
+    in registers and walks the sequence once, fusing exp(dt·A), dt·B, the D skip and the SiLU gate. The next
+    step's inputs are loaded before the current step is computed (a one-step software prefetch) so that the load
+    latency overlaps the arithmetic. Accumulation is float32 for bf16/fp16/fp32 inputs, float64 for float64.
+  * Backward: no per-step state is stored. Two independent kernels, both fully parallel over (sequence, d slice):
+      - `_scan_bwd_states_kernel` walks FORWARD in time recomputing h_t from the initial state and produces dz,
+        dC and the scalars Σ_d y_t·dy_t ("query" term of the decay gradient);
+      - `_scan_bwd_adjoint_kernel` walks BACKWARD in time carrying the adjoint g_t = ∂L/∂h_t (seeded with the
+        gradient of the final state) and produces dx, dB, d(initial_state) and Σ_n B_t·(g_t x_t).
+    The gradient of the per-step log-decay l_t = dt_t·A needs ⟨g_t, h_{t-1}⟩, i.e. both walks at once; instead we
+    use the identity (the one flash-linear-attention uses for gated linear attention)
+        ∂L/∂l_t = Σ_{u≥t} ( ⟨C_u, dC_u⟩ − ⟨B_u, dB_u⟩ ) + ⟨dh_final, h_final⟩
+    (a reverse cumulative sum of per-step scalars), so the two walks never need each other and can run
+    concurrently. A few O(batch·seqlen) torch ops then combine the scalars into d(dt) and dA.
+    Memory: O(batch·seqlen·(d + d_state)) — the inputs' size; nothing of size batch·seqlen·d·d_state.
+  * Determinism: no atomics anywhere. Where d is split across programs (BLOCK_D < d), each program writes its own
+    partial dB/dC rows and the sum over slices is a fixed-order torch reduction, so results are bitwise
+    reproducible run to run.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import accumulator_dtype, check_device, new_output, next_pow2, tl_dtype
+
+# ---------------------------------------------------------------------------------------------------------------
+# Kernels
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _silu(z):
+    return z / (1.0 + tl.exp(-z))
+
+
+@triton.jit
+def _load_step(x_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, dy_ptr, seq, t, L, d, n, offs_d, offs_n, mask_d, mask_n,
+               HAS_Z: tl.constexpr, HAS_DY: tl.constexpr, ACC: tl.constexpr):
+    """Inputs of step t of sequence `seq`, converted to the accumulator dtype. t is clamped into [0, L) so that the
+    prefetch one step past either end re-reads a valid step instead of needing a mask (the value is never used)."""
+    t = tl.minimum(tl.maximum(t, 0), L - 1)
+    row_d = (seq * L + t) * d
+    row_n = (seq * L + t) * n
+    x = tl.load(x_ptr + row_d + offs_d, mask=mask_d, other=0.0).to(ACC)
+    dt = tl.load(dt_ptr + seq * L + t).to(ACC)
+    b = tl.load(B_ptr + row_n + offs_n, mask=mask_n, other=0.0).to(ACC)
+    c = tl.load(C_ptr + row_n + offs_n, mask=mask_n, other=0.0).to(ACC)
+    if HAS_Z:
+        z = tl.load(z_ptr + row_d + offs_d, mask=mask_d, other=0.0).to(ACC)
+    else:
+        z = x  # placeholder, never read
+    if HAS_DY:
+        dy = tl.load(dy_ptr + row_d + offs_d, mask=mask_d, other=0.0).to(ACC)
+    else:
+        dy = x  # placeholder, never read
+    return x, dt, b, c, z, dy
+
+
+@triton.jit
+def _scan_fwd_kernel(
+    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, h0_ptr,   # inputs
+    y_ptr, hT_ptr,                                              # outputs
+    L, d, n,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_H0: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
+):
+    seq = tl.program_id(0).to(tl.int64)
+    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_d = offs_d < d
+    mask_n = offs_n < n
+    state_offs = seq * n * d + offs_n[:, None] * d + offs_d[None, :]
+    state_mask = mask_n[:, None] & mask_d[None, :]
+
+    A = tl.load(A_ptr).to(ACC)
+    if HAS_D:
+        D = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(ACC)
+    if HAS_H0:
+        h = tl.load(h0_ptr + state_offs, mask=state_mask, other=0.0).to(ACC)
+    else:
+        h = tl.zeros((BLOCK_N, BLOCK_D), dtype=ACC)
+
+    x, dt, b, c, z, _ = _load_step(x_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, x_ptr, seq, 0, L, d, n,
+                                   offs_d, offs_n, mask_d, mask_n, HAS_Z, False, ACC)
+    for t in range(L):
+        # prefetch step t+1 while step t computes
+        x_nx, dt_nx, b_nx, c_nx, z_nx, _ = _load_step(x_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, x_ptr, seq, t + 1, L, d,
+                                                      n, offs_d, offs_n, mask_d, mask_n, HAS_Z, False, ACC)
+        h = h * tl.exp(dt * A) + (dt * b)[:, None] * x[None, :]
+        y = tl.sum(h * c[:, None], axis=0)
+        if HAS_D:
+            y += D * x
+        if HAS_Z:
+            y = y * _silu(z)
+        tl.store(y_ptr + (seq * L + t) * d + offs_d, y.to(y_ptr.dtype.element_ty), mask=mask_d)
+        x, dt, b, c, z = x_nx, dt_nx, b_nx, c_nx, z_nx
+    tl.store(hT_ptr + state_offs, h.to(hT_ptr.dtype.element_ty), mask=state_mask)
+
+
+@triton.jit
+def _scan_bwd_states_kernel(
+    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, h0_ptr, dy_ptr, dhT_ptr,   # inputs
+    dz_ptr, dC_part_ptr, cdc_part_ptr, dD_part_ptr, hterm_part_ptr,             # outputs
+    nseq, L, d, n,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_H0: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
+):
+    """Forward-in-time half of the backward: recompute h_t; emit dz, this slice's dC and Σ_d (hᵀC)_t·dyp_t."""
+    seq = tl.program_id(0).to(tl.int64)
+    blk = tl.program_id(1)
+    offs_d = blk * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_d = offs_d < d
+    mask_n = offs_n < n
+    state_offs = seq * n * d + offs_n[:, None] * d + offs_d[None, :]
+    state_mask = mask_n[:, None] & mask_d[None, :]
+    part_row = blk * nseq + seq          # row of this (slice, sequence) in the partial buffers
+
+    A = tl.load(A_ptr).to(ACC)
+    if HAS_D:
+        D = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(ACC)
+    if HAS_H0:
+        h = tl.load(h0_ptr + state_offs, mask=state_mask, other=0.0).to(ACC)
+    else:
+        h = tl.zeros((BLOCK_N, BLOCK_D), dtype=ACC)
+    dD = tl.zeros((BLOCK_D,), dtype=ACC)
+
+    x, dt, b, c, z, dy = _load_step(x_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, dy_ptr, seq, 0, L, d, n,
+                                    offs_d, offs_n, mask_d, mask_n, HAS_Z, True, ACC)
+    for t in range(L):
+        x_nx, dt_nx, b_nx, c_nx, z_nx, dy_nx = _load_step(x_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, dy_ptr, seq, t + 1, L,
+                                                          d, n, offs_d, offs_n, mask_d, mask_n, HAS_Z, True, ACC)
+        h = h * tl.exp(dt * A) + (dt * b)[:, None] * x[None, :]
+        s = tl.sum(h * c[:, None], axis=0)                 # hᵀC: the scan's part of y (before skip and gate)
+        if HAS_Z:
+            sig = 1.0 / (1.0 + tl.exp(-z))
+            gate = z * sig                                  # SiLU(z)
+            y_pre = s
+            if HAS_D:
+                y_pre += D * x
+            dz = dy * y_pre * (sig + gate * (1.0 - sig))    # SiLU'(z) = σ(z)(1 + z(1 − σ(z)))
+            tl.store(dz_ptr + (seq * L + t) * d + offs_d, dz.to(dz_ptr.dtype.element_ty), mask=mask_d)
+            dyp = dy * gate
+        else:
+            dyp = dy
+        dc = tl.sum(h * dyp[None, :], axis=1)               # this slice's share of dC_t
+        tl.store(dC_part_ptr + (part_row * L + t) * n + offs_n, dc, mask=mask_n)
+        tl.store(cdc_part_ptr + part_row * L + t, tl.sum(s * dyp, axis=0))
+        dD += dyp * x
+        x, dt, b, c, z, dy = x_nx, dt_nx, b_nx, c_nx, z_nx, dy_nx
+
+    tl.store(dD_part_ptr + seq * d + offs_d, dD, mask=mask_d)
+    dhT = tl.load(dhT_ptr + state_offs, mask=state_mask, other=0.0).to(ACC)
+    tl.store(hterm_part_ptr + part_row, tl.sum(tl.sum(h * dhT, axis=1), axis=0))
+
+
+@triton.jit
+def _scan_bwd_adjoint_kernel(
+    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, dy_ptr, dhT_ptr,          # inputs
+    dx_ptr, dB_part_ptr, bgx_part_ptr, dh0_ptr,                                 # outputs
+    nseq, L, d, n,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
+):
+    """Backward-in-time half: carry g_t = ∂L/∂h_t from g_L = dh_final; emit dx, this slice's dB, Σ_n B·(g x),
+    and d(initial_state) = g_0."""
+    seq = tl.program_id(0).to(tl.int64)
+    blk = tl.program_id(1)
+    offs_d = blk * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_d = offs_d < d
+    mask_n = offs_n < n
+    state_offs = seq * n * d + offs_n[:, None] * d + offs_d[None, :]
+    state_mask = mask_n[:, None] & mask_d[None, :]
+    part_row = blk * nseq + seq
+
+    A = tl.load(A_ptr).to(ACC)
+    if HAS_D:
+        D = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(ACC)
+    g = tl.load(dhT_ptr + state_offs, mask=state_mask, other=0.0).to(ACC)
+
+    x, dt, b, c, z, dy = _load_step(x_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, dy_ptr, seq, L - 1, L, d, n,
+                                    offs_d, offs_n, mask_d, mask_n, HAS_Z, True, ACC)
+    for i in range(L):
+        t = L - 1 - i
+        x_nx, dt_nx, b_nx, c_nx, z_nx, dy_nx = _load_step(x_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, dy_ptr, seq, t - 1, L,
+                                                          d, n, offs_d, offs_n, mask_d, mask_n, HAS_Z, True, ACC)
+        if HAS_Z:
+            dyp = dy * _silu(z)
+        else:
+            dyp = dy
+        g += c[:, None] * dyp[None, :]                      # now g = ∂L/∂h_t
+        dx = dt * tl.sum(g * b[:, None], axis=0)
+        if HAS_D:
+            dx += D * dyp
+        tl.store(dx_ptr + (seq * L + t) * d + offs_d, dx.to(dx_ptr.dtype.element_ty), mask=mask_d)
+        gx = tl.sum(g * x[None, :], axis=1)                 # (g_t x_t): this slice's share, (BLOCK_N,)
+        tl.store(dB_part_ptr + (part_row * L + t) * n + offs_n, dt * gx, mask=mask_n)
+        tl.store(bgx_part_ptr + part_row * L + t, tl.sum(b * gx, axis=0))
+        g = g * tl.exp(dt * A)                              # ∂L/∂h_{t-1} before step t-1's own output term
+        x, dt, b, c, z, dy = x_nx, dt_nx, b_nx, c_nx, z_nx, dy_nx
+
+    tl.store(dh0_ptr + state_offs, g.to(dh0_ptr.dtype.element_ty), mask=state_mask)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Launchers
+# ---------------------------------------------------------------------------------------------------------------
+
+# Launch shape per (d, d_state): measured on an H200 (see docs/kernels.md). BLOCK_D splits d across programs, which
+# multiplies the programs in flight (the kernels are latency-bound per step) at the price of re-reading B and C.
+DEFAULT_BLOCK_D = 32
+DEFAULT_NUM_WARPS = 2
+
+
+def _launch_config(d: int, n: int, block_d: Optional[int], num_warps: Optional[int]):
+    block_n = next_pow2(n)
+    block_d = next_pow2(min(block_d or DEFAULT_BLOCK_D, d))
+    return block_n, block_d, num_warps or DEFAULT_NUM_WARPS
+
+
+def _state_dtype(x, initial_state):
+    return x.dtype if initial_state is None else initial_state.dtype
+
+
+def scan_fwd(x, dt, A, B, C, D=None, z=None, initial_state=None, *, block_d=None, num_warps=None):
+    """Launch the forward kernel. Returns (y, final_state); no autograd (see selective_scan_triton)."""
+    check_device("selective_scan_triton", x, dt, A, B, C, D, z, initial_state)
+    x, dt, B, C = x.contiguous(), dt.contiguous(), B.contiguous(), C.contiguous()
+    D = None if D is None else D.contiguous()
+    z = None if z is None else z.contiguous()
+    h0 = None if initial_state is None else initial_state.contiguous()
+    nseq, L, d = x.shape
+    n = B.shape[-1]
+    y = new_output((nseq, L, d), x.dtype, x.device)
+    hT = new_output((nseq, n, d), _state_dtype(x, h0), x.device)
+    if nseq == 0:
+        return y, hT
+    if L == 0:  # nothing to scan: the state passes through
+        hT.copy_(h0) if h0 is not None else hT.zero_()
+        return y, hT
+    acc = accumulator_dtype(x.dtype, dt.dtype, B.dtype, C.dtype)
+    block_n, block_d, warps = _launch_config(d, n, block_d, num_warps)
+    grid = (nseq, triton.cdiv(d, block_d))
+    _scan_fwd_kernel[grid](
+        x, dt, A, B, C, D if D is not None else x, z if z is not None else x, h0 if h0 is not None else x,
+        y, hT, L, d, n,
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_H0=h0 is not None,
+        BLOCK_N=block_n, BLOCK_D=block_d, ACC=tl_dtype(acc), num_warps=warps,
+    )
+    return y, hT
+
+
+def scan_bwd(x, dt, A, B, C, D, z, initial_state, dy, dhT, *, block_d=None, num_warps=None):
+    """Launch the two backward kernels and combine their per-step scalars.
+
+    Returns (dx, ddt, dA, dB, dC, dD, dz, dh0) with dD of shape (d,) even when D is None, dz empty when z is None,
+    and dh0 (batch, d_state, d) even when there was no initial state (the custom op has fixed outputs).
+    """
+    check_device("selective_scan_triton (backward)", x, dt, A, B, C, D, z, initial_state, dy, dhT)
+    x, dt, B, C = x.contiguous(), dt.contiguous(), B.contiguous(), C.contiguous()
+    D = None if D is None else D.contiguous()
+    z = None if z is None else z.contiguous()
+    h0 = None if initial_state is None else initial_state.contiguous()
+    nseq, L, d = x.shape
+    n = B.shape[-1]
+    dy = dy.contiguous() if dy is not None else torch.zeros_like(x)
+    dhT = dhT.contiguous() if dhT is not None else x.new_zeros((nseq, n, d), dtype=_state_dtype(x, h0))
+    acc = accumulator_dtype(x.dtype, dt.dtype, B.dtype, C.dtype)
+    block_n, block_d, warps = _launch_config(d, n, block_d, num_warps)
+    n_blk = triton.cdiv(d, block_d)
+    dev = x.device
+
+    dx = new_output((nseq, L, d), x.dtype, dev)
+    dz = new_output((nseq, L, d), x.dtype, dev) if z is not None else x.new_empty((0,))
+    dh0 = new_output((nseq, n, d), _state_dtype(x, h0), dev)
+    dC_part = new_output((n_blk, nseq, L, n), acc, dev)
+    dB_part = new_output((n_blk, nseq, L, n), acc, dev)
+    cdc_part = new_output((n_blk, nseq, L), acc, dev)
+    bgx_part = new_output((n_blk, nseq, L), acc, dev)
+    dD_part = new_output((nseq, d), acc, dev)
+    hterm_part = new_output((n_blk, nseq), acc, dev)
+
+    if nseq > 0 and L > 0:
+        flags = dict(HAS_D=D is not None, HAS_Z=z is not None,
+                     BLOCK_N=block_n, BLOCK_D=block_d, ACC=tl_dtype(acc), num_warps=warps)
+        D_arg = D if D is not None else x
+        z_arg = z if z is not None else x
+        grid = (nseq, n_blk)
+        _scan_bwd_states_kernel[grid](
+            x, dt, A, B, C, D_arg, z_arg, h0 if h0 is not None else x, dy, dhT,
+            dz if z is not None else x, dC_part, cdc_part, dD_part, hterm_part,
+            nseq, L, d, n, HAS_H0=h0 is not None, **flags)
+        _scan_bwd_adjoint_kernel[grid](
+            x, dt, A, B, C, D_arg, z_arg, dy, dhT,
+            dx, dB_part, bgx_part, dh0,
+            nseq, L, d, n, **flags)
+    elif nseq > 0:  # L == 0: the final state is the initial state
+        dh0.copy_(dhT)
+
+    dD = dD_part.sum(0) if L > 0 else torch.zeros((d,), dtype=acc, device=dev)
+    ddt, dA = _decay_grads(dt, A, cdc_part.sum(0), bgx_part.sum(0), hterm_part.sum(0), acc)
+    dD = dD.to(D.dtype if D is not None else x.dtype)
+    return (dx, ddt.to(dt.dtype), dA.reshape(A.shape).to(A.dtype), dB_part.sum(0).to(B.dtype),
+            dC_part.sum(0).to(C.dtype), dD, dz, dh0)
+
+
+def _decay_grads(dt, A, cdc, bgx, hterm, acc):
+    """d(dt) and dA from the per-step scalars of the two walks (see the module docstring).
+
+    With l_t = dt_t·A:  ∂L/∂l_t = Σ_{u≥t} (cdc_u − dt_u·bgx_u) + hterm,
+                        d(dt_t) = A·∂L/∂l_t + bgx_t,   dA = Σ_t dt_t·∂L/∂l_t.
+    """
+    # The reverse cumulative sum subtracts sums that grow with the sequence length from each other; doing it in
+    # float64 (on (batch, seqlen) scalars only, so cheap) keeps dA and d(dt) as accurate as the float32 reference.
+    dt, cdc, bgx, hterm = (t.to(torch.float64) for t in (dt, cdc, bgx, hterm))
+    if dt.shape[1] == 0:
+        return torch.zeros_like(dt), torch.zeros((), dtype=acc, device=dt.device)
+    per_step = cdc - dt * bgx
+    per_step[:, -1] += hterm
+    dl = per_step.flip(1).cumsum(1).flip(1)
+    ddt = A.to(torch.float64).reshape(()) * dl + bgx
+    dA = (dt * dl).sum()
+    return ddt, dA
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# torch.library custom ops (one opaque op each for torch.compile / tracing) and autograd
+# ---------------------------------------------------------------------------------------------------------------
+
+@torch.library.custom_op("t2arec_fast::selective_scan_fwd", mutates_args=())
+def _selective_scan_fwd_op(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                           D: Optional[torch.Tensor], z: Optional[torch.Tensor],
+                           initial_state: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    return scan_fwd(x, dt, A, B, C, D, z, initial_state)
+
+
+@_selective_scan_fwd_op.register_fake
+def _(x, dt, A, B, C, D, z, initial_state):
+    nseq, _, d = x.shape
+    n = B.shape[-1]
+    return x.new_empty(x.shape), x.new_empty((nseq, n, d), dtype=_state_dtype(x, initial_state))
+
+
+@torch.library.custom_op("t2arec_fast::selective_scan_bwd", mutates_args=())
+def _selective_scan_bwd_op(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                           D: Optional[torch.Tensor], z: Optional[torch.Tensor],
+                           initial_state: Optional[torch.Tensor], dy: torch.Tensor, dfinal_state: torch.Tensor,
+                           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                      torch.Tensor, torch.Tensor, torch.Tensor]:
+    return scan_bwd(x, dt, A, B, C, D, z, initial_state, dy, dfinal_state)
+
+
+@_selective_scan_bwd_op.register_fake
+def _(x, dt, A, B, C, D, z, initial_state, dy, dfinal_state):
+    nseq, _, d = x.shape
+    n = B.shape[-1]
+    return (x.new_empty(x.shape), dt.new_empty(dt.shape), A.new_empty(A.shape), B.new_empty(B.shape),
+            C.new_empty(C.shape), x.new_empty((d,), dtype=D.dtype if D is not None else x.dtype),
+            x.new_empty(x.shape) if z is not None else x.new_empty((0,)),
+            x.new_empty((nseq, n, d), dtype=_state_dtype(x, initial_state)))
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)   # x, dt, A, B, C, D, z, initial_state (None entries allowed)
+
+
+def _backward(ctx, dy, dfinal_state):
+    x, dt, A, B, C, D, z, h0 = ctx.saved_tensors
+    if dy is None:
+        dy = torch.zeros_like(x)
+    if dfinal_state is None:
+        dfinal_state = x.new_zeros((x.shape[0], B.shape[-1], x.shape[-1]), dtype=_state_dtype(x, h0))
+    dx, ddt, dA, dB, dC, dD, dz, dh0 = torch.ops.t2arec_fast.selective_scan_bwd(
+        x, dt, A, B, C, D, z, h0, dy, dfinal_state)
+    return (dx, ddt, dA, dB, dC, dD if D is not None else None, dz if z is not None else None,
+            dh0 if h0 is not None else None)
+
+
+# register_autograd wraps the op in a torch.autograd.Function under the hood; registering it on the op (rather
+# than calling the op from a hand-written Function) keeps it one differentiable op for torch.compile.
+torch.library.register_autograd("t2arec_fast::selective_scan_fwd", _backward, setup_context=_setup_context)
+
+
+def selective_scan_triton(x, dt, A, B, C, D=None, z=None, initial_state=None):
+    """Fused selective scan → (y, final_state), differentiable in every tensor input (first order).
+
+    x, z: (batch, seqlen, d); dt: (batch, seqlen); A: scalar tensor; B, C: (batch, seqlen, d_state); D: (d,);
+    initial_state: (batch, d_state, d). y has x's dtype; final_state has initial_state's dtype (x's if None).
+    Shapes are checked by the caller (t2arec_fast.ops.selective_scan).
+    """
+    if not torch.is_tensor(A):
+        A = torch.tensor(float(A), dtype=dt.dtype, device=x.device)
+    elif A.device != x.device:
+        A = A.to(x.device)
+    return torch.ops.t2arec_fast.selective_scan_fwd(x, dt, A, B, C, D, z, initial_state)
