@@ -209,7 +209,7 @@ def sweep(shape, out_rows):
         y, h = tk.scan_fwd(*a)
         dy, dh = torch.randn_like(y), torch.randn_like(h)
         for block_d in (16, 32, 64):
-            for warps in (1, 2, 4, 8):
+            for warps in (1, 2, 4):
                 row = dict(dtype=dtype_name, shape=list(shape), block_d=block_d, num_warps=warps)
                 try:
                     row["fwd_ms"] = cuda_median_ms(lambda: tk.scan_fwd(*a, block_d=block_d, num_warps=warps), 0.3)

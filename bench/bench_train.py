@@ -101,7 +101,8 @@ def format_table(rows: list, ttt: dict) -> str:
         else:
             lines.append(f"test-time step (t2arec, {ttt['device']}, batch {ttt['batch']} x L {ttt['length']} x "
                          f"{ttt['n_items']} items): {ttt['batches_per_s']:.4f} batches/s "
-                         f"({ttt['median_s']:.2f} s per batch, median of {ttt['reps']}), peak {ttt['peak_mem_mib']:.0f} MiB")
+                         f"({ttt['median_s']:.2f} s per batch, median of {ttt['reps']}), "
+                         f"peak {ttt['peak_mem_mib']:.0f} MiB")
     return "\n".join(lines)
 
 

@@ -48,7 +48,7 @@ import_ok() { (cd /tmp && "$PY" -c "import t2arec_fast.triton_kernels.selective_
 # Make `t2arec_fast` and `t2arec_fast.triton_kernels` importable. triton_kernels/ sits at the repository root and is
 # mapped into the package by setup.py, so a bare PYTHONPATH=. is not enough.
 make_importable() {
-    run_step install 90 "$PY" -m pip install --no-deps --no-build-isolation --no-input -q -e .
+    run_step install 90 "$PY" -m pip install --no-deps --no-build-isolation --use-pep517 --no-input -q -e .
     if import_ok; then log "import: editable install works"; INSTALL_MODE=editable; return; fi
     log "import: editable install unusable; staging a copy of the package on PYTHONPATH"
     run_step build_ext 60 "$PY" setup.py build_ext --inplace   # the C++ cache; the kernels do not need it

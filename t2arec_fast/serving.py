@@ -23,6 +23,7 @@ process should run `torch.set_num_threads(1)` (bench/bench_serving.py does).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -367,11 +368,17 @@ class OnlineRecommender:
                     so for a longer history it equals re-encoding the last history_len events (the usual max_len).
     device:         where the model runs; states are stored on the host.
     dtype:          storage precision of the cache, "float32" (exact) or "float16" (half the memory, rounded).
+    shards:         lock stripes of the cache (None: its default).
+    flush_denormal: run the model with denormal floats flushed to zero (CPU). The SSM decay exp(Δ·A) underflows
+                    into denormals for large Δ·|A|, and x86 multiplies by denormals ~100× slower: measured 1.5 ms
+                    → 0.9 ms per batch-64 step. Answers change by < 1e-38 absolute. Switched on around each
+                    observe/recommend and back off after (torch's default), for the calling thread only.
     """
 
     def __init__(self, model, capacity_bytes: int = 256 << 20, history_len: int = 200, device: str = "cpu",
-                 dtype: str = "float32", shards: Optional[int] = None):
+                 dtype: str = "float32", shards: Optional[int] = None, flush_denormal: bool = True):
         self._lock = threading.RLock()
+        self.flush_denormal = flush_denormal
         self.device = torch.device(device)
         self.capacity_bytes, self.dtype, self.shards = int(capacity_bytes), dtype, shards
         self.history = HistoryStore(history_len)
@@ -380,6 +387,19 @@ class OnlineRecommender:
         self._install_model(model)
         self.popularity = np.zeros(self.n_items + 1, np.int64)
         self.cache = self._new_cache()
+
+    @contextlib.contextmanager
+    def _computing(self):
+        """Held while the model runs: the lock, and flush-to-zero for denormals if asked (see flush_denormal)."""
+        with self._lock:
+            if not self.flush_denormal:
+                yield
+                return
+            torch.set_flush_denormal(True)
+            try:
+                yield
+            finally:
+                torch.set_flush_denormal(False)
 
     # -- model and cache ------------------------------------------------------------------------------------------
     def _install_model(self, model) -> None:
@@ -423,7 +443,7 @@ class OnlineRecommender:
         if len(users) == 0:
             return
         self._check_items(items)
-        with self._lock:
+        with self._computing():
             groups = _group_events(users)
             rows = self.history.rows_of(groups.users)
             self._check_time_order(users, times, groups, rows)
@@ -544,7 +564,7 @@ class OnlineRecommender:
         users = _int64_array(user_ids, "user_ids")
         k = self._check_k(k)
         self._check_at_time(at_time, len(users))
-        with self._lock:
+        with self._computing():
             self._counters["requests"] += len(users)
             items = np.empty((len(users), k), np.int64)
             scores = np.empty((len(users), k), np.float32)
@@ -617,6 +637,7 @@ class OnlineRecommender:
         """Model checkpoint + cache snapshot + history store + settings into `directory`, replaced as a whole:
         everything is written to a sibling temporary folder first, then swapped in by renames."""
         directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
             tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
             try:
@@ -636,7 +657,7 @@ class OnlineRecommender:
         (folder / "serving.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     @classmethod
-    def load(cls, directory, device: str = "cpu") -> "OnlineRecommender":
+    def load(cls, directory, device: str = "cpu", flush_denormal: bool = True) -> "OnlineRecommender":
         """Resume a recommender saved with `save`: the same model, states, histories and answers."""
         from t2arec_fast.cache import StateCache
         from t2arec_fast.model import load_model
@@ -650,6 +671,7 @@ class OnlineRecommender:
         model = load_model(directory / "model", map_location=device)
         obj = cls.__new__(cls)
         obj._lock = threading.RLock()
+        obj.flush_denormal = flush_denormal
         obj.device = torch.device(device)
         obj.capacity_bytes, obj.dtype, obj.shards = meta["capacity_bytes"], meta["dtype"], meta["shards"]
         obj._install_model(model)

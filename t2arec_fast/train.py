@@ -74,6 +74,8 @@ def resolve_device(spec: str, ctx: DistContext) -> torch.device:
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed python, numpy and torch; `deterministic` also switches torch to deterministic kernels for the rest of the
+    process (CPU training is deterministic anyway; this matters on CUDA)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -98,7 +100,7 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# -- loss ----------------------------------------------------------------------------------------------------------------
+# -- loss --------------------------------------------------------------------------------------------------------------
 class _LossModule(nn.Module):
     """`model.losses` as a forward, so that DistributedDataParallel (which hooks forward) can wrap it."""
 
@@ -145,7 +147,7 @@ def objective(out: dict, mu_time: float, mu_state: float, weights: Optional[dict
     return w["rec"] * out["rec"] + mu_time * w["time"] * out["time"] + mu_state * w["state"] * out["state"]
 
 
-# -- training state ------------------------------------------------------------------------------------------------------
+# -- training state ----------------------------------------------------------------------------------------------------
 @dataclass
 class TrainState:
     epoch: int = 0                                  # next epoch to run
@@ -160,7 +162,7 @@ def _uses_alignment(model, cfg: Config) -> bool:
     return getattr(model, "uses_alignment", False) and (cfg.train.mu_time != 0 or cfg.train.mu_state != 0)
 
 
-def _estimate_margin(model, split, cfg: Config, max_len: int) -> float:
+def _estimate_margin(split, cfg: Config, max_len: int) -> float:
     """λ = median |g(T_i) − g(T_j)| over the pairs L_time sees in the training batches (model-spec §3)."""
     from .data import train_batches
     from .model.losses import estimate_time_margin, gap_sequence
@@ -176,7 +178,7 @@ def _load_dataset(cfg: Config, dataset):
     from .data import load_dataset
     if dataset is None or isinstance(dataset, (str, Path)):
         return load_dataset(str(dataset or cfg.data.dataset), format=cfg.data.format, min_count=cfg.data.min_count,
-                            verbose=cfg.train.progress)
+                            verbose=cfg.train.progress and os.environ.get("RANK", "0") == "0")
     return dataset
 
 
@@ -185,9 +187,10 @@ def _make_split(ds, cfg: Config):
     return make_split(ds, cfg.data.split)
 
 
-# -- checkpoints -----------------------------------------------------------------------------------------------------------
+# -- checkpoints -------------------------------------------------------------------------------------------------------
 def _checkpoint_extra(cfg: Config, max_len: int, state: TrainState, valid: Optional[dict] = None) -> dict:
-    return {"train_config": cfg.to_dict(), "max_len": max_len, "epoch": state.best_epoch, "valid": valid}
+    return {"train_config": cfg.to_dict(), "max_len": max_len, "best_epoch": state.best_epoch + 1,
+            "epochs_run": state.epoch, "valid": valid}
 
 
 def _save_last(model, optimizer, state: TrainState, directory: Path, cfg: Config, max_len: int) -> None:
@@ -298,7 +301,7 @@ def _validate(model, split, cfg: Config, max_len: int, ctx: DistContext) -> tupl
     return float(score[0]), metrics
 
 
-# -- fit -------------------------------------------------------------------------------------------------------------------
+# -- fit ---------------------------------------------------------------------------------------------------------------
 def fit(cfg: Config, dataset=None, out_dir=None, resume=None):
     """Train the model `cfg.model.model` on `dataset` (a SequenceDataset, a path / "synthetic:..." spec, or None for
     `cfg.data.dataset`). Returns (model at its best validation epoch, history dict)."""
@@ -321,7 +324,7 @@ def _fit(cfg, dataset, out_dir, resume, ctx, build_model):
     model = build_model(cfg.model, ds.n_items, max_len).to(device)
     margin = None
     if hasattr(model, "set_time_margin"):
-        margin = cfg.model.time_margin or _estimate_margin(model, split, cfg, max_len)
+        margin = cfg.model.time_margin or _estimate_margin(split, cfg, max_len)
         model.set_time_margin(margin)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     state = _resume(model, optimizer, resume) if resume else TrainState()
@@ -337,10 +340,12 @@ def _fit(cfg, dataset, out_dir, resume, ctx, build_model):
         # T2ARec's auxiliary-only parameters (q_proj) get no gradient in epochs without the auxiliary losses
         # (warm-up, μ = 0, backbone); DDP must then look for unused parameters.
         always_aux = aligned and cfg.train.aux_warmup_epochs == 0
+        find_unused = hasattr(model, "uses_alignment") and not always_aux
         loss_module = DistributedDataParallel(loss_module, device_ids=[device.index] if device.type == "cuda" else None,
-                                              find_unused_parameters=hasattr(model, "uses_alignment") and not always_aux)
+                                              find_unused_parameters=find_unused)
     _log(cfg, ctx, f"training {cfg.model.model} on {ds.n_items} items, max_len {max_len}, device {device}"
-         + (f", λ = {margin:.4g}" if margin is not None else "") + (f", {ctx.world_size} ranks" if ctx.enabled else ""))
+         + (f", λ = {margin:.4g}" if margin is not None else "")
+         + (f", {ctx.world_size} ranks" if ctx.enabled else ""))
 
     for epoch in range(state.epoch, cfg.train.epochs):
         t0 = time.perf_counter()
@@ -382,7 +387,7 @@ def _history(state: TrainState, cfg: Config, margin, max_len: int) -> dict:
             "seconds_per_epoch": statistics.median(seconds) if seconds else None}
 
 
-# -- train, then evaluate at the best validation epoch ---------------------------------------------------------------------
+# -- train, then evaluate at the best validation epoch -----------------------------------------------------------------
 def train_and_evaluate(cfg: Config, dataset=None, out_dir=None, resume=None) -> tuple:
     """What `t2arec train` does: fit, then valid/test at the best epoch, and (t2arec with `ttt` on) with the
     test-time step too. → (model, results dict ready for JSON; empty on ranks other than 0)."""

@@ -51,7 +51,7 @@ def _load_step(x_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, dy_ptr, seq, t, L, d, n, offs
                HAS_Z: tl.constexpr, HAS_DY: tl.constexpr, ACC: tl.constexpr):
     """Inputs of step t of sequence `seq`, converted to the accumulator dtype. t is clamped into [0, L) so that the
     prefetch one step past either end re-reads a valid step instead of needing a mask (the value is never used)."""
-    t = tl.minimum(tl.maximum(t, 0), L - 1)
+    t = tl.maximum(tl.minimum(t, L - 1), 0)
     row_d = (seq * L + t) * d
     row_n = (seq * L + t) * n
     x = tl.load(x_ptr + row_d + offs_d, mask=mask_d, other=0.0).to(ACC)

@@ -42,6 +42,9 @@ def main(argv=None) -> int:
     except user_error_types() as exc:
         print(f"t2arec {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `t2arec ... | head`: the reader left; not an error worth a traceback
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

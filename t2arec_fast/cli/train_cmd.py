@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--resume", metavar="DIR", default=None, help="resume from a previous --out folder (its last/)")
     p.set_defaults(func=_train, accepts_overrides=True)
 
-    e = subparsers.add_parser("evaluate", help="evaluate a checkpoint with full ranking, with/without the test-time step",
+    e = subparsers.add_parser("evaluate", help="evaluate a checkpoint (full ranking), with and without the TTT step",
                               description="Full-ranking evaluation (Recall/MRR/NDCG @ 5, 10, 20 and NDCG@10 per "
                               "test-time segment) of a saved model on valid and test, without and with test-time "
                               "alignment. Settings as --key=value (e.g. --ttt_lr=0.01 --mask_history=true).")

@@ -104,7 +104,7 @@ def read_csv(source: Source, columns=None) -> Interactions:
 def read_parquet(source: Source, columns=None) -> Interactions:
     import pyarrow.parquet as pq
     try:
-        handle = pa.BufferReader(source.read_bytes()) if source.member else str(source.path)
+        handle = pa.BufferReader(source.read_bytes()) if source.compressed else str(source.path)
         parquet = pq.ParquetFile(handle)
         names = parquet.schema_arrow.names
         mapping = columns or _mapping_from_aliases(names, source)

@@ -29,8 +29,12 @@ def default_providers() -> List[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-def open_session(path, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None):
-    """An ORT session with all graph optimisations, or an OnnxModelError that says what is wrong with the file."""
+def open_session(path, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None,
+                 spin: bool = True):
+    """An ORT session with all graph optimisations, or an OnnxModelError that says what is wrong with the file.
+
+    spin=False stops ORT's worker threads from busy-waiting after each run: slightly slower at batch 1 on an idle
+    machine, much better when the cores are shared with other work (PyTorch in the same process included)."""
     import onnxruntime as ort
     path = Path(path)
     if not path.is_file():
@@ -39,6 +43,8 @@ def open_session(path, providers: Optional[Sequence[str]] = None, threads: Optio
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = int(threads)
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=list(providers or default_providers()))
     except Exception as exc:  # ORT raises pybind11 types (InvalidProtobuf, Fail, ...) with long messages
@@ -64,10 +70,12 @@ class OnnxEncoder:
     """encode / step (/ step_topk) of an exported T2ARec in ONNX Runtime.
 
     directory: what `export_onnx` wrote (encode.onnx, step.onnx, step_topk.onnx; any non-empty subset).
-    providers: ORT execution providers; default CUDA when available, else CPU. threads: intra-op threads (0 = ORT).
+    providers: ORT execution providers; default CUDA when available, else CPU. threads: intra-op threads
+    (default: ORT's choice, one per physical core). spin: see `open_session`.
     """
 
-    def __init__(self, directory, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None):
+    def __init__(self, directory, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None,
+                 spin: bool = True):
         directory = Path(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"{directory}: no such export directory")
@@ -77,7 +85,7 @@ class OnnxEncoder:
             raise FileNotFoundError(f"{directory}: no exported graph in it (expected "
                                     f"{', '.join(k + '.onnx' for k in graphs.GRAPH_KINDS)})")
         self.directory = directory
-        self.sessions = {kind: open_session(p, providers, threads) for kind, p in paths.items()}
+        self.sessions = {kind: open_session(p, providers, threads, spin) for kind, p in paths.items()}
         self.metadata = self._read_metadata(paths)
         self.n_items = int(self.metadata["n_items"])
         self.d, self.d_state = int(self.metadata["d"]), int(self.metadata["d_state"])

@@ -1,0 +1,227 @@
+"""Latency of the exported graphs in ONNX Runtime vs the same modules in PyTorch (eager and torch.compile).
+
+    python bench/bench_onnx.py [--no-compile] [--quick] [--json bench/results/bench_onnx.json]
+
+Model: ml-100k sized T2ARec (1682 items, d 64, d_state 32, one block), float32, CPU.
+  encode: batch 1, 64, 1024 × L 50, 200 (left-padded ids → o_n and states)
+  step:   batch 1, 1024 (one event per user → new o_n and states)
+Engines (timed one after the other for each shape):
+  ort      ONNX Runtime session.run on the exported graph (CPU provider, all graph optimisations)
+  ort_api  the same through OnnxEncoder (input checks, numpy/torch conversion)
+  ort_nospin  session.run with spin=False (ORT threads do not busy-wait between runs; for shared cores)
+  eager    PyTorch eager on the traced wrapper modules (reference scan backend, inference mode)
+  compiled torch.compile(dynamic=True) of the same modules (skipped if it fails; --no-compile to skip)
+A second table compares the scan's two graph forms inside ORT (opset 27): matrix vs LinearAttention.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from t2arec_fast.export import OnnxEncoder, export_onnx  # noqa: E402
+from t2arec_fast.export.graphs import EncodeGraph, StepGraph, flatten_states, io_names  # noqa: E402
+from t2arec_fast.export.runtime import open_session  # noqa: E402
+from t2arec_fast.model import T2ARec  # noqa: E402
+
+N_ITEMS, D, D_STATE = 1682, 64, 32
+ENCODE_SHAPES = [(1, 50), (1, 200), (64, 50), (64, 200), (1024, 50), (1024, 200)]
+STEP_BATCHES = [1, 1024]
+FORM_SHAPES = [(1, 50), (256, 200)]
+
+
+def repeats(batch: int, quick: bool) -> int:
+    n = 200 if batch == 1 else 20 if batch <= 256 else 3
+    return max(3, n // 4) if quick else n
+
+
+def timed_blocks(calls: dict, n: int, warmup: int = 2) -> dict:
+    """Per engine: `warmup` untimed calls, then n timed calls → {name: [seconds]}.
+
+    Engines run one after the other, not interleaved: ONNX Runtime's worker threads spin for a while after each
+    run, and an interleaved PyTorch call would then fight them for the cores (measured: 1.7 ms → 500 ms)."""
+    times = {}
+    for name, fn in calls.items():
+        for _ in range(warmup):
+            fn()
+        times[name] = []
+        for _ in range(n):
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def summarise(times: list) -> dict:
+    ms = np.asarray(times) * 1e3
+    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "n": len(ms)}
+
+
+def left_padded_ids(batch: int, length: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, N_ITEMS + 1, (batch, length), generator=g)
+    lengths = torch.randint(1, length + 1, (batch,), generator=g)
+    for row, n in enumerate(lengths.tolist()):
+        ids[row, : length - n] = 0
+    return ids
+
+
+def try_compile(module, example_args, log: dict, name: str):
+    """torch.compile(module) warmed up on one input, or None (the reason goes into `log`)."""
+    start = time.perf_counter()
+    try:
+        compiled = torch.compile(module, dynamic=True)
+        with torch.inference_mode():
+            compiled(*example_args)
+    except Exception as exc:  # inductor needs a C++ toolchain; report and carry on without it
+        log[name] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        return None
+    log[name] = f"compiled in {time.perf_counter() - start:.1f} s"
+    return compiled
+
+
+def bench_encode(model, encoder, sessions, compiled, quick) -> list:
+    rows = []
+    eager = EncodeGraph(model)
+    for batch, length in ENCODE_SHAPES:
+        ids = left_padded_ids(batch, length)
+        feeds = {"item_ids": ids.numpy()}
+        calls = {"ort": lambda: sessions["encode"].run(None, feeds), "ort_api": lambda: encoder.encode(ids),
+                 "ort_nospin": lambda: sessions["encode_nospin"].run(None, feeds), "eager": lambda: eager(ids)}
+        if compiled is not None:
+            calls["compiled"] = lambda: compiled(ids)
+        with torch.inference_mode():
+            times = timed_blocks(calls, repeats(batch, quick), warmup=1 if batch > 256 else 2)
+        rows += [{"graph": "encode", "batch": batch, "length": length, "engine": name, **summarise(t)}
+                 for name, t in times.items()]
+        print_rows(rows[-len(calls):])
+    return rows
+
+
+def bench_step(model, encoder, sessions, compiled, quick) -> list:
+    rows = []
+    eager = StepGraph(model)
+    for batch in STEP_BATCHES:
+        with torch.inference_mode():
+            _, states, _ = model._run_sequence(left_padded_ids(batch, 50))
+        flat = flatten_states(states)
+        items = torch.randint(1, N_ITEMS + 1, (batch,))
+        names = io_names("step", len(model.layers))[0]
+        feeds = dict(zip(names, [items.numpy()] + [t.numpy() for t in flat]))
+        calls = {"ort": lambda: sessions["step"].run(None, feeds), "ort_api": lambda: encoder.step(items, states),
+                 "ort_nospin": lambda: sessions["step_nospin"].run(None, feeds), "eager": lambda: eager(items, *flat)}
+        if compiled is not None:
+            calls["compiled"] = lambda: compiled(items, *flat)
+        with torch.inference_mode():
+            times = timed_blocks(calls, repeats(batch, quick) * (5 if batch == 1 else 10))
+        rows += [{"graph": "step", "batch": batch, "length": None, "engine": name, **summarise(t)}
+                 for name, t in times.items()]
+        print_rows(rows[-len(calls):])
+    return rows
+
+
+def bench_scan_forms(model, workdir: Path, quick) -> list:
+    """encode at opset 27 with the matrix form vs one LinearAttention node, both in ORT."""
+    sessions = {}
+    for form in ("matrix", "linear_attention"):
+        export_onnx(model, workdir / form, kinds=("encode",), opset=27, scan_form=form)
+        sessions[form] = open_session(workdir / form / "encode.onnx", ["CPUExecutionProvider"])
+    rows = []
+    for batch, length in FORM_SHAPES:
+        feeds = {"item_ids": left_padded_ids(batch, length).numpy()}
+        calls = {form: (lambda s=s: s.run(None, feeds)) for form, s in sessions.items()}
+        times = timed_blocks(calls, repeats(batch, quick) if batch == 1 else (3 if quick else 8))
+        rows += [{"graph": "encode(opset 27)", "batch": batch, "length": length, "engine": form, **summarise(t)}
+                 for form, t in times.items()]
+        print_rows(rows[-2:])
+    return rows
+
+
+def print_rows(rows) -> None:
+    for r in rows:
+        length = "-" if r["length"] is None else r["length"]
+        print(f"{r['graph']:17s} {r['batch']:5d} {length:>4} {r['engine']:17s} "
+              f"{r['p50_ms']:10.3f} {r['p99_ms']:10.3f} {r['n']:5d}", flush=True)
+
+
+def ratio_summary(rows) -> dict:
+    """ORT p50 / eager p50 per configuration (the target is ≤ 0.5 at batch 1)."""
+    by_key = {}
+    for r in rows:
+        by_key.setdefault((r["graph"], r["batch"], r["length"]), {})[r["engine"]] = r["p50_ms"]
+    return {f"{g} b{b}" + (f" L{length}" if length else ""): round(e["ort"] / e["eager"], 3)
+            for (g, b, length), e in by_key.items() if "ort" in e and "eager" in e}
+
+
+def environment() -> dict:
+    import onnx
+    import onnxruntime
+    from t2arec_fast import __version__
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "cpu": cpu,
+            "cores": os.cpu_count(), "load_average_at_start": os.getloadavg(), "python": platform.python_version(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "t2arec_fast": __version__, "platform": platform.platform()}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
+    parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "bench_onnx.json"))
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    env = environment()
+    print(json.dumps(env, indent=1))
+    torch.manual_seed(0)
+    model = T2ARec(N_ITEMS, d=D, d_state=D_STATE, n_blocks=1).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    compile_log = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        summary = export_onnx(model, workdir / "onnx", kinds=("encode", "step"))
+        encoder = OnnxEncoder(workdir / "onnx", providers=["CPUExecutionProvider"])
+        sessions = {}
+        for kind in ("encode", "step"):
+            path = workdir / "onnx" / f"{kind}.onnx"
+            sessions[kind] = open_session(path, ["CPUExecutionProvider"])
+            sessions[kind + "_nospin"] = open_session(path, ["CPUExecutionProvider"], spin=False)
+        compiled_encode = compiled_step = None
+        if not args.no_compile:
+            compiled_encode = try_compile(EncodeGraph(model), (left_padded_ids(3, 20),), compile_log, "encode")
+            with torch.inference_mode():
+                _, st, _ = model._run_sequence(left_padded_ids(3, 20))
+            compiled_step = try_compile(StepGraph(model), (torch.tensor([1, 2, 3]), *flatten_states(st)),
+                                        compile_log, "step")
+            print("torch.compile:", compile_log, flush=True)
+        print(f"{'graph':17s} {'batch':>5s} {'L':>4s} {'engine':17s} {'p50 ms':>10s} {'p99 ms':>10s} {'n':>5s}")
+        rows = bench_encode(model, encoder, sessions, compiled_encode, args.quick)
+        rows += bench_step(model, encoder, sessions, compiled_step, args.quick)
+        form_rows = bench_scan_forms(model, workdir, args.quick)
+    ratios = ratio_summary(rows)
+    print("ORT / eager p50:", json.dumps(ratios))
+    result = {"environment": env, "model": {"n_items": N_ITEMS, "d": D, "d_state": D_STATE, "n_blocks": 1},
+              "export_validation": summary["validation"], "torch_compile": compile_log or "skipped",
+              "results": rows, "scan_forms_opset27": form_rows, "ort_over_eager_p50": ratios,
+              "total_seconds": round(time.perf_counter() - started, 1)}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.json} in {result['total_seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
