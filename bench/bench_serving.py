@@ -118,8 +118,8 @@ def single_user_latency(rec, users, rng, clock, runs: int, calls: int) -> dict:
             for c in CLOCKS:
                 per_run["observe", c].append(np.percentile(obs[c], [50, 99]) * 1e3)
                 per_run["recommend", c].append(np.percentile(recm[c], [50, 99]) * 1e3)
-    return {f"{name}_{c}": {"p50_ms": float(np.median([x[0] for x in v])), "p99_ms": float(np.median([x[1] for x in v]))}
-            for (name, c), v in per_run.items()}
+    return {f"{name}_{c}": {"p50_ms": float(np.median([x[0] for x in v])),
+                             "p99_ms": float(np.median([x[1] for x in v]))} for (name, c), v in per_run.items()}
 
 
 def throughput(model, rec, users, rng, clock, batch: int, runs: int, calls_o1: int, calls_re: int) -> dict:
@@ -253,7 +253,8 @@ def print_table(r: dict) -> None:
                   f"{x['reencode200_events_per_s']:>15,.0f} {x['speedup']:>8.1f}×")
     print(f"\nO(1) pieces, CPU µs per call: batch 64 {r['breakdown_us_batch64']}; batch 1 {r['breakdown_us_batch1']}")
     mem = r["memory"]
-    print(f"memory per cached user: {mem['cache_bytes_per_user']:,.0f} B in the cache for a {mem['raw_vector_bytes']:,} B "
+    print(f"memory per cached user: {mem['cache_bytes_per_user']:,.0f} B in the cache for a "
+          f"{mem['raw_vector_bytes']:,} B "
           f"vector ({mem['cache_overhead_ratio']:.3f}×; float16 cache {mem['cache_bytes_per_user_float16']:,.0f} B) "
           f"+ {mem['history_bytes_per_user']:,} B of history ring")
 

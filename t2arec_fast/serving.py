@@ -95,9 +95,6 @@ class StateLayout:
         return cls([tuple(s.conv.shape[1:]) for s in states], [tuple(s.ssm.shape[1:]) for s in states],
                    model.config.d)
 
-    def __eq__(self, other) -> bool:
-        return isinstance(other, StateLayout) and self.describe() == other.describe()
-
     def describe(self) -> dict:
         return {"layout_version": LAYOUT_VERSION, "header_words": HEADER_WORDS,
                 "conv_shapes": [list(s) for s in self.conv_shapes], "ssm_shapes": [list(s) for s in self.ssm_shapes],
@@ -169,10 +166,6 @@ class HistoryStore:
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.items, self.times, self.n_events, self.last_ts, self.user_of_row))
 
-    @property
-    def total_events(self) -> int:
-        return int(self.n_events[:self._used].sum())
-
     def lookup(self, rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """(n_events, last_ts) of each row; 0 and the smallest int64 for row −1 (a user not seen yet)."""
         known = rows >= 0
@@ -203,12 +196,11 @@ class HistoryStore:
         if needed <= len(self.n_events):
             return
         cap = max(needed, 2 * len(self.n_events), 1024)
-        def grown(a):
-            out = np.zeros((cap,) + a.shape[1:], a.dtype)
-            out[:len(a)] = a
-            return out
-        self.items, self.times = grown(self.items), grown(self.times)
-        self.n_events, self.last_ts, self.user_of_row = grown(self.n_events), grown(self.last_ts), grown(self.user_of_row)
+        for name in ("items", "times", "n_events", "last_ts", "user_of_row"):
+            old = getattr(self, name)
+            new = np.zeros((cap,) + old.shape[1:], old.dtype)
+            new[:len(old)] = old
+            setattr(self, name, new)
 
     def append(self, rows: np.ndarray, ranks: np.ndarray, counts: np.ndarray, items: np.ndarray,
                times: np.ndarray) -> None:
@@ -291,11 +283,19 @@ class ItemIdMap:
         return cls(maps["item_ids"]) if "item_ids" in maps else None
 
     def to_model(self, raw: np.ndarray) -> np.ndarray:
-        """(m,) raw ids → int64 model ids; 0 for ids the model does not know."""
-        raw = np.asarray(raw).astype(self._sorted.dtype)
-        at = np.searchsorted(self._sorted, raw).clip(0, max(len(self._sorted) - 1, 0))
-        known = (self._sorted[at] == raw) if len(self._sorted) else np.zeros(len(raw), bool)
-        return np.where(known, self._order[at] + 1, 0).astype(np.int64)
+        """(m,) raw ids → int64 model ids; 0 for ids the model does not know. Text and numbers compare as text when
+        either side is text (a CSV may give 12 where the map holds "12"), else as numbers of a common type."""
+        raw = np.asarray(raw)
+        keys = self._sorted
+        if keys.dtype.kind in "USO" or raw.dtype.kind in "USO":
+            keys, raw = keys.astype(str), raw.astype(str)     # unsized str: no truncation to the map's width
+        else:
+            common = np.result_type(keys.dtype, raw.dtype)
+            keys, raw = keys.astype(common), raw.astype(common)
+        if len(keys) == 0:
+            return np.zeros(len(raw), np.int64)
+        at = np.searchsorted(keys, raw).clip(0, len(keys) - 1)
+        return np.where(keys[at] == raw, self._order[at] + 1, 0).astype(np.int64)
 
     def to_raw(self, ids: np.ndarray) -> np.ndarray:
         return self.raw_ids[np.asarray(ids)]
@@ -487,12 +487,12 @@ class OnlineRecommender:
         if len(known):
             flat[known] = self._states_for(groups.users[known], rows[known], cache_rebuilt=False)
         state = torch.from_numpy(flat).to(self.device)
-        views, o = self.layout.views(state)
+        views, o = self.layout.views(state)       # writing into these writes `flat`
         step_items = torch.from_numpy(items[groups.step_order]).to(self.device)
         at = 0
         for m in groups.active.tolist():          # step r: users in slots [0, m), one event each
-            o_new, new_states = self.model.step(step_items[at:at + m], [BlockState(v.conv[:m], v.ssm[:m])
-                                                                        for v in views])
+            o_new, new_states = self.model.step(step_items[at:at + m],
+                                                [BlockState(v.conv[:m], v.ssm[:m]) for v in views])
             for view, new in zip(views, new_states):
                 view.conv[:m].copy_(new.conv)
                 view.ssm[:m].copy_(new.ssm)

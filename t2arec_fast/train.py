@@ -348,6 +348,9 @@ def _fit(cfg, dataset, out_dir, resume, ctx, build_model):
          + (f", {ctx.world_size} ranks" if ctx.enabled else ""))
 
     for epoch in range(state.epoch, cfg.train.epochs):
+        if state.bad_epochs >= cfg.train.patience:          # checked first, so a resumed stopped run stays stopped
+            _log(cfg, ctx, f"early stop: no improvement for {cfg.train.patience} epochs")
+            break
         t0 = time.perf_counter()
         with_aux = aligned and epoch >= cfg.train.aux_warmup_epochs
         losses = _train_epoch(loss_module, model, optimizer, split, cfg, max_len, epoch, with_aux, device, ctx)
@@ -369,9 +372,6 @@ def _fit(cfg, dataset, out_dir, resume, ctx, build_model):
         _log(cfg, ctx, f"epoch {epoch + 1}: loss {losses['loss']:.4f} (rec {losses['rec']:.4f}, time "
              f"{losses['time']:.4g}, state {losses['state']:.4g})  valid NDCG@10 {score:.4f}"
              f"{' *' if improved else ''}  {train_seconds:.1f}s")
-        if state.bad_epochs >= cfg.train.patience:
-            _log(cfg, ctx, f"early stop: no improvement for {cfg.train.patience} epochs")
-            break
 
     if state.best_state is not None:
         model.load_state_dict(state.best_state)

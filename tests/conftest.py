@@ -12,6 +12,10 @@ except Exception:  # pragma: no cover
     _HAS_CUDA = False
 if not _HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
+try:  # tiny tensors: a second intra-op thread only adds contention on small CI machines
+    torch.set_num_threads(1)
+except Exception:  # pragma: no cover
+    pass
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

@@ -28,6 +28,7 @@ Design (docs/kernels.md has the long form):
 """
 from __future__ import annotations
 
+import os
 from typing import Optional, Tuple
 
 import torch
@@ -35,6 +36,8 @@ import triton
 import triton.language as tl
 
 from ._common import accumulator_dtype, check_device, new_output, next_pow2, tl_dtype
+from .selective_scan_chunked import chunked_bwd, chunked_fwd
+from .selective_scan_chunked import chunk_length as chunked_config_chunk
 
 # ---------------------------------------------------------------------------------------------------------------
 # Kernels
@@ -220,121 +223,143 @@ def _scan_bwd_adjoint_kernel(
 # Launchers
 # ---------------------------------------------------------------------------------------------------------------
 
-# Launch shape per (d, d_state): measured on an H200 (see docs/kernels.md). BLOCK_D splits d across programs, which
-# multiplies the programs in flight (the kernels are latency-bound per step) at the price of re-reading B and C.
-DEFAULT_BLOCK_D = 32
-DEFAULT_NUM_WARPS = 2
+# Launch shape of the sequential kernels, from a sweep on an H200 at (4096, 200, 64, 32) (docs/kernels.md): one warp
+# per program keeps each step's reductions inside a warp (no shared-memory round trip per step).
+SEQ_BLOCK_D = 64
+SEQ_NUM_WARPS = 1
+
+# Which implementation runs for float32/bf16/fp16 inputs: "chunked" (tl.dot, the fast path) or "sequential" (one
+# step at a time). float64 always runs sequentially. Tests and benchmarks may override it (or set the environment
+# variable T2AREC_SCAN_IMPL); "chunked" with float64 is for the interpreter only.
+IMPL = os.environ.get("T2AREC_SCAN_IMPL", "auto")
 
 
-def _launch_config(d: int, n: int, block_d: Optional[int], num_warps: Optional[int]):
-    block_n = next_pow2(n)
-    block_d = next_pow2(min(block_d or DEFAULT_BLOCK_D, d))
-    return block_n, block_d, num_warps or DEFAULT_NUM_WARPS
+def choose_impl(acc_dtype) -> str:
+    if IMPL in ("chunked", "sequential"):
+        return IMPL
+    return "sequential" if acc_dtype == torch.float64 else "chunked"
 
 
 def _state_dtype(x, initial_state):
     return x.dtype if initial_state is None else initial_state.dtype
 
 
-def scan_fwd(x, dt, A, B, C, D=None, z=None, initial_state=None, *, block_d=None, num_warps=None):
-    """Launch the forward kernel. Returns (y, final_state); no autograd (see selective_scan_triton)."""
+def _contiguous(*tensors):
+    return [None if t is None else t.contiguous() for t in tensors]
+
+
+def scan_fwd(x, dt, A, B, C, D=None, z=None, initial_state=None, *, impl=None, chunk=None, block_d=None,
+             num_warps=None):
+    """Launch the forward. Returns (y, final_state, chunk_states); no autograd (see selective_scan_triton).
+
+    chunk_states (batch, seqlen/chunk + 1, d_state, d) in the accumulator dtype is what the chunked backward needs;
+    it is empty for the sequential implementation, whose backward recomputes everything from the initial state.
+    """
     check_device("selective_scan_triton", x, dt, A, B, C, D, z, initial_state)
-    x, dt, B, C = x.contiguous(), dt.contiguous(), B.contiguous(), C.contiguous()
-    D = None if D is None else D.contiguous()
-    z = None if z is None else z.contiguous()
-    h0 = None if initial_state is None else initial_state.contiguous()
+    x, dt, B, C, D, z, h0 = _contiguous(x, dt, B, C, D, z, initial_state)
     nseq, L, d = x.shape
     n = B.shape[-1]
-    y = new_output((nseq, L, d), x.dtype, x.device)
-    hT = new_output((nseq, n, d), _state_dtype(x, h0), x.device)
-    if nseq == 0:
-        return y, hT
-    if L == 0:  # nothing to scan: the state passes through
-        hT.copy_(h0) if h0 is not None else hT.zero_()
-        return y, hT
     acc = accumulator_dtype(x.dtype, dt.dtype, B.dtype, C.dtype)
-    block_n, block_d, warps = _launch_config(d, n, block_d, num_warps)
-    grid = (nseq, triton.cdiv(d, block_d))
-    _scan_fwd_kernel[grid](
+    impl = impl or choose_impl(acc)
+    state_dtype = _state_dtype(x, h0)
+    if nseq == 0 or L == 0:  # nothing to scan: the state passes through
+        y = new_output((nseq, L, d), x.dtype, x.device)
+        hT = h0.clone() if h0 is not None else x.new_zeros((nseq, n, d), dtype=state_dtype)
+        return y, hT, x.new_empty((0,), dtype=acc)
+    if impl == "chunked":
+        return chunked_fwd(x, dt, A, B, C, D, z, h0, state_dtype, chunk=chunk, block_d=block_d,
+                           num_warps=num_warps)
+    y = new_output((nseq, L, d), x.dtype, x.device)
+    hT = new_output((nseq, n, d), state_dtype, x.device)
+    block_d = next_pow2(min(block_d or SEQ_BLOCK_D, d))
+    _scan_fwd_kernel[(nseq, triton.cdiv(d, block_d))](
         x, dt, A, B, C, D if D is not None else x, z if z is not None else x, h0 if h0 is not None else x,
         y, hT, L, d, n,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_H0=h0 is not None,
-        BLOCK_N=block_n, BLOCK_D=block_d, ACC=tl_dtype(acc), num_warps=warps,
+        BLOCK_N=next_pow2(n), BLOCK_D=block_d, ACC=tl_dtype(acc), num_warps=num_warps or SEQ_NUM_WARPS,
     )
-    return y, hT
+    return y, hT, x.new_empty((0,), dtype=acc)
 
 
-def scan_bwd(x, dt, A, B, C, D, z, initial_state, dy, dhT, *, block_d=None, num_warps=None):
-    """Launch the two backward kernels and combine their per-step scalars.
+def scan_bwd(x, dt, A, B, C, D, z, initial_state, chunk_states, dy, dhT, *, block_d=None, num_warps=None):
+    """Launch the backward matching the forward that produced `chunk_states` (chunked if non-empty).
 
     Returns (dx, ddt, dA, dB, dC, dD, dz, dh0) with dD of shape (d,) even when D is None, dz empty when z is None,
     and dh0 (batch, d_state, d) even when there was no initial state (the custom op has fixed outputs).
     """
     check_device("selective_scan_triton (backward)", x, dt, A, B, C, D, z, initial_state, dy, dhT)
-    x, dt, B, C = x.contiguous(), dt.contiguous(), B.contiguous(), C.contiguous()
-    D = None if D is None else D.contiguous()
-    z = None if z is None else z.contiguous()
-    h0 = None if initial_state is None else initial_state.contiguous()
+    x, dt, B, C, D, z, h0, dy, dhT = _contiguous(x, dt, B, C, D, z, initial_state, dy, dhT)
     nseq, L, d = x.shape
     n = B.shape[-1]
-    dy = dy.contiguous() if dy is not None else torch.zeros_like(x)
-    dhT = dhT.contiguous() if dhT is not None else x.new_zeros((nseq, n, d), dtype=_state_dtype(x, h0))
     acc = accumulator_dtype(x.dtype, dt.dtype, B.dtype, C.dtype)
-    block_n, block_d, warps = _launch_config(d, n, block_d, num_warps)
+    state_dtype = _state_dtype(x, h0)
+    if nseq == 0 or L == 0:  # the final state is the initial state
+        zeros_d = torch.zeros((d,), dtype=D.dtype if D is not None else x.dtype, device=x.device)
+        return (torch.zeros_like(x), torch.zeros_like(dt), torch.zeros_like(A), torch.zeros_like(B),
+                torch.zeros_like(C), zeros_d, torch.zeros_like(x) if z is not None else x.new_empty((0,)),
+                dhT.to(state_dtype).clone())
+    if chunk_states.numel() > 0:
+        dx, dz, dB_part, dC_part, dl_part, bgx_part, dD_part, dh0 = chunked_bwd(
+            x, dt, A, B, C, D, z, chunk_states, dy, dhT, state_dtype, block_d=block_d, num_warps=num_warps)
+        dl = dl_part.sum(0, dtype=torch.float64)
+        bgx = bgx_part.sum(0, dtype=torch.float64)
+    else:
+        dx, dz, dB_part, dC_part, cdc_part, bgx_part, dD_part, hterm_part, dh0 = _sequential_bwd(
+            x, dt, A, B, C, D, z, h0, dy, dhT, acc, state_dtype, block_d, num_warps)
+        bgx = bgx_part.sum(0, dtype=torch.float64)
+        dl = _decay_grad_from_sums(dt, cdc_part.sum(0, dtype=torch.float64), bgx,
+                                   hterm_part.sum(0, dtype=torch.float64))
+    # With l_t = dt_t·A:  d(dt_t) = A·∂L/∂l_t + B_t·(g_t x_t)  and  dA = Σ_t dt_t·∂L/∂l_t  (sums in float64: cheap
+    # on (batch, seqlen) scalars, and dA is a sum over every step of every sequence).
+    ddt = A.to(torch.float64).reshape(()) * dl + bgx
+    dA = (dt.to(torch.float64) * dl).sum()
+    dD = dD_part.sum(0).to(D.dtype if D is not None else x.dtype)
+    return (dx, ddt.to(dt.dtype), dA.reshape(A.shape).to(A.dtype), _sum_slices(dB_part).to(B.dtype),
+            _sum_slices(dC_part).to(C.dtype), dD, dz if dz is not None else x.new_empty((0,)), dh0)
+
+
+def _sum_slices(part):
+    """Sum per-d-slice partials in a fixed order (deterministic); a single slice is returned as a view."""
+    return part[0] if part.shape[0] == 1 else part.sum(0)
+
+
+def _sequential_bwd(x, dt, A, B, C, D, z, h0, dy, dhT, acc, state_dtype, block_d, num_warps):
+    nseq, L, d = x.shape
+    n = B.shape[-1]
+    block_d = next_pow2(min(block_d or SEQ_BLOCK_D, d))
     n_blk = triton.cdiv(d, block_d)
     dev = x.device
-
     dx = new_output((nseq, L, d), x.dtype, dev)
-    dz = new_output((nseq, L, d), x.dtype, dev) if z is not None else x.new_empty((0,))
-    dh0 = new_output((nseq, n, d), _state_dtype(x, h0), dev)
+    dz = new_output((nseq, L, d), x.dtype, dev) if z is not None else None
+    dh0 = new_output((nseq, n, d), state_dtype, dev)
     dC_part = new_output((n_blk, nseq, L, n), acc, dev)
     dB_part = new_output((n_blk, nseq, L, n), acc, dev)
     cdc_part = new_output((n_blk, nseq, L), acc, dev)
     bgx_part = new_output((n_blk, nseq, L), acc, dev)
     dD_part = new_output((nseq, d), acc, dev)
     hterm_part = new_output((n_blk, nseq), acc, dev)
-
-    if nseq > 0 and L > 0:
-        flags = dict(HAS_D=D is not None, HAS_Z=z is not None,
-                     BLOCK_N=block_n, BLOCK_D=block_d, ACC=tl_dtype(acc), num_warps=warps)
-        D_arg = D if D is not None else x
-        z_arg = z if z is not None else x
-        grid = (nseq, n_blk)
-        _scan_bwd_states_kernel[grid](
-            x, dt, A, B, C, D_arg, z_arg, h0 if h0 is not None else x, dy, dhT,
-            dz if z is not None else x, dC_part, cdc_part, dD_part, hterm_part,
-            nseq, L, d, n, HAS_H0=h0 is not None, **flags)
-        _scan_bwd_adjoint_kernel[grid](
-            x, dt, A, B, C, D_arg, z_arg, dy, dhT,
-            dx, dB_part, bgx_part, dh0,
-            nseq, L, d, n, **flags)
-    elif nseq > 0:  # L == 0: the final state is the initial state
-        dh0.copy_(dhT)
-
-    dD = dD_part.sum(0) if L > 0 else torch.zeros((d,), dtype=acc, device=dev)
-    ddt, dA = _decay_grads(dt, A, cdc_part.sum(0), bgx_part.sum(0), hterm_part.sum(0), acc)
-    dD = dD.to(D.dtype if D is not None else x.dtype)
-    return (dx, ddt.to(dt.dtype), dA.reshape(A.shape).to(A.dtype), dB_part.sum(0).to(B.dtype),
-            dC_part.sum(0).to(C.dtype), dD, dz, dh0)
+    flags = dict(HAS_D=D is not None, HAS_Z=z is not None, BLOCK_N=next_pow2(n), BLOCK_D=block_d,
+                 ACC=tl_dtype(acc), num_warps=num_warps or SEQ_NUM_WARPS)
+    D_arg = D if D is not None else x
+    z_arg = z if z is not None else x
+    grid = (nseq, n_blk)
+    _scan_bwd_states_kernel[grid](
+        x, dt, A, B, C, D_arg, z_arg, h0 if h0 is not None else x, dy, dhT,
+        dz if dz is not None else x, dC_part, cdc_part, dD_part, hterm_part,
+        nseq, L, d, n, HAS_H0=h0 is not None, **flags)
+    _scan_bwd_adjoint_kernel[grid](
+        x, dt, A, B, C, D_arg, z_arg, dy, dhT,
+        dx, dB_part, bgx_part, dh0,
+        nseq, L, d, n, **flags)
+    return dx, dz, dB_part, dC_part, cdc_part, bgx_part, dD_part, hterm_part, dh0
 
 
-def _decay_grads(dt, A, cdc, bgx, hterm, acc):
-    """d(dt) and dA from the per-step scalars of the two walks (see the module docstring).
-
-    With l_t = dt_t·A:  ∂L/∂l_t = Σ_{u≥t} (cdc_u − dt_u·bgx_u) + hterm,
-                        d(dt_t) = A·∂L/∂l_t + bgx_t,   dA = Σ_t dt_t·∂L/∂l_t.
-    """
-    # The reverse cumulative sum subtracts sums that grow with the sequence length from each other; doing it in
-    # float64 (on (batch, seqlen) scalars only, so cheap) keeps dA and d(dt) as accurate as the float32 reference.
-    dt, cdc, bgx, hterm = (t.to(torch.float64) for t in (dt, cdc, bgx, hterm))
-    if dt.shape[1] == 0:
-        return torch.zeros_like(dt), torch.zeros((), dtype=acc, device=dt.device)
-    per_step = cdc - dt * bgx
+def _decay_grad_from_sums(dt, cdc, bgx, hterm):
+    """∂L/∂l_t = Σ_{u≥t} (cdc_u − dt_u·bgx_u) + ⟨dh_final, h_final⟩, in float64: the reverse cumulative sum runs over
+    the whole sequence, subtracting sums that grow with its length from each other."""
+    per_step = cdc - dt.to(torch.float64) * bgx
     per_step[:, -1] += hterm
-    dl = per_step.flip(1).cumsum(1).flip(1)
-    ddt = A.to(torch.float64).reshape(()) * dl + bgx
-    dA = (dt * dl).sum()
-    return ddt, dA
+    return per_step.flip(1).cumsum(1).flip(1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -344,28 +369,35 @@ def _decay_grads(dt, A, cdc, bgx, hterm, acc):
 @torch.library.custom_op("t2arec_fast::selective_scan_fwd", mutates_args=())
 def _selective_scan_fwd_op(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                            D: Optional[torch.Tensor], z: Optional[torch.Tensor],
-                           initial_state: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+                           initial_state: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return scan_fwd(x, dt, A, B, C, D, z, initial_state)
 
 
 @_selective_scan_fwd_op.register_fake
 def _(x, dt, A, B, C, D, z, initial_state):
-    nseq, _, d = x.shape
+    nseq, L, d = x.shape
     n = B.shape[-1]
-    return x.new_empty(x.shape), x.new_empty((nseq, n, d), dtype=_state_dtype(x, initial_state))
+    acc = accumulator_dtype(x.dtype, dt.dtype, B.dtype, C.dtype)
+    if choose_impl(acc) == "chunked" and nseq > 0 and L > 0:
+        n_chunks = -(-L // chunked_config_chunk())
+        states = x.new_empty((nseq, n_chunks + 1, n, d), dtype=acc)
+    else:
+        states = x.new_empty((0,), dtype=acc)
+    return x.new_empty(x.shape), x.new_empty((nseq, n, d), dtype=_state_dtype(x, initial_state)), states
 
 
 @torch.library.custom_op("t2arec_fast::selective_scan_bwd", mutates_args=())
 def _selective_scan_bwd_op(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                            D: Optional[torch.Tensor], z: Optional[torch.Tensor],
-                           initial_state: Optional[torch.Tensor], dy: torch.Tensor, dfinal_state: torch.Tensor,
+                           initial_state: Optional[torch.Tensor], chunk_states: torch.Tensor, dy: torch.Tensor,
+                           dfinal_state: torch.Tensor,
                            ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                       torch.Tensor, torch.Tensor, torch.Tensor]:
-    return scan_bwd(x, dt, A, B, C, D, z, initial_state, dy, dfinal_state)
+    return scan_bwd(x, dt, A, B, C, D, z, initial_state, chunk_states, dy, dfinal_state)
 
 
 @_selective_scan_bwd_op.register_fake
-def _(x, dt, A, B, C, D, z, initial_state, dy, dfinal_state):
+def _(x, dt, A, B, C, D, z, initial_state, chunk_states, dy, dfinal_state):
     nseq, _, d = x.shape
     n = B.shape[-1]
     return (x.new_empty(x.shape), dt.new_empty(dt.shape), A.new_empty(A.shape), B.new_empty(B.shape),
@@ -375,17 +407,18 @@ def _(x, dt, A, B, C, D, z, initial_state, dy, dfinal_state):
 
 
 def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)   # x, dt, A, B, C, D, z, initial_state (None entries allowed)
+    # x, dt, A, B, C, D, z, initial_state (None entries allowed) and the chunk-boundary states
+    ctx.save_for_backward(*inputs, output[2])
 
 
-def _backward(ctx, dy, dfinal_state):
-    x, dt, A, B, C, D, z, h0 = ctx.saved_tensors
+def _backward(ctx, dy, dfinal_state, _dchunk_states):
+    x, dt, A, B, C, D, z, h0, chunk_states = ctx.saved_tensors
     if dy is None:
         dy = torch.zeros_like(x)
     if dfinal_state is None:
         dfinal_state = x.new_zeros((x.shape[0], B.shape[-1], x.shape[-1]), dtype=_state_dtype(x, h0))
     dx, ddt, dA, dB, dC, dD, dz, dh0 = torch.ops.t2arec_fast.selective_scan_bwd(
-        x, dt, A, B, C, D, z, h0, dy, dfinal_state)
+        x, dt, A, B, C, D, z, h0, chunk_states, dy, dfinal_state)
     return (dx, ddt, dA, dB, dC, dD if D is not None else None, dz if z is not None else None,
             dh0 if h0 is not None else None)
 
@@ -406,4 +439,5 @@ def selective_scan_triton(x, dt, A, B, C, D=None, z=None, initial_state=None):
         A = torch.tensor(float(A), dtype=dt.dtype, device=x.device)
     elif A.device != x.device:
         A = A.to(x.device)
-    return torch.ops.t2arec_fast.selective_scan_fwd(x, dt, A, B, C, D, z, initial_state)
+    y, final_state, _ = torch.ops.t2arec_fast.selective_scan_fwd(x, dt, A, B, C, D, z, initial_state)
+    return y, final_state

@@ -2,7 +2,6 @@
 and rebuilds, across save/load and across a model swap."""
 import numpy as np
 import pytest
-import torch
 
 from t2arec_fast.cache import StateCache
 from t2arec_fast.serving import OnlineRecommender
@@ -143,3 +142,17 @@ def test_forget_removes_state_and_history(model, histories):
     np.testing.assert_array_equal(items[0], rec.recommend([424242], k=3)[0][0])   # cold start again
     rec.observe([u], [3], [0])                                        # its old last time no longer binds
     assert_close_scores(served_scores(rec, [u]), reference_scores(model, {u: (np.array([3]), np.array([0]))}, [u]))
+
+
+def test_a_state_out_of_step_with_the_history_is_rebuilt_not_served(model, histories):
+    rec = OnlineRecommender(model, capacity_bytes=4 << 20, history_len=64)
+    observe_all(rec, histories)
+    u = list(histories)[0]
+    _, old = rec.cache.get([u], rec.version)                   # the state before one more event
+    t = int(histories[u][1][-1]) + 1
+    rec.observe([u], [9], [t])
+    rec.cache.put([u], old, rec.version)                        # e.g. a snapshot older than the history store
+    rebuilds = rec.stats()["rebuilds"]
+    ext = {u: (np.r_[histories[u][0], 9], np.r_[histories[u][1], t])}
+    assert_close_scores(served_scores(rec, [u]), reference_scores(model, ext, [u]))
+    assert rec.stats()["rebuilds"] == rebuilds + 1
