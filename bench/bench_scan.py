@@ -62,6 +62,8 @@ def scan_fn(backend):
     if backend == "triton":
         from t2arec_fast.triton_kernels.selective_scan import selective_scan_triton
         return selective_scan_triton
+    if backend == "triton_seq":
+        return sequential_triton()
     if backend == "eager":
         return selective_scan_chunked
     if backend == "loop":
@@ -71,6 +73,19 @@ def scan_fn(backend):
     if backend == "fla_simple_gla":
         return fla_scan()
     raise ValueError(backend)
+
+
+def sequential_triton():
+    """The Triton scan with the one-step-at-a-time kernels forced (the float64 path), for comparison."""
+    from t2arec_fast.triton_kernels import selective_scan as tk
+
+    def run(*args):
+        saved, tk.IMPL = tk.IMPL, "sequential"
+        try:
+            return tk.selective_scan_triton(*args)
+        finally:
+            tk.IMPL = saved
+    return run
 
 
 def fla_scan():
@@ -200,25 +215,42 @@ def run_compile_child(out_dir, timeout_s):
     return [dict(backend="compile", skipped=f"no result within {timeout_s}s")]
 
 
-def sweep(shape, out_rows):
-    """Time the kernels' launch shapes; the defaults in triton_kernels/selective_scan.py come from this table."""
+# (impl, dtype, launch parameters): the questions the defaults in triton_kernels/ were chosen by. Kept short: every
+# entry compiles a forward and a backward kernel (seconds each).
+SWEEP = [
+    ("chunked", "float32", dict(chunk=32, num_warps=4, precision="ieee")),
+    ("chunked", "float32", dict(chunk=32, num_warps=4, precision="tf32x3")),
+    ("chunked", "float32", dict(chunk=64, num_warps=8, precision="ieee")),
+    ("chunked", "bfloat16", dict(chunk=32, num_warps=4)),
+    ("chunked", "bfloat16", dict(chunk=64, num_warps=4)),
+    ("chunked", "bfloat16", dict(chunk=64, num_warps=8)),
+    ("chunked", "bfloat16", dict(chunk=32, num_warps=4, block_d=32)),
+    ("sequential", "float32", dict(block_d=64, num_warps=1)),
+    ("sequential", "float32", dict(block_d=32, num_warps=1)),
+]
+
+
+def sweep(shape, out_rows, deadline):
+    """Time kernel launch shapes (forward and backward launchers, no autograd) until `deadline`."""
     from t2arec_fast.triton_kernels import selective_scan as tk
-    for dtype_name in DTYPES:
-        args = make_inputs(shape, DTYPES[dtype_name], "cuda")
-        a = [None if args[k] is None else args[k].detach() for k in ARG_ORDER]
-        y, h = tk.scan_fwd(*a)
-        dy, dh = torch.randn_like(y), torch.randn_like(h)
-        for block_d in (16, 32, 64):
-            for warps in (1, 2, 4):
-                row = dict(dtype=dtype_name, shape=list(shape), block_d=block_d, num_warps=warps)
-                try:
-                    row["fwd_ms"] = cuda_median_ms(lambda: tk.scan_fwd(*a, block_d=block_d, num_warps=warps), 0.3)
-                    row["bwd_ms"] = cuda_median_ms(
-                        lambda: tk.scan_bwd(*a, dy, dh, block_d=block_d, num_warps=warps), 0.3)
-                except Exception as exc:
-                    row["error"] = f"{type(exc).__name__}: {exc}"[:200]
-                out_rows.append(row)
-                print("sweep", row, flush=True)
+    for impl, dtype_name, cfg in SWEEP:
+        if time.perf_counter() > deadline:
+            out_rows.append(dict(impl=impl, dtype=dtype_name, **cfg, skipped="sweep time budget spent"))
+            continue
+        row = dict(impl=impl, dtype=dtype_name, shape=list(shape), **cfg)
+        try:
+            args = make_inputs(shape, DTYPES[dtype_name], "cuda")
+            a = [None if args[k] is None else args[k].detach() for k in ARG_ORDER]
+            y, h, states = tk.scan_fwd(*a, impl=impl, **cfg)
+            dy, dh = torch.randn_like(y), torch.randn_like(h)
+            bwd_cfg = {k: v for k, v in cfg.items() if k != "chunk"}
+            row["fwd_ms"] = cuda_median_ms(lambda: tk.scan_fwd(*a, impl=impl, **cfg), 0.3)
+            row["bwd_ms"] = cuda_median_ms(lambda: tk.scan_bwd(*a, states, dy, dh, **bwd_cfg), 0.3)
+        except Exception as exc:
+            row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+        out_rows.append(row)
+        print("sweep", row, flush=True)
+        torch.cuda.empty_cache()
 
 
 def gpu_main(opts, out_dir):
@@ -228,18 +260,20 @@ def gpu_main(opts, out_dir):
     print(f"device {torch.cuda.get_device_name()}: copy bandwidth {bw:.0f} GB/s (read+write)", flush=True)
     if opts.sweep:
         result["sweep"] = []
-        sweep(GPU_SHAPES[0], result["sweep"])
-    backends = ["triton", "eager", "fla_simple_gla"]
+        sweep(GPU_SHAPES[0], result["sweep"], deadline=time.perf_counter() + opts.sweep_budget)
+        write(result, out_dir, "bench_scan.json")
+    backends = ["triton", "triton_seq", "eager", "fla_simple_gla"]
     for shape in GPU_SHAPES:
         for dtype_name in DTYPES:
             for backend in backends:
                 row = bench_gpu_backend(backend, shape, dtype_name, opts.budget)
-                if backend == "triton" and "fwd_ms" in row:
+                if backend.startswith("triton") and "fwd_ms" in row:
                     moved = forward_bytes(shape, DTYPES[dtype_name])
                     row["fwd_gbs"] = moved / (row["fwd_ms"] * 1e-3) / 1e9
                     row["fwd_pct_copy_bw"] = 100.0 * row["fwd_gbs"] / bw
                 result["rows"].append(row)
                 print(row, flush=True)
+                write(result, out_dir, "bench_scan.json")   # after each row: a timeout keeps what is done
     if not opts.no_compile:
         result["rows"] += run_compile_child(out_dir, opts.compile_timeout)
     add_ratios(result["rows"])
@@ -271,6 +305,12 @@ def add_ratios(rows):
 
 
 def print_gpu_table(result):
+    if result.get("sweep"):
+        print("\nlaunch-shape sweep at", result["sweep"][0].get("shape"), "(kernels only, ms)")
+        for r in result["sweep"]:
+            cfg = {k: v for k, v in r.items() if k not in ("shape", "fwd_ms", "bwd_ms")}
+            times = f"fwd {r['fwd_ms']:.3f}  bwd {r['bwd_ms']:.3f}" if "fwd_ms" in r else ""
+            print(f"  {times:<26} {cfg}")
     print(f"\nselective scan on {result['meta'].get('device')}, copy bandwidth "
           f"{result['meta']['copy_bandwidth_gbs']:.0f} GB/s; times in ms (median), x = speed-up vs eager")
     print(f"{'shape':<20}{'dtype':<10}{'backend':<16}{'fwd':>9}{'bwd':>9}{'fwd+bwd':>9}{'x fwd+bwd':>10}{'%BW fwd':>9}")
@@ -324,7 +364,8 @@ def write(obj, out_dir, name):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "bench" / "results"))
-    p.add_argument("--sweep", action="store_true", help="also time BLOCK_D × num_warps (CUDA)")
+    p.add_argument("--sweep", action="store_true", help="also time kernel launch shapes (CUDA)")
+    p.add_argument("--sweep-budget", type=float, default=120.0, help="seconds for the sweep")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile reference (CUDA)")
     p.add_argument("--compile-timeout", type=int, default=150, help="seconds for all torch.compile cases")
     p.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)

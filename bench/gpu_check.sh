@@ -75,10 +75,13 @@ print('triton', triton.__version__)
 print('device', torch.cuda.get_device_name() if torch.cuda.is_available() else None)"
 INSTALL_MODE=none
 make_importable
-run_step pytest 130 "${PYRUN[@]}" -m pytest tests/ops -q -x -p no:cacheprovider --durations=8
-BENCH_ARGS=(--out "$OUT_DIR" --compile-timeout 75)
-[[ "${GPU_CHECK_SWEEP:-0}" == 1 ]] && BENCH_ARGS+=(--sweep)
-run_step bench_scan 170 "${PYRUN[@]}" bench/bench_scan.py "${BENCH_ARGS[@]}"
+# pytest-xdist, when present, compiles the many kernel variants of the tests in parallel
+XDIST=()
+"$PY" -c "import xdist" 2>/dev/null && XDIST=(-n 8)
+run_step pytest 150 "${PYRUN[@]}" -m pytest tests/ops -q -x -p no:cacheprovider --durations=8 "${XDIST[@]}"
+BENCH_ARGS=(--out "$OUT_DIR" --compile-timeout 60)
+[[ "${GPU_CHECK_SWEEP:-0}" == 1 ]] && BENCH_ARGS+=(--sweep --sweep-budget 100)
+run_step bench_scan 200 "${PYRUN[@]}" bench/bench_scan.py "${BENCH_ARGS[@]}"
 if [[ -f bench/bench_ttt.py ]]; then
     run_step bench_ttt 100 "${PYRUN[@]}" bench/bench_ttt.py
 else

@@ -249,7 +249,7 @@ def _contiguous(*tensors):
 
 
 def scan_fwd(x, dt, A, B, C, D=None, z=None, initial_state=None, *, impl=None, chunk=None, block_d=None,
-             num_warps=None):
+             num_warps=None, precision=None):
     """Launch the forward. Returns (y, final_state, chunk_states); no autograd (see selective_scan_triton).
 
     chunk_states (batch, seqlen/chunk + 1, d_state, d) in the accumulator dtype is what the chunked backward needs;
@@ -268,7 +268,7 @@ def scan_fwd(x, dt, A, B, C, D=None, z=None, initial_state=None, *, impl=None, c
         return y, hT, x.new_empty((0,), dtype=acc)
     if impl == "chunked":
         return chunked_fwd(x, dt, A, B, C, D, z, h0, state_dtype, chunk=chunk, block_d=block_d,
-                           num_warps=num_warps)
+                           num_warps=num_warps, precision=precision)
     y = new_output((nseq, L, d), x.dtype, x.device)
     hT = new_output((nseq, n, d), state_dtype, x.device)
     block_d = next_pow2(min(block_d or SEQ_BLOCK_D, d))
@@ -281,7 +281,8 @@ def scan_fwd(x, dt, A, B, C, D=None, z=None, initial_state=None, *, impl=None, c
     return y, hT, x.new_empty((0,), dtype=acc)
 
 
-def scan_bwd(x, dt, A, B, C, D, z, initial_state, chunk_states, dy, dhT, *, block_d=None, num_warps=None):
+def scan_bwd(x, dt, A, B, C, D, z, initial_state, chunk_states, dy, dhT, *, block_d=None, num_warps=None,
+             precision=None):
     """Launch the backward matching the forward that produced `chunk_states` (chunked if non-empty).
 
     Returns (dx, ddt, dA, dB, dC, dD, dz, dh0) with dD of shape (d,) even when D is None, dz empty when z is None,
@@ -300,7 +301,8 @@ def scan_bwd(x, dt, A, B, C, D, z, initial_state, chunk_states, dy, dhT, *, bloc
                 dhT.to(state_dtype).clone())
     if chunk_states.numel() > 0:
         dx, dz, dB_part, dC_part, dl_part, bgx_part, dD_part, dh0 = chunked_bwd(
-            x, dt, A, B, C, D, z, chunk_states, dy, dhT, state_dtype, block_d=block_d, num_warps=num_warps)
+            x, dt, A, B, C, D, z, chunk_states, dy, dhT, state_dtype, block_d=block_d, num_warps=num_warps,
+            precision=precision)
         dl = dl_part.sum(0, dtype=torch.float64)
         bgx = bgx_part.sum(0, dtype=torch.float64)
     else:

@@ -226,19 +226,20 @@ def _chunk_from_count(L: int, n_chunks: int) -> int:
     return chunk
 
 
-def _config(x_dtype, d, n, chunk, block_d, num_warps):
+def _config(x_dtype, d, n, chunk, block_d, num_warps, precision):
     block_n = max(16, next_pow2(n))
     block_d = max(16, next_pow2(min(block_d or DEFAULT_BLOCK_D, d)))
-    prec = "ieee" if x_dtype in (torch.float32, torch.float64) else "tf32"
+    prec = precision or ("ieee" if x_dtype in (torch.float32, torch.float64) else "tf32")
     return block_n, block_d, chunk_length(chunk), num_warps or DEFAULT_NUM_WARPS, prec
 
 
-def chunked_fwd(x, dt, A, B, C, D, z, h0, state_dtype, *, chunk=None, block_d=None, num_warps=None):
+def chunked_fwd(x, dt, A, B, C, D, z, h0, state_dtype, *, chunk=None, block_d=None, num_warps=None,
+                precision=None):
     """Contiguous inputs, L > 0, batch > 0. Returns (y, final_state, chunk_states float32/64)."""
     nseq, L, d = x.shape
     n = B.shape[-1]
     acc = accumulator_dtype(x.dtype, dt.dtype, B.dtype, C.dtype)
-    block_n, block_d, chunk, warps, prec = _config(x.dtype, d, n, chunk, block_d, num_warps)
+    block_n, block_d, chunk, warps, prec = _config(x.dtype, d, n, chunk, block_d, num_warps, precision)
     n_chunks = triton.cdiv(L, chunk)
     y = new_output((nseq, L, d), x.dtype, x.device)
     hT = new_output((nseq, n, d), state_dtype, x.device)
@@ -251,7 +252,8 @@ def chunked_fwd(x, dt, A, B, C, D, z, h0, state_dtype, *, chunk=None, block_d=No
     return y, hT, states
 
 
-def chunked_bwd(x, dt, A, B, C, D, z, states, dy, dhT, state_dtype, *, block_d=None, num_warps=None):
+def chunked_bwd(x, dt, A, B, C, D, z, states, dy, dhT, state_dtype, *, block_d=None, num_warps=None,
+                precision=None):
     """Contiguous inputs, L > 0, batch > 0, `states` from chunked_fwd. Returns (dx, dz | None, dB_part, dC_part,
     dl_part, bgx_part, dD_part, dh0); *_part buffers carry a leading axis over d slices, summed by the caller."""
     nseq, L, d = x.shape
@@ -259,7 +261,7 @@ def chunked_bwd(x, dt, A, B, C, D, z, states, dy, dhT, state_dtype, *, block_d=N
     acc = states.dtype
     n_chunks = states.shape[1] - 1
     chunk = _chunk_from_count(L, n_chunks)
-    block_n, block_d, chunk, warps, prec = _config(x.dtype, d, n, chunk, block_d, num_warps)
+    block_n, block_d, chunk, warps, prec = _config(x.dtype, d, n, chunk, block_d, num_warps, precision)
     n_blk = triton.cdiv(d, block_d)
     dev = x.device
     dx = new_output((nseq, L, d), x.dtype, dev)

@@ -66,17 +66,39 @@ class Batches:
 
 
 def train_batches(split: Split, max_len: int, batch_size: int, shuffle: bool = True, seed: int = 0, epoch: int = 0,
-                  rank: int = 0, world_size: int = 1) -> Batches:
+                  rank: int = 0, world_size: int = 1, bucket: bool = True) -> Batches:
     """Training windows of at most max_len inputs, each training target used once per epoch.
 
     A training sequence of m events has m-1 targets; longer ones are cut into windows from the end, so the most
-    recent window is complete. With shuffle the order depends on (seed, epoch) only, identical on every rank.
+    recent window is complete. With shuffle the order depends on (seed, epoch) only, identical on every rank;
+    `bucket` groups windows of similar length into the same batch (less padding) before the batches are shuffled.
     """
     starts, lengths, users = training_windows(split, max_len)
     if shuffle:
-        order = np.random.default_rng([seed, epoch]).permutation(len(starts))
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(len(starts))
+        if bucket:
+            # buckets of global batches (batch_size · world_size rows): the same rows as one process would use
+            order = order[_length_buckets(lengths[order], batch_size * world_size, rng)]
         starts, lengths, users = starts[order], lengths[order], users[order]
     return Batches(split.dataset, starts, lengths, users, batch_size, rank, world_size)
+
+
+def _length_buckets(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                    batches_per_bucket: int = 16) -> np.ndarray:
+    """A reordering of already-shuffled windows so that each batch holds windows of similar length.
+
+    Windows are sorted by length inside buckets of `batches_per_bucket` batches, cut into batches, and the batches
+    are shuffled. Real data has many short histories: without this, over half of a batch's columns are padding
+    that the scan still processes (ml-100k, L = 200: 56%).
+    """
+    span = batch_size * batches_per_bucket
+    position = np.arange(len(lengths))
+    bucket = position // span
+    within = np.lexsort((position, -lengths, bucket))               # by bucket, then longest first, stable
+    batch_of = np.arange(len(lengths)) // batch_size
+    batch_rank = rng.permutation(batch_of[-1] + 1) if len(lengths) else batch_of
+    return within[np.argsort(batch_rank[batch_of], kind="stable")]
 
 
 def eval_batches(split: Split, part: str, max_len: int, batch_size: int, rank: int = 0,

@@ -48,7 +48,8 @@ def export_onnx(model, out_dir, kinds: Iterable[str] = graphs.GRAPH_KINDS, opset
     "linear_attention" (one `LinearAttention` node per block; needs opset ≥ 27). validate: run each graph once
     in ONNX Runtime and fail with ExportValidationError if any output's max |ORT − PyTorch| / max |PyTorch|
     exceeds rtol.
-    Returns a summary: files, metadata, per-output validation errors.
+    Graphs of other kinds left in `out_dir` by an earlier export are removed: the directory always holds one
+    model's graphs. Returns a summary: files, metadata, per-output validation errors.
     """
     kinds = _check_kinds(kinds)
     form = _check_options(opset, scan_form, exporter)
@@ -62,7 +63,7 @@ def export_onnx(model, out_dir, kinds: Iterable[str] = graphs.GRAPH_KINDS, opset
         for kind in kinds:
             proto, used = _build_graph(kind, exportable, opset, form, exporter)
             _label(proto, {**meta, "kind": kind, "exporter": used})
-            onnx.checker.check_model(proto, full_check=True)
+            _check_proto(proto, kind)
             tmp = out_dir / f".{kind}.onnx.tmp"
             onnx.save(proto, str(tmp))
             staged[kind] = tmp
@@ -72,6 +73,8 @@ def export_onnx(model, out_dir, kinds: Iterable[str] = graphs.GRAPH_KINDS, opset
             final = out_dir / f"{kind}.onnx"
             os.replace(tmp, final)
             summary["files"][kind] = str(final)
+        for kind in set(graphs.GRAPH_KINDS) - set(kinds):   # a stale sibling would belong to another model
+            (out_dir / f"{kind}.onnx").unlink(missing_ok=True)
     finally:
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)
@@ -231,6 +234,17 @@ def _set_opset(proto: onnx.ModelProto, opset: int) -> None:
 
 
 # -- validation ---------------------------------------------------------------------------------------------------
+def _check_proto(proto: onnx.ModelProto, kind: str) -> None:
+    """onnx.checker with shape inference, plus the promise of this module: no loop over the sequence."""
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:  # onnx raises ValidationError / InferenceError
+        raise ExportValidationError(f"exported {kind} graph fails onnx.checker: {exc}") from None
+    loops = {node.op_type for node in proto.graph.node} & {"Loop", "Scan"}
+    if loops:
+        raise ExportValidationError(f"exported {kind} graph contains {sorted(loops)}: the scan must be loop-free")
+
+
 def validate_graph(path, kind: str, reference, rtol: float = 1e-4, batch: int = 5, length: int = 23) -> dict:
     """Run the graph at `path` in ONNX Runtime (CPU) on fresh random inputs — at a batch and length other than the
     traced ones, so a frozen dynamic axis shows up — and compare with `reference` (a T2ARec in PyTorch).

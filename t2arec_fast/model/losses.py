@@ -33,7 +33,7 @@ def gap_sequence(times: torch.Tensor, mask: torch.Tensor, target_times: torch.Te
     return gaps, valid
 
 
-def _block_pairs(values: torch.Tensor, valid: torch.Tensor, block: int):
+def block_pairs(values: torch.Tensor, valid: torch.Tensor, block: int):
     """Reshape (batch, L+1) into blocks of `block` columns anchored at the LAST column (so left padding does not move
     block boundaries) and return the pairwise differences v_i − v_j for i < j inside each block, with validity."""
     width = values.shape[1]
@@ -55,8 +55,8 @@ def time_interval_loss(steps: torch.Tensor, gaps: torch.Tensor, valid: torch.Ten
     Pairs with equal gaps contribute a constant 1 and no gradient; `count_tied_pairs` decides whether they count.
     """
     g = transform_gaps(gaps, gap_transform).to(steps.dtype)
-    d_step, pair_ok = _block_pairs(steps, valid, block)
-    d_gap, _ = _block_pairs(g, valid, block)
+    d_step, pair_ok = block_pairs(steps, valid, block)
+    d_gap, _ = block_pairs(g, valid, block)
     if not count_tied_pairs:
         pair_ok = pair_ok & (d_gap != 0)
     hinge = torch.relu(1.0 - d_step * d_gap / margin)
@@ -73,7 +73,7 @@ def estimate_time_margin(gap_batches, block: int = 16, gap_transform: str = "hou
     """
     diffs, seen = [], 0
     for gaps, valid in gap_batches:
-        d_gap, pair_ok = _block_pairs(transform_gaps(gaps, gap_transform), valid, block)
+        d_gap, pair_ok = block_pairs(transform_gaps(gaps, gap_transform), valid, block)
         d = d_gap.abs()[pair_ok & (d_gap != 0)]
         diffs.append(d)
         seen += d.numel()

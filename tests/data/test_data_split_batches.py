@@ -67,15 +67,18 @@ def test_eval_batches_take_the_last_max_len_events():
 
 
 def test_sharding_covers_the_same_global_batches():
+    """w ranks at batch_size b read, together, exactly the batches of one process at batch_size w·b (DDP)."""
     ds = dataset([(u, k % 9 + 1, k) for u in range(20) for k in range(u % 7 + 3)])
     split = leave_one_out(ds)
-    one = [b.users.tolist() for b in train_batches(split, 3, 4, seed=5, epoch=2)]
+    one = [b.users.tolist() for b in train_batches(split, 3, 12, seed=5, epoch=2)]
     ranks = [[b.users.tolist() for b in train_batches(split, 3, 4, seed=5, epoch=2, rank=r, world_size=3)]
              for r in range(3)]
-    assert [one[i] for i in range(0, len(one), 3)] == ranks[0] and [one[i] for i in range(1, len(one), 3)] == ranks[1]
-    assert sum(len(r) for r in ranks) == len(one) == len(train_batches(split, 3, 4))
-    again = [b.users.tolist() for b in train_batches(split, 3, 4, seed=5, epoch=2)]
-    other_epoch = [b.users.tolist() for b in train_batches(split, 3, 4, seed=5, epoch=3)]
+    for step, global_batch in enumerate(one):
+        pieces = [ranks[r][step] for r in range(3) if step < len(ranks[r])]
+        assert sum(pieces, []) == global_batch
+    assert sum(len(b) for r in ranks for b in r) == sum(len(b) for b in one)
+    again = [b.users.tolist() for b in train_batches(split, 3, 12, seed=5, epoch=2)]
+    other_epoch = [b.users.tolist() for b in train_batches(split, 3, 12, seed=5, epoch=3)]
     assert one == again and one != other_epoch
 
 

@@ -111,3 +111,10 @@ def test_bad_options(model, tmp_path):
         export_onnx(model, tmp_path, kinds=("decode",))
     with pytest.raises(InputError, match="T2ARec"):
         export_onnx(torch.nn.Linear(2, 2), tmp_path)
+
+
+def test_reexport_replaces_the_whole_directory(exported, tmp_path):
+    out = copy_export(exported, tmp_path)
+    export_onnx(small_model(seed=6), out, kinds=("encode",))
+    assert sorted(p.name for p in out.glob("*.onnx")) == ["encode.onnx"]
+    assert OnnxEncoder(out).kinds == ("encode",)
