@@ -1,6 +1,6 @@
 """Latency of the exported graphs in ONNX Runtime vs the same modules in PyTorch (eager and torch.compile).
 
-    python bench/bench_onnx.py [--no-compile] [--quick] [--json bench/results/bench_onnx.json]
+    python bench/bench_onnx.py [--threads N] [--no-compile] [--quick] [--json bench/results/bench_onnx.json]
 
 Model: ml-100k sized T2ARec (1682 items, d 64, d_state 32, one block), float32, CPU.
   encode: batch 1, 64, 1024 × L 50, 200 (left-padded ids → o_n and states)
@@ -99,7 +99,8 @@ def bench_encode(model, encoder, sessions, compiled, quick) -> list:
         feeds = {"item_ids": ids.numpy()}
         calls = {"ort": lambda: sessions["encode"].run(None, feeds), "eager": lambda: eager(ids)}
         if batch <= 64:  # the variants only at small batches: at 1024 they would double the run time
-            calls.update(ort_api=lambda: encoder.encode(ids), ort_nospin=lambda: sessions["encode_nospin"].run(None, feeds))
+            calls.update(ort_api=lambda: encoder.encode(ids),
+                         ort_nospin=lambda: sessions["encode_nospin"].run(None, feeds))
         if compiled is not None:
             calls["compiled"] = lambda: compiled(ids)
         with torch.inference_mode():

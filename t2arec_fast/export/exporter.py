@@ -62,6 +62,7 @@ def export_onnx(model, out_dir, kinds: Iterable[str] = graphs.GRAPH_KINDS, opset
     try:
         for kind in kinds:
             proto, used = _build_graph(kind, exportable, opset, form, exporter)
+            meta["opset"] = _default_opset(proto)  # the dynamo fallback may have had to go above `opset`
             _label(proto, {**meta, "kind": kind, "exporter": used})
             _check_proto(proto, kind)
             tmp = out_dir / f".{kind}.onnx.tmp"
@@ -189,10 +190,13 @@ def _trace_torchscript(module, args, input_names, output_names, axes, opset) -> 
 
 
 def _trace_dynamo(module, args, input_names, output_names, axes, opset) -> onnx.ModelProto:
+    # torch.export wants the dynamic axes in the forward signature's structure: (item_ids, (state, ...)) for step.
+    specs = [{axis: torch.export.Dim.DYNAMIC for axis in axes[name]} for name in input_names]
+    shapes = tuple(specs) if len(specs) == 1 else (specs[0], tuple(specs[1:]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(module, args, dynamo=True, opset_version=max(opset, 18),
-                                    input_names=input_names, output_names=output_names, dynamic_axes=axes,
+                                    input_names=input_names, output_names=output_names, dynamic_shapes=shapes,
                                     verbose=False)
     return program.model_proto
 
@@ -225,12 +229,16 @@ def _drop_if_unused(graph, name: str) -> None:
 
 
 def _set_opset(proto: onnx.ModelProto, opset: int) -> None:
-    """Relabel the default-domain opset (ops used here keep their semantics from 17 to 28; the checker and the
-    ORT-vs-PyTorch validation confirm it) and raise the IR version to what that opset needs."""
+    """Raise the default-domain opset to `opset` by relabelling (ops used here keep their semantics from 17 to 28;
+    the checker and the ORT-vs-PyTorch validation confirm it; never lowered), and the IR version to match."""
     for entry in proto.opset_import:
         if entry.domain in ("", "ai.onnx"):
-            entry.version = opset
+            entry.version = max(entry.version, opset)
     proto.ir_version = max(proto.ir_version, onnx.helper.find_min_ir_version_for(list(proto.opset_import)))
+
+
+def _default_opset(proto: onnx.ModelProto) -> int:
+    return next(e.version for e in proto.opset_import if e.domain in ("", "ai.onnx"))
 
 
 # -- validation ---------------------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ The Triton kernels (`t2arec_fast.triton_kernels`) plug in beneath `selective_sca
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -102,7 +104,10 @@ def selective_scan_chunked(x, dt, A, B, C, D=None, z=None, initial_state=None, c
     s = torch.cumsum(dtc * A, dim=-1)                                   # (b, nc, Q), non-increasing
     seg = s[..., :, None] - s[..., None, :]                             # s_t − s_τ
     causal = torch.ones(Q, Q, dtype=torch.bool, device=x.device).tril()
-    decay_mat = torch.exp(seg.masked_fill(~causal, float("-inf")))      # (b, nc, Q, Q)
+    # Decays below the dtype's smallest normal number are flushed to 0: x86 multiplies denormals ~100× slower, and
+    # long chunks with large Δ·A produce many of them (float32: exp(x) is denormal for x < −87.3).
+    underflow = seg < math.log(torch.finfo(seg.dtype).tiny)
+    decay_mat = torch.exp(seg.masked_fill(~causal | underflow, float("-inf")))   # (b, nc, Q, Q)
     scores = torch.einsum("bctn,bcsn->bcts", Cc, Bc) * decay_mat
     y_intra = torch.einsum("bcts,bcsd->bctd", scores, xc * dtc[..., None])
 

@@ -1,7 +1,6 @@
 """Bad files and bad inputs give clear errors; a failed export writes nothing."""
 import shutil
 
-import numpy as np
 import onnx
 import pytest
 import torch

@@ -2,7 +2,6 @@
 import copy
 from collections import Counter
 
-import numpy as np
 import onnx
 import pytest
 import torch
@@ -137,6 +136,8 @@ def test_opset27_linear_attention(model, tmp_path):
     proto = onnx.load(summary["files"]["encode"])
     ops = Counter(n.op_type for n in proto.graph.node)
     assert ops["LinearAttention"] == 1 and not {"Loop", "Scan"} & set(ops)
+    assert [e.version for e in proto.opset_import if e.domain == ""] == [27]
+    assert {p.key: p.value for p in proto.metadata_props}["opset"] == "27"
     enc = OnnxEncoder(tmp_path, providers=["CPUExecutionProvider"])
     ids = mixed_batch(7, 50, seed=27)
     with torch.no_grad():
@@ -161,3 +162,18 @@ def test_model_version_labels_the_pytorch_model(model, encoder):
     from t2arec_fast.export import model_version
     assert encoder.model_version == model_version(model)
     assert model_version(small_model(seed=3)) != model_version(model)
+
+
+def test_torch_export_based_exporter(model, tmp_path):
+    """The fallback for when the deprecated TorchScript exporter is gone: same graphs, same numbers."""
+    summary = export_onnx(model, tmp_path, kinds=("step_topk",), exporter="dynamo")
+    assert max(summary["validation"]["step_topk"].values()) < 1e-4
+    assert summary["metadata"]["opset"] == 18                # torch.export's exporter starts at 18: never relabel down
+    enc = OnnxEncoder(tmp_path, providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        _, states = model.encode(mixed_batch(9, 13))
+    items = torch.randint(1, N_ITEMS + 1, (9,))
+    o, _, _, top_items = enc.step_topk(items, states, k=4)
+    assert top_items.shape == (9, 4)
+    with torch.no_grad():
+        assert_rel_close(o, model.step(items, states)[0])
