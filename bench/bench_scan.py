@@ -62,8 +62,8 @@ def scan_fn(backend):
     if backend == "triton":
         from t2arec_fast.triton_kernels.selective_scan import selective_scan_triton
         return selective_scan_triton
-    if backend == "triton_seq":
-        return sequential_triton()
+    if backend == "triton_chunked":
+        return forced_impl_triton("chunked")
     if backend == "eager":
         return selective_scan_chunked
     if backend == "loop":
@@ -75,12 +75,12 @@ def scan_fn(backend):
     raise ValueError(backend)
 
 
-def sequential_triton():
-    """The Triton scan with the one-step-at-a-time kernels forced (the float64 path), for comparison."""
+def forced_impl_triton(impl):
+    """The Triton scan with one implementation forced ("sequential" is the default, "chunked" opt-in)."""
     from t2arec_fast.triton_kernels import selective_scan as tk
 
     def run(*args):
-        saved, tk.IMPL = tk.IMPL, "sequential"
+        saved, tk.IMPL = tk.IMPL, impl
         try:
             return tk.selective_scan_triton(*args)
         finally:
@@ -262,7 +262,7 @@ def gpu_main(opts, out_dir):
         result["sweep"] = []
         sweep(GPU_SHAPES[0], result["sweep"], deadline=time.perf_counter() + opts.sweep_budget)
         write(result, out_dir, "bench_scan.json")
-    backends = ["triton", "triton_seq", "eager", "fla_simple_gla"]
+    backends = ["triton", "triton_chunked", "eager", "fla_simple_gla"]
     for shape in GPU_SHAPES:
         for dtype_name in DTYPES:
             for backend in backends:

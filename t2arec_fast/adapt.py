@@ -103,8 +103,40 @@ def adapted_scores(model: nn.Module, batch, ttt_cfg) -> torch.Tensor:
             with torch.no_grad():
                 return model.scores(batch.items, batch.times)
         model.check_inputs(batch.items, batch.times)
+        gate = getattr(ttt_cfg, "ttt_gate", 0.0)
+        if gate > 0:
+            return _gated_scores(model, batch, ttt_cfg, shift_gate(batch.items, batch.times, batch.target_times, gate))
         fast = adapt_parameters(model, batch.items, batch.times, batch.target_times, ttt_cfg)
         with torch.no_grad():
             return call_with(model, fast, "scores", batch.items, batch.times)
     finally:
         model.train(was_training)
+
+
+def shift_gate(items: torch.Tensor, times: torch.Tensor, target_times: torch.Tensor, factor: float) -> torch.Tensor:
+    """(batch,) bool: the request gap T_{n+1} = t_{n+1} − t_n is at least `factor` × the user's median gap.
+
+    A long pause before the request is the signal that the user's interest may have moved on — the situation
+    test-time alignment is meant for. Users without a previous gap (one event) are never gated in.
+    """
+    real = items != 0
+    gaps = (times[:, 1:] - times[:, :-1]).double()
+    valid = real[:, 1:] & real[:, :-1]
+    median = torch.nanquantile(torch.where(valid, gaps, torch.nan), 0.5, dim=1)
+    request_gap = (target_times - times[:, -1]).double()
+    return torch.nan_to_num(request_gap >= factor * median, nan=False) & valid.any(dim=1)
+
+
+def _gated_scores(model: nn.Module, batch, ttt_cfg, gate: torch.Tensor) -> torch.Tensor:
+    """Plain scores for users outside the gate; the gated users are adapted together (as one test batch)."""
+    with torch.no_grad():
+        scores = model.scores(batch.items, batch.times)
+    if not bool(gate.any()):
+        return scores
+    items, times, target_times = batch.items[gate], batch.times[gate], batch.target_times[gate]
+    keep = (items != 0).any(dim=0)                   # drop columns that are padding for every gated user
+    items, times = items[:, keep], times[:, keep]
+    fast = adapt_parameters(model, items, times, target_times, ttt_cfg)
+    with torch.no_grad():
+        scores[gate] = call_with(model, fast, "scores", items, times)
+    return scores

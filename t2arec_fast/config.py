@@ -3,6 +3,9 @@
 Precedence (as RecBole users expect): command line > YAML file > defaults. Keys are flat and unique across sections
 (`epochs`, `d_state`, `ttt_lr`, ...); a YAML file may be flat or grouped under `data:`, `model:`, `train:`, `ttt:`.
 Unknown keys are errors, with the closest known key suggested.
+
+Defaults are the configuration chosen on validation data (docs/results.md); `t2arec_fast/configs/paper_literal.yaml`
+restores the paper's choices where ours differ.
 """
 from __future__ import annotations
 
@@ -41,14 +44,15 @@ class ModelConfig:
     n_layers: int = 2                     # sasrec only: Transformer blocks (RecBole's n_layers)
     backend: str = "auto"                 # scan backend: "auto" | "triton" | "reference"
     # L_time (model-spec §3)
-    gap_transform: str = "hours"          # "hours" (paper, linear) | "log1p_hours"
+    gap_transform: str = "log1p_hours"    # "hours" (paper, linear) | "log1p_hours" (chosen on validation)
     pair_block: int = 16                  # b: pairs only inside blocks of b consecutive positions
+    step_transform: str = "linear"        # compare Δ ("linear", paper) or log Δ ("log": scale-free ordering)
     count_tied_pairs: bool = True         # pairs with equal gaps add a constant 1 (no gradient)
     time_margin: Optional[float] = None   # λ; None = median |g(T_i) − g(T_j)| over training pairs
     # L_state (model-spec §4)
     state_floor: float = 1e-3             # δ in max(Δ̂, δ)²
-    state_norm: str = "fro"               # "fro" (paper) | "squared" | "relative" (‖·‖ / ‖h_n‖)
-    aux_stop_embedding: bool = False      # stop auxiliary-loss gradients at the embedding table
+    state_norm: str = "relative"          # "fro" (paper) | "squared" | "relative" (‖·‖ / ‖h_n‖; chosen)
+    aux_stop_embedding: bool = True       # stop auxiliary-loss gradients at the embedding table (chosen)
 
 
 @dataclass
@@ -58,9 +62,9 @@ class TrainConfig:
     eval_batch_size: int = 1024
     lr: float = 1e-3
     weight_decay: float = 0.0
-    mu_time: float = 0.0                  # μ1
-    mu_state: float = 0.0                 # μ2
-    aux_warmup_epochs: int = 0            # auxiliary losses off for the first N epochs
+    mu_time: float = 0.1                  # μ1 (ignored by the backbone and SASRec)
+    mu_state: float = 0.1                 # μ2
+    aux_warmup_epochs: int = 3            # auxiliary losses off for the first N epochs
     patience: int = 10
     seed: int = 0
     deterministic: bool = False
@@ -78,6 +82,8 @@ class TTTConfig:
     ttt_mu_state: float = 0.1             # μ2'
     ttt_params: str = "all"               # "all" | "block" | "ssm" (A, dt_bias, in_proj) | "norms"
     ttt_batch_size: int = 256             # users per test batch (the adaptation depends on it)
+    ttt_gate: float = 0.0                 # adapt only users whose request gap T_{n+1} ≥ gate × their median gap
+                                          # (0 = everyone, the paper); an extension, see docs/results.md
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "ttt": TTTConfig}

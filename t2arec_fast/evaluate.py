@@ -21,7 +21,7 @@ TABLE_COLUMNS = ("recall@5", "recall@10", "recall@20", "mrr@10", "ndcg@5", "ndcg
 
 def evaluate(model, split, which: str = "test", max_len: int = 200, batch_size: int = 1024, ttt=None,
              mask_history: bool = False, n_segments: int = 4, ks=DEFAULT_KS, device=None,
-             progress: bool = False) -> dict:
+             progress: bool = False, return_ranks: bool = False) -> dict:
     """Metrics of `model` on the `which` ("valid" | "test") targets of a leave-one-out `split`.
 
     ttt: None for plain scores, or a TTTConfig: each batch of `ttt.ttt_batch_size` users (NOT `batch_size`: the
@@ -60,6 +60,8 @@ def evaluate(model, split, which: str = "test", max_len: int = 200, batch_size: 
         segments = np.asarray(time_segments(np.concatenate(target_times), n_segments))
         result["ndcg@10_by_segment"] = ndcg_by_segment(ranks, segments, n_segments, k=10)
     result.update(n_users=int(len(ranks)), split=which, mask_history=bool(mask_history), ties="pessimistic")
+    if return_ranks:  # 0-based rank of each example's target, in split.part(which) order (for custom breakdowns)
+        result["ranks"] = ranks
     if use_ttt:
         order = np.concatenate(users).astype(np.int64) if users else np.zeros(0, np.int64)
         result["ttt"] = {**dataclasses.asdict(ttt), "active": ttt_is_active(ttt), "batch_size": size,

@@ -6,25 +6,26 @@
 Shapes: x, z, y (batch, seqlen, d); dt (batch, seqlen), already softplus'ed, 0 at left-pad positions; A scalar
 tensor; B, C (batch, seqlen, d_state); D (d,); initial_state, final_state (batch, d_state, d).
 
-Design (docs/kernels.md has the long form):
-  * Forward: one program per (sequence, slice of d). The program keeps its (d_state × BLOCK_D) slice of the state
-    in registers and walks the sequence once, fusing exp(dt·A), dt·B, the D skip and the SiLU gate. The next
-    step's inputs are loaded before the current step is computed (a one-step software prefetch) so that the load
-    latency overlaps the arithmetic. Accumulation is float32 for bf16/fp16/fp32 inputs, float64 for float64.
-  * Backward: no per-step state is stored. Two independent kernels, both fully parallel over (sequence, d slice):
-      - `_scan_bwd_states_kernel` walks FORWARD in time recomputing h_t from the initial state and produces dz,
-        dC and the scalars Σ_d y_t·dy_t ("query" term of the decay gradient);
-      - `_scan_bwd_adjoint_kernel` walks BACKWARD in time carrying the adjoint g_t = ∂L/∂h_t (seeded with the
-        gradient of the final state) and produces dx, dB, d(initial_state) and Σ_n B_t·(g_t x_t).
-    The gradient of the per-step log-decay l_t = dt_t·A needs ⟨g_t, h_{t-1}⟩, i.e. both walks at once; instead we
-    use the identity (the one flash-linear-attention uses for gated linear attention)
-        ∂L/∂l_t = Σ_{u≥t} ( ⟨C_u, dC_u⟩ − ⟨B_u, dB_u⟩ ) + ⟨dh_final, h_final⟩
-    (a reverse cumulative sum of per-step scalars), so the two walks never need each other and can run
-    concurrently. A few O(batch·seqlen) torch ops then combine the scalars into d(dt) and dA.
-    Memory: O(batch·seqlen·(d + d_state)) — the inputs' size; nothing of size batch·seqlen·d·d_state.
-  * Determinism: no atomics anywhere. Where d is split across programs (BLOCK_D < d), each program writes its own
-    partial dB/dC rows and the sum over slices is a fixed-order torch reduction, so results are bitwise
-    reproducible run to run.
+Two implementations, one op (docs/kernels.md has the long form and the measurements):
+  * "sequential" (this file; the default for every dtype): one program per (sequence, slice of d) keeps its
+    (d_state × BLOCK_D) slice of the state in registers and walks the sequence once, fusing exp(dt·A), dt·B, the
+    D skip and the SiLU gate. The next step's inputs are loaded before the current step is computed (a one-step
+    software prefetch). One warp per program: each step's reductions then stay inside the warp. Accumulation is
+    float32 for bf16/fp16/fp32 inputs, float64 for float64.
+  * "chunked" (selective_scan_chunked.py, opt-in): tl.dot over chunks of steps; correct (same tests), slower today.
+Sequential backward: no per-step state is stored. Two independent kernels, both fully parallel over (sequence,
+d slice):
+  - `_scan_bwd_states_kernel` walks FORWARD in time recomputing h_t from the initial state and produces dz, dC and
+    the scalars Σ_d y_t·dy_t ("query" term of the decay gradient);
+  - `_scan_bwd_adjoint_kernel` walks BACKWARD in time carrying the adjoint g_t = ∂L/∂h_t (seeded with the gradient
+    of the final state) and produces dx, dB, d(initial_state) and Σ_n B_t·(g_t x_t).
+  The gradient of the per-step log-decay l_t = dt_t·A needs ⟨g_t, h_{t-1}⟩, i.e. both walks at once; instead we use
+  the identity (the one flash-linear-attention uses for gated linear attention)
+      ∂L/∂l_t = Σ_{u≥t} ( ⟨C_u, dC_u⟩ − ⟨B_u, dB_u⟩ ) + ⟨dh_final, h_final⟩
+  (a reverse cumulative sum of per-step scalars, done in float64), so the two walks never need each other.
+  Memory: O(batch·seqlen·(d + d_state)) — the inputs' size; nothing of size batch·seqlen·d·d_state.
+Determinism: no atomics anywhere. Where d is split across programs (BLOCK_D < d), each program writes its own
+partial dB/dC rows and the sum over slices is a fixed-order torch reduction: results are reproducible run to run.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import accumulator_dtype, check_device, new_output, next_pow2, tl_dtype
+from ._common import accumulator_dtype, check_device, interpreting, new_output, next_pow2, tl_dtype
 from .selective_scan_chunked import chunked_bwd, chunked_fwd
 from .selective_scan_chunked import chunk_length as chunked_config_chunk
 
@@ -228,16 +229,19 @@ def _scan_bwd_adjoint_kernel(
 SEQ_BLOCK_D = 64
 SEQ_NUM_WARPS = 1
 
-# Which implementation runs for float32/bf16/fp16 inputs: "chunked" (tl.dot, the fast path) or "sequential" (one
-# step at a time). float64 always runs sequentially. Tests and benchmarks may override it (or set the environment
-# variable T2AREC_SCAN_IMPL); "chunked" with float64 is for the interpreter only.
+# Which kernels run: "sequential" (one step at a time, every dtype) or "chunked" (tl.dot per chunk, see
+# selective_scan_chunked.py). Measured on an H200 at (4096, 200, 64, 32) (docs/kernels.md), the sequential kernels
+# win today: forward+backward 2.8 ms in float32 and bfloat16, against 53 ms (float32, exact FMA dots) and 4.9 ms
+# (bfloat16, TF32 dots) for the chunked ones, whose backward is the bottleneck. So "auto" = sequential; "chunked"
+# is kept, tested and selectable (here or with T2AREC_SCAN_IMPL=chunked) as the starting point for a faster
+# tensor-core path. float64 always runs sequentially on GPUs (no portable float64 tl.dot).
 IMPL = os.environ.get("T2AREC_SCAN_IMPL", "auto")
 
 
 def choose_impl(acc_dtype) -> str:
-    if IMPL in ("chunked", "sequential"):
-        return IMPL
-    return "sequential" if acc_dtype == torch.float64 else "chunked"
+    if IMPL == "chunked" and (acc_dtype != torch.float64 or interpreting()):
+        return "chunked"
+    return "sequential"
 
 
 def _state_dtype(x, initial_state):

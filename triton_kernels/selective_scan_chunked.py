@@ -1,4 +1,7 @@
-"""Chunked ("state-space dual") selective scan kernels: the fast path for float32 / bfloat16 / float16 inputs.
+"""Chunked ("state-space dual") selective scan kernels: opt-in (selective_scan.IMPL = "chunked" or
+T2AREC_SCAN_IMPL=chunked), correct and tested, but slower than the sequential kernels on an H200 today
+(docs/kernels.md): the backward kernel holds a dozen (CHUNK × d) tiles at once, and float32 "ieee" dots run on FMA
+units. Kept as the starting point for a tensor-core path (fewer live tiles per program, bf16 operands).
 
 Same recurrence and shapes as selective_scan.py. Each program owns one sequence and one slice of d and walks the
 sequence CHUNK steps at a time, doing the work of a chunk with matrix products (tl.dot) instead of CHUNK dependent

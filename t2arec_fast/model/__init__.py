@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover - while the baseline is being written
     SASRec = None
 
 # options of ModelConfig that only SASRec uses / only T2ARec uses
-_T2AREC_ONLY = {"d_state", "conv_kernel", "backend", "gap_transform", "pair_block", "count_tied_pairs",
+_T2AREC_ONLY = {"d_state", "conv_kernel", "backend", "gap_transform", "pair_block", "step_transform", "count_tied_pairs",
                 "time_margin", "state_floor", "state_norm", "aux_stop_embedding"}
 
 

@@ -205,6 +205,8 @@ class T2ARec(nn.Module):
         l_state = o_n.new_zeros(())
         for layer, inner, nxt in zip(self.layers, internals, next_internals):
             steps = torch.cat([inner.dt, nxt.dt[:, None]], dim=1)
+            if cfg.step_transform == "log":   # the hinge compares orderings; log Δ makes its margin scale-free
+                steps = steps.clamp_min(1e-12).log()
             l_time = l_time + time_interval_loss(steps, gaps, valid, margin, cfg.pair_block, cfg.gap_transform,
                                                  cfg.count_tied_pairs)
             q = layer.block.q_proj(inner.x_last)

@@ -86,3 +86,26 @@ def test_only_the_chosen_group_moves():
 def test_sasrec_has_nothing_to_adapt():
     model, batch = tiny_model("sasrec"), random_batch()
     assert torch.equal(adapted_scores(model, batch, TTT), model.scores(batch.items, batch.times))
+
+
+def test_shift_gate_by_hand():
+    from t2arec_fast.adapt import shift_gate
+    items = torch.tensor([[0, 5, 6, 7], [1, 2, 3, 4], [0, 0, 0, 9]])
+    times = torch.tensor([[0, 100, 200, 300], [0, 10, 20, 50], [0, 0, 0, 1_000]])
+    # median gaps: 100, 10; request gaps: 1000 (≥ 5×100), 30 (< 5×10); the third user has no gap at all
+    target_times = torch.tensor([1_300, 80, 9_999_999])
+    assert shift_gate(items, times, target_times, 5.0).tolist() == [True, False, False]
+
+
+def test_gated_step_adapts_only_gated_users():
+    model, batch = tiny_model(), random_batch()
+    plain = model.scores(batch.items, batch.times)
+    gated_cfg = dataclasses.replace(TTT, ttt_gate=1e9)        # nobody qualifies → plain scores
+    assert torch.equal(adapted_scores(model, batch, gated_cfg), plain)
+    from t2arec_fast.adapt import shift_gate
+    cfg = dataclasses.replace(TTT, ttt_gate=1.0, ttt_lr=0.5)
+    gate = shift_gate(batch.items, batch.times, batch.target_times, 1.0)
+    assert gate.any() and not gate.all()
+    adapted = adapted_scores(model, batch, cfg)
+    assert torch.equal(adapted[~gate], plain[~gate])
+    assert (adapted[gate][:, 1:] - plain[gate][:, 1:]).abs().max() > 1e-6
