@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from t2arec_fast.config import ModelConfig
 from t2arec_fast.errors import InputError
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .base import SequentialRecommender
+from .checkpoint import save_checkpoint
 
 
 class CausalSelfAttentionBlock(nn.Module):
@@ -49,7 +50,7 @@ class CausalSelfAttentionBlock(nn.Module):
         return self.norm2(h + self.drop(self.ffn(h)))
 
 
-class SASRec(nn.Module):
+class SASRec(SequentialRecommender):
     model_name = "sasrec"
 
     def __init__(self, n_items: int, max_len: int = 200, d: int = 64, n_layers: int = 2, n_heads: int = 2,
@@ -81,10 +82,6 @@ class SASRec(nn.Module):
             nn.init.zeros_(module.bias)
 
     # -- forward --------------------------------------------------------------------------------------------------
-    def check_inputs(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None) -> None:
-        from .t2arec import T2ARec
-        T2ARec.check_inputs(self, item_ids, timestamps)       # one definition of what a valid batch is
-
     def _run_sequence(self, item_ids: torch.Tensor) -> torch.Tensor:
         """All positions: item_ids (batch, L) LEFT-padded → o (batch, L, d). Causal: o_i sees items ≤ i only."""
         item_ids = item_ids[:, -self.max_len:]
@@ -99,26 +96,17 @@ class SASRec(nn.Module):
             h = layer(h, attn_mask)
         return h
 
-    def score_from(self, o: torch.Tensor) -> torch.Tensor:
-        """Tied-embedding scores for output vectors o (..., d) → (..., n_items + 1); padding column = −inf."""
-        logits = o @ self.item_emb.weight.t()
-        logits[..., 0] = float("-inf")
-        return logits
-
     def encode(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None):
         """→ (o_n (batch, d), None): SASRec keeps no recurrent state. Timestamps are checked but not used."""
         self.check_inputs(item_ids, timestamps)
         return self._run_sequence(item_ids)[:, -1], None
-
-    def scores(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.score_from(self.encode(item_ids, timestamps)[0])
 
     # -- losses -------------------------------------------------------------------------------------------------
     def losses(self, item_ids, timestamps, next_items, target_times, with_aux: bool = True):
         """rec = CE over every non-pad position (mean); SASRec has no alignment losses (time = state = 0)."""
         o = self._run_sequence(item_ids)
         mask = item_ids[:, -self.max_len:] != 0
-        rec = F.cross_entropy(self.score_from(o[mask]), next_items[:, -self.max_len:][mask])
+        rec = self.recommendation_loss(o, mask, next_items[:, -self.max_len:])
         zero = rec.new_zeros(())
         return {"rec": rec, "time": zero, "state": zero}
 
@@ -132,12 +120,3 @@ class SASRec(nn.Module):
     def save(self, directory, id_maps: Optional[dict] = None, extra: Optional[dict] = None) -> None:
         config = {"n_items": self.n_items, "max_len": self.max_len, **dataclasses.asdict(self.config)}
         save_checkpoint(self, directory, config, id_maps=id_maps, extra=extra)
-
-    @classmethod
-    def load(cls, directory, map_location="cpu") -> "SASRec":
-        return load_checkpoint(directory, map_location=map_location, expect=cls)
-
-    @classmethod
-    def from_config(cls, cfg: dict) -> "SASRec":
-        cfg = dict(cfg)
-        return cls(cfg.pop("n_items"), **cfg)

@@ -18,13 +18,13 @@ from typing import List, Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from t2arec_fast.config import ModelConfig
 from t2arec_fast.errors import InputError
 
 from .block import BlockState, T2AMambaBlock
-from .checkpoint import load_checkpoint, save_checkpoint
+from .base import SequentialRecommender
+from .checkpoint import save_checkpoint
 from .losses import gap_sequence, interest_state_loss, time_interval_loss
 
 
@@ -53,7 +53,7 @@ class T2ALayer(nn.Module):
         return self._finish(u_t, out), new_state, internals
 
 
-class T2ARec(nn.Module):
+class T2ARec(SequentialRecommender):
     model_name = "t2arec"
 
     def __init__(self, n_items: int, d: int = 64, d_state: int = 32, n_blocks: int = 1, **options):
@@ -92,40 +92,6 @@ class T2ARec(nn.Module):
         for layer in self.layers:
             layer.block.backend = backend
 
-    # -- input checks (public entry points only; the training loop uses the unchecked paths) -------------------
-    def check_inputs(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None) -> None:
-        if not isinstance(item_ids, torch.Tensor) or item_ids.dim() != 2:
-            raise InputError(f"item_ids must be a (batch, L) tensor, got {getattr(item_ids, 'shape', type(item_ids))}")
-        if item_ids.dtype != torch.int64:
-            raise InputError(f"item_ids must be int64, got {item_ids.dtype}")
-        if item_ids.shape[0] == 0 or item_ids.shape[1] == 0:
-            raise InputError(f"empty batch: item_ids has shape {tuple(item_ids.shape)}")
-        lo, hi = int(item_ids.min()), int(item_ids.max())
-        if lo < 0 or hi > self.n_items:
-            bad = ((item_ids < 0) | (item_ids > self.n_items)).nonzero()[0].tolist()
-            raise InputError(f"item id {int(item_ids[bad[0], bad[1]])} at (row {bad[0]}, column {bad[1]}) is outside "
-                             f"[0, {self.n_items}] (0 = padding)")
-        real = item_ids != 0
-        if (real[:, :-1] & ~real[:, 1:]).any():
-            row = int((real[:, :-1] & ~real[:, 1:]).any(1).nonzero()[0])
-            raise InputError(f"row {row} is not LEFT-padded: padding (0) follows a real item")
-        if not real[:, -1].all():
-            row = int((~real[:, -1]).nonzero()[0])
-            raise InputError(f"row {row} has no items (all padding)")
-        if timestamps is None:
-            return
-        if not isinstance(timestamps, torch.Tensor) or timestamps.shape != item_ids.shape:
-            raise InputError(f"timestamps must have item_ids' shape {tuple(item_ids.shape)}, "
-                             f"got {getattr(timestamps, 'shape', type(timestamps))}")
-        if timestamps.dtype != torch.int64:
-            raise InputError(f"timestamps must be int64 seconds, got {timestamps.dtype} (float32 cannot hold unix "
-                             "seconds exactly)")
-        backwards = real[:, 1:] & real[:, :-1] & (timestamps[:, 1:] < timestamps[:, :-1])
-        if backwards.any():
-            row, col = backwards.nonzero()[0].tolist()
-            raise InputError(f"timestamps go backwards in row {row} at column {col + 1} "
-                             f"({int(timestamps[row, col])} → {int(timestamps[row, col + 1])})")
-
     # -- forward pieces -----------------------------------------------------------------------------------------
     def embed(self, item_ids: torch.Tensor) -> torch.Tensor:
         return self.emb_norm(self.emb_drop(self.item_emb(item_ids)))
@@ -133,10 +99,14 @@ class T2ARec(nn.Module):
     def empty_states(self, batch: int, device=None, dtype=None) -> List[BlockState]:
         return [layer.block.empty_state(batch, device, dtype) for layer in self.layers]
 
-    def _run_sequence(self, item_ids: torch.Tensor, states: Optional[List[BlockState]] = None):
-        """All positions: → (o (batch, L, d), final states, per-layer internals)."""
+    def _run_sequence(self, item_ids: torch.Tensor, states: Optional[List[BlockState]] = None,
+                      stop_embedding_grad: bool = False):
+        """All positions: → (o (batch, L, d), final states, per-layer internals).
+
+        stop_embedding_grad: the item table is looked up through a stopped gradient (aux_stop_embedding)."""
         mask = item_ids != 0
-        h = self.embed(item_ids)
+        emb = self.item_emb(item_ids)
+        h = self.emb_norm(self.emb_drop(emb.detach() if stop_embedding_grad else emb))
         new_states, internals = [], []
         for i, layer in enumerate(self.layers):
             h, st, inner = layer(h, mask, None if states is None else states[i])
@@ -153,22 +123,12 @@ class T2ARec(nn.Module):
             internals.append(inner)
         return h, new_states, internals
 
-    def score_from(self, o: torch.Tensor) -> torch.Tensor:
-        """Tied-embedding scores for output vectors o (..., d) → (..., n_items + 1); padding column = −inf."""
-        logits = o @ self.item_emb.weight.t()
-        logits[..., 0] = float("-inf")
-        return logits
-
     # -- public inference API -----------------------------------------------------------------------------------
     def encode(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None):
         """→ (o_n (batch, d), states: one BlockState per block)."""
         self.check_inputs(item_ids, timestamps)
         o, states, _ = self._run_sequence(item_ids)
         return o[:, -1], states
-
-    def scores(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None) -> torch.Tensor:
-        o_n, _ = self.encode(item_ids, timestamps)
-        return self.score_from(o_n)
 
     def step(self, item_ids_t: torch.Tensor, states: List[BlockState]):
         """One new event per user: item_ids_t (batch,) int64 (no padding) → (o (batch, d), new states)."""
@@ -219,27 +179,14 @@ class T2ARec(nn.Module):
         """Training objective pieces. rec = CE over all non-pad positions (mean); time, state on the last position."""
         mask = item_ids != 0
         o, states, internals = self._run_sequence(item_ids)
-        # Score real items only (columns 1..n_items): no −inf padding column to fill and back-propagate through.
-        logits = o[mask] @ self.item_emb.weight[1:].t()
-        rec = F.cross_entropy(logits, next_items[mask] - 1)
+        rec = self.recommendation_loss(o, mask, next_items)
         zero = rec.new_zeros(())
         if not (with_aux and self.uses_alignment):
             return {"rec": rec, "time": zero, "state": zero}
         if self.config.aux_stop_embedding:
-            o, states, internals = self._run_sequence_stopped(item_ids)
+            o, states, internals = self._run_sequence(item_ids, stop_embedding_grad=True)
         l_time, l_state = self._alignment_losses(o[:, -1], timestamps, mask, target_times, states, internals)
         return {"rec": rec, "time": l_time, "state": l_state}
-
-    def _run_sequence_stopped(self, item_ids):
-        """Forward pass whose embedding lookup is detached (aux_stop_embedding)."""
-        mask = item_ids != 0
-        h = self.emb_norm(self.emb_drop(self.item_emb(item_ids).detach()))
-        new_states, internals = [], []
-        for layer in self.layers:
-            h, st, inner = layer(h, mask)
-            new_states.append(st)
-            internals.append(inner)
-        return h, new_states, internals
 
     def aux_losses(self, item_ids, timestamps, target_times):
         """Self-supervised alignment losses only (no labels), for test-time alignment. → {"time", "state", "o_n"}."""
@@ -254,12 +201,3 @@ class T2ARec(nn.Module):
         """Weights (safetensors), config, λ, id maps and versions into `directory`."""
         save_checkpoint(self, directory, {"n_items": self.n_items, **dataclasses.asdict(self.config)},
                         id_maps=id_maps, extra=extra)
-
-    @classmethod
-    def load(cls, directory, map_location="cpu") -> "T2ARec":
-        return load_checkpoint(directory, map_location=map_location, expect=cls)
-
-    @classmethod
-    def from_config(cls, cfg: dict) -> "T2ARec":
-        cfg = dict(cfg)
-        return cls(cfg.pop("n_items"), **cfg)

@@ -1,0 +1,189 @@
+"""Reproduction study: SASRec, the backbone and T2ARec (with its ablations) on real data sets, several seeds.
+
+For each data set and seed, every model is pre-trained with early stopping on validation NDCG@10 and evaluated
+(full ranking, history not masked) on valid and test; T2ARec is also evaluated with the test-time step. Settings
+are the package defaults (chosen on validation, docs/results.md) unless overridden with --set key=value.
+
+    python bench/reproduce.py ml-100k --seeds 0 1 2                       # ≈ 35 min on the 2-core CPU
+    python bench/reproduce.py amazon-beauty --seeds 0 --epochs 20
+
+Writes bench/results/reproduce_<dataset>.json (every run) and bench/results/segments_<dataset>.png (NDCG@10 per
+test-time segment, as the paper's Figure 5), and prints the mean ± std table that docs/results.md quotes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from t2arec_fast.config import Config
+from t2arec_fast.data import leave_one_out, load_dataset
+from t2arec_fast.evaluate import evaluate
+from t2arec_fast.train import fit
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "datasets"
+# name → (path, k-core, max length), as in the papers that use these sets (model-spec §7)
+DATASETS = {
+    "ml-100k": (SHARED / "ml-100k", 10, 200),
+    "ml-latest-small": (SHARED / "ml-latest-small", 10, 200),
+    "amazon-beauty": (SHARED / "amazon-beauty", 5, 50),
+    "yelp-a": (SHARED / "yelp-a", 5, 50),
+}
+# label → overrides; the ablations switch one part of T2ARec off at a time
+MODELS = {
+    "sasrec": {"model": "sasrec"},
+    "backbone": {"model": "backbone"},
+    "t2arec": {"model": "t2arec"},
+    "t2arec w/o L_time": {"model": "t2arec", "mu_time": 0.0},
+    "t2arec w/o L_state": {"model": "t2arec", "mu_state": 0.0},
+}
+METRICS = ("recall@10", "mrr@10", "ndcg@10")
+
+
+def run_one(ds, split, data_over: dict, over: dict, seed: int, epochs: int, extra: dict) -> dict:
+    cfg = Config.from_sources(overrides={**data_over, **over, **extra, "seed": seed, "epochs": epochs,
+                                         "progress": False})
+    t0 = time.perf_counter()
+    model, history = fit(cfg, dataset=ds)
+    out = {"seed": seed, "overrides": over, "best_epoch": history["best_epoch"], "epochs_run": history["epochs_run"],
+           "seconds_per_epoch": history["seconds_per_epoch"], "train_seconds": time.perf_counter() - t0}
+    max_len = history["max_len"]
+    out["valid"] = evaluate(model, split, "valid", max_len)
+    out["test"] = evaluate(model, split, "test", max_len)
+    if cfg.model.model == "t2arec" and cfg.ttt.ttt:
+        out["test_ttt"] = evaluate(model, split, "test", max_len, ttt=cfg.ttt)
+    return out
+
+
+def mean_std(values):
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def paired_t(a, b):
+    """Paired t statistic of a − b over seeds and its two-sided p-value (Student t, df = n − 1)."""
+    diffs = [x - y for x, y in zip(a, b)]
+    n = len(diffs)
+    if n < 2:
+        return None, None
+    sd = statistics.stdev(diffs)
+    if sd == 0:
+        return None, None
+    t = statistics.mean(diffs) / (sd / math.sqrt(n))
+    return t, _t_two_sided_p(t, n - 1)
+
+
+def _t_two_sided_p(t: float, df: int) -> float:
+    try:
+        from scipy import stats
+        return float(2 * stats.t.sf(abs(t), df))
+    except ImportError:  # numerical integration of the t density: enough for a report
+        x = abs(t)
+        c = math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2))
+        steps, upper = 20000, x + 200.0
+        h = (upper - x) / steps
+        area = sum(c * (1 + ((x + (i + 0.5) * h) ** 2) / df) ** (-(df + 1) / 2) for i in range(steps)) * h
+        return min(1.0, 2 * area)
+
+
+def table(runs: dict) -> tuple:
+    """Rows: label → {metric: (mean, std)} for test, and test_ttt for t2arec."""
+    rows = {}
+    for label, seeds in runs.items():
+        rows[label] = {m: mean_std([r["test"][m] for r in seeds]) for m in METRICS}
+        rows[label]["seconds_per_epoch"] = mean_std([r["seconds_per_epoch"] for r in seeds])
+        if all("test_ttt" in r for r in seeds):
+            rows[f"{label} + test-time step"] = {m: mean_std([r["test_ttt"][m] for r in seeds]) for m in METRICS}
+    return rows
+
+
+def plot_segments(runs: dict, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    series = {label: [statistics.mean(s) for s in zip(*[r["test"]["ndcg@10_by_segment"] for r in seeds])]
+              for label, seeds in runs.items() if label in ("sasrec", "backbone", "t2arec")}
+    if "t2arec" in runs and all("test_ttt" in r for r in runs["t2arec"]):
+        series["t2arec + test-time step"] = [statistics.mean(s) for s in
+                                             zip(*[r["test_ttt"]["ndcg@10_by_segment"] for r in runs["t2arec"]])]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    width = 0.8 / max(1, len(series))
+    for i, (label, values) in enumerate(series.items()):
+        ax.bar([s + i * width for s in range(len(values))], values, width, label=label)
+    ax.set_xticks([s + 0.4 - width / 2 for s in range(len(next(iter(series.values()))))])
+    ax.set_xticklabels([f"segment {s + 1}" for s in range(len(next(iter(series.values()))))])
+    ax.set_ylabel("test NDCG@10")
+    ax.set_title(title + " — test users by test time (earliest → latest)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("dataset", choices=sorted(DATASETS))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, default=50)
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides for all runs")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = ap.parse_args()
+    path, k_core, max_len = DATASETS[args.dataset]
+    if not path.exists():
+        raise SystemExit(f"{path} not found: the real data sets live in ../shared/datasets beside the checkout")
+    extra = dict(kv.split("=", 1) for kv in args.set)
+    data_over = {"dataset": str(path), "min_count": k_core, "max_len": max_len}
+    ds = load_dataset(str(path), min_count=k_core, verbose=False)
+    split = leave_one_out(ds)
+    runs = {label: [] for label in args.models}
+    started = time.perf_counter()
+    for seed in args.seeds:
+        for label in args.models:
+            r = run_one(ds, split, data_over, MODELS[label], seed, args.epochs, extra)
+            runs[label].append(r)
+            print(f"{args.dataset} seed {seed} {label:<20} test " + "  ".join(f"{m} {r['test'][m]:.4f}" for m in METRICS)
+                  + (f"  | +ttt ndcg@10 {r['test_ttt']['ndcg@10']:.4f}" if "test_ttt" in r else "")
+                  + f"  ({r['epochs_run']} epochs, best {r['best_epoch']}, {r['seconds_per_epoch']:.1f} s/epoch)",
+                  flush=True)
+    rows = table(runs)
+    baselines = [b for b in ("sasrec", "backbone") if b in runs]
+    best = max(baselines, key=lambda b: rows[b]["ndcg@10"][0]) if baselines else None
+    test = {}
+    if best and "t2arec" in runs:
+        t, p = paired_t([r["test"]["ndcg@10"] for r in runs["t2arec"]], [r["test"]["ndcg@10"] for r in runs[best]])
+        test = {"t2arec_vs": best, "metric": "test ndcg@10", "t": t, "p": p, "n_seeds": len(args.seeds)}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"dataset": args.dataset, "path": str(path), "k_core": k_core, "max_len": max_len, "n_users": ds.n_users,
+              "n_items": ds.n_items, "seeds": args.seeds, "max_epochs": args.epochs, "overrides": extra,
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads", "torch": torch.__version__,
+              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "wall_seconds": time.perf_counter() - started, "summary": {k: {m: list(v) for m, v in r.items()}
+                                                                          for k, r in rows.items()},
+              "paired_t_test": test, "runs": runs}
+    (out / f"reproduce_{args.dataset}.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    try:
+        plot_segments(runs, out / f"segments_{args.dataset}.png", args.dataset)
+    except ImportError:
+        print("matplotlib not installed: no plot")
+    print(f"\n{args.dataset}: test, mean ± std over seeds {args.seeds} (full ranking, history not masked)")
+    print(f"  {'model':<34}" + "".join(f"{m:>18}" for m in METRICS) + f"{'s/epoch':>10}")
+    for label, r in rows.items():
+        spe = r.get("seconds_per_epoch")
+        print(f"  {label:<34}" + "".join(f"{r[m][0]:>10.4f} ± {r[m][1]:.4f}" for m in METRICS)
+              + (f"{spe[0]:>10.1f}" if spe else ""))
+    if test:
+        print(f"  paired t-test t2arec vs {best} (test NDCG@10): t = {test['t']}, p = {test['p']}")
+    print(f"  wall time {report['wall_seconds'] / 60:.1f} min; wrote {out / f'reproduce_{args.dataset}.json'}")
+
+
+if __name__ == "__main__":
+    main()

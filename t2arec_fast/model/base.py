@@ -1,0 +1,82 @@
+"""What every sequential recommender of the package shares: input checks, tied-embedding scoring, the
+recommendation loss and checkpoint loading. Subclasses provide `item_emb`, `n_items`, `encode` and `_run_sequence`."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from t2arec_fast.errors import InputError
+
+from .checkpoint import load_checkpoint
+
+
+class SequentialRecommender(nn.Module):
+    item_emb: nn.Embedding
+    n_items: int
+
+    # -- input checks (public entry points only; the training loop uses the unchecked paths) -------------------
+    def check_inputs(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None) -> None:
+        """A valid batch: int64 (batch, L), LEFT-padded with 0, ids in [0, n_items], int64 non-decreasing times."""
+        if not isinstance(item_ids, torch.Tensor) or item_ids.dim() != 2:
+            raise InputError(f"item_ids must be a (batch, L) tensor, got {getattr(item_ids, 'shape', type(item_ids))}")
+        if item_ids.dtype != torch.int64:
+            raise InputError(f"item_ids must be int64, got {item_ids.dtype}")
+        if item_ids.shape[0] == 0 or item_ids.shape[1] == 0:
+            raise InputError(f"empty batch: item_ids has shape {tuple(item_ids.shape)}")
+        lo, hi = int(item_ids.min()), int(item_ids.max())
+        if lo < 0 or hi > self.n_items:
+            bad = ((item_ids < 0) | (item_ids > self.n_items)).nonzero()[0].tolist()
+            raise InputError(f"item id {int(item_ids[bad[0], bad[1]])} at (row {bad[0]}, column {bad[1]}) is outside "
+                             f"[0, {self.n_items}] (0 = padding)")
+        real = item_ids != 0
+        if (real[:, :-1] & ~real[:, 1:]).any():
+            row = int((real[:, :-1] & ~real[:, 1:]).any(1).nonzero()[0])
+            raise InputError(f"row {row} is not LEFT-padded: padding (0) follows a real item")
+        if not real[:, -1].all():
+            row = int((~real[:, -1]).nonzero()[0])
+            raise InputError(f"row {row} has no items (all padding)")
+        if timestamps is not None:
+            self._check_timestamps(item_ids, real, timestamps)
+
+    @staticmethod
+    def _check_timestamps(item_ids, real, timestamps) -> None:
+        if not isinstance(timestamps, torch.Tensor) or timestamps.shape != item_ids.shape:
+            raise InputError(f"timestamps must have item_ids' shape {tuple(item_ids.shape)}, "
+                             f"got {getattr(timestamps, 'shape', type(timestamps))}")
+        if timestamps.dtype != torch.int64:
+            raise InputError(f"timestamps must be int64 seconds, got {timestamps.dtype} (float32 cannot hold unix "
+                             "seconds exactly)")
+        backwards = real[:, 1:] & real[:, :-1] & (timestamps[:, 1:] < timestamps[:, :-1])
+        if backwards.any():
+            row, col = backwards.nonzero()[0].tolist()
+            raise InputError(f"timestamps go backwards in row {row} at column {col + 1} "
+                             f"({int(timestamps[row, col])} → {int(timestamps[row, col + 1])})")
+
+    # -- scoring ------------------------------------------------------------------------------------------------
+    def score_from(self, o: torch.Tensor) -> torch.Tensor:
+        """Tied-embedding scores for output vectors o (..., d) → (..., n_items + 1); padding column = −inf."""
+        logits = o @ self.item_emb.weight.t()
+        logits[..., 0] = float("-inf")
+        return logits
+
+    def scores(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.score_from(self.encode(item_ids, timestamps)[0])
+
+    def recommendation_loss(self, o: torch.Tensor, mask: torch.Tensor, next_items: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy at every real position over the n_items real items (model-spec §2.4). Scoring columns
+        1..n_items only leaves no −inf padding column to fill and back-propagate through."""
+        logits = o[mask] @ self.item_emb.weight[1:].t()
+        return F.cross_entropy(logits, next_items[mask] - 1)
+
+    # -- persistence --------------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, directory, map_location="cpu"):
+        return load_checkpoint(directory, map_location=map_location, expect=cls)
+
+    @classmethod
+    def from_config(cls, cfg: dict):
+        cfg = dict(cfg)
+        return cls(cfg.pop("n_items"), **cfg)
