@@ -193,8 +193,14 @@ def _checkpoint_extra(cfg: Config, max_len: int, state: TrainState, valid: Optio
             "epochs_run": state.epoch, "valid": valid}
 
 
-def _save_last(model, optimizer, state: TrainState, directory: Path, cfg: Config, max_len: int) -> None:
-    model.save(directory, extra=_checkpoint_extra(cfg, max_len, state))
+def _id_maps(ds) -> dict:
+    """Raw ids by contiguous id (item 0 = padding), saved with every checkpoint so that serving and export can map
+    a data file's ids to the model's."""
+    return {"item_ids": ds.item_ids, "user_ids": ds.user_ids}
+
+
+def _save_last(model, optimizer, state: TrainState, directory: Path, cfg: Config, max_len: int, id_maps=None) -> None:
+    model.save(directory, id_maps=id_maps, extra=_checkpoint_extra(cfg, max_len, state))
     payload = {"optimizer": optimizer.state_dict(), "state": state.__dict__, "rng": _rng_state()}
     tmp = directory / (TRAINER_STATE + ".tmp")
     torch.save(payload, tmp)
@@ -367,7 +373,7 @@ def _fit(cfg, dataset, out_dir, resume, ctx, build_model):
                              "seconds": train_seconds, "eval_seconds": time.perf_counter() - t0 - train_seconds})
         if ctx.is_main and out_dir is not None:
             if improved:
-                model.save(out_dir / "best", extra=_checkpoint_extra(cfg, max_len, state, valid))
+                model.save(out_dir / "best", id_maps=_id_maps(ds), extra=_checkpoint_extra(cfg, max_len, state, valid))
             _save_last(model, optimizer, state, out_dir / "last", cfg, max_len)
         _log(cfg, ctx, f"epoch {epoch + 1}: loss {losses['loss']:.4f} (rec {losses['rec']:.4f}, time "
              f"{losses['time']:.4g}, state {losses['state']:.4g})  valid NDCG@10 {score:.4f}"
