@@ -369,6 +369,8 @@ class OnlineRecommender:
     device:         where the model runs; states are stored on the host.
     dtype:          storage precision of the cache, "float32" (exact) or "float16" (half the memory, rounded).
     shards:         lock stripes of the cache (None: its default).
+    backend:        "torch" (the model itself) or "onnx" (encode and step in ONNX Runtime through the exported graphs;
+                    `onnx_dir` names an `export_onnx` folder of this model, else the graphs are exported first).
     flush_denormal: run the model with denormal floats flushed to zero (CPU). The SSM decay exp(Δ·A) underflows
                     into denormals for large Δ·|A|, and x86 multiplies by denormals ~100× slower: measured 1.5 ms
                     → 0.9 ms per batch-64 step. Answers change by < 1e-38 absolute. Switched on around each
@@ -376,8 +378,10 @@ class OnlineRecommender:
     """
 
     def __init__(self, model, capacity_bytes: int = 256 << 20, history_len: int = 200, device: str = "cpu",
-                 dtype: str = "float32", shards: Optional[int] = None, flush_denormal: bool = True):
+                 dtype: str = "float32", shards: Optional[int] = None, flush_denormal: bool = True,
+                 backend: str = "torch", onnx_dir=None):
         self._lock = threading.RLock()
+        self.backend, self.onnx_dir = _check_backend(backend), onnx_dir
         self.flush_denormal = flush_denormal
         self.device = torch.device(device)
         self.capacity_bytes, self.dtype, self.shards = int(capacity_bytes), dtype, shards
@@ -403,6 +407,8 @@ class OnlineRecommender:
 
     # -- model and cache ------------------------------------------------------------------------------------------
     def _install_model(self, model) -> None:
+        if self.backend == "onnx":
+            model = _onnx_model(model, self.onnx_dir)
         self.model = model.to(self.device).eval()       # eval: dropout off, so steps are deterministic
         self.n_items = int(model.n_items)
         self.layout = StateLayout.for_model(model)
@@ -653,7 +659,7 @@ class OnlineRecommender:
         np.savez(folder / "history.npz", popularity=self.popularity, **self.history.to_arrays())
         meta = {"format": SERVING_FORMAT, "layout": self.layout.describe(), "model_version": self.version,
                 "capacity_bytes": self.capacity_bytes, "dtype": self.dtype, "shards": self.shards,
-                "counters": self._counters}
+                "counters": self._counters, "backend": self.backend}
         (folder / "serving.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     @classmethod
@@ -674,6 +680,7 @@ class OnlineRecommender:
         obj.flush_denormal = flush_denormal
         obj.device = torch.device(device)
         obj.capacity_bytes, obj.dtype, obj.shards = meta["capacity_bytes"], meta["dtype"], meta["shards"]
+        obj.backend, obj.onnx_dir = meta.get("backend", "torch"), None   # onnx: graphs re-exported from the model
         obj._install_model(model)
         if obj.layout.describe() != meta["layout"]:
             raise InputError(f"{meta_path}: the saved state layout does not match the saved model's")
@@ -684,6 +691,28 @@ class OnlineRecommender:
             obj.history = HistoryStore.from_arrays(dict(arrays))
         obj.cache = StateCache.load(directory / "states.cache", state_size=obj.layout.size, dtype=obj.dtype)
         return obj
+
+
+BACKENDS = ("torch", "onnx")
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def _onnx_model(model, onnx_dir):
+    """The model with encode/step answered by ONNX Runtime. Without `onnx_dir` the graphs are exported (and
+    checked against PyTorch) into a temporary folder first."""
+    from t2arec_fast.export import export_onnx
+    from t2arec_fast.export.runtime import OnnxStepModel
+    if isinstance(model, OnnxStepModel):
+        return model
+    if onnx_dir is None:
+        onnx_dir = tempfile.mkdtemp(prefix="t2arec_onnx_")
+        export_onnx(model, onnx_dir, kinds=("encode", "step"))
+    return OnnxStepModel(model, onnx_dir)
 
 
 def _replace_dir(new: Path, target: Path) -> None:

@@ -228,3 +228,51 @@ def _check_left_padded(ids: np.ndarray) -> None:
         raise InputError(f"row {int(np.argwhere(gap.any(1))[0, 0])} is not LEFT-padded: padding (0) follows an item")
     if not real[:, -1].all():
         raise InputError(f"row {int(np.argwhere(~real[:, -1])[0, 0])} has no items (all padding)")
+
+
+class OnnxStepModel:
+    """A T2ARec whose recurrent work (encode, step) runs in ONNX Runtime, for `OnlineRecommender(backend="onnx")`.
+
+    It offers what serving uses of a model — encode, step, empty_states, score_from, n_items, config, save — with
+    encode and step answered by the exported graphs and scoring (o · Eᵀ, one matmul) and saving by the PyTorch
+    model the graphs were exported from. The graphs must come from that model (their metadata's model version is
+    checked against its weights).
+    """
+
+    def __init__(self, model, onnx_dir, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None):
+        from .exporter import model_version
+        self.torch_model = model.eval()
+        self.encoder = OnnxEncoder(onnx_dir, providers=providers, threads=threads)
+        if self.encoder.model_version != model_version(model):
+            raise OnnxModelError(f"{onnx_dir}: the graphs were exported from another model "
+                                 f"(version {self.encoder.model_version}, this model {model_version(model)})")
+        missing = {"encode", "step"} - set(self.encoder.kinds)
+        if missing:
+            raise OnnxModelError(f"{onnx_dir}: serving needs {', '.join(sorted(missing))}.onnx as well")
+        self.n_items, self.config = model.n_items, model.config
+        self.id_maps = getattr(model, "id_maps", None)
+
+    def to(self, device):
+        if torch.device(device).type != "cpu":
+            raise OnnxModelError("backend='onnx' keeps states on the host: use device='cpu' (ONNX Runtime still "
+                                 "runs on CUDA when its CUDA provider is available)")
+        return self
+
+    def eval(self):
+        return self
+
+    def empty_states(self, batch: int, device=None, dtype=None) -> List[BlockState]:
+        return self.encoder.empty_states(batch)
+
+    def encode(self, item_ids, timestamps=None):
+        o, states = self.encoder.encode(item_ids)
+        return o, states
+
+    def step(self, item_ids_t, states):
+        return self.encoder.step(item_ids_t, states)
+
+    def score_from(self, o: torch.Tensor) -> torch.Tensor:
+        return self.torch_model.score_from(o)
+
+    def save(self, directory, id_maps=None, extra=None) -> None:
+        self.torch_model.save(directory, id_maps=id_maps, extra=extra)

@@ -1,0 +1,38 @@
+"""OnlineRecommender(backend="onnx"): the same answers as the PyTorch backend, through ONNX Runtime."""
+import numpy as np
+import pytest
+import torch
+
+from t2arec_fast.errors import InputError
+from t2arec_fast.model import T2ARec
+from t2arec_fast.serving import OnlineRecommender
+
+
+def _model():
+    torch.manual_seed(0)
+    return T2ARec(40, d=16, d_state=8, dropout=0.0).eval()
+
+
+def test_onnx_backend_matches_torch_backend(tmp_path):
+    model = _model()
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 6, 60)
+    items = rng.integers(1, 41, 60)
+    times = 1_700_000_000 + np.arange(60) * 60
+    answers = []
+    for backend in ("torch", "onnx"):
+        rec = OnlineRecommender(model, capacity_bytes=1 << 20, history_len=20, backend=backend)
+        rec.observe(users, items, times)
+        answers.append(rec.recommend(np.arange(6), k=5))
+    assert np.array_equal(answers[0][0], answers[1][0])
+    np.testing.assert_allclose(answers[0][1], answers[1][1], rtol=1e-4, atol=1e-5)
+    assert type(rec.model).__name__ == "OnnxStepModel"
+    rec.save(tmp_path / "serve")
+    again = OnlineRecommender.load(tmp_path / "serve")
+    assert again.backend == "onnx"
+    assert np.array_equal(again.recommend(np.arange(6), k=5)[0], answers[1][0])
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(InputError, match="backend"):
+        OnlineRecommender(_model(), backend="tensorrt")
