@@ -103,6 +103,8 @@ def adapted_scores(model: nn.Module, batch, ttt_cfg) -> torch.Tensor:
             with torch.no_grad():
                 return model.scores(batch.items, batch.times)
         model.check_inputs(batch.items, batch.times)
+        if ttt_cfg.ttt_batch_size == 1 and batch.items.shape[0] > 1:
+            return per_user_scores(model, batch.items, batch.times, batch.target_times, ttt_cfg)
         gate = getattr(ttt_cfg, "ttt_gate", 0.0)
         if gate > 0:
             return _gated_scores(model, batch, ttt_cfg, shift_gate(batch.items, batch.times, batch.target_times, gate))
@@ -136,7 +138,59 @@ def _gated_scores(model: nn.Module, batch, ttt_cfg, gate: torch.Tensor) -> torch
     items, times, target_times = batch.items[gate], batch.times[gate], batch.target_times[gate]
     keep = (items != 0).any(dim=0)                   # drop columns that are padding for every gated user
     items, times = items[:, keep], times[:, keep]
+    if ttt_cfg.ttt_batch_size == 1:
+        scores[gate] = _per_user_adapted(model, items, times, target_times, ttt_cfg)
+        return scores
     fast = adapt_parameters(model, items, times, target_times, ttt_cfg)
     with torch.no_grad():
         scores[gate] = call_with(model, fast, "scores", items, times)
     return scores
+
+
+# -- per-user episodes (ttt_batch_size = 1), vectorised ----------------------------------------------------------------
+PER_USER_CHUNK = 256     # users adapted at once: each holds its own copy of the adapted parameters
+
+
+def per_user_scores(model: nn.Module, items, times, target_times, ttt_cfg) -> torch.Tensor:
+    """Scores after a separate test-time step for every user of the batch — the same numbers as batches of one user,
+    computed for all users at once with torch.func.vmap over per-user gradients (gated users only, when ttt_gate
+    is set; the others get plain scores)."""
+    gate = getattr(ttt_cfg, "ttt_gate", 0.0)
+    if gate > 0:
+        return _gated_scores(model, _Rows(items, times, target_times), ttt_cfg,
+                             shift_gate(items, times, target_times, gate))
+    return _per_user_adapted(model, items, times, target_times, ttt_cfg)
+
+
+class _Rows:
+    def __init__(self, items, times, target_times):
+        self.items, self.times, self.target_times = items, times, target_times
+
+
+def _per_user_adapted(model, items, times, target_times, ttt_cfg) -> torch.Tensor:
+    out = [_per_user_chunk(model, items[i:i + PER_USER_CHUNK], times[i:i + PER_USER_CHUNK],
+                           target_times[i:i + PER_USER_CHUNK], ttt_cfg)
+           for i in range(0, items.shape[0], PER_USER_CHUNK)]
+    return torch.cat(out)
+
+
+def _per_user_chunk(model, items, times, target_times, ttt_cfg) -> torch.Tensor:
+    from torch.func import grad, vmap
+    names = adaptable_parameter_names(model, ttt_cfg.ttt_params)
+    frozen = {name: p.detach() for name, p in model.named_parameters()}
+
+    def user_objective(fast, item_row, time_row, target_time):
+        aux = call_with(model, {**frozen, **fast}, "aux_losses", item_row[None], time_row[None], target_time[None])
+        return ttt_cfg.ttt_mu_time * aux["time"] + ttt_cfg.ttt_mu_state * aux["state"]
+
+    def user_scores(fast, item_row):
+        return call_with(model, {**frozen, **fast}, "_scores_unchecked", item_row[None])[0]
+
+    fast = {name: frozen[name].expand(items.shape[0], *frozen[name].shape) for name in names}
+    step = vmap(grad(user_objective), in_dims=(0, 0, 0, 0))
+    with torch.enable_grad():
+        for _ in range(ttt_cfg.ttt_steps):
+            grads = step(fast, items, times, target_times)
+            fast = {name: (fast[name] - ttt_cfg.ttt_lr * grads[name]).detach() for name in names}
+    with torch.no_grad():
+        return vmap(user_scores, in_dims=(0, 0))(fast, items)

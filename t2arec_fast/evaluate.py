@@ -32,7 +32,8 @@ def evaluate(model, split, which: str = "test", max_len: int = 200, batch_size: 
     from .data import eval_batches, time_segments
     device = torch.device(device) if device is not None else next(model.parameters()).device
     use_ttt = ttt is not None
-    size = ttt.ttt_batch_size if use_ttt else batch_size
+    # per-user episodes (ttt_batch_size 1) are computed for a whole batch at once (adapt.per_user_scores)
+    size = ttt.ttt_batch_size if use_ttt and ttt.ttt_batch_size > 1 else batch_size
     was_training = model.training
     model.eval()
     ranks, target_times, users = [], [], []

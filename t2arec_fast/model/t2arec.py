@@ -130,6 +130,11 @@ class T2ARec(SequentialRecommender):
         o, states, _ = self._run_sequence(item_ids)
         return o[:, -1], states
 
+    def _scores_unchecked(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """scores() without the input checks, whose data-dependent branches torch.func.vmap cannot trace
+        (per-user test-time steps, adapt.py). Callers have checked the batch already."""
+        return self.score_from(self._run_sequence(item_ids)[0][:, -1])
+
     def step(self, item_ids_t: torch.Tensor, states: List[BlockState]):
         """One new event per user: item_ids_t (batch,) int64 (no padding) → (o (batch, d), new states)."""
         if item_ids_t.dim() != 1 or item_ids_t.dtype != torch.int64:

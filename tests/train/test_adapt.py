@@ -109,3 +109,18 @@ def test_gated_step_adapts_only_gated_users():
     adapted = adapted_scores(model, batch, cfg)
     assert torch.equal(adapted[~gate], plain[~gate])
     assert (adapted[gate][:, 1:] - plain[gate][:, 1:]).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("gate", [0.0, 1.0])
+def test_vectorised_per_user_steps_equal_batches_of_one_user(gate):
+    """ttt_batch_size = 1 on a whole batch (vmap over users) gives each user's own single-user episode."""
+    model, batch = tiny_model().double(), random_batch()
+    cfg = dataclasses.replace(TTT, ttt_batch_size=1, ttt_lr=0.5, ttt_steps=2, ttt_gate=gate)
+    together = adapted_scores(model, batch, cfg)
+    for row in range(batch.items.shape[0]):
+        keep = batch.items[row] != 0
+        one = type(batch)(batch.items[row:row + 1, keep], batch.times[row:row + 1, keep],
+                          batch.target_times[row:row + 1], batch.targets[row:row + 1])
+        alone = adapted_scores(model, one, cfg)
+        torch.testing.assert_close(together[row:row + 1], alone, rtol=1e-9, atol=1e-9)
+    assert (together[:, 1:] - model.scores(batch.items, batch.times)[:, 1:]).abs().max() > 1e-6
