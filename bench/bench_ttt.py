@@ -78,7 +78,11 @@ def plain_step(model, batch, ttt_cfg=None):
         return target_ranks(model.scores(batch.items, batch.times), batch.targets)
 
 
-STEPS = {"ttt": ttt_step, "plain": plain_step}
+STEPS = {"ttt": ttt_step, "ttt_user": ttt_step, "plain": plain_step}
+# the test-time settings of each measured step: the paper's (per batch), and per-user episodes on L_time (every user
+# adapted: the gate of docs/results.md would only lower the work), vectorised with torch.func.vmap
+STEP_TTT = {"ttt": TTTConfig(), "plain": TTTConfig(),
+            "ttt_user": TTTConfig(ttt_batch_size=1, ttt_params="ssm", ttt_lr=10.0, ttt_mu_time=1.0, ttt_mu_state=0.0)}
 
 
 def _sync(device):
@@ -109,7 +113,7 @@ def run_case(step: str, device: str, backend: str, batch: int, length: int, n_it
             torch.cuda.reset_peak_memory_stats()
         model = make_model(n_items, backend, device)
         data = random_batch(batch, length, n_items, device)
-        times = time_step(STEPS[step], model, data, TTTConfig(), device, opts.reps, opts.warmup, opts.budget)
+        times = time_step(STEPS[step], model, data, STEP_TTT[step], device, opts.reps, opts.warmup, opts.budget)
         median = statistics.median(times)
         row.update(median_s=median, batches_per_s=1.0 / median, reps=len(times), times_s=times)
         if device == "cuda":
@@ -191,9 +195,11 @@ def plan(opts) -> list:
         cases += [("ttt", "cuda", "triton", opts.batch), ("ttt", "cuda", "reference", opts.batch)]
         if not opts.no_profile:
             cases.append(("profile", "cuda", "triton", opts.batch))
-        cases += [("plain", "cuda", "triton", opts.batch), ("plain", "cuda", "reference", opts.batch)]
+        cases += [("plain", "cuda", "triton", opts.batch), ("plain", "cuda", "reference", opts.batch),
+                  ("ttt_user", "cuda", "reference", opts.batch)]
     if not torch.cuda.is_available() or opts.cpu:
-        cases += [("ttt", "cpu", "reference", opts.cpu_batch), ("plain", "cpu", "reference", opts.cpu_batch)]
+        cases += [("ttt", "cpu", "reference", opts.cpu_batch), ("plain", "cpu", "reference", opts.cpu_batch),
+                  ("ttt_user", "cpu", "reference", opts.cpu_batch)]
     return cases
 
 
