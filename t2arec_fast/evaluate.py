@@ -65,7 +65,9 @@ def evaluate(model, split, which: str = "test", max_len: int = 200, batch_size: 
         result["ranks"] = ranks
     if use_ttt:
         order = np.concatenate(users).astype(np.int64) if users else np.zeros(0, np.int64)
-        result["ttt"] = {**dataclasses.asdict(ttt), "active": ttt_is_active(ttt), "batch_size": size,
+        episodes = "per user (vectorised over each batch)" if ttt.ttt_batch_size == 1 else "per batch"
+        result["ttt"] = {**dataclasses.asdict(ttt), "active": ttt_is_active(ttt), "batch_size": ttt.ttt_batch_size,
+                         "episodes": episodes, "rows_per_call": size,
                          "order": "eval_batches order (users as stored in the split, not shuffled)",
                          "user_order_sha1": hashlib.sha1(order.tobytes()).hexdigest()}
     return result
