@@ -121,7 +121,7 @@ def plot_segments(runs: dict, path: Path, title: str) -> None:
     ax.set_xticklabels([f"segment {s + 1}" for s in range(len(next(iter(series.values()))))])
     ax.set_ylabel("test NDCG@10")
     ax.set_title(title + " — test users by test time (earliest → latest)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(series), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
