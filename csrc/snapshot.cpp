@@ -304,27 +304,29 @@ void StateCache::save(const std::string& path) const {
 
 // ---- load --------------------------------------------------------------------------------------------------
 
-SnapshotHeader StateCache::read_snapshot_header(const std::string& path) {
-    File file(path, O_RDONLY);
+namespace {
+// Read and check the fixed-size header at the start of `file`; returns the checksum it announces for the body.
+uint64_t read_header(File& file, const std::string& path, SnapshotHeader& h) {
     const uint64_t size = file.size();
     unsigned char header[kHeaderBytes];
     if (size < kHeaderBytes || !file.read_all(header, kHeaderBytes))
         fail(path, "snapshot is truncated: " + std::to_string(size) + " bytes, smaller than the " +
                        std::to_string(kHeaderBytes) + "-byte header");
+    return decode_header(header, size, path, h);
+}
+}  // namespace
+
+SnapshotHeader StateCache::read_snapshot_header(const std::string& path) {
+    File file(path, O_RDONLY);
     SnapshotHeader h;
-    decode_header(header, size, path, h);
+    read_header(file, path, h);
     return h;
 }
 
 std::unique_ptr<StateCache> StateCache::load(const std::string& path, const LoadOptions& options) {
     File file(path, O_RDONLY);
-    const uint64_t size = file.size();
-    unsigned char header[kHeaderBytes];
-    if (size < kHeaderBytes || !file.read_all(header, kHeaderBytes))
-        fail(path, "snapshot is truncated: " + std::to_string(size) + " bytes, smaller than the " +
-                       std::to_string(kHeaderBytes) + "-byte header");
     SnapshotHeader h;
-    const uint64_t announced_checksum = decode_header(header, size, path, h);
+    const uint64_t announced_checksum = read_header(file, path, h);
 
     if (options.expected_state_size != 0 && options.expected_state_size != h.state_size)
         fail(path, "snapshot holds states of state_size " + std::to_string(h.state_size) + ", expected " +
