@@ -7,6 +7,10 @@
 # interpreter); bench/bench_scan.py; bench/bench_ttt.py if it exists; a summary table LAST.
 # Everything is logged to ${OUT:-bench/results}/gpu_check.log next to the benchmarks' JSON.
 #
+# Optional peer kernels: wheels in <repo>/.whl/ (git-ignored; `bash bench/fetch_peer_wheels.sh` downloads
+# flash-linear-attention's fla-core and einops there) are installed into a private --target directory first, so that
+# bench_scan.py can time fla's simple_gla beside ours. Carry `.whl` with the checkout to an offline machine.
+#
 # Environment knobs: GPU_CHECK_BUDGET_S (whole-script wall-clock cap, default 345), GPU_CHECK_SWEEP=1 (also sweep
 # the kernels' launch shapes), PYTHON (default python3).
 set -u
@@ -75,6 +79,11 @@ print('triton', triton.__version__)
 print('device', torch.cuda.get_device_name() if torch.cuda.is_available() else None)"
 INSTALL_MODE=none
 make_importable
+if compgen -G "$ROOT/.whl/*.whl" >/dev/null; then
+    run_step peer_wheels 60 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/t2arec_peer_site "$ROOT"/.whl/*.whl
+    export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}/tmp/t2arec_peer_site"
+fi
 # pytest-xdist, when present, compiles the many kernel variants of the tests in parallel
 XDIST=()
 "$PY" -c "import xdist" 2>/dev/null && XDIST=(-n 8)

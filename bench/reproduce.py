@@ -104,6 +104,42 @@ def table(runs: dict) -> tuple:
     return rows
 
 
+def paired_vs_best(runs: dict) -> dict:
+    """Paired t-test of T2ARec's test NDCG@10 against the better baseline, over the seeds both ran."""
+    baselines = [b for b in ("sasrec", "backbone") if runs.get(b)]
+    if not baselines or not runs.get("t2arec"):
+        return {}
+    best = max(baselines, key=lambda b: statistics.mean(r["test"]["ndcg@10"] for r in runs[b]))
+    pairs = [(a["test"]["ndcg@10"], b["test"]["ndcg@10"]) for a in runs["t2arec"] for b in runs[best]
+             if a["seed"] == b["seed"]]
+    t, p = paired_t([a for a, _ in pairs], [b for _, b in pairs])
+    return {"t2arec_vs": best, "metric": "test ndcg@10", "t": t, "p": p, "n_seeds": len(pairs)}
+
+
+def kept_runs(json_path: Path, settings: dict, rerun: list) -> dict:
+    """Runs of the models not re-run now, from an earlier study whose settings match (else an error: no mixing)."""
+    if not json_path.exists():
+        return {}
+    old = json.loads(json_path.read_text())
+    old_settings = {"seeds": old["seeds"], "max_epochs": old["max_epochs"], "overrides": old["overrides"]}
+    if old_settings != settings:
+        raise SystemExit(f"--merge: {json_path} was made with {old_settings}, this study uses {settings}; "
+                         "rerun all models or use the same settings")
+    return {label: seeds for label, seeds in old["runs"].items() if label not in rerun}
+
+
+def write_report(json_path, args, ds, path, k_core, max_len, settings, runs, seconds) -> dict:
+    done = {label: seeds for label, seeds in runs.items() if seeds}
+    report = {"dataset": args.dataset, "path": str(path), "k_core": k_core, "max_len": max_len,
+              "n_users": ds.n_users, "n_items": ds.n_items, **settings,
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads", "torch": torch.__version__,
+              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "wall_seconds": seconds,
+              "summary": {k: {m: list(v) for m, v in r.items()} for k, r in table(done).items()},
+              "paired_t_test": paired_vs_best(done), "runs": runs}
+    json_path.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    return report
+
+
 def plot_segments(runs: dict, path: Path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -135,6 +171,8 @@ def main():
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides for all runs")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the runs of other models from an earlier study with the same seeds, epochs and --set")
     args = ap.parse_args()
     path, k_core, max_len = DATASETS[args.dataset]
     if not path.exists():
@@ -143,7 +181,12 @@ def main():
     data_over = {"dataset": str(path), "min_count": k_core, "max_len": max_len}
     ds = load_dataset(str(path), min_count=k_core, verbose=False)
     split = leave_one_out(ds)
-    runs = {label: [] for label in args.models}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / f"reproduce_{args.dataset}.json"
+    settings = {"seeds": args.seeds, "max_epochs": args.epochs, "overrides": extra}
+    kept = kept_runs(json_path, settings, args.models) if args.merge else {}
+    runs = {**kept, **{label: [] for label in args.models}}
     started = time.perf_counter()
     for seed in args.seeds:
         for label in args.models:
@@ -153,23 +196,11 @@ def main():
                   + (f"  | +ttt ndcg@10 {r['test_ttt']['ndcg@10']:.4f}" if "test_ttt" in r else "")
                   + f"  ({r['epochs_run']} epochs, best {r['best_epoch']}, {r['seconds_per_epoch']:.1f} s/epoch)",
                   flush=True)
-    rows = table(runs)
-    baselines = [b for b in ("sasrec", "backbone") if b in runs]
-    best = max(baselines, key=lambda b: rows[b]["ndcg@10"][0]) if baselines else None
-    test = {}
-    if best and "t2arec" in runs:
-        t, p = paired_t([r["test"]["ndcg@10"] for r in runs["t2arec"]], [r["test"]["ndcg@10"] for r in runs[best]])
-        test = {"t2arec_vs": best, "metric": "test ndcg@10", "t": t, "p": p, "n_seeds": len(args.seeds)}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    report = {"dataset": args.dataset, "path": str(path), "k_core": k_core, "max_len": max_len, "n_users": ds.n_users,
-              "n_items": ds.n_items, "seeds": args.seeds, "max_epochs": args.epochs, "overrides": extra,
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads", "torch": torch.__version__,
-              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "wall_seconds": time.perf_counter() - started, "summary": {k: {m: list(v) for m, v in r.items()}
-                                                                          for k, r in rows.items()},
-              "paired_t_test": test, "runs": runs}
-    (out / f"reproduce_{args.dataset}.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+            # written after every run so that a stopped study keeps what it finished
+            write_report(json_path, args, ds, path, k_core, max_len, settings, runs, time.perf_counter() - started)
+    report = write_report(json_path, args, ds, path, k_core, max_len, settings, runs, time.perf_counter() - started)
+    rows, test = table(runs), report["paired_t_test"]
+    best = test.get("t2arec_vs")
     try:
         plot_segments(runs, out / f"segments_{args.dataset}.png", args.dataset)
     except ImportError:
@@ -182,7 +213,7 @@ def main():
               + (f"{spe[0]:>10.1f}" if spe else ""))
     if test:
         print(f"  paired t-test t2arec vs {best} (test NDCG@10): t = {test['t']}, p = {test['p']}")
-    print(f"  wall time {report['wall_seconds'] / 60:.1f} min; wrote {out / f'reproduce_{args.dataset}.json'}")
+    print(f"  wall time {report['wall_seconds'] / 60:.1f} min; wrote {json_path}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import torch
 
 from .adapt import adapted_scores, ttt_is_active
 from .metrics import DEFAULT_KS, metrics_from_ranks, ndcg_by_segment, target_ranks
+from .progress import progress_bar
 
 TABLE_COLUMNS = ("recall@5", "recall@10", "recall@20", "mrr@10", "ndcg@5", "ndcg@10", "ndcg@20")
 
@@ -39,8 +40,7 @@ def evaluate(model, split, which: str = "test", max_len: int = 200, batch_size: 
     ranks, target_times, users = [], [], []
     batches = eval_batches(split, which, max_len, size)
     if progress:
-        from tqdm.auto import tqdm
-        batches = tqdm(batches, desc=f"{which}{' +ttt' if use_ttt else ''}", leave=False)
+        batches = progress_bar(batches, f"{which}{' +ttt' if use_ttt else ''}")
     try:
         for batch in batches:
             tb = batch.to_torch(device)

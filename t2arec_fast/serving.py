@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from t2arec_fast.errors import InputError
+from t2arec_fast.progress import progress_bar
 from t2arec_fast.model.block import BlockState
 
 __all__ = ["OnlineRecommender", "StateLayout", "HistoryStore", "ItemIdMap", "LAYOUT_VERSION", "HEADER_WORDS"]
@@ -787,8 +788,4 @@ def _percentiles(seconds: np.ndarray) -> dict:
 def _progress(iterable, enabled: bool):
     if not enabled:
         return iterable
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        return iterable
-    return tqdm(iterable, desc="replay", unit="event", mininterval=1.0)
+    return progress_bar(iterable, "replay", unit="event")

@@ -32,6 +32,7 @@ import torch.nn as nn
 
 from .config import Config
 from .evaluate import evaluate
+from .progress import progress_bar, write_line
 
 TRAINER_STATE = "trainer.pt"
 
@@ -282,14 +283,12 @@ def _train_epoch(loss_module, model, optimizer, split, cfg: Config, max_len: int
 def _progress(iterable, cfg: Config, ctx: DistContext, desc: str, total: Optional[int] = None):
     if not (cfg.train.progress and ctx.is_main):
         return iterable
-    from tqdm.auto import tqdm
-    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
+    return progress_bar(iterable, desc, total)
 
 
 def _log(cfg: Config, ctx: DistContext, message: str) -> None:
     if cfg.train.progress and ctx.is_main:
-        from tqdm.auto import tqdm
-        tqdm.write(message)
+        write_line(message)
 
 
 def _validate(model, split, cfg: Config, max_len: int, ctx: DistContext) -> tuple:
