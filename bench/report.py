@@ -1,0 +1,131 @@
+"""Render the real-data tables of docs/results.md from bench/results/reproduce_<dataset>.json (bench/reproduce.py).
+
+    python bench/report.py            # rewrites the block between the reproduce markers in docs/results.md
+    python bench/report.py --print    # only prints it
+
+One table per data set: test Recall/MRR/NDCG@10 (mean ± std over seeds) for the baselines, the ablations, T2ARec
+without and with the test-time step; validation NDCG@10, best epoch and seconds per epoch beside them; paired
+t-tests of T2ARec against the better baseline and of the test-time step against no step. Nothing is typed by hand:
+rerun the study, then this script.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from reproduce import DATASETS, paired_t
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+DOC = ROOT / "docs" / "results.md"
+BEGIN, END = "<!-- reproduce:begin (bench/report.py) -->", "<!-- reproduce:end -->"
+ORDER = ("sasrec", "backbone", "t2arec w/o L_time", "t2arec w/o L_state", "t2arec")
+METRICS = ("recall@10", "mrr@10", "ndcg@10")
+
+
+def fmt(values: list) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} ± {sd:.4f}"
+
+
+def rows_of(report: dict) -> list:
+    """(label, runs, split) in display order; T2ARec with the test-time step after it."""
+    rows = []
+    for label in ORDER:
+        runs = report["runs"].get(label) or []
+        if not runs:
+            continue
+        rows.append((label if label != "t2arec" else "t2arec, no test-time step", runs, "test"))
+        if label == "t2arec" and all("test_ttt" in r for r in runs):
+            rows.append(("t2arec + test-time step (paper's Algorithm 1)", runs, "test_ttt"))
+    return rows
+
+
+def paired(report: dict, a: str, split_a: str, b: str, split_b: str) -> str:
+    ra = {r["seed"]: r[split_a]["ndcg@10"] for r in report["runs"].get(a, [])}
+    rb = {r["seed"]: r[split_b]["ndcg@10"] for r in report["runs"].get(b, [])}
+    seeds = sorted(set(ra) & set(rb))
+    t, p = paired_t([ra[s] for s in seeds], [rb[s] for s in seeds])
+    diff = statistics.mean(ra[s] - rb[s] for s in seeds) if seeds else float("nan")
+    if t is None:
+        if len(seeds) > 1 and all(ra[s] == rb[s] for s in seeds):
+            return f"identical on all {len(seeds)} seeds"
+        return f"mean difference {diff:+.4f} over {len(seeds)} seed(s) (too few seeds for a t-test)"
+    verdict = "significant at 0.05" if p < 0.05 else "not significant"
+    return f"mean difference {diff:+.4f}, t = {t:.2f}, p = {p:.2f} over {len(seeds)} seeds ({verdict})"
+
+
+def dataset_section(report: dict) -> str:
+    name = report["dataset"]
+    lines = [f"### {name} — `{command_of(report)}`", "",
+             "| model | seeds | test Recall@10 | test MRR@10 | test NDCG@10 | valid NDCG@10 | best epoch | s/epoch |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, runs, split in rows_of(report):
+        lines.append(f"| {label} | {len(runs)} | " + " | ".join(fmt([r[split][m] for r in runs]) for m in METRICS)
+                     + f" | {fmt([r['valid']['ndcg@10'] for r in runs])}"
+                     + f" | {statistics.mean(r['best_epoch'] for r in runs):.0f}"
+                     + f" | {statistics.mean(r['seconds_per_epoch'] for r in runs):.1f} |")
+    lines.append("")
+    baselines = [b for b in ("sasrec", "backbone") if report["runs"].get(b)]
+    if report["runs"].get("t2arec") and baselines:
+        best = max(baselines, key=lambda b: statistics.mean(r["test"]["ndcg@10"] for r in report["runs"][b]))
+        lines.append(f"- T2ARec (no step) vs {best}, the better baseline, test NDCG@10: "
+                     + paired(report, "t2arec", "test", best, "test") + ".")
+        if all("test_ttt" in r for r in report["runs"]["t2arec"]):
+            lines.append("- T2ARec with vs without the test-time step, test NDCG@10: "
+                         + paired(report, "t2arec", "test_ttt", "t2arec", "test") + ".")
+    for ablation in ("t2arec w/o L_time", "t2arec w/o L_state"):
+        if report["runs"].get(ablation) and report["runs"].get("t2arec"):
+            lines.append(f"- T2ARec vs {ablation}, test NDCG@10: "
+                         + paired(report, "t2arec", "test", ablation, "test") + ".")
+    lines += ["", f"{report['n_users']:,} users, {report['n_items']:,} items after the {report['k_core']}-core filter, "
+              f"max length {report['max_len']}, seeds {report['seeds']}, at most {report['max_epochs']} epochs with "
+              f"early stopping on validation NDCG@10, overrides {report['overrides'] or 'none'} on top of the package "
+              f"defaults; {report['machine']}, torch {report['torch']}, finished {report['date']}, "
+              f"{report['wall_seconds'] / 60:.0f} min for the last invocation (seconds per epoch are inflated when "
+              "two studies shared the 2 cores; clean epoch times are in docs/benchmarks.md)."]
+    plot = RESULTS / f"segments_{name}.png"
+    if plot.exists():
+        lines += ["", f"![NDCG@10 per test-time segment on {name}](../bench/results/{plot.name})"]
+    return "\n".join(lines)
+
+
+def command_of(report: dict) -> str:
+    sets = " ".join(f"{k}={v}" for k, v in report["overrides"].items())
+    return (f"python bench/reproduce.py {report['dataset']} --seeds {' '.join(map(str, report['seeds']))} "
+            f"--epochs {report['max_epochs']}" + (f" --set {sets}" if sets else ""))
+
+
+def render() -> str:
+    sections = []
+    for name in DATASETS:
+        path = RESULTS / f"reproduce_{name}.json"
+        if path.exists():
+            sections.append(dataset_section(json.loads(path.read_text())))
+        else:
+            sections.append(f"### {name}\n\nNot run yet (`python bench/reproduce.py {name}`).")
+    return "\n\n".join(sections)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--print", action="store_true", help="print the block instead of writing docs/results.md")
+    args = ap.parse_args(argv)
+    block = render()
+    if args.print:
+        print(block)
+        return 0
+    text = DOC.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{DOC} lacks the markers {BEGIN!r} … {END!r}: add them where the tables belong")
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    DOC.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}")
+    print(f"rewrote the reproduce block of {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

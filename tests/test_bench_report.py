@@ -1,0 +1,63 @@
+"""bench/report.py renders docs/results.md's real-data tables from reproduce JSON: numbers and tests come from data."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import report  # noqa: E402
+from reproduce import paired_t  # noqa: E402
+
+
+def run(seed, ndcg, ttt=None):
+    metrics = {"recall@10": 2 * ndcg, "mrr@10": ndcg / 2, "ndcg@10": ndcg}
+    out = {"seed": seed, "best_epoch": 5, "seconds_per_epoch": 1.5, "valid": metrics, "test": metrics}
+    if ttt is not None:
+        out["test_ttt"] = {**metrics, "ndcg@10": ttt}
+    return out
+
+
+def study():
+    return {"dataset": "ml-100k", "k_core": 10, "max_len": 200, "n_users": 943, "n_items": 1152, "seeds": [0, 1, 2],
+            "max_epochs": 60, "overrides": {"batch_size": "64"}, "machine": "x86_64, 1 torch threads",
+            "torch": "2.x", "date": "2026-11-27", "wall_seconds": 600,
+            "runs": {"backbone": [run(0, 0.10), run(1, 0.11), run(2, 0.12)],
+                     "sasrec": [run(0, 0.05), run(1, 0.05), run(2, 0.05)],
+                     "t2arec": [run(0, 0.11, 0.11), run(1, 0.13, 0.13), run(2, 0.15, 0.15)]}}
+
+
+def test_paired_t_matches_the_textbook_value():
+    t, p = paired_t([0.11, 0.13, 0.15], [0.10, 0.11, 0.12])     # differences 0.01, 0.02, 0.03
+    assert t == pytest.approx(3.4641, abs=1e-3)                  # mean 0.02 / (sd 0.01 / √3)
+    assert p == pytest.approx(0.0742, abs=2e-3)                  # Student t, 2 degrees of freedom
+
+
+def test_section_has_every_model_and_the_tests():
+    text = report.dataset_section(study())
+    assert "| backbone | 3 | 0.2200 ± 0.0200 | 0.0550 ± 0.0050 | 0.1100 ± 0.0100 |" in text
+    assert "t2arec + test-time step" in text
+    assert "vs backbone, the better baseline" in text and "t = 3.46" in text
+    assert "with vs without the test-time step, test NDCG@10: identical on all 3 seeds" in text
+    assert "--set batch_size=64" in text
+
+
+def test_rewrites_only_the_marked_block(tmp_path, monkeypatch):
+    (tmp_path / "reproduce_ml-100k.json").write_text(json.dumps(study()))
+    doc = tmp_path / "results.md"
+    doc.write_text(f"intro\n{report.BEGIN}\nold table\n{report.END}\nafter\n")
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    monkeypatch.setattr(report, "DOC", doc)
+    report.main([])
+    text = doc.read_text()
+    assert text.startswith("intro\n") and text.endswith("after\n") and "old table" not in text
+    assert "### ml-100k" in text and "### amazon-beauty\n\nNot run yet" in text
+
+
+def test_missing_markers_are_a_clear_error(tmp_path, monkeypatch):
+    doc = tmp_path / "results.md"
+    doc.write_text("no markers here\n")
+    monkeypatch.setattr(report, "DOC", doc)
+    with pytest.raises(SystemExit, match="lacks the markers"):
+        report.main([])
+    assert doc.read_text() == "no markers here\n"
