@@ -139,7 +139,7 @@ def _gated_scores(model: nn.Module, batch, ttt_cfg, gate: torch.Tensor) -> torch
     keep = (items != 0).any(dim=0)                   # drop columns that are padding for every gated user
     items, times = items[:, keep], times[:, keep]
     if ttt_cfg.ttt_batch_size == 1:
-        scores[gate] = _per_user_adapted(model, items, times, target_times, ttt_cfg)
+        scores[gate] = per_user_adapted_scores(model, items, times, target_times, ttt_cfg)
         return scores
     fast = adapt_parameters(model, items, times, target_times, ttt_cfg)
     with torch.no_grad():
@@ -159,7 +159,7 @@ def per_user_scores(model: nn.Module, items, times, target_times, ttt_cfg) -> to
     if gate > 0:
         return _gated_scores(model, _Rows(items, times, target_times), ttt_cfg,
                              shift_gate(items, times, target_times, gate))
-    return _per_user_adapted(model, items, times, target_times, ttt_cfg)
+    return per_user_adapted_scores(model, items, times, target_times, ttt_cfg)
 
 
 class _Rows:
@@ -167,7 +167,8 @@ class _Rows:
         self.items, self.times, self.target_times = items, times, target_times
 
 
-def _per_user_adapted(model, items, times, target_times, ttt_cfg) -> torch.Tensor:
+def per_user_adapted_scores(model, items, times, target_times, ttt_cfg) -> torch.Tensor:
+    """Scores after its own test-time episode for every row (no gate; the model must be in eval mode)."""
     out = [_per_user_chunk(model, items[i:i + PER_USER_CHUNK], times[i:i + PER_USER_CHUNK],
                            target_times[i:i + PER_USER_CHUNK], ttt_cfg)
            for i in range(0, items.shape[0], PER_USER_CHUNK)]

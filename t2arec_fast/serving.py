@@ -24,6 +24,7 @@ process should run `torch.set_num_threads(1)` (bench/bench_serving.py does).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -372,6 +373,11 @@ class OnlineRecommender:
     shards:         lock stripes of the cache (None: its default).
     backend:        "torch" (the model itself) or "onnx" (encode and step in ONNX Runtime through the exported graphs;
                     `onnx_dir` names an `export_onnx` folder of this model, else the graphs are exported first).
+    ttt:            test-time alignment for requests that give `at_time`: a TTTConfig (or a dict of its fields);
+                    None = off. Each such user gets its own episode (the per-user form of the paper's step; a
+                    request batch is not a meaningful episode), on its ring with T_{n+1} = at_time − last event;
+                    with `ttt_gate` only users whose request follows a long pause adapt. O(history_len) per adapted
+                    user (a gradient through the sequence); the cached state is never changed. Backend "torch" only.
     flush_denormal: run the model with denormal floats flushed to zero (CPU). The SSM decay exp(Δ·A) underflows
                     into denormals for large Δ·|A|, and x86 multiplies by denormals ~100× slower: measured 1.5 ms
                     → 0.9 ms per batch-64 step. Answers change by < 1e-38 absolute. Switched on around each
@@ -380,15 +386,16 @@ class OnlineRecommender:
 
     def __init__(self, model, capacity_bytes: int = 256 << 20, history_len: int = 200, device: str = "cpu",
                  dtype: str = "float32", shards: Optional[int] = None, flush_denormal: bool = True,
-                 backend: str = "torch", onnx_dir=None):
+                 backend: str = "torch", onnx_dir=None, ttt=None):
         self._lock = threading.RLock()
         self.backend, self.onnx_dir = _check_backend(backend), onnx_dir
+        self.ttt = _check_ttt(ttt, self.backend)
         self.flush_denormal = flush_denormal
         self.device = torch.device(device)
         self.capacity_bytes, self.dtype, self.shards = int(capacity_bytes), dtype, shards
         self.history = HistoryStore(history_len)
         self.version = 1
-        self._counters = {"events": 0, "rebuilds": 0, "cold_starts": 0, "requests": 0}
+        self._counters = {"events": 0, "rebuilds": 0, "cold_starts": 0, "requests": 0, "adapted": 0}
         self._install_model(model)
         self.popularity = np.zeros(self.n_items + 1, np.int64)
         self.cache = self._new_cache()
@@ -417,6 +424,11 @@ class OnlineRecommender:
     def _new_cache(self):
         from t2arec_fast.cache import StateCache
         return StateCache(self.layout.size, self.capacity_bytes, dtype=self.dtype, shards=self.shards)
+
+    def set_ttt(self, ttt) -> None:
+        """Switch test-time alignment on (a TTTConfig or a dict of its fields) or off (None) for later requests."""
+        with self._lock:
+            self.ttt = _check_ttt(ttt, self.backend)
 
     def swap_model(self, model) -> None:
         """Serve a newly trained model from now on. The version goes up, so every cached state becomes stale and is
@@ -565,12 +577,13 @@ class OnlineRecommender:
         Unknown users (cold start): the k items observed most often so far, scored by that count (ties: lower id
         first); before any event that is items 1..k with score 0.
         exclude_seen: items in the user's ring (its last history_len events) get −inf and drop out of the top-k.
-        at_time: the request time (int64 scalar or (n,)); checked and accepted for the coming test-time step
-        (it will set the gap T_{n+1} = at_time − last timestamp); it does not change scores yet.
+        at_time: the request time (int64 scalar or (n,), not before the user's last event). With `ttt` set, known
+        users are scored after a test-time step that uses the gap T_{n+1} = at_time − last event; without, it is
+        only checked.
         """
         users = _int64_array(user_ids, "user_ids")
         k = self._check_k(k)
-        self._check_at_time(at_time, len(users))
+        at_time = self._check_at_time(at_time, len(users))
         with self._computing():
             self._counters["requests"] += len(users)
             items = np.empty((len(users), k), np.int64)
@@ -578,7 +591,13 @@ class OnlineRecommender:
             rows = self.history.rows_of(users)
             known = np.flatnonzero(rows >= 0)
             if len(known):
-                top = torch.topk(self._model_scores(users[known], rows[known], exclude_seen), k, dim=1)
+                model_scores = self._model_scores(users[known], rows[known])
+                if at_time is not None and self.ttt is not None:
+                    self._adapt(model_scores, users[known], rows[known], at_time[known])
+                if exclude_seen:
+                    seen = torch.from_numpy(self.history.seen(rows[known]))
+                    model_scores.scatter_(1, seen, float("-inf"))   # empty ring slots hold 0: the padding column
+                top = torch.topk(model_scores, k, dim=1)
                 items[known], scores[known] = top.indices.numpy(), top.values.numpy()
             cold = np.flatnonzero(rows < 0)
             if len(cold):
@@ -592,24 +611,45 @@ class OnlineRecommender:
         return int(k)
 
     @staticmethod
-    def _check_at_time(at_time, n: int) -> None:
-        if at_time is None or (isinstance(at_time, (int, np.integer)) and not isinstance(at_time, bool)):
-            return
+    def _check_at_time(at_time, n: int) -> Optional[np.ndarray]:
+        """→ None or (n,) int64 request times."""
+        if at_time is None:
+            return None
+        if isinstance(at_time, (int, np.integer)) and not isinstance(at_time, bool):
+            return np.full(n, int(at_time), np.int64)
         arr = _int64_array(at_time, "at_time timestamps")
         if len(arr) != n:
             raise InputError(f"recommend: at_time has {len(arr)} entries for {n} users")
+        return arr
 
-    @torch.inference_mode()
-    def _model_scores(self, users: np.ndarray, rows: np.ndarray, exclude_seen: bool) -> torch.Tensor:
+    @torch.no_grad()
+    def _model_scores(self, users: np.ndarray, rows: np.ndarray) -> torch.Tensor:
         """(m, n_items + 1) float32 CPU scores of known users (duplicates allowed); column 0 is −inf."""
         distinct, first, inverse = np.unique(users, return_index=True, return_inverse=True)
         flat = self._states_for(distinct, rows[first])
         _, o = self.layout.views(torch.from_numpy(flat).to(self.device))
-        scores = self.model.score_from(o[torch.from_numpy(inverse.reshape(-1)).to(self.device)]).float().cpu()
-        if exclude_seen:
-            seen = torch.from_numpy(self.history.seen(rows))
-            scores.scatter_(1, seen, float("-inf"))          # empty ring slots hold 0: the padding column
-        return scores
+        return self.model.score_from(o[torch.from_numpy(inverse.reshape(-1)).to(self.device)]).float().cpu()
+
+    def _adapt(self, scores: torch.Tensor, users: np.ndarray, rows: np.ndarray, at_time: np.ndarray) -> None:
+        """Overwrite the scores of users the test-time step applies to (all, or those the gate lets in) with their
+        adapted scores, computed from their ring; the cached states stay as they are."""
+        from t2arec_fast.adapt import per_user_adapted_scores, shift_gate
+        last = self.history.last_ts[rows]
+        early = np.flatnonzero(at_time < last)
+        if len(early):
+            u = early[0]
+            raise InputError(f"recommend: at_time {at_time[u]} is before user {users[u]}'s last event "
+                             f"({last[u]}); the request time must not precede the history it scores")
+        items, times = (torch.from_numpy(a).to(self.device) for a in self.history.recent(rows))
+        target = torch.from_numpy(at_time).to(self.device)
+        chosen = torch.ones(len(rows), dtype=torch.bool, device=self.device)
+        if self.ttt.ttt_gate > 0:
+            chosen = shift_gate(items, times, target, self.ttt.ttt_gate)
+        if not bool(chosen.any()):
+            return
+        adapted = per_user_adapted_scores(self.model, items[chosen], times[chosen], target[chosen], self.ttt)
+        scores[chosen.cpu()] = adapted.float().cpu()
+        self._counters["adapted"] += int(chosen.sum())
 
     def _cold_start(self, k: int) -> Tuple[np.ndarray, np.ndarray]:
         """The k most observed items (ties: lower id first) scored by their count: → (k,) int64, (k,) float32."""
@@ -660,7 +700,8 @@ class OnlineRecommender:
         np.savez(folder / "history.npz", popularity=self.popularity, **self.history.to_arrays())
         meta = {"format": SERVING_FORMAT, "layout": self.layout.describe(), "model_version": self.version,
                 "capacity_bytes": self.capacity_bytes, "dtype": self.dtype, "shards": self.shards,
-                "counters": self._counters, "backend": self.backend}
+                "counters": self._counters, "backend": self.backend,
+                "ttt": None if self.ttt is None else dataclasses.asdict(self.ttt)}
         (folder / "serving.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     @classmethod
@@ -682,11 +723,12 @@ class OnlineRecommender:
         obj.device = torch.device(device)
         obj.capacity_bytes, obj.dtype, obj.shards = meta["capacity_bytes"], meta["dtype"], meta["shards"]
         obj.backend, obj.onnx_dir = meta.get("backend", "torch"), None   # onnx: graphs re-exported from the model
+        obj.ttt = _check_ttt(meta.get("ttt"), obj.backend)
         obj._install_model(model)
         if obj.layout.describe() != meta["layout"]:
             raise InputError(f"{meta_path}: the saved state layout does not match the saved model's")
         obj.version = int(meta["model_version"])
-        obj._counters = dict(meta["counters"])
+        obj._counters = {"adapted": 0, **meta["counters"]}
         with np.load(directory / "history.npz", allow_pickle=False) as arrays:
             obj.popularity = arrays["popularity"].astype(np.int64)
             obj.history = HistoryStore.from_arrays(dict(arrays))
@@ -695,6 +737,27 @@ class OnlineRecommender:
 
 
 BACKENDS = ("torch", "onnx")
+
+
+def _check_ttt(ttt, backend: str):
+    """None, a TTTConfig or a dict of its fields → a TTTConfig that can change scores, or None."""
+    from t2arec_fast.adapt import ttt_is_active
+    from t2arec_fast.config import TTTConfig
+    if ttt is None:
+        return None
+    if isinstance(ttt, dict):
+        unknown = sorted(set(ttt) - {f.name for f in dataclasses.fields(TTTConfig)})
+        if unknown:
+            raise InputError(f"ttt: unknown settings {unknown}; known: {[f.name for f in dataclasses.fields(TTTConfig)]}")
+        ttt = TTTConfig(**ttt)
+    if not isinstance(ttt, TTTConfig):
+        raise InputError(f"ttt must be a TTTConfig, a dict of its fields or None, got {type(ttt).__name__}")
+    if not (ttt.ttt and ttt_is_active(ttt)):
+        return None
+    if backend != "torch":
+        raise InputError("ttt: the test-time step differentiates the model, so it needs backend='torch', "
+                         f"not {backend!r}")
+    return ttt
 
 
 def _check_backend(backend: str) -> str:

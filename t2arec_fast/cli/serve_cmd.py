@@ -1,7 +1,8 @@
 """`t2arec serve-replay`: replay a time-ordered event log through the online recommender.
 
     t2arec serve-replay CHECKPOINT EVENTS.csv [--k 10] [--exclude-seen] [--history-len 200] [--capacity-mb 256]
-                        [--limit N] [--skip-unknown] [--save DIR] [--threads 1] [--json P] [--quiet]
+                        [--limit N] [--skip-unknown] [--ttt [KEY=VALUE ...]] [--save DIR] [--threads 1] [--json P]
+                        [--quiet]
 
 For every event, in timestamp order: recommend for its user first (was the true item in the top-k?), then observe
 the event. Reports hit rate@k, NDCG@10 and per-event latency percentiles. All of it is `t2arec_fast.serving.replay`.
@@ -32,6 +33,9 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=int, default=None, help="replay only the first N events (in time order)")
     p.add_argument("--skip-unknown", action="store_true",
                    help="skip events whose item the model does not know (default: stop with an error)")
+    p.add_argument("--ttt", nargs="*", metavar="KEY=VALUE", default=None,
+                   help="score each request after a per-user test-time step (request time = the event's time); "
+                        "settings are TTT config keys, e.g. --ttt ttt_gate=20 ttt_lr=10 ttt_params=ssm")
     p.add_argument("--save", metavar="DIR", default=None, help="save the recommender here after the replay")
     p.add_argument("--json", metavar="P", default=None, help="write the results JSON here")
     p.add_argument("--threads", type=int, default=1,
@@ -49,6 +53,8 @@ def _serve_replay(args) -> int:
         raise UserError(f"--threads must be ≥ 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     recommender = _open_recommender(Path(args.checkpoint), args)
+    if args.ttt is not None:
+        recommender.set_ttt(_ttt_config(args.ttt))
     users, items, times, skipped = _read_events(args.events, ItemIdMap.from_model(recommender.model),
                                                 recommender.n_items, args.skip_unknown)
     if args.limit is not None:
@@ -63,6 +69,21 @@ def _serve_replay(args) -> int:
         recommender.save(args.save)
     write_json(args.json, result)
     return 0
+
+
+def _ttt_config(pairs: list):
+    from t2arec_fast.config import Config, TTTConfig
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise UserError(f"--ttt takes KEY=VALUE settings, got {pair!r}")
+        settings[key] = value
+    fields = {f for f in TTTConfig.__dataclass_fields__}
+    unknown = sorted(set(settings) - fields)
+    if unknown:
+        raise UserError(f"--ttt: {unknown} are not test-time settings; known: {sorted(fields)}")
+    return Config.from_sources(overrides=settings).ttt
 
 
 def _open_recommender(path: Path, args):

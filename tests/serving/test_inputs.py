@@ -77,7 +77,7 @@ def test_bad_recommend_arguments(rec):
     assert rec.recommend([], k=3)[0].shape == (0, 3)
 
 
-def test_at_time_does_not_change_scores_yet(rec):
+def test_at_time_without_ttt_does_not_change_scores(rec):
     a = rec.recommend([1, 2], k=5)
     b = rec.recommend([1, 2], k=5, at_time=10**12)
     np.testing.assert_array_equal(a[1], b[1])
