@@ -10,7 +10,8 @@ flatters it: fetching the histories is not timed). Both run with denormals flush
 does by default (see OnlineRecommender's flush_denormal).
 
 Reported: per-event latency p50/p99 for one user; events/s at batches of 1, 64, 1024 users; the speed-up at each
-batch (target ≥ 20× at 64); memory per cached user; where the O(1) path's time goes. Runs of the two paths are
+batch (target ≥ 20× at 64); memory per cached user; where the O(1) path's time goes; what a request costs when
+each of its users gets a per-user test-time step (OnlineRecommender(ttt=...), O(history) work per user). Runs of the two paths are
 interleaved so that a busy machine slows both alike; each number is the median over runs, warm-up excluded.
 """
 from __future__ import annotations
@@ -161,6 +162,24 @@ def breakdown(model, rec, users, rng, batch: int, calls: int) -> dict:
     return {k: round(v, 1) for k, v in parts.items()}
 
 
+def ttt_requests(rec, users, clock, quick: bool) -> list:
+    """ms per recommend call when every user in it gets a per-user test-time step (paper settings: all parameters,
+    α 0.005, μ' 0.1) on its 200-event ring, vs the plain O(1) recommend of the same users; median of calls."""
+    from t2arec_fast.config import TTTConfig
+    rows = []
+    for b in (1, 16) if quick else (1, 64):
+        u = users[:b]
+        at = np.full(b, clock.t + 3600, np.int64)                 # an hour after each user's last event
+        plain = timed(lambda: rec.recommend(u, k=10), 5)
+        rec.set_ttt(TTTConfig())
+        rec.recommend(u, k=10, at_time=at)                        # warm-up: the first per-user step is slower
+        adapted = timed(lambda: rec.recommend(u, k=10, at_time=at), 2 if quick else 5)
+        rec.set_ttt(None)
+        rows.append({"batch": b, **{f"{c}_ms": {"plain": 1e3 * statistics.median(plain[c]),
+                                                "adapted": 1e3 * statistics.median(adapted[c])} for c in CLOCKS}})
+    return rows
+
+
 def full_cache_bytes_per_user(state_size: int, dtype: str, budget: int = 64 << 20) -> float:
     """Fill a cache past its budget, then bytes / entries: the real cost of one more cached user."""
     cache = StateCache(state_size, budget, dtype=dtype)
@@ -223,6 +242,7 @@ def main(argv=None) -> int:
         print(f"batch {b}: done", flush=True)
     result["breakdown_us_batch64"] = breakdown(model, rec, users, rng, 64, 50)
     result["breakdown_us_batch1"] = breakdown(model, rec, users, rng, 1, 100)
+    result["ttt_requests"] = ttt_requests(rec, users, clock, args.quick)
     result["memory"] = memory(rec)
     result["wall_s"] = time.perf_counter() - start
     print_table(result)
@@ -252,6 +272,9 @@ def print_table(r: dict) -> None:
             print(f"{c:>5} {t['batch']:>6} {x['o1_events_per_s']:>12,.0f} {x['o1_observe_only_events_per_s']:>13,.0f} "
                   f"{x['reencode200_events_per_s']:>15,.0f} {x['speedup']:>8.1f}×")
     print(f"\nO(1) pieces, CPU µs per call: batch 64 {r['breakdown_us_batch64']}; batch 1 {r['breakdown_us_batch1']}")
+    for t in r["ttt_requests"]:
+        print(f"recommend for {t['batch']} user(s), CPU ms: plain {t['cpu_ms']['plain']:.2f}, with a per-user "
+              f"test-time step {t['cpu_ms']['adapted']:.2f} ({t['cpu_ms']['adapted'] / t['cpu_ms']['plain']:.0f}×)")
     mem = r["memory"]
     print(f"memory per cached user: {mem['cache_bytes_per_user']:,.0f} B in the cache for a "
           f"{mem['raw_vector_bytes']:,} B "

@@ -119,14 +119,15 @@ def shift_gate(items: torch.Tensor, times: torch.Tensor, target_times: torch.Ten
     """(batch,) bool: the request gap T_{n+1} = t_{n+1} − t_n is at least `factor` × the user's median gap.
 
     A long pause before the request is the signal that the user's interest may have moved on — the situation
-    test-time alignment is meant for. Users without a previous gap (one event) are never gated in.
+    test-time alignment is meant for. Users without a previous gap (one event) are never gated in, nor are
+    requests at the time of the last event (day-resolution data: a median gap of 0 would otherwise let them in).
     """
     real = items != 0
     gaps = (times[:, 1:] - times[:, :-1]).double()
     valid = real[:, 1:] & real[:, :-1]
     median = torch.nanquantile(torch.where(valid, gaps, torch.nan), 0.5, dim=1)
     request_gap = (target_times - times[:, -1]).double()
-    return torch.nan_to_num(request_gap >= factor * median, nan=False) & valid.any(dim=1)
+    return torch.nan_to_num(request_gap >= factor * median, nan=False) & valid.any(dim=1) & (request_gap > 0)
 
 
 def _gated_scores(model: nn.Module, batch, ttt_cfg, gate: torch.Tensor) -> torch.Tensor:

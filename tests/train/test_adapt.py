@@ -95,6 +95,10 @@ def test_shift_gate_by_hand():
     # median gaps: 100, 10; request gaps: 1000 (≥ 5×100), 30 (< 5×10); the third user has no gap at all
     target_times = torch.tensor([1_300, 80, 9_999_999])
     assert shift_gate(items, times, target_times, 5.0).tolist() == [True, False, False]
+    # day-resolution data: same-day events give a median gap of 0; a same-day request is not a long pause
+    same_day = torch.tensor([[86_400, 86_400, 86_400, 172_800]])
+    assert shift_gate(torch.tensor([[1, 2, 3, 4]]), same_day, torch.tensor([172_800]), 5.0).tolist() == [False]
+    assert shift_gate(torch.tensor([[1, 2, 3, 4]]), same_day, torch.tensor([259_200]), 5.0).tolist() == [True]
 
 
 def test_gated_step_adapts_only_gated_users():
