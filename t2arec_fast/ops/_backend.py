@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 
+import torch
+
 BACKENDS = ("auto", "triton", "reference", "loop", "export")
 
 
@@ -17,10 +19,24 @@ def triton_available() -> bool:
     return True
 
 
+def inside_func_transform() -> bool:
+    """True while torch.func (vmap, grad, jacrev, ...) is tracing: per-user test-time steps run under vmap(grad)."""
+    try:
+        return torch._C._functorch.peek_interpreter_stack() is not None
+    except AttributeError:  # pragma: no cover - older torch without the functorch C API
+        return False
+
+
 def resolve_backend(backend: str, tensor) -> str:
-    """Map a requested backend to the concrete one for `tensor`'s device."""
+    """Map a requested backend to the concrete one for `tensor`'s device.
+
+    "auto" and "triton" both give the chunked reference inside torch.func transforms: the Triton custom ops have an
+    autograd formula but no batching rule, so vmap(grad(...)) cannot run them, while the reference is plain PyTorch.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    if backend in ("auto", "triton") and inside_func_transform():
+        return "reference"
     if backend == "auto":
         return "triton" if tensor.is_cuda and triton_available() else "reference"
     if backend == "triton" and not triton_available():
