@@ -65,7 +65,7 @@ class EncodeGraph(nn.Module):
         self.model = model
 
     def forward(self, item_ids):
-        o, states, _ = self.model._run_sequence(item_ids)
+        o, states, _ = self.model._run_sequence(item_ids, last_only=True)
         return (o[:, -1], *flatten_states(states))
 
 

@@ -44,8 +44,12 @@ class T2ALayer(nn.Module):
         a = self.norm1(u + self.drop(block_out))
         return self.norm2(a + self.drop(self.ffn(a)))
 
-    def forward(self, u, mask, state=None):
+    def forward(self, u, mask, state=None, last_only: bool = False):
+        """last_only: Add&Norm and FFN at the last position only (position-wise, so o_n is the same) — for callers
+        that need o_n and the block's internals but not o at every position."""
         out, new_state, internals = self.block(u, mask, state)
+        if last_only:
+            u, out = u[:, -1:], out[:, -1:]
         return self._finish(u, out), new_state, internals
 
     def step(self, u_t, state):
@@ -100,16 +104,19 @@ class T2ARec(SequentialRecommender):
         return [layer.block.empty_state(batch, device, dtype) for layer in self.layers]
 
     def _run_sequence(self, item_ids: torch.Tensor, states: Optional[List[BlockState]] = None,
-                      stop_embedding_grad: bool = False):
+                      stop_embedding_grad: bool = False, last_only: bool = False):
         """All positions: → (o (batch, L, d), final states, per-layer internals).
 
-        stop_embedding_grad: the item table is looked up through a stopped gradient (aux_stop_embedding)."""
+        stop_embedding_grad: the item table is looked up through a stopped gradient (aux_stop_embedding).
+        last_only: o only at the last position, (batch, 1, d): the last layer's Add&Norm and FFN — two thirds of a
+        layer's arithmetic — then run on one position instead of L (everything but the CE loss needs only o_n)."""
         mask = item_ids != 0
         emb = self.item_emb(item_ids)
         h = self.emb_norm(self.emb_drop(emb.detach() if stop_embedding_grad else emb))
         new_states, internals = [], []
+        last_layer = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            h, st, inner = layer(h, mask, None if states is None else states[i])
+            h, st, inner = layer(h, mask, None if states is None else states[i], last_only and i == last_layer)
             new_states.append(st)
             internals.append(inner)
         return h, new_states, internals
@@ -127,13 +134,13 @@ class T2ARec(SequentialRecommender):
     def encode(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None):
         """→ (o_n (batch, d), states: one BlockState per block)."""
         self.check_inputs(item_ids, timestamps)
-        o, states, _ = self._run_sequence(item_ids)
+        o, states, _ = self._run_sequence(item_ids, last_only=True)
         return o[:, -1], states
 
     def _scores_unchecked(self, item_ids: torch.Tensor) -> torch.Tensor:
         """scores() without the input checks, whose data-dependent branches torch.func.vmap cannot trace
         (per-user test-time steps, adapt.py). Callers have checked the batch already."""
-        return self.score_from(self._run_sequence(item_ids)[0][:, -1])
+        return self.score_from(self._run_sequence(item_ids, last_only=True)[0][:, -1])
 
     def step(self, item_ids_t: torch.Tensor, states: List[BlockState]):
         """One new event per user: item_ids_t (batch,) int64 (no padding) → (o (batch, d), new states)."""
@@ -189,14 +196,14 @@ class T2ARec(SequentialRecommender):
         if not (with_aux and self.uses_alignment):
             return {"rec": rec, "time": zero, "state": zero}
         if self.config.aux_stop_embedding:
-            o, states, internals = self._run_sequence(item_ids, stop_embedding_grad=True)
+            o, states, internals = self._run_sequence(item_ids, stop_embedding_grad=True, last_only=True)
         l_time, l_state = self._alignment_losses(o[:, -1], timestamps, mask, target_times, states, internals)
         return {"rec": rec, "time": l_time, "state": l_state}
 
     def aux_losses(self, item_ids, timestamps, target_times):
         """Self-supervised alignment losses only (no labels), for test-time alignment. → {"time", "state", "o_n"}."""
         mask = item_ids != 0
-        o, states, internals = self._run_sequence(item_ids)
+        o, states, internals = self._run_sequence(item_ids, last_only=True)
         o_n = o[:, -1]
         l_time, l_state = self._alignment_losses(o_n, timestamps, mask, target_times, states, internals)
         return {"time": l_time, "state": l_state, "o_n": o_n}
