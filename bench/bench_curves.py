@@ -18,7 +18,6 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from bench_serving import CLOCKS, N_ITEMS, Clock, build, flushed_denormals, machine, throughput, timed

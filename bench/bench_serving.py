@@ -148,7 +148,6 @@ def breakdown(model, rec, users, rng, batch: int, calls: int) -> dict:
     """CPU µs per call of the pieces of one O(1) event → answer, measured one by one on the same batch."""
     from t2arec_fast.serving import _group_events
     u = users[:batch]
-    rows = rec.history.rows_of(u)
     found, flat = rec.cache.get(u, rec.version)
     states, o = rec.layout.views(torch.from_numpy(flat))
     ids = torch.from_numpy(rng.integers(1, N_ITEMS + 1, batch))

@@ -295,7 +295,6 @@ def scan_bwd(x, dt, A, B, C, D, z, initial_state, chunk_states, dy, dhT, *, bloc
     check_device("selective_scan_triton (backward)", x, dt, A, B, C, D, z, initial_state, dy, dhT)
     x, dt, B, C, D, z, h0, dy, dhT = _contiguous(x, dt, B, C, D, z, initial_state, dy, dhT)
     nseq, L, d = x.shape
-    n = B.shape[-1]
     acc = accumulator_dtype(x.dtype, dt.dtype, B.dtype, C.dtype)
     state_dtype = _state_dtype(x, h0)
     if nseq == 0 or L == 0:  # the final state is the initial state

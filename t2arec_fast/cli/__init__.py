@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from .common import UserError, user_error_types
+from .common import user_error_types
 
 # module names under t2arec_fast.cli that provide register(subparsers); missing ones are skipped while the
 # product is being built up.

@@ -50,7 +50,7 @@ def _skip_chunked_float64_on_gpu(impl, device):
 
 def _upstream(inputs, seed=1):
     g = torch.Generator().manual_seed(seed)
-    x, B, h0 = inputs["x"], inputs["B"], inputs["initial_state"]
+    x, B = inputs["x"], inputs["B"]
     b, L, d = x.shape
     n = B.shape[-1]
     grad_y = torch.randn(b, L, d, generator=g, dtype=torch.float64).to(x.device)
