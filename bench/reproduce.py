@@ -48,11 +48,12 @@ MODELS = {
 METRICS = ("recall@10", "mrr@10", "ndcg@10")
 
 
-def run_one(ds, split, data_over: dict, over: dict, seed: int, epochs: int, extra: dict) -> dict:
+def run_one(ds, split, data_over: dict, over: dict, seed: int, epochs: int, extra: dict, keep=None) -> dict:
+    """Train one model (checkpoints under `keep` when given, for later analysis) and evaluate it."""
     cfg = Config.from_sources(overrides={**data_over, **over, **extra, "seed": seed, "epochs": epochs,
                                          "progress": False})
     t0 = time.perf_counter()
-    model, history = fit(cfg, dataset=ds)
+    model, history = fit(cfg, dataset=ds, out_dir=keep)
     out = {"seed": seed, "overrides": over, "best_epoch": history["best_epoch"], "epochs_run": history["epochs_run"],
            "seconds_per_epoch": history["seconds_per_epoch"], "train_seconds": time.perf_counter() - t0}
     max_len = history["max_len"]
@@ -149,6 +150,8 @@ def plot_segments(runs: dict, path: Path, title: str) -> None:
     if "t2arec" in runs and all("test_ttt" in r for r in runs["t2arec"]):
         series["t2arec + test-time step"] = [statistics.mean(s) for s in
                                              zip(*[r["test_ttt"]["ndcg@10_by_segment"] for r in runs["t2arec"]])]
+    if not series:                          # e.g. only ablations were run: nothing to compare by segment
+        return
     fig, ax = plt.subplots(figsize=(7, 3.6))
     width = 0.8 / max(1, len(series))
     for i, (label, values) in enumerate(series.items()):
@@ -171,6 +174,8 @@ def main():
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides for all runs")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--keep", metavar="DIR", default=None,
+                    help="keep every trained model (DIR/<dataset>/<model>/seed<k>/best, `t2arec evaluate` reads it)")
     ap.add_argument("--merge", action="store_true",
                     help="keep the runs of other models from an earlier study with the same seeds, epochs and --set")
     args = ap.parse_args()
@@ -190,7 +195,9 @@ def main():
     started = time.perf_counter()
     for seed in args.seeds:
         for label in args.models:
-            r = run_one(ds, split, data_over, MODELS[label], seed, args.epochs, extra)
+            keep = None if args.keep is None else Path(args.keep) / args.dataset / label.replace(" ", "_").replace(
+                "/", "") / f"seed{seed}"
+            r = run_one(ds, split, data_over, MODELS[label], seed, args.epochs, extra, keep)
             runs[label].append(r)
             print(f"{args.dataset} seed {seed} {label:<20} test " + "  ".join(f"{m} {r['test'][m]:.4f}" for m in METRICS)
                   + (f"  | +ttt ndcg@10 {r['test_ttt']['ndcg@10']:.4f}" if "test_ttt" in r else "")
