@@ -6,6 +6,8 @@ are the package defaults (chosen on validation, docs/results.md) unless overridd
 
     python bench/reproduce.py ml-100k --seeds 0 1 2                       # ≈ 35 min on the 2-core CPU
     python bench/reproduce.py amazon-beauty --seeds 0 --epochs 20
+    python bench/reproduce.py amazon-beauty --seeds 2 --out /tmp/s2     # another process, another core ...
+    python bench/reproduce.py amazon-beauty --combine /tmp/s2/reproduce_amazon-beauty.json   # ... then one study
 
 Writes bench/results/reproduce_<dataset>.json (every run) and bench/results/segments_<dataset>.png (NDCG@10 per
 test-time segment, as the paper's Figure 5), and prints the mean ± std table that docs/results.md quotes.
@@ -178,7 +180,13 @@ def main():
                     help="keep every trained model (DIR/<dataset>/<model>/seed<k>/best, `t2arec evaluate` reads it)")
     ap.add_argument("--merge", action="store_true",
                     help="keep the runs of other models from an earlier study with the same seeds, epochs and --set")
+    ap.add_argument("--combine", nargs="+", metavar="JSON", default=None,
+                    help="no training: add the runs of these studies (other processes' --out JSON) to this one's")
     args = ap.parse_args()
+    if args.combine:
+        json_path = Path(args.out) / f"reproduce_{args.dataset}.json"
+        finish(combine(json_path, [Path(p) for p in args.combine]), json_path)
+        return
     path, k_core, max_len = DATASETS[args.dataset]
     if not path.exists():
         raise SystemExit(f"{path} not found: the real data sets live in ../shared/datasets beside the checkout")
@@ -206,22 +214,59 @@ def main():
             # written after every run so that a stopped study keeps what it finished
             write_report(json_path, args, ds, path, k_core, max_len, settings, runs, time.perf_counter() - started)
     report = write_report(json_path, args, ds, path, k_core, max_len, settings, runs, time.perf_counter() - started)
-    rows, test = table(runs), report["paired_t_test"]
-    best = test.get("t2arec_vs")
+    finish(report, json_path)
+
+
+def finish(report: dict, json_path: Path) -> None:
+    """Segment plot beside the JSON, and the mean ± std table on stdout."""
+    runs, test = {k: v for k, v in report["runs"].items() if v}, report["paired_t_test"]
+    name = report["dataset"]
     try:
-        plot_segments(runs, out / f"segments_{args.dataset}.png", args.dataset)
+        plot_segments(runs, json_path.parent / f"segments_{name}.png", name)
     except ImportError:
         print("matplotlib not installed: no plot")
-    print(f"\n{args.dataset}: test, mean ± std over seeds {args.seeds} (full ranking, history not masked)")
+    print(f"\n{name}: test, mean ± std over seeds {report['seeds']} (full ranking, history not masked)")
     print(f"  {'model':<34}" + "".join(f"{m:>18}" for m in METRICS) + f"{'s/epoch':>10}")
-    for label, r in rows.items():
+    for label, r in table(runs).items():
         spe = r.get("seconds_per_epoch")
         print(f"  {label:<34}" + "".join(f"{r[m][0]:>10.4f} ± {r[m][1]:.4f}" for m in METRICS)
               + (f"{spe[0]:>10.1f}" if spe else ""))
     if test:
-        print(f"  paired t-test t2arec vs {best} (test NDCG@10): t = {test['t']}, p = {test['p']}")
+        print(f"  paired t-test t2arec vs {test['t2arec_vs']} (test NDCG@10): t = {test['t']}, p = {test['p']}")
     print(f"  wall time {report['wall_seconds'] / 60:.1f} min; wrote {json_path}")
 
+
+def combine(json_path: Path, others: list) -> dict:
+    """Union of the runs of several studies of one data set with the same epochs and overrides — a study split
+    across processes (one per core, e.g. one seed each) — written to json_path. No training."""
+    paths = [json_path, *others]
+    for p in paths:
+        if not p.exists():
+            raise SystemExit(f"--combine: {p} not found")
+    studies = [json.loads(p.read_text()) for p in paths]
+    base = studies[0]
+    for p, study in zip(paths[1:], studies[1:]):
+        for key in ("dataset", "k_core", "max_len", "max_epochs", "overrides"):
+            if study[key] != base[key]:
+                raise SystemExit(f"--combine: {p} has {key} = {study[key]!r}, {json_path} has {base[key]!r}")
+    runs = {}
+    for p, study in zip(paths, studies):
+        for label, seeds in study["runs"].items():
+            twice = {r["seed"] for r in runs.get(label, [])} & {r["seed"] for r in seeds}
+            if twice:
+                raise SystemExit(f"--combine: {label} seed(s) {sorted(twice)} of {p} are already in another study")
+            runs.setdefault(label, []).extend(seeds)
+    runs = {label: sorted(seeds, key=lambda r: r["seed"]) for label, seeds in runs.items()}
+    done = {label: seeds for label, seeds in runs.items() if seeds}
+    report = {**base, "seeds": sorted({r["seed"] for seeds in done.values() for r in seeds}),
+              "date": max(study["date"] for study in studies),
+              "wall_seconds": sum(study["wall_seconds"] for study in studies),
+              "combined_from": [{"file": str(p), "seeds": study["seeds"], "date": study["date"],
+                                 "wall_seconds": study["wall_seconds"]} for p, study in zip(paths, studies)],
+              "summary": {k: {m: list(v) for m, v in r.items()} for k, r in table(done).items()},
+              "paired_t_test": paired_vs_best(done), "runs": runs}
+    json_path.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    return report
 
 if __name__ == "__main__":
     main()

@@ -61,3 +61,21 @@ def test_missing_markers_are_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="lacks the markers"):
         report.main([])
     assert doc.read_text() == "no markers here\n"
+
+
+def test_combine_joins_seeds_from_separate_processes(tmp_path):
+    import reproduce
+    full = study()
+    first = {**full, "seeds": [0, 1], "runs": {k: v[:2] for k, v in full["runs"].items()}}
+    second = {**full, "seeds": [2], "wall_seconds": 300, "runs": {k: v[2:] for k, v in full["runs"].items()}}
+    (tmp_path / "a.json").write_text(json.dumps(first))
+    (tmp_path / "b.json").write_text(json.dumps(second))
+    combined = reproduce.combine(tmp_path / "a.json", [tmp_path / "b.json"])
+    assert combined["seeds"] == [0, 1, 2] and combined["wall_seconds"] == 900
+    assert combined["runs"] == full["runs"]
+    assert combined["paired_t_test"]["n_seeds"] == 3 and combined["paired_t_test"]["t2arec_vs"] == "backbone"
+    with pytest.raises(SystemExit, match="already in another study"):               # the same seed twice
+        reproduce.combine(tmp_path / "a.json", [tmp_path / "a.json"])
+    (tmp_path / "c.json").write_text(json.dumps({**second, "max_epochs": 10}))
+    with pytest.raises(SystemExit, match="max_epochs"):
+        reproduce.combine(tmp_path / "b.json", [tmp_path / "c.json"])
