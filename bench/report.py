@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "results.md"
 BEGIN, END = "<!-- reproduce:begin (bench/report.py) -->", "<!-- reproduce:end -->"
-ORDER = ("sasrec", "backbone", "t2arec w/o L_time", "t2arec w/o L_state", "t2arec")
+ORDER = ("sasrec", "backbone", "t2arec w/o L_time", "t2arec w/o L_state", "t2arec", "t2arec mu1, per-user step")
 METRICS = ("recall@10", "mrr@10", "ndcg@10")
 
 
@@ -40,6 +40,9 @@ def rows_of(report: dict) -> list:
         rows.append((label if label != "t2arec" else "t2arec, no test-time step", runs, "test"))
         if label == "t2arec" and all("test_ttt" in r for r in runs):
             rows.append(("t2arec + test-time step (paper's Algorithm 1)", runs, "test_ttt"))
+        if label == "t2arec mu1, per-user step" and all("test_ttt" in r for r in runs):
+            rows[-1] = ("t2arec μ = 1, no test-time step", runs, "test")
+            rows.append(("t2arec μ = 1 + per-user test-time step", runs, "test_ttt"))
     return rows
 
 
@@ -69,13 +72,19 @@ def dataset_section(report: dict) -> str:
                      + f" | {statistics.mean(r['seconds_per_epoch'] for r in runs):.1f} |")
     lines.append("")
     baselines = [b for b in ("sasrec", "backbone") if report["runs"].get(b)]
-    if report["runs"].get("t2arec") and baselines:
-        best = max(baselines, key=lambda b: statistics.mean(r["test"]["ndcg@10"] for r in report["runs"][b]))
+    best = max(baselines, key=lambda b: statistics.mean(r["test"]["ndcg@10"] for r in report["runs"][b]),
+               default=None)
+    if report["runs"].get("t2arec") and best:
         lines.append(f"- T2ARec (no step) vs {best}, the better baseline, test NDCG@10: "
                      + paired(report, "t2arec", "test", best, "test") + ".")
         if all("test_ttt" in r for r in report["runs"]["t2arec"]):
             lines.append("- T2ARec with vs without the test-time step, test NDCG@10: "
                          + paired(report, "t2arec", "test_ttt", "t2arec", "test") + ".")
+    tuned = "t2arec mu1, per-user step"
+    if report["runs"].get(tuned) and all("test_ttt" in r for r in report["runs"][tuned]) and best:
+        lines.append(f"- T2ARec μ = 1 + per-user step vs {best}, test NDCG@10: "
+                     + paired(report, tuned, "test_ttt", best, "test") + "; the step alone (with vs without): "
+                     + paired(report, tuned, "test_ttt", tuned, "test") + ".")
     for ablation in ("t2arec w/o L_time", "t2arec w/o L_state"):
         if report["runs"].get(ablation) and report["runs"].get("t2arec"):
             lines.append(f"- T2ARec vs {ablation}, test NDCG@10: "

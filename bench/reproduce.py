@@ -46,6 +46,10 @@ MODELS = {
     "t2arec": {"model": "t2arec"},
     "t2arec w/o L_time": {"model": "t2arec", "mu_time": 0.0},
     "t2arec w/o L_state": {"model": "t2arec", "mu_state": 0.0},
+    # chosen on ml-100k validation by bench/tune_alignment.py (seed 0): μ1 = μ2 = 1 in pre-training and a per-user
+    # test-time step on all parameters (α 0.05, μ1' = μ2' = 1); docs/results.md
+    "t2arec mu1, per-user step": {"model": "t2arec", "mu_time": 1.0, "mu_state": 1.0, "ttt_batch_size": 1,
+                                  "ttt_lr": 0.05, "ttt_mu_time": 1.0, "ttt_mu_state": 1.0, "ttt_params": "all"},
 }
 METRICS = ("recall@10", "mrr@10", "ndcg@10")
 
