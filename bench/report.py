@@ -1,4 +1,5 @@
-"""Render the real-data tables of docs/results.md from bench/results/reproduce_<dataset>.json (bench/reproduce.py).
+"""Render the generated tables of docs/results.md: the real-data studies (bench/results/reproduce_<dataset>.json,
+bench/reproduce.py) and the validation searches (bench/results/tune_<name>.json, bench/tune_alignment.py).
 
     python bench/report.py            # rewrites the block between the reproduce markers in docs/results.md
     python bench/report.py --print    # only prints it
@@ -107,6 +108,43 @@ def command_of(report: dict) -> str:
             f"--epochs {report['max_epochs']}" + (f" --set {sets}" if sets else ""))
 
 
+TUNE_BEGIN, TUNE_END = "<!-- tune:begin (bench/report.py) -->", "<!-- tune:end -->"
+
+
+def tune_section(name: str, report: dict) -> str:
+    """One validation search of bench/tune_alignment.py: pre-training variants, then the step chosen on valid."""
+    lines = [f"### {name} — `python bench/tune_alignment.py {report['dataset']} --epochs {report['epochs']}`", "",
+             "| variant | valid NDCG@10 | test NDCG@10 | step chosen on valid (params, α, μ', users per batch) "
+             "| valid with it | test with it |", "|---|---|---|---|---|---|"]
+    for vname, v in report["variants"].items():
+        chosen, test_ttt = v.get("ttt_chosen_on_valid"), v.get("test_ttt")
+        if chosen and test_ttt:
+            step = (f"{chosen['ttt_params']}, {chosen['ttt_lr']}, {chosen['ttt_mu']}, {chosen['ttt_batch_size']} | "
+                    f"{chosen['valid']['ndcg@10']:.4f} | {test_ttt['ndcg@10']:.4f}")
+        elif "ttt_grid" in v:
+            step = "none beat no step | — | —"
+        else:
+            step = "— | — | —"
+        lines.append(f"| {vname} | {v['valid']['ndcg@10']:.4f} | {v['test']['ndcg@10']:.4f} | {step} |")
+    lines += ["", f"{report['n_users']:,} users, {report['n_items']:,} items, seed {report['seed']}, at most "
+              f"{report['epochs']} epochs (patience 5), {report['machine']}, torch {report['torch']}, "
+              f"{report['date']}. Variants: " + "; ".join(f"{k} = {v['overrides']}"
+                                                         for k, v in report["variants"].items()) + "."]
+    return "\n".join(lines)
+
+
+def render_tune() -> str:
+    return "\n\n".join(tune_section(p.stem[len("tune_"):], json.loads(p.read_text()))
+                        for p in sorted(RESULTS.glob("tune_*.json")))
+
+
+def replace_block(text: str, begin: str, end: str, block: str) -> str:
+    if begin not in text or end not in text:
+        raise SystemExit(f"{DOC} lacks the markers {begin!r} … {end!r}: add them where the tables belong")
+    head, rest = text.split(begin, 1)
+    return f"{head}{begin}\n{block}\n{end}{rest.split(end, 1)[1]}"
+
+
 def render() -> str:
     sections = []
     for name in DATASETS:
@@ -122,17 +160,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--print", action="store_true", help="print the block instead of writing docs/results.md")
     args = ap.parse_args(argv)
-    block = render()
+    block, tune = render(), render_tune()
     if args.print:
-        print(block)
+        print(block + "\n\n" + tune)
         return 0
-    text = DOC.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{DOC} lacks the markers {BEGIN!r} … {END!r}: add them where the tables belong")
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    DOC.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}")
-    print(f"rewrote the reproduce block of {DOC}")
+    text = replace_block(DOC.read_text(), BEGIN, END, block)
+    if TUNE_BEGIN in text:
+        text = replace_block(text, TUNE_BEGIN, TUNE_END, tune)
+    DOC.write_text(text)
+    print(f"rewrote the generated blocks of {DOC}")
     return 0
 
 
