@@ -145,6 +145,32 @@ def replace_block(text: str, begin: str, end: str, block: str) -> str:
     return f"{head}{begin}\n{block}\n{end}{rest.split(end, 1)[1]}"
 
 
+README = ROOT / "README.md"
+README_BEGIN, README_END = "<!-- results:begin (bench/report.py) -->", "<!-- results:end -->"
+
+
+def readme_table() -> str:
+    """One line per studied data set: test NDCG@10 (mean ± std over seeds) of each model, and the paired test."""
+    lines = ["| data (test NDCG@10, full ranking) | seeds | SASRec | backbone | T2ARec | + paper's test-time step | "
+             "T2ARec vs better baseline |", "|---|---|---|---|---|---|---|"]
+    for name in DATASETS:
+        path = RESULTS / f"reproduce_{name}.json"
+        if not path.exists():
+            continue
+        report = json.loads(path.read_text())
+        runs = report["runs"]
+        cell = lambda label, split="test": (fmt([r[split]["ndcg@10"] for r in runs[label]])  # noqa: E731
+                                            if runs.get(label) else "—")
+        t2a = runs.get("t2arec") or []
+        step = cell("t2arec", "test_ttt") if t2a and all("test_ttt" in r for r in t2a) else "—"
+        test = report.get("paired_t_test") or {}
+        verdict = (f"p = {test['p']:.2f} (vs {test['t2arec_vs']})" if test.get("p") is not None else "—")
+        seeds = len({r["seed"] for label in ("sasrec", "backbone", "t2arec") for r in runs.get(label, [])})
+        lines.append(f"| {name}: `{command_of(report)}` | {seeds} | {cell('sasrec')} | {cell('backbone')} | {cell('t2arec')} | {step} | "
+                     f"{verdict} |")
+    return "\n".join(lines)
+
+
 def render() -> str:
     sections = []
     for name in DATASETS:
@@ -168,7 +194,9 @@ def main(argv=None) -> int:
     if TUNE_BEGIN in text:
         text = replace_block(text, TUNE_BEGIN, TUNE_END, tune)
     DOC.write_text(text)
-    print(f"rewrote the generated blocks of {DOC}")
+    if README.exists() and README_BEGIN in README.read_text():
+        README.write_text(replace_block(README.read_text(), README_BEGIN, README_END, readme_table()))
+    print(f"rewrote the generated blocks of {DOC} and {README.name}")
     return 0
 
 

@@ -46,18 +46,24 @@ def test_rewrites_only_the_marked_block(tmp_path, monkeypatch):
     (tmp_path / "reproduce_ml-100k.json").write_text(json.dumps(study()))
     doc = tmp_path / "results.md"
     doc.write_text(f"intro\n{report.BEGIN}\nold table\n{report.END}\nafter\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n{report.README_BEGIN}\nold\n{report.README_END}\nrest\n")
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     monkeypatch.setattr(report, "DOC", doc)
+    monkeypatch.setattr(report, "README", readme)
     report.main([])
     text = doc.read_text()
     assert text.startswith("intro\n") and text.endswith("after\n") and "old table" not in text
     assert "### ml-100k" in text and "### amazon-beauty\n\nNot run yet" in text
+    assert "| ml-100k: `python bench/reproduce.py ml-100k --seeds 0 1 2 --epochs 60 --set batch_size=64` | 3 | 0.0500 ± 0.0000 | 0.1100 ± 0.0100 | 0.1300 ± 0.0200 | 0.1300 ± 0.0200 |" in readme.read_text()
+    assert readme.read_text().endswith("rest\n") and "old" not in readme.read_text()
 
 
 def test_missing_markers_are_a_clear_error(tmp_path, monkeypatch):
     doc = tmp_path / "results.md"
     doc.write_text("no markers here\n")
     monkeypatch.setattr(report, "DOC", doc)
+    monkeypatch.setattr(report, "README", tmp_path / "README.md")
     with pytest.raises(SystemExit, match="lacks the markers"):
         report.main([])
     assert doc.read_text() == "no markers here\n"
