@@ -94,7 +94,10 @@ def dataset_section(report: dict) -> str:
               f"max length {report['max_len']}, seeds {report['seeds']}, at most {report['max_epochs']} epochs with "
               f"early stopping on validation NDCG@10, overrides {report['overrides'] or 'none'} on top of the package "
               f"defaults; {report['machine']}, torch {report['torch']}, finished {report['date']}, "
-              f"{report['wall_seconds'] / 60:.0f} min for the last invocation (seconds per epoch are inflated when "
+              + (f"{report['wall_seconds'] / 60:.0f} min summed over {len(report['combined_from'])} processes run "
+                 "side by side" if report.get("combined_from") else
+                 f"{report['wall_seconds'] / 60:.0f} min for the last invocation")
+              + " (seconds per epoch are inflated when "
               "two studies shared the 2 cores; clean epoch times are in docs/benchmarks.md)."]
     plot = RESULTS / f"segments_{name}.png"
     if plot.exists():
@@ -166,8 +169,8 @@ def readme_table() -> str:
         test = report.get("paired_t_test") or {}
         verdict = (f"p = {test['p']:.2f} (vs {test['t2arec_vs']})" if test.get("p") is not None else "—")
         seeds = len({r["seed"] for label in ("sasrec", "backbone", "t2arec") for r in runs.get(label, [])})
-        lines.append(f"| {name}: `{command_of(report)}` | {seeds} | {cell('sasrec')} | {cell('backbone')} | {cell('t2arec')} | {step} | "
-                     f"{verdict} |")
+        lines.append(f"| {name}: `{command_of(report)}` | {seeds} | {cell('sasrec')} | {cell('backbone')} | "
+                     f"{cell('t2arec')} | {step} | {verdict} |")
     return "\n".join(lines)
 
 
