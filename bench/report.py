@@ -116,7 +116,8 @@ TUNE_BEGIN, TUNE_END = "<!-- tune:begin (bench/report.py) -->", "<!-- tune:end -
 
 def tune_section(name: str, report: dict) -> str:
     """One validation search of bench/tune_alignment.py: pre-training variants, then the step chosen on valid."""
-    lines = [f"### {name} — `python bench/tune_alignment.py {report['dataset']} --epochs {report['epochs']}`", "",
+    batch = f" --batch-size {report['batch_size']}" if report.get("batch_size", 256) != 256 else ""
+    lines = [f"### {name} — `python bench/tune_alignment.py {report['dataset']} --epochs {report['epochs']}{batch}`", "",
              "| variant | valid NDCG@10 | test NDCG@10 | step chosen on valid (params, α, μ', users per batch) "
              "| valid with it | test with it |", "|---|---|---|---|---|---|"]
     for vname, v in report["variants"].items():

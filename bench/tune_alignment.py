@@ -102,7 +102,7 @@ def main():
     split = leave_one_out(ds)
     name = Path(args.dataset).name or args.dataset
     report = {"dataset": args.dataset, "n_users": ds.n_users, "n_items": ds.n_items, "epochs": args.epochs,
-              "seed": args.seed, "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
+              "seed": args.seed, "batch_size": args.batch_size, "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
               "torch": torch.__version__, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "variants": {}}
     for vname in args.variants.split(","):
