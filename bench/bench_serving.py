@@ -11,8 +11,9 @@ does by default (see OnlineRecommender's flush_denormal).
 
 Reported: per-event latency p50/p99 for one user; events/s at batches of 1, 64, 1024 users; the speed-up at each
 batch (target ≥ 20× at 64); memory per cached user; where the O(1) path's time goes; what a request costs when
-each of its users gets a per-user test-time step (OnlineRecommender(ttt=...), O(history) work per user). Runs of the two paths are
-interleaved so that a busy machine slows both alike; each number is the median over runs, warm-up excluded.
+each of its users gets a per-user test-time step (OnlineRecommender(ttt=...), O(history) work per user). Runs of
+the two paths are interleaved so that a busy machine slows both alike; each number is the median over runs,
+warm-up excluded.
 """
 from __future__ import annotations
 

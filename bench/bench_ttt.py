@@ -33,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from t2arec_fast.adapt import adapted_scores  # noqa: E402
+from t2arec_fast.adapt import GATED_PER_USER_STEP, adapted_scores  # noqa: E402
 from t2arec_fast.config import ModelConfig, TTTConfig  # noqa: E402
 from t2arec_fast.metrics import target_ranks  # noqa: E402
 from t2arec_fast.model import build_model  # noqa: E402
@@ -82,7 +82,7 @@ STEPS = {"ttt": ttt_step, "ttt_user": ttt_step, "plain": plain_step}
 # the test-time settings of each measured step: the paper's (per batch), and per-user episodes on L_time (every user
 # adapted: the gate of docs/results.md would only lower the work), vectorised with torch.func.vmap
 STEP_TTT = {"ttt": TTTConfig(), "plain": TTTConfig(),
-            "ttt_user": TTTConfig(ttt_batch_size=1, ttt_params="ssm", ttt_lr=10.0, ttt_mu_time=1.0, ttt_mu_state=0.0)}
+            "ttt_user": TTTConfig(**{**GATED_PER_USER_STEP, "ttt_gate": 0.0})}
 
 
 def _sync(device):

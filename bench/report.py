@@ -16,7 +16,7 @@ import json
 import statistics
 from pathlib import Path
 
-from reproduce import DATASETS, paired_t
+from reproduce import DATASETS, mean_std, paired_t
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -27,8 +27,7 @@ METRICS = ("recall@10", "mrr@10", "ndcg@10")
 
 
 def fmt(values: list) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.4f} ± {sd:.4f}"
+    return "{:.4f} ± {:.4f}".format(*mean_std(values))
 
 
 def rows_of(report: dict) -> list:
@@ -117,7 +116,8 @@ TUNE_BEGIN, TUNE_END = "<!-- tune:begin (bench/report.py) -->", "<!-- tune:end -
 def tune_section(name: str, report: dict) -> str:
     """One validation search of bench/tune_alignment.py: pre-training variants, then the step chosen on valid."""
     batch = f" --batch-size {report['batch_size']}" if report.get("batch_size", 256) != 256 else ""
-    lines = [f"### {name} — `python bench/tune_alignment.py {report['dataset']} --epochs {report['epochs']}{batch}`", "",
+    command = f"python bench/tune_alignment.py {report['dataset']} --epochs {report['epochs']}{batch}"
+    lines = [f"### {name} — `{command}`", "",
              "| variant | valid NDCG@10 | test NDCG@10 | step chosen on valid (params, α, μ', users per batch) "
              "| valid with it | test with it |", "|---|---|---|---|---|---|"]
     for vname, v in report["variants"].items():

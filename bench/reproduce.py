@@ -211,7 +211,8 @@ def main():
                 "/", "") / f"seed{seed}"
             r = run_one(ds, split, data_over, MODELS[label], seed, args.epochs, extra, keep)
             runs[label].append(r)
-            print(f"{args.dataset} seed {seed} {label:<20} test " + "  ".join(f"{m} {r['test'][m]:.4f}" for m in METRICS)
+            print(f"{args.dataset} seed {seed} {label:<20} test "
+                  + "  ".join(f"{m} {r['test'][m]:.4f}" for m in METRICS)
                   + (f"  | +ttt ndcg@10 {r['test_ttt']['ndcg@10']:.4f}" if "test_ttt" in r else "")
                   + f"  ({r['epochs_run']} epochs, best {r['best_epoch']}, {r['seconds_per_epoch']:.1f} s/epoch)",
                   flush=True)

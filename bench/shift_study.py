@@ -22,6 +22,7 @@ import torch
 from t2arec_fast.config import Config
 from t2arec_fast.data import leave_one_out, load_dataset
 from t2arec_fast.evaluate import evaluate
+from t2arec_fast.adapt import GATED_PER_USER_STEP
 from t2arec_fast.metrics import metrics_from_ranks
 from t2arec_fast.model import load_model
 from t2arec_fast.train import fit
@@ -34,8 +35,7 @@ SETTINGS = [
                                                   "ttt_mu_time": 1.0, "ttt_mu_state": 0.0}),
     ("  + gate: request gap ≥ 5× median gap", {"ttt_batch_size": 1, "ttt_params": "ssm", "ttt_lr": 2.0,
                                                 "ttt_mu_time": 1.0, "ttt_mu_state": 0.0, "ttt_gate": 5.0}),
-    ("per user, L_time only, ssm params, α 10, gate 20×", {"ttt_batch_size": 1, "ttt_params": "ssm", "ttt_lr": 10.0,
-                                                          "ttt_mu_time": 1.0, "ttt_mu_state": 0.0, "ttt_gate": 20.0}),
+    ("per user, L_time only, ssm params, α 10, gate 20×", GATED_PER_USER_STEP),
 ]
 
 

@@ -26,9 +26,6 @@ from t2arec_fast.data import leave_one_out, load_dataset
 from t2arec_fast.evaluate import evaluate
 from t2arec_fast.train import fit
 
-# name → config overrides. "literal" is the paper as written (spec §3-§5); the others change one thing at a time
-# toward the fixes suggested by the measured failure (model-spec §9): compressed gaps, a scale-free L_state, keeping
-# the auxiliary gradients out of the item table, a warm-up.
 def paper_literal() -> dict:
     """The model and training settings of configs/paper_literal.yaml (the one definition of "the paper as written"),
     as flat overrides. Explicit on purpose: the package defaults are the tamed variant."""
@@ -39,6 +36,9 @@ def paper_literal() -> dict:
     return {"model": "t2arec", **sections["model"], **sections["train"]}
 
 
+# name → config overrides. "literal" is the paper as written (spec §3-§5); the others change one thing at a time
+# toward the fixes suggested by the measured failure (model-spec §9): compressed gaps, a scale-free L_state, keeping
+# the auxiliary gradients out of the item table, a warm-up.
 PRETRAIN_VARIANTS = {
     "backbone": {"model": "backbone"},
     "literal": paper_literal(),
@@ -102,7 +102,8 @@ def main():
     split = leave_one_out(ds)
     name = Path(args.dataset).name or args.dataset
     report = {"dataset": args.dataset, "n_users": ds.n_users, "n_items": ds.n_items, "epochs": args.epochs,
-              "seed": args.seed, "batch_size": args.batch_size, "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
+              "seed": args.seed, "batch_size": args.batch_size,
+              "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
               "torch": torch.__version__, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "variants": {}}
     for vname in args.variants.split(","):

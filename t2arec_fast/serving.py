@@ -746,9 +746,10 @@ def _check_ttt(ttt, backend: str):
     if ttt is None:
         return None
     if isinstance(ttt, dict):
-        unknown = sorted(set(ttt) - {f.name for f in dataclasses.fields(TTTConfig)})
+        known = [f.name for f in dataclasses.fields(TTTConfig)]
+        unknown = sorted(set(ttt) - set(known))
         if unknown:
-            raise InputError(f"ttt: unknown settings {unknown}; known: {[f.name for f in dataclasses.fields(TTTConfig)]}")
+            raise InputError(f"ttt: unknown settings {unknown}; known: {known}")
         ttt = TTTConfig(**ttt)
     if not isinstance(ttt, TTTConfig):
         raise InputError(f"ttt must be a TTTConfig, a dict of its fields or None, got {type(ttt).__name__}")

@@ -97,8 +97,10 @@ class T2ARec(SequentialRecommender):
             layer.block.backend = backend
 
     # -- forward pieces -----------------------------------------------------------------------------------------
-    def embed(self, item_ids: torch.Tensor) -> torch.Tensor:
-        return self.emb_norm(self.emb_drop(self.item_emb(item_ids)))
+    def embed(self, item_ids: torch.Tensor, stop_grad: bool = False) -> torch.Tensor:
+        """u = LayerNorm(Dropout(E[v])); stop_grad looks the table up through a stopped gradient."""
+        emb = self.item_emb(item_ids)
+        return self.emb_norm(self.emb_drop(emb.detach() if stop_grad else emb))
 
     def empty_states(self, batch: int, device=None, dtype=None) -> List[BlockState]:
         return [layer.block.empty_state(batch, device, dtype) for layer in self.layers]
@@ -111,8 +113,7 @@ class T2ARec(SequentialRecommender):
         last_only: o only at the last position, (batch, 1, d): the last layer's Add&Norm and FFN — two thirds of a
         layer's arithmetic — then run on one position instead of L (everything but the CE loss needs only o_n)."""
         mask = item_ids != 0
-        emb = self.item_emb(item_ids)
-        h = self.emb_norm(self.emb_drop(emb.detach() if stop_embedding_grad else emb))
+        h = self.embed(item_ids, stop_grad=stop_embedding_grad)
         new_states, internals = [], []
         last_layer = len(self.layers) - 1
         for i, layer in enumerate(self.layers):

@@ -103,8 +103,8 @@ def test_cli_serve_replay_with_test_time_alignment(checkpoint, tmp_path, capsys)
     result = json.loads(out.read_text())
     assert result["stats"]["adapted"] == result["warm_events"] > 0          # every warm request had its own step
     log = np.array(random_log(60))
-    api = replay(OnlineRecommender(small_model(), 256 << 20, ttt={"ttt_lr": 0.5, "ttt_mu_time": 1.0,
-                                                                   "ttt_mu_state": 1.0}), log[:, 0], log[:, 1], log[:, 2])
+    rec = OnlineRecommender(small_model(), 256 << 20, ttt={"ttt_lr": 0.5, "ttt_mu_time": 1.0, "ttt_mu_state": 1.0})
+    api = replay(rec, log[:, 0], log[:, 1], log[:, 2])
     assert (result["hit@10"], result["ndcg@10"]) == (api["hit@10"], api["ndcg@10"])
     assert main(["serve-replay", str(checkpoint), str(events), "--quiet", "--ttt", "lr=0.1"]) == 2
     assert "not test-time settings" in capsys.readouterr().err
