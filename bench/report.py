@@ -142,6 +142,38 @@ def render_tune() -> str:
                         for p in sorted(RESULTS.glob("tune_*.json")))
 
 
+SHIFT_BEGIN, SHIFT_END = "<!-- shift:begin (bench/report.py) -->", "<!-- shift:end -->"
+
+
+def render_shift() -> str:
+    """The synthetic shift studies (bench/shift_study.py, one JSON per seed and model variant) as one table:
+    each test-time setting's NDCG@10 (mean ± std over seeds) overall and on targets right after a true shift."""
+    studies = {}
+    for path in sorted(RESULTS.glob("shift_study*.json")):
+        report = json.loads(path.read_text())
+        variant = " ".join(report.get("overrides") or []) or "package defaults"
+        studies.setdefault(variant, []).append(report)
+    lines = ["| model | test-time step | seeds | valid NDCG@10 | test NDCG@10 | test, after a true shift | "
+             "test vs no step (paired) |", "|---|---|---|---|---|---|---|"]
+    for variant, reports in studies.items():
+        reports = sorted(reports, key=lambda r: r["seed"])
+        base = [r["rows"][0]["test"]["ndcg@10"] for r in reports]
+        for i, row in enumerate(reports[0]["rows"]):
+            cells = [[r["rows"][i][split][key] for r in reports]
+                     for split, key in (("valid", "ndcg@10"), ("test", "ndcg@10"), ("test", "ndcg@10_after_shift"))]
+            t, p = paired_t(cells[1], base) if i else (None, None)
+            versus = "—" if not i else (f"{statistics.mean(cells[1]) - statistics.mean(base):+.4f}"
+                                        + (f", p = {p:.2f}" if p is not None else ""))
+            lines.append(f"| {variant} | {row['setting'].strip()} | {len(reports)} | {fmt(cells[0])} | "
+                         f"{fmt(cells[1])} | {fmt(cells[2])} | {versus} |")
+    commands = sorted({f"python bench/shift_study.py --epochs {r['epochs']} --seed {r['seed']}"
+                       + (f" --set {' '.join(r['overrides'])}" if r.get("overrides") else "")
+                       for reports in studies.values() for r in reports})
+    dates = sorted(r["date"] for reports in studies.values() for r in reports)
+    return "\n".join(lines + ["", "Commands: " + "; ".join(f"`{c}`" for c in commands)
+                              + f". Run {dates[0][:16]}–{dates[-1][:16]} UTC on the 2-core CPU VM."])
+
+
 def replace_block(text: str, begin: str, end: str, block: str) -> str:
     if begin not in text or end not in text:
         raise SystemExit(f"{DOC} lacks the markers {begin!r} … {end!r}: add them where the tables belong")
@@ -197,6 +229,8 @@ def main(argv=None) -> int:
     text = replace_block(DOC.read_text(), BEGIN, END, block)
     if TUNE_BEGIN in text:
         text = replace_block(text, TUNE_BEGIN, TUNE_END, tune)
+    if SHIFT_BEGIN in text:
+        text = replace_block(text, SHIFT_BEGIN, SHIFT_END, render_shift())
     DOC.write_text(text)
     if README.exists() and README_BEGIN in README.read_text():
         README.write_text(replace_block(README.read_text(), README_BEGIN, README_END, readme_table()))

@@ -53,16 +53,22 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--checkpoint", default=None, help="evaluate this model instead of training one")
+    ap.add_argument("--checkpoint", default=None, help="evaluate this model instead of training one (trained on "
+                    "the synthetic set with min_count=1, as here)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="config overrides for the model trained here, e.g. time_aware_dt=true")
     ap.add_argument("--out", default="bench/results/shift_study.json")
     args = ap.parse_args()
     ds = load_dataset("synthetic", min_count=1, verbose=False)
     split = leave_one_out(ds)
     if args.checkpoint:
         model = load_model(args.checkpoint)
+        if model.n_items != ds.n_items:
+            raise SystemExit(f"{args.checkpoint}: the model knows {model.n_items} items, the synthetic set here has "
+                             f"{ds.n_items} (train it with --min_count=1, or use --set instead of --checkpoint)")
     else:
         cfg = Config.from_sources(overrides={"epochs": args.epochs, "seed": args.seed, "min_count": 1,
-                                             "progress": False})
+                                             "progress": False}, args=[f"--{kv}" for kv in args.set])
         model, _ = fit(cfg, dataset=ds)
     after_shift = ds.extras["after_shift"]
     rows = []
@@ -78,6 +84,7 @@ def main():
         print(f"{label:<52} valid {v['ndcg@10']:.4f} ({v['ndcg@10_after_shift']:.4f} / {v['ndcg@10_no_shift']:.4f})"
               f"   test {t['ndcg@10']:.4f} ({t['ndcg@10_after_shift']:.4f} / {t['ndcg@10_no_shift']:.4f})", flush=True)
     report = {"what": "NDCG@10 overall (after shift / no shift)", "epochs": args.epochs, "seed": args.seed,
+              "overrides": args.set, "checkpoint": args.checkpoint,
               "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads", "torch": torch.__version__,
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -192,8 +192,8 @@ def _per_user_chunk(model, items, times, target_times, ttt_cfg) -> torch.Tensor:
         aux = call_with(model, {**frozen, **fast}, "aux_losses", item_row[None], time_row[None], target_time[None])
         return ttt_cfg.ttt_mu_time * aux["time"] + ttt_cfg.ttt_mu_state * aux["state"]
 
-    def user_scores(fast, item_row):
-        return call_with(model, {**frozen, **fast}, "_scores_unchecked", item_row[None])[0]
+    def user_scores(fast, item_row, time_row):
+        return call_with(model, {**frozen, **fast}, "_scores_unchecked", item_row[None], time_row[None])[0]
 
     fast = {name: frozen[name].expand(items.shape[0], *frozen[name].shape) for name in names}
     step = vmap(grad(user_objective), in_dims=(0, 0, 0, 0))
@@ -202,4 +202,4 @@ def _per_user_chunk(model, items, times, target_times, ttt_cfg) -> torch.Tensor:
             grads = step(fast, items, times, target_times)
             fast = {name: (fast[name] - ttt_cfg.ttt_lr * grads[name]).detach() for name in names}
     with torch.no_grad():
-        return vmap(user_scores, in_dims=(0, 0))(fast, items)
+        return vmap(user_scores, in_dims=(0, 0, 0))(fast, items, times)

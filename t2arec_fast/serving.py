@@ -466,7 +466,7 @@ class OnlineRecommender:
             groups = _group_events(users)
             rows = self.history.rows_of(groups.users)
             self._check_time_order(users, times, groups, rows)
-            flat = self._advance(groups, rows, items)                 # (U, size), nothing committed yet
+            flat = self._advance(groups, rows, items, times)          # (U, size), nothing committed yet
             self._commit(groups, rows, items, times, flat)
 
     def _check_items(self, items: np.ndarray) -> None:
@@ -499,7 +499,7 @@ class OnlineRecommender:
                              f"after event {i} at {times[i]}; nothing was stored")
 
     @torch.inference_mode()
-    def _advance(self, groups: _EventGroups, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    def _advance(self, groups: _EventGroups, rows: np.ndarray, items: np.ndarray, times: np.ndarray) -> np.ndarray:
         """States of the call's users after their events: (U, size) float32 numpy, header not yet written."""
         flat = np.zeros((len(groups.users), self.layout.size), np.float32)   # zeros = the empty state
         known = np.flatnonzero(rows >= 0)
@@ -508,16 +508,33 @@ class OnlineRecommender:
         state = torch.from_numpy(flat).to(self.device)
         views, o = self.layout.views(state)       # writing into these writes `flat`
         step_items = torch.from_numpy(items[groups.step_order]).to(self.device)
+        step_gaps = None
+        if getattr(self.model, "time_aware", False):   # its Δ sees the gap since the user's previous event
+            step_gaps = torch.from_numpy(self._gaps_since_previous(groups, rows, times)[groups.step_order])
+            step_gaps = step_gaps.to(self.device)
         at = 0
         for m in groups.active.tolist():          # step r: users in slots [0, m), one event each
+            gaps = {} if step_gaps is None else {"gaps": step_gaps[at:at + m]}
             o_new, new_states = self.model.step(step_items[at:at + m],
-                                                [BlockState(v.conv[:m], v.ssm[:m]) for v in views])
+                                                [BlockState(v.conv[:m], v.ssm[:m]) for v in views], **gaps)
             for view, new in zip(views, new_states):
                 view.conv[:m].copy_(new.conv)
                 view.ssm[:m].copy_(new.ssm)
             o[:m].copy_(o_new)
             at += m
         return state.cpu().numpy() if state.device.type != "cpu" else flat
+
+    def _gaps_since_previous(self, groups: _EventGroups, rows: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """Seconds from each event to its user's previous one (in the call, else in the history); 0 for a first."""
+        prev = times.copy()                                       # no previous event: gap 0
+        order = np.lexsort((groups.rank, groups.slot))            # each user's events together, in call order
+        same_user = groups.slot[order][1:] == groups.slot[order][:-1]
+        prev[order[1:][same_user]] = times[order[:-1][same_user]]
+        first = np.flatnonzero(groups.rank == 0)
+        n_events, last_ts = self.history.lookup(rows[groups.slot[first]])
+        seen = n_events > 0
+        prev[first[seen]] = last_ts[seen]
+        return times - prev
 
     def _commit(self, groups: _EventGroups, rows, items, times, flat) -> None:
         # The cache put goes first: it stores all or nothing, and only after it succeeds is the history touched.

@@ -87,3 +87,20 @@ def test_combine_joins_seeds_from_separate_processes(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps({**second, "max_epochs": 10}))
     with pytest.raises(SystemExit, match="max_epochs"):
         reproduce.combine(tmp_path / "b.json", [tmp_path / "c.json"])
+
+
+def test_shift_table_groups_seeds_by_model_variant(tmp_path, monkeypatch):
+    def shift(seed, overrides, base, step):
+        row = lambda name, v: {"setting": name, "valid": {"ndcg@10": v},                      # noqa: E731
+                               "test": {"ndcg@10": v, "ndcg@10_after_shift": v / 10}}
+        return {"epochs": 20, "seed": seed, "overrides": overrides, "date": f"2026-11-27T1{seed}:00:00",
+                "rows": [row("no test-time step", base), row("gated", step)]}
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    for seed, (base, step) in enumerate([(0.30, 0.31), (0.32, 0.34), (0.34, 0.37)]):
+        (tmp_path / f"shift_study_seed{seed}.json").write_text(json.dumps(shift(seed, [], base, step)))
+    (tmp_path / "shift_study_x_seed0.json").write_text(json.dumps(shift(0, ["time_aware_dt=true"], 0.3, 0.3)))
+    text = report.render_shift()
+    assert "| package defaults | gated | 3 | 0.3400 ± 0.0300 | 0.3400 ± 0.0300 | 0.0340 ± 0.0030 | +0.0200, p = 0.07 |" \
+        in text
+    assert "| time_aware_dt=true | gated | 1 |" in text
+    assert "`python bench/shift_study.py --epochs 20 --seed 2`" in text

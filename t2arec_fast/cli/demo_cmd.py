@@ -132,10 +132,12 @@ def demo_serving(model, args, n_users: int = 200) -> dict:
     seconds = time.perf_counter() - t0
     served, _ = rec.recommend(users, k=10)
     items = np.zeros((n_users, longest), dtype=np.int64)
+    times = np.zeros((n_users, longest), dtype=np.int64)
     for row, (a, b) in enumerate(zip(starts, stops)):
         items[row, longest - (b - a):] = ds.items[a:b]
+        times[row, longest - (b - a):] = ds.timestamps[a:b]
     with torch.no_grad():
-        full = model.scores(torch.from_numpy(items)).topk(10).indices.numpy()
+        full = model.scores(torch.from_numpy(items), torch.from_numpy(times)).topk(10).indices.numpy()
     agree = float(np.mean(served[:, 0] == full[:, 0]))
     events = int((stops - starts).sum())
     print(f"== online serving: {events:,} events for {n_users} users in {seconds:.2f}s "

@@ -114,6 +114,9 @@ def _cpu_copy(model, backend: str):
     is what serving runs."""
     if not hasattr(model, "_run_sequence") or not hasattr(model, "_run_step"):
         raise InputError(f"export_onnx needs a T2ARec model, got {type(model).__name__}")
+    if getattr(model, "time_aware", False):
+        raise InputError("export_onnx: this model's Δ sees the time gaps (time_aware_dt=True); the ONNX graphs take "
+                         "item ids only, so they cannot serve it — export a model trained without time_aware_dt")
     clone = copy.deepcopy(model).cpu().float().eval()
     clone.set_backend(backend)
     for p in clone.parameters():

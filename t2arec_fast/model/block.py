@@ -54,7 +54,7 @@ class GatedRMSNorm(nn.Module):
 
 class T2AMambaBlock(nn.Module):
     def __init__(self, d: int = 64, d_state: int = 32, conv_kernel: int = 4, backend: str = "auto",
-                 dt_min: float = 1e-3, dt_max: float = 1e-1):
+                 dt_min: float = 1e-3, dt_max: float = 1e-1, time_aware_dt: bool = False):
         super().__init__()
         self.d, self.d_state, self.conv_kernel, self.backend = d, d_state, conv_kernel, backend
         self.conv_dim = d + 2 * d_state
@@ -64,6 +64,8 @@ class T2AMambaBlock(nn.Module):
         dt0 = math.exp(torch.empty(()).uniform_(math.log(dt_min), math.log(dt_max)).item())
         self.dt_bias = nn.Parameter(torch.tensor([dt0 + math.log(-math.expm1(-dt0))]))
         self.A_log = nn.Parameter(torch.log(torch.empty(1).uniform_(1.0, 16.0)))
+        # time_aware_dt (beyond the paper): Δ_t = softplus(a(x_t) + b + w·g(gap_t)); w starts at 0 = the paper's Δ.
+        self.dt_gap_weight = nn.Parameter(torch.zeros(1)) if time_aware_dt else None
         self.D = nn.Parameter(torch.ones(d))
         self.norm = GatedRMSNorm(d)
         self.out_proj = nn.Linear(d, d, bias=False)
@@ -84,17 +86,27 @@ class T2AMambaBlock(nn.Module):
         z, xbc, dt_raw = torch.split(self.in_proj(u), [self.d, self.conv_dim, 1], dim=-1)
         return z, xbc, dt_raw.squeeze(-1)
 
-    def _ssm_inputs(self, conv_out: torch.Tensor, dt_raw: torch.Tensor):
+    @property
+    def time_aware(self) -> bool:
+        return self.dt_gap_weight is not None
+
+    def _ssm_inputs(self, conv_out: torch.Tensor, dt_raw: torch.Tensor, gap_feature: Optional[torch.Tensor]):
         x, B, C = torch.split(F.silu(conv_out), [self.d, self.d_state, self.d_state], dim=-1)
-        dt = F.softplus(dt_raw + self.dt_bias)
-        return x, B, C, dt
+        pre = dt_raw + self.dt_bias
+        if self.time_aware:
+            if gap_feature is None:
+                raise ValueError("this block's Δ sees the time gap (time_aware_dt): pass gap_feature")
+            pre = pre + self.dt_gap_weight * gap_feature.to(pre.dtype)
+        return x, B, C, F.softplus(pre)
 
     def _output(self, y: torch.Tensor) -> torch.Tensor:
         return self.out_proj(self.norm(y))
 
     # -- full sequence ------------------------------------------------------------------------------------------
-    def forward(self, u: torch.Tensor, mask: torch.Tensor, state: Optional[BlockState] = None):
-        """u: (batch, L, d); mask: (batch, L) bool, False at left pads. → (out, new_state, internals)."""
+    def forward(self, u: torch.Tensor, mask: torch.Tensor, state: Optional[BlockState] = None,
+                gap_feature: Optional[torch.Tensor] = None):
+        """u: (batch, L, d); mask: (batch, L) bool, False at left pads; gap_feature: (batch, L) g(t_t − t_{t−1}),
+        used only by a time-aware block. → (out, new_state, internals)."""
         batch, L, _ = u.shape
         state = state or self.empty_state(batch, u.device, u.dtype)
         z, xbc, dt_raw = self._project(u)
@@ -102,20 +114,21 @@ class T2AMambaBlock(nn.Module):
         window = torch.cat([state.conv, xbc], dim=1)                         # (batch, k−1+L, conv_dim)
         conv_out = F.conv1d(window.transpose(1, 2), self.conv.weight, self.conv.bias,
                             groups=self.conv_dim).transpose(1, 2)            # causal: (batch, L, conv_dim)
-        x, B, C, dt = self._ssm_inputs(conv_out, dt_raw)
+        x, B, C, dt = self._ssm_inputs(conv_out, dt_raw, gap_feature)
         dt = dt * mask                                                       # Δ = 0 at pads: state passes through
         y, h = selective_scan(x, dt, self.A, B, C, self.D, z=z, initial_state=state.ssm, backend=self.backend)
         new_state = BlockState(window[:, window.shape[1] - (self.conv_kernel - 1):], h)
         return self._output(y), new_state, BlockInternals(dt=dt, x_last=x[:, -1], final_state=h)
 
     # -- one step -----------------------------------------------------------------------------------------------
-    def step(self, u_t: torch.Tensor, state: BlockState):
-        """u_t: (batch, d) one new input per user. → (out_t, new_state, internals with dt (batch,))."""
+    def step(self, u_t: torch.Tensor, state: BlockState, gap_feature: Optional[torch.Tensor] = None):
+        """u_t: (batch, d) one new input per user; gap_feature (batch,) for a time-aware block.
+        → (out_t, new_state, internals with dt (batch,))."""
         z, xbc, dt_raw = self._project(u_t)
         window = torch.cat([state.conv, xbc[:, None]], dim=1)                # (batch, k, conv_dim)
         taps = self.conv.weight[:, 0, :].t().contiguous()                    # (k, conv_dim)
         conv_out = (window * taps).sum(1) + self.conv.bias                   # 9× faster than einsum at batch 64
-        x, B, C, dt = self._ssm_inputs(conv_out, dt_raw)
+        x, B, C, dt = self._ssm_inputs(conv_out, dt_raw, gap_feature)
         y, h = selective_state_step(state.ssm, x, dt, self.A, B, C, self.D, z=z, backend=self.backend)
         new_state = BlockState(window[:, 1:], h)
         return self._output(y), new_state, BlockInternals(dt=dt, x_last=x, final_state=h)

@@ -26,11 +26,22 @@ def gap_sequence(times: torch.Tensor, mask: torch.Tensor, target_times: torch.Te
     Column j < L holds T at input position j (t_j − t_{j−1}); it is valid when both j and j−1 are real, so the
     first real event (T_1, unused) is invalid. Column L holds T_{n+1} = target_time − t_n (always valid).
     """
-    prev = torch.cat([times[:, :1], times[:, :-1]], dim=1)
-    gaps = torch.cat([times - prev, (target_times - times[:, -1])[:, None]], dim=1)
-    prev_real = torch.cat([torch.zeros_like(mask[:, :1]), mask[:, :-1]], dim=1)
-    valid = torch.cat([mask & prev_real, torch.ones_like(mask[:, :1])], dim=1)
+    gaps, valid = event_gaps(times, mask)
+    gaps = torch.cat([gaps, (target_times - times[:, -1])[:, None]], dim=1)
+    valid = torch.cat([valid, torch.ones_like(mask[:, :1])], dim=1)
     return gaps, valid
+
+
+def event_gaps(times: torch.Tensor, mask: torch.Tensor):
+    """(t_j − t_{j−1}, valid) per column of a LEFT-padded (batch, L) batch; valid when j and j−1 are both real."""
+    prev = torch.cat([times[:, :1], times[:, :-1]], dim=1)
+    prev_real = torch.cat([torch.zeros_like(mask[:, :1]), mask[:, :-1]], dim=1)
+    return times - prev, mask & prev_real
+
+
+def gap_feature(gaps_seconds: torch.Tensor, valid: torch.Tensor, kind: str) -> torch.Tensor:
+    """What a time-aware Δ sees: g(gap) where the gap is known, 0 where it is not (first event, pads)."""
+    return transform_gaps(torch.where(valid, gaps_seconds, torch.zeros_like(gaps_seconds)), kind)
 
 
 def block_pairs(values: torch.Tensor, valid: torch.Tensor, block: int):

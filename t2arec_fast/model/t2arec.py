@@ -5,7 +5,7 @@ Public API (other code relies on these names):
     T2ARec(n_items, d=64, d_state=32, n_blocks=1, **options)      options = ModelConfig fields
     encode(item_ids, timestamps) -> (o_n, states)                  LEFT-padded int64 (batch, L), 0 = padding
     scores(item_ids, timestamps) -> (batch, n_items + 1)           column 0 (padding) is −inf
-    step(item_ids_t, states) -> (o, new_states)                    one more event per user, O(1)
+    step(item_ids_t, states, gaps=None) -> (o, new_states)         one more event per user, O(1)
     losses(item_ids, timestamps, next_items, target_times) -> {"rec", "time", "state"}
     aux_losses(item_ids, timestamps, target_times) -> {"time", "state", "o_n"}
     save(dir) / T2ARec.load(dir)
@@ -25,7 +25,7 @@ from t2arec_fast.errors import InputError
 from .block import BlockState, T2AMambaBlock
 from .base import SequentialRecommender
 from .checkpoint import save_checkpoint
-from .losses import gap_sequence, interest_state_loss, time_interval_loss
+from .losses import event_gaps, gap_feature, gap_sequence, interest_state_loss, time_interval_loss
 
 
 class T2ALayer(nn.Module):
@@ -33,7 +33,8 @@ class T2ALayer(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.block = T2AMambaBlock(cfg.d, cfg.d_state, cfg.conv_kernel, backend=cfg.backend)
+        self.block = T2AMambaBlock(cfg.d, cfg.d_state, cfg.conv_kernel, backend=cfg.backend,
+                                   time_aware_dt=cfg.time_aware_dt)
         self.drop = nn.Dropout(cfg.dropout)
         self.norm1 = nn.LayerNorm(cfg.d)
         self.ffn = nn.Sequential(nn.Linear(cfg.d, 4 * cfg.d), nn.GELU(), nn.Dropout(cfg.dropout),
@@ -44,16 +45,16 @@ class T2ALayer(nn.Module):
         a = self.norm1(u + self.drop(block_out))
         return self.norm2(a + self.drop(self.ffn(a)))
 
-    def forward(self, u, mask, state=None, last_only: bool = False):
+    def forward(self, u, mask, state=None, last_only: bool = False, gap_feature=None):
         """last_only: Add&Norm and FFN at the last position only (position-wise, so o_n is the same) — for callers
         that need o_n and the block's internals but not o at every position."""
-        out, new_state, internals = self.block(u, mask, state)
+        out, new_state, internals = self.block(u, mask, state, gap_feature)
         if last_only:
             u, out = u[:, -1:], out[:, -1:]
         return self._finish(u, out), new_state, internals
 
-    def step(self, u_t, state):
-        out, new_state, internals = self.block.step(u_t, state)
+    def step(self, u_t, state, gap_feature=None):
+        out, new_state, internals = self.block.step(u_t, state, gap_feature)
         return self._finish(u_t, out), new_state, internals
 
 
@@ -91,6 +92,11 @@ class T2ARec(SequentialRecommender):
             raise ValueError(f"time margin λ must be a positive finite number, got {lam}")
         self.time_margin.fill_(float(lam))
 
+    @property
+    def time_aware(self) -> bool:
+        """Δ also sees the gap since the user's previous event (option time_aware_dt, beyond the paper)."""
+        return self.config.time_aware_dt
+
     def set_backend(self, backend: str) -> None:
         self.config.backend = backend
         for layer in self.layers:
@@ -105,28 +111,48 @@ class T2ARec(SequentialRecommender):
     def empty_states(self, batch: int, device=None, dtype=None) -> List[BlockState]:
         return [layer.block.empty_state(batch, device, dtype) for layer in self.layers]
 
+    def _sequence_gap_feature(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor]):
+        """What a time-aware Δ sees at each position (None for the paper's Δ, which sees items only)."""
+        if not self.time_aware:
+            return None
+        if timestamps is None:
+            raise InputError("this model's Δ sees the time gaps (time_aware_dt=True): pass timestamps")
+        gaps, valid = event_gaps(timestamps, item_ids != 0)
+        return gap_feature(gaps, valid, self.config.gap_transform)
+
+    def _step_gap_feature(self, gaps: Optional[torch.Tensor]):
+        if not self.time_aware:
+            return None
+        if gaps is None:
+            raise InputError("this model's Δ sees the time gaps (time_aware_dt=True): pass gaps (seconds since each "
+                             "user's previous event, 0 for a first event)")
+        return gap_feature(gaps, gaps > 0, self.config.gap_transform)
+
     def _run_sequence(self, item_ids: torch.Tensor, states: Optional[List[BlockState]] = None,
-                      stop_embedding_grad: bool = False, last_only: bool = False):
+                      stop_embedding_grad: bool = False, last_only: bool = False,
+                      timestamps: Optional[torch.Tensor] = None):
         """All positions: → (o (batch, L, d), final states, per-layer internals).
 
         stop_embedding_grad: the item table is looked up through a stopped gradient (aux_stop_embedding).
         last_only: o only at the last position, (batch, 1, d): the last layer's Add&Norm and FFN — two thirds of a
         layer's arithmetic — then run on one position instead of L (everything but the CE loss needs only o_n)."""
         mask = item_ids != 0
+        gap_feat = self._sequence_gap_feature(item_ids, timestamps)
         h = self.embed(item_ids, stop_grad=stop_embedding_grad)
         new_states, internals = [], []
         last_layer = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            h, st, inner = layer(h, mask, None if states is None else states[i], last_only and i == last_layer)
+            h, st, inner = layer(h, mask, None if states is None else states[i], last_only and i == last_layer,
+                                 gap_feat)
             new_states.append(st)
             internals.append(inner)
         return h, new_states, internals
 
-    def _run_step(self, u_t: torch.Tensor, states: List[BlockState]):
+    def _run_step(self, u_t: torch.Tensor, states: List[BlockState], gap_feat: Optional[torch.Tensor] = None):
         """One event per user given its input vector u_t (an embedding, or o_n for Δ̂_{n+1})."""
         h, new_states, internals = u_t, [], []
         for layer, st in zip(self.layers, states):
-            h, st_new, inner = layer.step(h, st)
+            h, st_new, inner = layer.step(h, st, gap_feat)
             new_states.append(st_new)
             internals.append(inner)
         return h, new_states, internals
@@ -135,21 +161,28 @@ class T2ARec(SequentialRecommender):
     def encode(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None):
         """→ (o_n (batch, d), states: one BlockState per block)."""
         self.check_inputs(item_ids, timestamps)
-        o, states, _ = self._run_sequence(item_ids, last_only=True)
+        o, states, _ = self._run_sequence(item_ids, last_only=True, timestamps=timestamps)
         return o[:, -1], states
 
-    def _scores_unchecked(self, item_ids: torch.Tensor) -> torch.Tensor:
+    def _scores_unchecked(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None) -> torch.Tensor:
         """scores() without the input checks, whose data-dependent branches torch.func.vmap cannot trace
         (per-user test-time steps, adapt.py). Callers have checked the batch already."""
-        return self.score_from(self._run_sequence(item_ids, last_only=True)[0][:, -1])
+        return self.score_from(self._run_sequence(item_ids, last_only=True, timestamps=timestamps)[0][:, -1])
 
-    def step(self, item_ids_t: torch.Tensor, states: List[BlockState]):
-        """One new event per user: item_ids_t (batch,) int64 (no padding) → (o (batch, d), new states)."""
+    def step(self, item_ids_t: torch.Tensor, states: List[BlockState], gaps: Optional[torch.Tensor] = None):
+        """One new event per user: item_ids_t (batch,) int64 (no padding) → (o (batch, d), new states).
+        gaps (batch,) int64: seconds since each user's previous event (0 for a first event); a time-aware model
+        needs them, the paper's ignores them."""
         if item_ids_t.dim() != 1 or item_ids_t.dtype != torch.int64:
             raise InputError(f"step: item ids must be int64 (batch,), got {item_ids_t.dtype} {tuple(item_ids_t.shape)}")
         if item_ids_t.numel() and (int(item_ids_t.min()) < 1 or int(item_ids_t.max()) > self.n_items):
             raise InputError(f"step: item ids must lie in [1, {self.n_items}]")
-        o, new_states, _ = self._run_step(self.embed(item_ids_t), states)
+        bad_gaps = gaps is not None and (gaps.shape != item_ids_t.shape or gaps.dtype != torch.int64
+                                         or bool((gaps < 0).any()))
+        if bad_gaps:
+            raise InputError(f"step: gaps must be non-negative int64 seconds of shape {tuple(item_ids_t.shape)}, got "
+                             f"{gaps.dtype} {tuple(gaps.shape)}")
+        o, new_states, _ = self._run_step(self.embed(item_ids_t), states, self._step_gap_feature(gaps))
         return o, new_states
 
     def forward(self, item_ids, timestamps=None, target_times=None, task: str = "scores"):
@@ -171,8 +204,9 @@ class T2ARec(SequentialRecommender):
         would advance the state — one definition of the block's maths.
         """
         cfg = self.config
-        _, _, next_internals = self._run_step(o_n.detach(), states)
         gaps, valid = gap_sequence(timestamps, mask, target_times)
+        request_feat = gap_feature(gaps[:, -1], valid[:, -1], cfg.gap_transform) if self.time_aware else None
+        _, _, next_internals = self._run_step(o_n.detach(), states, request_feat)
         margin = float(self.time_margin) if torch.isfinite(self.time_margin) else 1.0
         l_time = o_n.new_zeros(())
         l_state = o_n.new_zeros(())
@@ -191,20 +225,21 @@ class T2ARec(SequentialRecommender):
     def losses(self, item_ids, timestamps, next_items, target_times, with_aux: bool = True):
         """Training objective pieces. rec = CE over all non-pad positions (mean); time, state on the last position."""
         mask = item_ids != 0
-        o, states, internals = self._run_sequence(item_ids)
+        o, states, internals = self._run_sequence(item_ids, timestamps=timestamps)
         rec = self.recommendation_loss(o, mask, next_items)
         zero = rec.new_zeros(())
         if not (with_aux and self.uses_alignment):
             return {"rec": rec, "time": zero, "state": zero}
         if self.config.aux_stop_embedding:
-            o, states, internals = self._run_sequence(item_ids, stop_embedding_grad=True, last_only=True)
+            o, states, internals = self._run_sequence(item_ids, stop_embedding_grad=True, last_only=True,
+                                                      timestamps=timestamps)
         l_time, l_state = self._alignment_losses(o[:, -1], timestamps, mask, target_times, states, internals)
         return {"rec": rec, "time": l_time, "state": l_state}
 
     def aux_losses(self, item_ids, timestamps, target_times):
         """Self-supervised alignment losses only (no labels), for test-time alignment. → {"time", "state", "o_n"}."""
         mask = item_ids != 0
-        o, states, internals = self._run_sequence(item_ids, last_only=True)
+        o, states, internals = self._run_sequence(item_ids, last_only=True, timestamps=timestamps)
         o_n = o[:, -1]
         l_time, l_state = self._alignment_losses(o_n, timestamps, mask, target_times, states, internals)
         return {"time": l_time, "state": l_state, "o_n": o_n}

@@ -156,3 +156,22 @@ def test_a_state_out_of_step_with_the_history_is_rebuilt_not_served(model, histo
     ext = {u: (np.r_[histories[u][0], 9], np.r_[histories[u][1], t])}
     assert_close_scores(served_scores(rec, [u]), reference_scores(model, ext, [u]))
     assert rec.stats()["rebuilds"] == rebuilds + 1
+
+
+def test_a_time_aware_model_steps_with_the_gap_since_each_users_previous_event(histories):
+    """time_aware_dt: observe() gives each step the gap to the user's previous event (earlier in the call or in the
+    history), so event-by-event, batched calls and rebuilds from the ring all equal the full encoder."""
+    import torch
+    aware = small_model()
+    aware.config.time_aware_dt = True
+    for layer in aware.layers:
+        layer.block.dt_gap_weight = torch.nn.Parameter(torch.full((1,), 0.8))
+    users = list(histories)
+    want = reference_scores(aware, histories, users)
+    assert not np.allclose(want, reference_scores(small_model(), histories, users))     # the gaps matter
+    for per_call in (1, 5):
+        rec = OnlineRecommender(aware, capacity_bytes=4 << 20, history_len=64)
+        observe_all(rec, histories, per_call=per_call, seed=per_call)
+        assert_close_scores(served_scores(rec, users), want)
+    rec.cache.clear()                                                # rebuilt from the ring (whole histories)
+    assert_close_scores(served_scores(rec, users), want)

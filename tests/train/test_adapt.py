@@ -43,10 +43,11 @@ def test_no_op_settings_equal_plain_scores(change):
     assert torch.allclose(call_with(model, fast, "scores", batch.items, batch.times), plain, atol=0, rtol=1e-6)
 
 
+@pytest.mark.parametrize("options", [{}, {"time_aware_dt": True}], ids=["paper", "time_aware_dt"])
 @pytest.mark.parametrize("steps", [1, 2])
-def test_matches_an_explicit_sgd_step_on_a_copy(steps):
+def test_matches_an_explicit_sgd_step_on_a_copy(steps, options):
     """Same θ' as the literal algorithm: copy the model, SGD on μ1' L_time + μ2' L_state, score with the copy."""
-    model, batch = tiny_model(), random_batch()
+    model, batch = tiny_model(**options), random_batch()
     cfg = dataclasses.replace(TTT, ttt_steps=steps)
     twin = copy.deepcopy(model)
     opt = torch.optim.SGD(twin.parameters(), lr=cfg.ttt_lr)
@@ -115,10 +116,11 @@ def test_gated_step_adapts_only_gated_users():
     assert (adapted[gate][:, 1:] - plain[gate][:, 1:]).abs().max() > 1e-6
 
 
+@pytest.mark.parametrize("options", [{}, {"time_aware_dt": True}], ids=["paper", "time_aware_dt"])
 @pytest.mark.parametrize("gate", [0.0, 1.0])
-def test_vectorised_per_user_steps_equal_batches_of_one_user(gate):
+def test_vectorised_per_user_steps_equal_batches_of_one_user(gate, options):
     """ttt_batch_size = 1 on a whole batch (vmap over users) gives each user's own single-user episode."""
-    model, batch = tiny_model().double(), random_batch()
+    model, batch = tiny_model(**options).double(), random_batch()
     cfg = dataclasses.replace(TTT, ttt_batch_size=1, ttt_lr=0.5, ttt_steps=2, ttt_gate=gate)
     together = adapted_scores(model, batch, cfg)
     for row in range(batch.items.shape[0]):
