@@ -146,32 +146,52 @@ SHIFT_BEGIN, SHIFT_END = "<!-- shift:begin (bench/report.py) -->", "<!-- shift:e
 
 
 def render_shift() -> str:
-    """The synthetic shift studies (bench/shift_study.py, one JSON per seed and model variant) as one table:
-    each test-time setting's NDCG@10 (mean ± std over seeds) overall and on targets right after a true shift."""
+    """The synthetic shift studies (bench/shift_study.py, one JSON per seed and variant) as one table: each
+    test-time setting's NDCG@10 (mean ± std over seeds) overall and on targets right after a true shift, the
+    paired difference to no step, and how many seeds' validation chose it."""
     studies = {}
     for path in sorted(RESULTS.glob("shift_study*.json")):
         report = json.loads(path.read_text())
-        variant = " ".join(report.get("overrides") or []) or "package defaults"
-        studies.setdefault(variant, []).append(report)
-    lines = ["| model | test-time step | seeds | valid NDCG@10 | test NDCG@10 | test, after a true shift | "
-             "test vs no step (paired) |", "|---|---|---|---|---|---|---|"]
+        studies.setdefault(shift_variant(report), []).append(report)
+    lines = ["| model, data | test-time step | seeds | valid NDCG@10 | test NDCG@10 | test, after a true shift | "
+             "test vs no step (paired) | chosen on valid |", "|---|---|---|---|---|---|---|---|"]
     for variant, reports in studies.items():
         reports = sorted(reports, key=lambda r: r["seed"])
         base = [r["rows"][0]["test"]["ndcg@10"] for r in reports]
-        for i, row in enumerate(reports[0]["rows"]):
-            cells = [[r["rows"][i][split][key] for r in reports]
+        voted = [r for r in reports if "chosen_on_valid" in r]
+        settings = [(row["setting"].strip(), [r["rows"][i] for r in reports])
+                    for i, row in enumerate(reports[0]["rows"])]
+        if voted and len(voted) == len(reports):      # each seed's own choice, scored on its test split
+            settings.append(("**the step validation chose, per seed**",
+                             [next(row for row in r["rows"] if row["setting"] == r["chosen_on_valid"])
+                              for r in reports]))
+        for i, (label, rows) in enumerate(settings):
+            cells = [[row[split][key] for row in rows]
                      for split, key in (("valid", "ndcg@10"), ("test", "ndcg@10"), ("test", "ndcg@10_after_shift"))]
             t, p = paired_t(cells[1], base) if i else (None, None)
             versus = "—" if not i else (f"{statistics.mean(cells[1]) - statistics.mean(base):+.4f}"
                                         + (f", p = {p:.2f}" if p is not None else ""))
-            lines.append(f"| {variant} | {row['setting'].strip()} | {len(reports)} | {fmt(cells[0])} | "
-                         f"{fmt(cells[1])} | {fmt(cells[2])} | {versus} |")
-    commands = sorted({f"python bench/shift_study.py --epochs {r['epochs']} --seed {r['seed']}"
-                       + (f" --set {' '.join(r['overrides'])}" if r.get("overrides") else "")
-                       for reports in studies.values() for r in reports})
+            chosen = (f"{sum(r['chosen_on_valid'].strip() == label for r in voted)} of {len(voted)}"
+                      if voted and i < len(reports[0]["rows"]) else "—")
+            lines.append(f"| {variant} | {label} | {len(reports)} | {fmt(cells[0])} | "
+                         f"{fmt(cells[1])} | {fmt(cells[2])} | {versus} | {chosen} |")
+    commands = sorted({shift_command(r) for reports in studies.values() for r in reports})
     dates = sorted(r["date"] for reports in studies.values() for r in reports)
     return "\n".join(lines + ["", "Commands: " + "; ".join(f"`{c}`" for c in commands)
                               + f". Run {dates[0][:16]}–{dates[-1][:16]} UTC on the 2-core CPU VM."])
+
+
+def shift_variant(report: dict) -> str:
+    model = " ".join(report.get("overrides") or []) or "package defaults"
+    data = report.get("data", "synthetic").partition(":")[2]
+    return f"{model}, {data or 'default data'}"
+
+
+def shift_command(report: dict) -> str:
+    data = report.get("data", "synthetic").partition(":")[2]
+    return (f"python bench/shift_study.py --epochs {report['epochs']} --seed {report['seed']}"
+            + (f" --set {' '.join(report['overrides'])}" if report.get("overrides") else "")
+            + (f" --valid-after-shift {data.partition('=')[2]}" if data.startswith("valid_after_shift=") else ""))
 
 
 def replace_block(text: str, begin: str, end: str, block: str) -> str:

@@ -98,9 +98,14 @@ def test_shift_table_groups_seeds_by_model_variant(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     for seed, (base, step) in enumerate([(0.30, 0.31), (0.32, 0.34), (0.34, 0.37)]):
         (tmp_path / f"shift_study_seed{seed}.json").write_text(json.dumps(shift(seed, [], base, step)))
-    (tmp_path / "shift_study_x_seed0.json").write_text(json.dumps(shift(0, ["time_aware_dt=true"], 0.3, 0.3)))
+    other = {**shift(0, ["time_aware_dt=true"], 0.3, 0.3), "data": "synthetic:valid_after_shift=0.5",
+             "chosen_on_valid": "gated"}
+    (tmp_path / "shift_study_x_seed0.json").write_text(json.dumps(other))
     text = report.render_shift()
-    assert "| package defaults | gated | 3 | 0.3400 ± 0.0300 | 0.3400 ± 0.0300 | 0.0340 ± 0.0030 | +0.0200, p = 0.07 |" \
-        in text
-    assert "| time_aware_dt=true | gated | 1 |" in text
+    assert ("| package defaults, default data | gated | 3 | 0.3400 ± 0.0300 | 0.3400 ± 0.0300 | 0.0340 ± 0.0030 | "
+            "+0.0200, p = 0.07 | — |") in text
+    assert "| time_aware_dt=true, valid_after_shift=0.5 | gated | 1 |" in text and "| 1 of 1 |" in text
+    assert ("| time_aware_dt=true, valid_after_shift=0.5 | **the step validation chose, per seed** | 1 | 0.3000 ± "
+            in text)
     assert "`python bench/shift_study.py --epochs 20 --seed 2`" in text
+    assert "`python bench/shift_study.py --epochs 20 --seed 0 --set time_aware_dt=true --valid-after-shift 0.5`" in text

@@ -8,7 +8,8 @@ the next event, t_{n+1} - t_n (known when the recommendation is requested), tell
 interest has probably moved on. A model that ignores time cannot know that; `baseline_check` measures the gap.
 
 For a share of users (`test_after_shift`) the last event - the test target of a leave-one-out split - is forced to
-be the first event after a break with a shift. The true shift times of every user are kept in `shift_times`, the
+be the first event after a break with a shift; independently, for a share `valid_after_shift` (default 0) the
+second-last event - the validation target - is, so that validation can see what happens after shifts too. The true shift times of every user are kept in `shift_times`, the
 active cluster of every event in `extras["cluster"]` and the first event after each shift in
 `extras["after_shift"]`. Everything is deterministic from `seed`.
 """
@@ -54,8 +55,8 @@ class _World:
 def generate(n_users: int = 2000, n_items: int = 1000, n_clusters: int = 20, mean_events: int = 60,
              min_events: int = 20, favourites: int = 4, session_events: float = 4.0, break_prob: float = 0.3,
              shift_after_break: float = 0.85, shift_otherwise: float = 0.03, noise: float = 0.1,
-             zipf_a: float = 1.0, test_after_shift: float = 0.5, seed: int = 0, min_count: int = 1,
-             ) -> SequenceDataset:
+             zipf_a: float = 1.0, test_after_shift: float = 0.5, valid_after_shift: float = 0.0, seed: int = 0,
+             min_count: int = 1) -> SequenceDataset:
     """A SequenceDataset of n_users synthetic users with true `shift_times` (see the module docstring).
 
     Defaults (2,000 users x ~60 events, 1,000 items) let a small model train an epoch in seconds on a CPU.
@@ -66,8 +67,9 @@ def generate(n_users: int = 2000, n_items: int = 1000, n_clusters: int = 20, mea
     world = _make_world(rng, n_items, n_clusters, zipf_a)
     users, shift_times = [], []
     for user in range(n_users):
-        forced = rng.random() < test_after_shift
-        users.append(_user_events(rng, world, settings, forced))
+        forced_test = rng.random() < test_after_shift
+        forced_valid = valid_after_shift > 0 and rng.random() < valid_after_shift   # no draw at 0: same data as before
+        users.append(_user_events(rng, world, settings, _forced_tail(forced_valid, forced_test)))
         shift_times.append(users[-1]["shift_times"])
     raw = Interactions(
         users=np.concatenate([np.full(len(u["items"]), i, dtype=np.int64) for i, u in enumerate(users)]),
@@ -129,17 +131,23 @@ def _make_world(rng: np.random.Generator, n_items: int, n_clusters: int, zipf_a:
                   zipf_cumsum=np.cumsum(ranks ** -zipf_a))
 
 
-def _user_events(rng: np.random.Generator, world: _World, s: dict, forced_shift_at_end: bool) -> dict:
+def _forced_tail(valid: bool, test: bool) -> list:
+    """Sizes of the last sessions, each forced to start after a break with a shift: the validation target (second
+    last event) and/or the test target (last event) then come first after a shift."""
+    if valid:
+        return [1, 1] if test else [2]
+    return [1] if test else []
+
+
+def _user_events(rng: np.random.Generator, world: _World, s: dict, tail: list) -> dict:
     n_events = _draw_length(rng, s["mean_events"], s["min_events"])
-    sizes = _session_sizes(rng, n_events - 1 if forced_shift_at_end else n_events, s["session_events"])
-    if forced_shift_at_end:
-        sizes = np.append(sizes, 1)
+    sizes = np.append(_session_sizes(rng, n_events - sum(tail), s["session_events"]), tail).astype(np.int64)
     n_sessions = len(sizes)
     is_break = rng.random(n_sessions) < s["break_prob"]
     shifts = rng.random(n_sessions) < np.where(is_break, s["shift_after_break"], s["shift_otherwise"])
     is_break[0] = shifts[0] = False                                # the first session has nothing to shift from
-    if forced_shift_at_end and n_sessions > 1:
-        is_break[-1] = shifts[-1] = True
+    if tail and n_sessions > len(tail):
+        is_break[-len(tail):] = shifts[-len(tail):] = True
     clusters = _active_clusters(rng, world, shifts, s["favourites"])
     starts = _session_starts(rng, sizes, is_break)
     event_session = np.repeat(np.arange(n_sessions), sizes)

@@ -62,6 +62,24 @@ def test_many_test_events_come_right_after_a_shift(ds):
     assert 0.4 < ds.extras["after_shift"][last].mean() < 0.75
 
 
+@pytest.mark.parametrize("test_share", [0.0, 1.0])
+def test_validation_targets_can_follow_a_shift_too(test_share):
+    ds = generate(n_users=200, n_items=300, n_clusters=10, seed=3, valid_after_shift=1.0, test_after_shift=test_share)
+    split, flags = leave_one_out(ds), ds.extras["after_shift"]
+    assert flags[split.valid.stops].all()                       # every validation target opens a new interest
+    assert flags[split.test.stops].all() == bool(test_share)    # the test target too, or it continues that session
+    gaps = _gaps_before(ds)
+    assert (gaps[split.valid.stops] > 12 * HOUR).all()          # after a break, as the generator's shifts are
+
+
+def test_default_data_are_those_every_published_synthetic_number_was_measured_on():
+    """A fingerprint taken before `valid_after_shift` existed: new generator options must not change old data."""
+    import hashlib
+    d = generate(n_users=50, seed=5)
+    assert hashlib.sha1(d.items.tobytes() + d.timestamps.tobytes()).hexdigest() == \
+        "76b130802067cdfed124f9d1c48d26cf0e9cc995"
+
+
 def test_realistic_times_sessions_and_popularity(ds):
     t = ds.timestamps
     assert t.min() >= START and t.max() < START + 2 * 365 * DAY
