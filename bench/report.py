@@ -175,10 +175,67 @@ def render_shift() -> str:
                       if voted and i < len(reports[0]["rows"]) else "—")
             lines.append(f"| {variant} | {label} | {len(reports)} | {fmt(cells[0])} | "
                          f"{fmt(cells[1])} | {fmt(cells[2])} | {versus} | {chosen} |")
+    default = studies.get("package defaults, default data", [])
+    curve = shift_curve(default)
+    if curve:
+        plot_shift_curve(curve, RESULTS / "shift_curve.png", len(default))
+        positions = next(iter(curve.values()))
+        lines += ["", "Around the shifts (package defaults, default data; valid and test targets pooled over the "
+                  "seeds; targets per position in the header):", "",
+                  "| setting | " + " | ".join(f"{offset_label(k)} ({n:,})" for k, (_, n) in positions.items()) + " |",
+                  "|---" * (1 + len(positions)) + "|"]
+        lines += [f"| {label} | " + " | ".join(f"{v:.4f}" for v, _ in points.values()) + " |"
+                  for label, points in curve.items()]
+        lines += ["", "![NDCG@10 around true shifts](../bench/results/shift_curve.png)"]
     commands = sorted({shift_command(r) for reports in studies.values() for r in reports})
     dates = sorted(r["date"] for reports in studies.values() for r in reports)
     return "\n".join(lines + ["", "Commands: " + "; ".join(f"`{c}`" for c in commands)
                               + f". Run {dates[0][:16]}–{dates[-1][:16]} UTC on the 2-core CPU VM."])
+
+
+CURVE_SETTINGS = ("no test-time step", "paper: batch 256, all params, α 0.005, μ' 0.1",
+                  "per user, L_time only, ssm params, α 10, gate 20×")
+
+
+def shift_curve(reports: list) -> dict:
+    """setting → {offset: (NDCG@10, targets)} pooled over the valid and test targets of every seed's run."""
+    curve = {}
+    for label in CURVE_SETTINGS:
+        sums = {}
+        for report in reports:
+            row = next((r for r in report["rows"] if r["setting"] == label), None)
+            for split in ("valid", "test"):
+                for k, (ndcg, n) in ((row or {}).get(split, {}).get("ndcg@10_by_shift_offset") or {}).items():
+                    total = sums.setdefault(int(k), [0.0, 0])
+                    total[0], total[1] = total[0] + ndcg * n, total[1] + n
+        if sums:
+            curve[label] = {k: (v[0] / v[1], v[1]) for k, v in sorted(sums.items())}
+    return curve
+
+
+def offset_label(k: int) -> str:
+    return f"{k:+d}" if k else "0"
+
+
+def plot_shift_curve(curve: dict, path: Path, seeds: int) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for label, points in curve.items():
+        ks = sorted(points)
+        ax.plot(ks, [points[k][0] for k in ks], marker="o", label=label)
+    ks = sorted(next(iter(curve.values())))
+    ax.set_xticks(ks, [("≥ " if k == max(ks) else "") + offset_label(k) for k in ks])
+    ax.axvline(-0.5, color="grey", linestyle="--", linewidth=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("target's position relative to a true interest shift (0 = first event of the new interest)")
+    ax.set_ylabel("NDCG@10 (log scale)")
+    ax.set_title(f"Synthetic set: NDCG@10 around true shifts (valid + test targets, {seeds} seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def shift_variant(report: dict) -> str:

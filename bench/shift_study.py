@@ -22,6 +22,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from t2arec_fast.config import Config
@@ -44,14 +45,40 @@ SETTINGS = [
 ]
 
 
-def split_ndcg(model, split, which, max_len, ttt, after_shift):
+BEFORE, AFTER_CAP, NO_SHIFT_NEAR = 3, 4, -99
+
+
+def shift_offsets(ds) -> np.ndarray:
+    """Per interaction, where it lies relative to its user's true shifts: k = 0 for the first event of a new
+    interest; else −j if the next shift is j ≤ 3 events ahead; else k = events since the latest shift (k ≥ 4
+    reported as 4), or NO_SHIFT_NEAR when the user has not shifted yet and will not within 3 events."""
+    flags = ds.extras["after_shift"]
+    out = np.full(len(flags), NO_SHIFT_NEAR, dtype=np.int64)
+    for a, b in zip(ds.offsets[:-1], ds.offsets[1:]):
+        shifts = np.flatnonzero(flags[a:b])
+        if not len(shifts):
+            continue
+        pos = np.arange(b - a)
+        prev = np.searchsorted(shifts, pos, side="right") - 1           # latest shift at or before pos
+        since = np.where(prev >= 0, pos - shifts[np.maximum(prev, 0)], NO_SHIFT_NEAR)
+        until = np.where(prev + 1 < len(shifts), shifts[np.minimum(prev + 1, len(shifts) - 1)] - pos, BEFORE + 1)
+        after = np.where(prev >= 0, np.minimum(since, AFTER_CAP), NO_SHIFT_NEAR)
+        out[a:b] = np.where((until <= BEFORE) & (since != 0), -until, after)   # a shift's own event stays 0
+    return out
+
+
+def split_ndcg(model, split, which, max_len, ttt, after_shift, offsets):
     res = evaluate(model, split, which, max_len, ttt=ttt, return_ranks=True)
     ranks = res.pop("ranks")
-    flags = after_shift[split.part(which).stops]
+    stops = split.part(which).stops
+    flags, where = after_shift[stops], offsets[stops]
+    by_offset = {int(k): [round(metrics_from_ranks(ranks[where == k], [10])["ndcg@10"], 5), int((where == k).sum())]
+                 for k in range(-BEFORE, AFTER_CAP + 1) if (where == k).any()}
     return {"ndcg@10": round(res["ndcg@10"], 5), "recall@10": round(res["recall@10"], 5),
             "ndcg@10_after_shift": round(metrics_from_ranks(ranks[flags], [10])["ndcg@10"], 5),
             "ndcg@10_no_shift": round(metrics_from_ranks(ranks[~flags], [10])["ndcg@10"], 5),
-            "share_after_shift": round(float(flags.mean()), 4)}
+            "share_after_shift": round(float(flags.mean()), 4),
+            "ndcg@10_by_shift_offset": by_offset}                        # offset → [NDCG@10, targets]
 
 
 def main():
@@ -78,14 +105,14 @@ def main():
         cfg = Config.from_sources(overrides={"epochs": args.epochs, "seed": args.seed, "min_count": 1,
                                              "progress": False}, args=[f"--{kv}" for kv in args.set])
         model, _ = fit(cfg, dataset=ds)
-    after_shift = ds.extras["after_shift"]
+    after_shift, offsets = ds.extras["after_shift"], shift_offsets(ds)
     rows = []
     for label, over in SETTINGS:
         ttt = None if over is None else Config.from_sources(overrides=over).ttt
         t0 = time.perf_counter()
         row = {"setting": label, "ttt": over}
         for which in ("valid", "test"):
-            row[which] = split_ndcg(model, split, which, ds.default_max_len, ttt, after_shift)
+            row[which] = split_ndcg(model, split, which, ds.default_max_len, ttt, after_shift, offsets)
         row["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
         v, t = row["valid"], row["test"]

@@ -109,3 +109,26 @@ def test_shift_table_groups_seeds_by_model_variant(tmp_path, monkeypatch):
             in text)
     assert "`python bench/shift_study.py --epochs 20 --seed 2`" in text
     assert "`python bench/shift_study.py --epochs 20 --seed 0 --set time_aware_dt=true --valid-after-shift 0.5`" in text
+
+
+def test_shift_offsets_place_each_event_relative_to_its_users_shifts():
+    from types import SimpleNamespace
+    from shift_study import NO_SHIFT_NEAR, shift_offsets
+    import numpy as np
+    flags = np.zeros(14, bool)
+    flags[[5, 6, 12]] = True                   # user 0: events 0..9, shifts at 5 and 6; user 1: 10..13, shift at 12
+    ds = SimpleNamespace(extras={"after_shift": flags}, offsets=np.array([0, 10, 14]))
+    n = NO_SHIFT_NEAR
+    assert shift_offsets(ds).tolist() == [n, n, -3, -2, -1, 0, 0, 1, 2, 3] + [-2, -1, 0, 1]
+
+
+def test_shift_curve_pools_valid_and_test_targets_weighted_by_count(tmp_path):
+    row = lambda label, v, t: {"setting": label, "valid": {"ndcg@10_by_shift_offset": v},   # noqa: E731
+                               "test": {"ndcg@10_by_shift_offset": t}}
+    runs = [{"rows": [row("no test-time step", {"-1": [0.4, 3]}, {"0": [0.1, 1], "-1": [0.0, 1]})]},
+            {"rows": [row("no test-time step", {}, {"0": [0.3, 3]})]}]
+    curve = report.shift_curve(runs)
+    assert curve["no test-time step"][-1] == pytest.approx((0.3, 4))
+    assert curve["no test-time step"][0] == pytest.approx((0.25, 4))
+    report.plot_shift_curve(curve, tmp_path / "curve.png", seeds=2)
+    assert (tmp_path / "curve.png").stat().st_size > 1000
