@@ -9,9 +9,9 @@ interest has probably moved on. A model that ignores time cannot know that; `bas
 
 For a share of users (`test_after_shift`) the last event - the test target of a leave-one-out split - is forced to
 be the first event after a break with a shift; independently, for a share `valid_after_shift` (default 0) the
-second-last event - the validation target - is, so that validation can see what happens after shifts too. The true shift times of every user are kept in `shift_times`, the
-active cluster of every event in `extras["cluster"]` and the first event after each shift in
-`extras["after_shift"]`. Everything is deterministic from `seed`.
+second-last event - the validation target - is, so that validation can see what happens after shifts too. The true
+shift times of every user are kept in `shift_times`, the active cluster of every event in `extras["cluster"]` and the
+first event after each shift in `extras["after_shift"]`. Everything is deterministic from `seed`.
 """
 from __future__ import annotations
 
