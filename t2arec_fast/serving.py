@@ -358,6 +358,13 @@ def _group_events(user_ids: np.ndarray) -> _EventGroups:
                         active=active, step_order=np.lexsort((slot, rank)))
 
 
+def _consecutive_events(groups: _EventGroups):
+    """(earlier, later) event indices of every two consecutive events of one user within an observe() call."""
+    order = np.lexsort((groups.rank, groups.slot))            # each user's events together, in call order
+    same_user = groups.slot[order][1:] == groups.slot[order][:-1]
+    return order[:-1][same_user], order[1:][same_user]
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The recommender
 # ---------------------------------------------------------------------------------------------------------------------
@@ -490,11 +497,10 @@ class OnlineRecommender:
 
     @staticmethod
     def _check_order_within_call(users, times, groups: _EventGroups) -> None:
-        order = np.lexsort((groups.rank, groups.slot))
-        same_user = groups.slot[order][1:] == groups.slot[order][:-1]
-        back = np.flatnonzero(same_user & (times[order][1:] < times[order][:-1]))
+        earlier, later = _consecutive_events(groups)
+        back = np.flatnonzero(times[later] < times[earlier])
         if len(back):
-            i, j = order[back[0]], order[back[0] + 1]
+            i, j = earlier[back[0]], later[back[0]]
             raise InputError(f"observe: timestamps go backwards for user {users[j]}: event {j} at {times[j]} comes "
                              f"after event {i} at {times[i]}; nothing was stored")
 
@@ -527,9 +533,8 @@ class OnlineRecommender:
     def _gaps_since_previous(self, groups: _EventGroups, rows: np.ndarray, times: np.ndarray) -> np.ndarray:
         """Seconds from each event to its user's previous one (in the call, else in the history); 0 for a first."""
         prev = times.copy()                                       # no previous event: gap 0
-        order = np.lexsort((groups.rank, groups.slot))            # each user's events together, in call order
-        same_user = groups.slot[order][1:] == groups.slot[order][:-1]
-        prev[order[1:][same_user]] = times[order[:-1][same_user]]
+        earlier, later = _consecutive_events(groups)
+        prev[later] = times[earlier]
         first = np.flatnonzero(groups.rank == 0)
         n_events, last_ts = self.history.lookup(rows[groups.slot[first]])
         seen = n_events > 0

@@ -205,8 +205,7 @@ class T2ARec(SequentialRecommender):
         """
         cfg = self.config
         gaps, valid = gap_sequence(timestamps, mask, target_times)
-        request_feat = gap_feature(gaps[:, -1], valid[:, -1], cfg.gap_transform) if self.time_aware else None
-        _, _, next_internals = self._run_step(o_n.detach(), states, request_feat)
+        _, _, next_internals = self._run_step(o_n.detach(), states, self._step_gap_feature(gaps[:, -1]))
         margin = float(self.time_margin) if torch.isfinite(self.time_margin) else 1.0
         l_time = o_n.new_zeros(())
         l_state = o_n.new_zeros(())
