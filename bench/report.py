@@ -176,7 +176,12 @@ def render_shift() -> str:
             lines.append(f"| {variant} | {label} | {len(reports)} | {fmt(cells[0])} | "
                          f"{fmt(cells[1])} | {fmt(cells[2])} | {versus} | {chosen} |")
     default = studies.get("package defaults, default data", [])
+    lines += variants_vs_defaults(studies, default)
     curve = shift_curve(default)
+    readout = studies.get(f"{REQUEST_GAP_READOUT}, default data", [])
+    if readout:
+        curve.update({f"request-gap readout, {k}": v
+                      for k, v in shift_curve(readout, settings=CURVE_SETTINGS[:1]).items()})
     if curve:
         plot_shift_curve(curve, RESULTS / "shift_curve.png", len(default))
         positions = next(iter(curve.values()))
@@ -197,10 +202,40 @@ CURVE_SETTINGS = ("no test-time step", "paper: batch 256, all params, α 0.005, 
                   "per user, L_time only, ssm params, α 10, gate 20×")
 
 
-def shift_curve(reports: list) -> dict:
+REQUEST_GAP_READOUT = "readout=request_gap"
+
+
+def variants_vs_defaults(studies: dict, default: list) -> list:
+    """Each model variant without a test-time step against the package defaults on the same seeds and data
+    (paired by seed): what changing the model, not the step, does."""
+    if not default:
+        return []
+    base = {r["seed"]: r["rows"][0] for r in default}
+    lines = ["", "Model variants against the package defaults (no test-time step, paired by seed, default data):", "",
+             "| model | seeds | valid NDCG@10 | test NDCG@10 | test, after a true shift | test vs defaults (paired) |",
+             "|---|---|---|---|---|---|"]
+    for variant, reports in studies.items():
+        if not variant.endswith(", default data") or variant.startswith("package defaults"):
+            continue
+        paired = [(r["rows"][0], base[r["seed"]]) for r in sorted(reports, key=lambda r: r["seed"])
+                  if r["seed"] in base]
+        if not paired:
+            continue
+        valid = [row["valid"]["ndcg@10"] for row, _ in paired]
+        test = [row["test"]["ndcg@10"] for row, _ in paired]
+        after = [row["test"]["ndcg@10_after_shift"] for row, _ in paired]
+        base_test = [b["test"]["ndcg@10"] for _, b in paired]
+        _, p = paired_t(test, base_test)
+        diff = statistics.mean(test) - statistics.mean(base_test)
+        lines.append(f"| {variant.rsplit(', ', 1)[0]} | {len(paired)} | {fmt(valid)} | {fmt(test)} | {fmt(after)} | "
+                     f"{diff:+.4f}" + (f", p = {p:.2f}" if p is not None else "") + " |")
+    return lines
+
+
+def shift_curve(reports: list, settings=CURVE_SETTINGS) -> dict:
     """setting → {offset: (NDCG@10, targets)} pooled over the valid and test targets of every seed's run."""
     curve = {}
-    for label in CURVE_SETTINGS:
+    for label in settings:
         sums = {}
         for report in reports:
             row = next((r for r in report["rows"] if r["setting"] == label), None)

@@ -108,7 +108,7 @@ def adapted_scores(model: nn.Module, batch, ttt_cfg) -> torch.Tensor:
     try:
         if not ttt_is_active(ttt_cfg):
             with torch.no_grad():
-                return model.scores(batch.items, batch.times)
+                return model.scores(batch.items, batch.times, batch.target_times)
         model.check_inputs(batch.items, batch.times)
         if ttt_cfg.ttt_batch_size == 1 and batch.items.shape[0] > 1:
             return per_user_scores(model, batch.items, batch.times, batch.target_times, ttt_cfg)
@@ -117,7 +117,7 @@ def adapted_scores(model: nn.Module, batch, ttt_cfg) -> torch.Tensor:
             return _gated_scores(model, batch, ttt_cfg, shift_gate(batch.items, batch.times, batch.target_times, gate))
         fast = adapt_parameters(model, batch.items, batch.times, batch.target_times, ttt_cfg)
         with torch.no_grad():
-            return call_with(model, fast, "scores", batch.items, batch.times)
+            return call_with(model, fast, "scores", batch.items, batch.times, batch.target_times)
     finally:
         model.train(was_training)
 
@@ -140,7 +140,7 @@ def shift_gate(items: torch.Tensor, times: torch.Tensor, target_times: torch.Ten
 def _gated_scores(model: nn.Module, batch, ttt_cfg, gate: torch.Tensor) -> torch.Tensor:
     """Plain scores for users outside the gate; the gated users are adapted together (as one test batch)."""
     with torch.no_grad():
-        scores = model.scores(batch.items, batch.times)
+        scores = model.scores(batch.items, batch.times, batch.target_times)
     if not bool(gate.any()):
         return scores
     items, times, target_times = batch.items[gate], batch.times[gate], batch.target_times[gate]
@@ -151,7 +151,7 @@ def _gated_scores(model: nn.Module, batch, ttt_cfg, gate: torch.Tensor) -> torch
         return scores
     fast = adapt_parameters(model, items, times, target_times, ttt_cfg)
     with torch.no_grad():
-        scores[gate] = call_with(model, fast, "scores", items, times)
+        scores[gate] = call_with(model, fast, "scores", items, times, target_times)
     return scores
 
 
@@ -192,8 +192,9 @@ def _per_user_chunk(model, items, times, target_times, ttt_cfg) -> torch.Tensor:
         aux = call_with(model, {**frozen, **fast}, "aux_losses", item_row[None], time_row[None], target_time[None])
         return ttt_cfg.ttt_mu_time * aux["time"] + ttt_cfg.ttt_mu_state * aux["state"]
 
-    def user_scores(fast, item_row, time_row):
-        return call_with(model, {**frozen, **fast}, "_scores_unchecked", item_row[None], time_row[None])[0]
+    def user_scores(fast, item_row, time_row, target_time):
+        return call_with(model, {**frozen, **fast}, "_scores_unchecked", item_row[None], time_row[None],
+                         target_time[None])[0]
 
     fast = {name: frozen[name].expand(items.shape[0], *frozen[name].shape) for name in names}
     step = vmap(grad(user_objective), in_dims=(0, 0, 0, 0))
@@ -202,4 +203,4 @@ def _per_user_chunk(model, items, times, target_times, ttt_cfg) -> torch.Tensor:
             grads = step(fast, items, times, target_times)
             fast = {name: (fast[name] - ttt_cfg.ttt_lr * grads[name]).detach() for name in names}
     with torch.no_grad():
-        return vmap(user_scores, in_dims=(0, 0, 0))(fast, items, times)
+        return vmap(user_scores, in_dims=(0, 0, 0, 0))(fast, items, times, target_times)

@@ -49,6 +49,9 @@ class ModelConfig:
     step_transform: str = "linear"        # compare Δ ("linear", paper) or log Δ ("log": scale-free ordering)
     count_tied_pairs: bool = True         # pairs with equal gaps add a constant 1 (no gradient)
     time_aware_dt: bool = False           # Δ_t also sees g(t_t − t_{t−1}) via a learned weight (beyond the paper)
+    readout: str = "last"                 # score o_n ("last", paper) or one step past it at the request (beyond
+                                          # the paper): "extrapolated" feeds the step o_n, "request_gap" o_n + an
+                                          # embedding of the request gap T_{n+1} (see docs/model.md)
     time_margin: Optional[float] = None   # λ; None = median |g(T_i) − g(T_j)| over training pairs
     # L_state (model-spec §4)
     state_floor: float = 1e-3             # δ in max(Δ̂, δ)²

@@ -48,7 +48,7 @@ def evaluate(model, split, which: str = "test", max_len: int = 200, batch_size: 
                 scores = adapted_scores(model, tb, ttt)
             else:
                 with torch.no_grad():
-                    scores = model.scores(tb.items, tb.times)
+                    scores = model.scores(tb.items, tb.times, tb.target_times)
             history = tb.items if mask_history else None
             ranks.append(target_ranks(scores, tb.targets, history).cpu().numpy())
             target_times.append(np.asarray(batch.target_times))

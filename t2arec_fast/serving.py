@@ -600,8 +600,9 @@ class OnlineRecommender:
         first); before any event that is items 1..k with score 0.
         exclude_seen: items in the user's ring (its last history_len events) get −inf and drop out of the top-k.
         at_time: the request time (int64 scalar or (n,), not before the user's last event). With `ttt` set, known
-        users are scored after a test-time step that uses the gap T_{n+1} = at_time − last event; without, it is
-        only checked.
+        users are scored after a test-time step that uses the gap T_{n+1} = at_time − last event. A model with
+        readout='extrapolated' scores one step past each user's state at that time (required when its Δ sees
+        gaps). Otherwise it is only checked.
         """
         users = _int64_array(user_ids, "user_ids")
         k = self._check_k(k)
@@ -613,7 +614,9 @@ class OnlineRecommender:
             rows = self.history.rows_of(users)
             known = np.flatnonzero(rows >= 0)
             if len(known):
-                model_scores = self._model_scores(users[known], rows[known])
+                known_at = None if at_time is None else self._check_request_after_history(users[known], rows[known],
+                                                                                          at_time[known])
+                model_scores = self._model_scores(users[known], rows[known], known_at)
                 if at_time is not None and self.ttt is not None:
                     self._adapt(model_scores, users[known], rows[known], at_time[known])
                 if exclude_seen:
@@ -645,23 +648,35 @@ class OnlineRecommender:
         return arr
 
     @torch.no_grad()
-    def _model_scores(self, users: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+    def _model_scores(self, users: np.ndarray, rows: np.ndarray, at_time: Optional[np.ndarray]) -> torch.Tensor:
         """(m, n_items + 1) float32 CPU scores of known users (duplicates allowed); column 0 is −inf."""
         distinct, first, inverse = np.unique(users, return_index=True, return_inverse=True)
         flat = self._states_for(distinct, rows[first])
-        _, o = self.layout.views(torch.from_numpy(flat).to(self.device))
-        return self.model.score_from(o[torch.from_numpy(inverse.reshape(-1)).to(self.device)]).float().cpu()
+        states, o = self.layout.views(torch.from_numpy(flat).to(self.device))
+        pick = torch.from_numpy(inverse.reshape(-1)).to(self.device)
+        if not getattr(self.model, "extrapolated_readout", False):
+            return self.model.score_from(o[pick]).float().cpu()
+        if at_time is None and self.model.needs_request_time:
+            raise InputError(f"recommend: this model scores at the request time "
+                             f"(readout={self.model.config.readout!r}): pass at_time")
+        states = [BlockState(st.conv[pick], st.ssm[pick]) for st in states]
+        last = torch.from_numpy(self.history.last_ts[rows]).to(self.device)
+        request = None if at_time is None else torch.from_numpy(at_time).to(self.device)
+        return self.model.scores_from_state(o[pick], states, last, request).float().cpu()
 
-    def _adapt(self, scores: torch.Tensor, users: np.ndarray, rows: np.ndarray, at_time: np.ndarray) -> None:
-        """Overwrite the scores of users the test-time step applies to (all, or those the gate lets in) with their
-        adapted scores, computed from their ring; the cached states stay as they are."""
-        from t2arec_fast.adapt import per_user_adapted_scores, shift_gate
+    def _check_request_after_history(self, users: np.ndarray, rows: np.ndarray, at_time: np.ndarray) -> np.ndarray:
         last = self.history.last_ts[rows]
         early = np.flatnonzero(at_time < last)
         if len(early):
             u = early[0]
             raise InputError(f"recommend: at_time {at_time[u]} is before user {users[u]}'s last event "
                              f"({last[u]}); the request time must not precede the history it scores")
+        return at_time
+
+    def _adapt(self, scores: torch.Tensor, users: np.ndarray, rows: np.ndarray, at_time: np.ndarray) -> None:
+        """Overwrite the scores of users the test-time step applies to (all, or those the gate lets in) with their
+        adapted scores, computed from their ring; the cached states stay as they are."""
+        from t2arec_fast.adapt import per_user_adapted_scores, shift_gate
         items, times = (torch.from_numpy(a).to(self.device) for a in self.history.recent(rows))
         target = torch.from_numpy(at_time).to(self.device)
         chosen = torch.ones(len(rows), dtype=torch.bool, device=self.device)

@@ -111,6 +111,25 @@ def test_shift_table_groups_seeds_by_model_variant(tmp_path, monkeypatch):
     assert "`python bench/shift_study.py --epochs 20 --seed 0 --set time_aware_dt=true --valid-after-shift 0.5`" in text
 
 
+def test_model_variants_are_paired_by_seed_with_the_defaults(tmp_path, monkeypatch):
+    def shift(seed, overrides, test, data="synthetic"):
+        row = {"setting": "no test-time step", "valid": {"ndcg@10": test + 0.1},
+               "test": {"ndcg@10": test, "ndcg@10_after_shift": test / 10}}
+        return {"epochs": 20, "seed": seed, "overrides": overrides, "date": "2026-11-27T10:00:00", "data": data,
+                "rows": [row]}
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    for seed, (base, ours) in enumerate([(0.17, 0.18), (0.18, 0.18), (0.16, 0.18)]):
+        (tmp_path / f"shift_study_seed{seed}.json").write_text(json.dumps(shift(seed, [], base)))
+        (tmp_path / f"shift_study_rg_seed{seed}.json").write_text(
+            json.dumps(shift(seed, ["readout=request_gap"], ours)))
+    (tmp_path / "shift_study_other_data.json").write_text(
+        json.dumps(shift(3, ["readout=request_gap"], 0.5, data="synthetic:valid_after_shift=0.5")))
+    text = report.render_shift()
+    assert ("| readout=request_gap | 3 | 0.2800 ± 0.0000 | 0.1800 ± 0.0000 | 0.0180 ± 0.0000 | +0.0100, p = 0.23 |"
+            in text)
+    assert "| readout=request_gap | 1 |" not in text         # other data, seed 3 has no default run: not paired
+
+
 def test_shift_offsets_place_each_event_relative_to_its_users_shifts():
     from types import SimpleNamespace
     from shift_study import NO_SHIFT_NEAR, shift_offsets

@@ -82,6 +82,6 @@ def test_demo_runs_the_whole_pipeline_on_a_tiny_set(tmp_path, capsys):
     assert "t2arec + test-time step (paper)" in out and "online serving" in out
     report = json.loads((tmp_path / "demo.json").read_text())
     assert set(report["evaluation"]) == {"backbone", "t2arec", "t2arec + test-time step (paper)",
-                                         "t2arec + gated per-user step (ext.)"}
+                                         "t2arec + gated per-user step (ext.)", "t2arec, request-gap readout (ext.)"}
     assert report["serving"]["top1_agreement"] > 0.95
     assert (tmp_path / "runs" / "onnx" / "encode.onnx").is_file()

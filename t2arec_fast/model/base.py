@@ -62,7 +62,9 @@ class SequentialRecommender(nn.Module):
         logits[..., 0] = float("-inf")
         return logits
 
-    def scores(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def scores(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None,
+               request_times: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """request_times (t_{n+1}) matter only to a model that scores at the request time; ignored here."""
         return self.score_from(self.encode(item_ids, timestamps)[0])
 
     def recommendation_loss(self, o: torch.Tensor, mask: torch.Tensor, next_items: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,11 @@ class BlockInternals:
     dt: torch.Tensor            # (batch, L) step sizes Δ_1..Δ_n (0 at pads); for a step: (batch,)
     x_last: torch.Tensor        # (batch, d) post-conv x at the last position
     final_state: torch.Tensor   # (batch, d_state, d) h_n
+    # Per-position inputs of a full-sequence pass, kept for `extrapolate` (None for a step):
+    window: Optional[torch.Tensor] = None       # (batch, k−1+L, conv_dim) initial conv window + masked xBC
+    x: Optional[torch.Tensor] = None            # (batch, L, d) post-conv x
+    B: Optional[torch.Tensor] = None            # (batch, L, d_state)
+    initial_ssm: Optional[torch.Tensor] = None  # (batch, d_state, d) h_0
 
 
 class GatedRMSNorm(nn.Module):
@@ -118,7 +123,27 @@ class T2AMambaBlock(nn.Module):
         dt = dt * mask                                                       # Δ = 0 at pads: state passes through
         y, h = selective_scan(x, dt, self.A, B, C, self.D, z=z, initial_state=state.ssm, backend=self.backend)
         new_state = BlockState(window[:, window.shape[1] - (self.conv_kernel - 1):], h)
-        return self._output(y), new_state, BlockInternals(dt=dt, x_last=x[:, -1], final_state=h)
+        return self._output(y), new_state, BlockInternals(dt=dt, x_last=x[:, -1], final_state=h, window=window, x=x,
+                                                          B=B, initial_ssm=state.ssm)
+
+    def extrapolate(self, u_next: torch.Tensor, inner: BlockInternals, gap_feature: Optional[torch.Tensor] = None):
+        """`step` applied at EVERY position at once: out[:, i] = step(u_next[:, i], state after position i)[0].
+
+        u_next: (batch, L, d) the input of the extra step after each position; inner: this block's internals from
+        `forward`; gap_feature: (batch, L) what a time-aware Δ̂ sees for each extra step. The states after each
+        position are never materialised: h_iᵀĈ_{i+1} is the scan's output with C replaced by Ĉ.
+        """
+        z, xbc, dt_raw = self._project(u_next)
+        taps = self.conv.weight
+        k = self.conv_kernel
+        # the extra step's conv window: the last k−1 real inputs up to i, then the new input
+        conv_out = F.conv1d(inner.window[:, 1:].transpose(1, 2), taps[:, :, :k - 1], self.conv.bias,
+                            groups=self.conv_dim).transpose(1, 2) + xbc * taps[:, 0, k - 1]
+        x, B, C, dt = self._ssm_inputs(conv_out, dt_raw, gap_feature)
+        carried, _ = selective_scan(inner.x, inner.dt, self.A, inner.B, C, initial_state=inner.initial_ssm,
+                                    backend=self.backend)                     # h_iᵀ Ĉ_{i+1}
+        y = torch.exp(dt * self.A)[..., None] * carried + (dt * (B * C).sum(-1))[..., None] * x + self.D * x
+        return self._output(y * F.silu(z))
 
     # -- one step -----------------------------------------------------------------------------------------------
     def step(self, u_t: torch.Tensor, state: BlockState, gap_feature: Optional[torch.Tensor] = None):

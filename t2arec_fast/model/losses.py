@@ -44,6 +44,13 @@ def gap_feature(gaps_seconds: torch.Tensor, valid: torch.Tensor, kind: str) -> t
     return transform_gaps(torch.where(valid, gaps_seconds, torch.zeros_like(gaps_seconds)), kind)
 
 
+def gap_buckets(gaps_seconds: torch.Tensor, n_buckets: int) -> torch.Tensor:
+    """Log-spaced buckets of gaps: ⌊log2(1 + gap in minutes)⌋, clamped to [0, n_buckets − 1] (bucket 0: under a
+    minute; 20: about two years)."""
+    minutes = gaps_seconds.clamp_min(0).to(torch.float64) / 60.0
+    return torch.log2(1.0 + minutes).floor().long().clamp(0, n_buckets - 1)
+
+
 def block_pairs(values: torch.Tensor, valid: torch.Tensor, block: int):
     """Reshape (batch, L+1) into blocks of `block` columns anchored at the LAST column (so left padding does not move
     block boundaries) and return the pairwise differences v_i − v_j for i < j inside each block, with validity."""

@@ -4,7 +4,7 @@ plus the two alignment losses computed from one forward pass.
 Public API (other code relies on these names):
     T2ARec(n_items, d=64, d_state=32, n_blocks=1, **options)      options = ModelConfig fields
     encode(item_ids, timestamps) -> (o_n, states)                  LEFT-padded int64 (batch, L), 0 = padding
-    scores(item_ids, timestamps) -> (batch, n_items + 1)           column 0 (padding) is −inf
+    scores(item_ids, timestamps, request_times=None) -> (batch, n_items + 1)   column 0 (padding) is −inf
     step(item_ids_t, states, gaps=None) -> (o, new_states)         one more event per user, O(1)
     losses(item_ids, timestamps, next_items, target_times) -> {"rec", "time", "state"}
     aux_losses(item_ids, timestamps, target_times) -> {"time", "state", "o_n"}
@@ -25,7 +25,12 @@ from t2arec_fast.errors import InputError
 from .block import BlockState, T2AMambaBlock
 from .base import SequentialRecommender
 from .checkpoint import save_checkpoint
-from .losses import event_gaps, gap_feature, gap_sequence, interest_state_loss, time_interval_loss
+from .losses import (event_gaps, gap_buckets, gap_feature, gap_sequence, interest_state_loss,
+                     time_interval_loss)
+
+
+READOUTS = ("last", "extrapolated", "request_gap")
+REQUEST_GAP_BUCKETS = 24          # log2-minute buckets of the request gap (readout "request_gap")
 
 
 class T2ALayer(nn.Module):
@@ -65,6 +70,8 @@ class T2ARec(SequentialRecommender):
         super().__init__()
         if n_items < 1:
             raise InputError(f"T2ARec: n_items must be ≥ 1, got {n_items}")
+        if options.get("readout", "last") not in READOUTS:
+            raise InputError(f"T2ARec: readout must be one of {READOUTS}, got {options['readout']!r}")
         options.setdefault("model", self.model_name)
         self.config = ModelConfig(d=d, d_state=d_state, n_blocks=n_blocks, **options)
         self.n_items = n_items
@@ -72,6 +79,8 @@ class T2ARec(SequentialRecommender):
         self.emb_drop = nn.Dropout(self.config.dropout)
         self.emb_norm = nn.LayerNorm(d)
         self.layers = nn.ModuleList(T2ALayer(self.config) for _ in range(n_blocks))
+        # readout "request_gap": the extrapolation's input is o_n + an embedding of the request gap's bucket
+        self.request_gap_emb = nn.Embedding(REQUEST_GAP_BUCKETS, d) if self.config.readout == "request_gap" else None
         # λ of L_time: estimated from training data by the trainer (set_time_margin), saved with the weights.
         self.register_buffer("time_margin", torch.tensor(float("nan"), dtype=torch.float64))
         self._init_weights()
@@ -80,6 +89,8 @@ class T2ARec(SequentialRecommender):
         nn.init.normal_(self.item_emb.weight, std=0.02)
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
+            if self.request_gap_emb is not None:       # 0: starts as the plain extrapolated readout
+                self.request_gap_emb.weight.zero_()
 
     # -- configuration ------------------------------------------------------------------------------------------
     @property
@@ -96,6 +107,18 @@ class T2ARec(SequentialRecommender):
     def time_aware(self) -> bool:
         """Δ also sees the gap since the user's previous event (option time_aware_dt, beyond the paper)."""
         return self.config.time_aware_dt
+
+    @property
+    def extrapolated_readout(self) -> bool:
+        """Scores come from ô_{n+1}, the one-step update fed with o_n at the request (option readout, beyond the
+        paper): the extrapolation Δ̂_{n+1} of the alignment losses, trained by the recommendation loss.
+        readout "request_gap" feeds it o_n + an embedding of the request gap instead."""
+        return self.config.readout != "last"
+
+    @property
+    def needs_request_time(self) -> bool:
+        """scores() must be told when each request is made (t_{n+1})."""
+        return self.config.readout == "request_gap" or (self.extrapolated_readout and self.time_aware)
 
     def set_backend(self, backend: str) -> None:
         self.config.backend = backend
@@ -157,6 +180,52 @@ class T2ARec(SequentialRecommender):
             internals.append(inner)
         return h, new_states, internals
 
+    def _extrapolation_input(self, o: torch.Tensor, request_gaps: Optional[torch.Tensor]) -> torch.Tensor:
+        """What the readout's extra step is fed: o (…, d), plus the request gap's embedding for "request_gap"."""
+        if self.request_gap_emb is None:
+            return o
+        return o + self.request_gap_emb(gap_buckets(request_gaps, REQUEST_GAP_BUCKETS))
+
+    def _extrapolate_sequence(self, o: torch.Tensor, internals, next_gaps: torch.Tensor,
+                              mask: torch.Tensor) -> torch.Tensor:
+        """ô_{i+1} at every position i: `_run_step` fed with o_i from the state after position i, for all i at once
+        (training). next_gaps (batch, L): t_{i+1} − t_i, the request gap each position is scored at."""
+        gap_feat = gap_feature(next_gaps, mask, self.config.gap_transform) if self.time_aware else None
+        h = self._extrapolation_input(o, next_gaps)
+        for layer, inner in zip(self.layers, internals):
+            h = layer._finish(h, layer.block.extrapolate(h, inner, gap_feat))
+        return h
+
+    def scores_from_state(self, o_n: torch.Tensor, states: List[BlockState],
+                          last_times: Optional[torch.Tensor] = None,
+                          request_times: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Scores from an encoded state (encode/step): score_from(o_n), or with an extrapolated readout one more
+        step fed with o_n at the request — O(1), as serving needs. last_times, request_times: (batch,) int64 t_n
+        and t_{n+1}, needed when `needs_request_time`."""
+        if not self.extrapolated_readout:
+            return self.score_from(o_n)
+        gaps = None
+        if self.needs_request_time:
+            if request_times is None or last_times is None:
+                raise InputError(f"this model scores at the request time (readout={self.config.readout!r}"
+                                 f"{', time_aware_dt' if self.time_aware else ''}): pass request_times, int64 "
+                                 "(batch,) unix seconds")
+            gaps = request_times - last_times
+        u = self._extrapolation_input(o_n, gaps)
+        return self.score_from(self._run_step(u, states, self._step_gap_feature(gaps))[0])
+
+    def check_request_times(self, timestamps: Optional[torch.Tensor], request_times: Optional[torch.Tensor]) -> None:
+        if request_times is None or timestamps is None:
+            return
+        if request_times.dtype != torch.int64 or request_times.shape != timestamps.shape[:1]:
+            raise InputError(f"request_times must be int64 ({timestamps.shape[0]},) unix seconds, got "
+                             f"{request_times.dtype} {tuple(request_times.shape)}")
+        early = request_times < timestamps[:, -1]
+        if early.any():
+            row = int(early.nonzero()[0])
+            raise InputError(f"request time {int(request_times[row])} of row {row} precedes its last event "
+                             f"({int(timestamps[row, -1])})")
+
     # -- public inference API -----------------------------------------------------------------------------------
     def encode(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None):
         """→ (o_n (batch, d), states: one BlockState per block)."""
@@ -164,10 +233,21 @@ class T2ARec(SequentialRecommender):
         o, states, _ = self._run_sequence(item_ids, last_only=True, timestamps=timestamps)
         return o[:, -1], states
 
-    def _scores_unchecked(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def scores(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None,
+               request_times: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(batch, n_items + 1) scores for each row's next item; request_times (batch,) int64 = t_{n+1}, needed
+        when `needs_request_time` (ignored otherwise)."""
+        self.check_inputs(item_ids, timestamps)
+        self.check_request_times(timestamps, request_times)
+        return self._scores_unchecked(item_ids, timestamps, request_times)
+
+    def _scores_unchecked(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None,
+                          request_times: Optional[torch.Tensor] = None) -> torch.Tensor:
         """scores() without the input checks, whose data-dependent branches torch.func.vmap cannot trace
         (per-user test-time steps, adapt.py). Callers have checked the batch already."""
-        return self.score_from(self._run_sequence(item_ids, last_only=True, timestamps=timestamps)[0][:, -1])
+        o, states, _ = self._run_sequence(item_ids, last_only=True, timestamps=timestamps)
+        last_times = None if timestamps is None else timestamps[:, -1]
+        return self.scores_from_state(o[:, -1], states, last_times, request_times)
 
     def step(self, item_ids_t: torch.Tensor, states: List[BlockState], gaps: Optional[torch.Tensor] = None):
         """One new event per user: item_ids_t (batch,) int64 (no padding) → (o (batch, d), new states).
@@ -189,7 +269,7 @@ class T2ARec(SequentialRecommender):
         """Module entry point, so torch.func.functional_call can run any task with substituted parameters:
         "scores" → scores(); "encode" → encode(); "aux" → aux_losses() (needs target_times)."""
         if task == "scores":
-            return self.scores(item_ids, timestamps)
+            return self.scores(item_ids, timestamps, target_times)
         if task == "encode":
             return self.encode(item_ids, timestamps)
         if task == "aux":
@@ -225,7 +305,8 @@ class T2ARec(SequentialRecommender):
         """Training objective pieces. rec = CE over all non-pad positions (mean); time, state on the last position."""
         mask = item_ids != 0
         o, states, internals = self._run_sequence(item_ids, timestamps=timestamps)
-        rec = self.recommendation_loss(o, mask, next_items)
+        rec = self.recommendation_loss(self._training_readout(o, mask, timestamps, target_times, internals), mask,
+                                       next_items)
         zero = rec.new_zeros(())
         if not (with_aux and self.uses_alignment):
             return {"rec": rec, "time": zero, "state": zero}
@@ -234,6 +315,13 @@ class T2ARec(SequentialRecommender):
                                                       timestamps=timestamps)
         l_time, l_state = self._alignment_losses(o[:, -1], timestamps, mask, target_times, states, internals)
         return {"rec": rec, "time": l_time, "state": l_state}
+
+    def _training_readout(self, o, mask, timestamps, target_times, internals):
+        """What CE sees at every position: o_i, or ô_{i+1} extrapolated to the next event's time t_{i+1}."""
+        if not self.extrapolated_readout:
+            return o
+        next_gaps = gap_sequence(timestamps, mask, target_times)[0][:, 1:]
+        return self._extrapolate_sequence(o, internals, next_gaps, mask)
 
     def aux_losses(self, item_ids, timestamps, target_times):
         """Self-supervised alignment losses only (no labels), for test-time alignment. → {"time", "state", "o_n"}."""

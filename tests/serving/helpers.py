@@ -55,8 +55,9 @@ def _keep_user_order_shuffle(users, rng):
 
 
 @torch.inference_mode()
-def reference_scores(model, histories, users, last: int = None):
-    """Full-sequence scores (n, n_items + 1) of each user's events (only the last `last` if given)."""
+def reference_scores(model, histories, users, last: int = None, request_times=None):
+    """Full-sequence scores (n, n_items + 1) of each user's events (only the last `last` if given); request_times
+    (n,) int64 for a model that scores at the request time."""
     seqs = [(histories[u][0][-last:], histories[u][1][-last:]) if last else histories[u] for u in users]
     L = max(len(s[0]) for s in seqs)
     items = torch.zeros(len(seqs), L, dtype=torch.int64)
@@ -64,12 +65,14 @@ def reference_scores(model, histories, users, last: int = None):
     for r, (it, ts) in enumerate(seqs):
         items[r, L - len(it):] = torch.from_numpy(it)
         times[r, L - len(ts):] = torch.from_numpy(ts)
-    return model.scores(items, times).numpy()
+    if request_times is not None:
+        request_times = torch.as_tensor(np.asarray(request_times, np.int64))
+    return model.scores(items, times, request_times).numpy()
 
 
-def served_scores(rec, users):
+def served_scores(rec, users, at_time=None):
     """Every item's served score (n, n_items + 1) via recommend(k = n_items); column 0 = −inf like model.scores."""
-    items, scores = rec.recommend(np.asarray(users, np.int64), k=rec.n_items)
+    items, scores = rec.recommend(np.asarray(users, np.int64), k=rec.n_items, at_time=at_time)
     full = np.full((len(users), rec.n_items + 1), -np.inf, np.float32)
     np.put_along_axis(full, items, scores, axis=1)
     return full

@@ -175,3 +175,34 @@ def test_a_time_aware_model_steps_with_the_gap_since_each_users_previous_event(h
         assert_close_scores(served_scores(rec, users), want)
     rec.cache.clear()                                                # rebuilt from the ring (whole histories)
     assert_close_scores(served_scores(rec, users), want)
+
+
+@pytest.mark.parametrize("options", [dict(readout="extrapolated", time_aware_dt=True), dict(readout="request_gap")],
+                         ids=["extrapolated+time_aware_dt", "request_gap"])
+def test_a_readout_at_the_request_time_is_one_step_past_the_cached_state(histories, options):
+    """readout='extrapolated'/'request_gap': recommend(at_time) scores one extra step from the cached state at the
+    request gap — the full encoder's scores(items, times, request_times) — and refuses requests without a time."""
+    import torch
+    from t2arec_fast.errors import InputError
+    from t2arec_fast.model import T2ARec
+    torch.manual_seed(0)
+    model = T2ARec(40, d=16, d_state=8, n_blocks=2, **options).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))              # trained-looking values: gap weights ≠ 0
+    users = list(histories)
+    rng = np.random.default_rng(3)
+    at_time = np.array([histories[u][1][-1] for u in users]) + rng.integers(0, 40 * 86_400, len(users))
+    want = reference_scores(model, histories, users, request_times=at_time)
+    rec = OnlineRecommender(model, capacity_bytes=4 << 20, history_len=64)
+    observe_all(rec, histories, per_call=3)
+    assert_close_scores(served_scores(rec, users, at_time), want)
+    repeated = users[:3] + users[:3]                     # one user twice in a request, at two different times
+    twice = np.concatenate([at_time[:3], at_time[:3] + 86_400 * 365])
+    served = served_scores(rec, repeated, twice)
+    assert_close_scores(served, reference_scores(model, histories, repeated, request_times=twice))
+    assert not np.allclose(served[:3, 1:], served[3:, 1:])   # the request time matters
+    with pytest.raises(InputError, match="pass at_time"):
+        rec.recommend(np.array(users[:2]), k=5)
+    with pytest.raises(InputError, match="before user"):
+        rec.recommend(np.array(users[:1]), k=5, at_time=int(histories[users[0]][1][-1]) - 1)

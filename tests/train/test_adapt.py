@@ -10,6 +10,8 @@ from t2arec_fast.config import TTTConfig
 
 from .conftest import random_batch, tiny_model
 
+OPTIONS = [{}, {"time_aware_dt": True}, {"readout": "request_gap", "time_aware_dt": True}]
+OPTION_IDS = ["paper", "time_aware_dt", "request_gap_readout"]
 TTT = TTTConfig(ttt_lr=0.05, ttt_steps=1, ttt_mu_time=1.0, ttt_mu_state=0.1)
 
 
@@ -43,7 +45,7 @@ def test_no_op_settings_equal_plain_scores(change):
     assert torch.allclose(call_with(model, fast, "scores", batch.items, batch.times), plain, atol=0, rtol=1e-6)
 
 
-@pytest.mark.parametrize("options", [{}, {"time_aware_dt": True}], ids=["paper", "time_aware_dt"])
+@pytest.mark.parametrize("options", OPTIONS, ids=OPTION_IDS)
 @pytest.mark.parametrize("steps", [1, 2])
 def test_matches_an_explicit_sgd_step_on_a_copy(steps, options):
     """Same θ' as the literal algorithm: copy the model, SGD on μ1' L_time + μ2' L_state, score with the copy."""
@@ -56,7 +58,7 @@ def test_matches_an_explicit_sgd_step_on_a_copy(steps, options):
         opt.zero_grad()
         (cfg.ttt_mu_time * aux["time"] + cfg.ttt_mu_state * aux["state"]).backward()
         opt.step()
-    expected = twin.scores(batch.items, batch.times)
+    expected = twin.scores(batch.items, batch.times, batch.target_times)
     got = adapted_scores(model, batch, cfg)
     torch.testing.assert_close(got[:, 1:], expected[:, 1:], rtol=1e-5, atol=1e-6)
 
@@ -116,7 +118,7 @@ def test_gated_step_adapts_only_gated_users():
     assert (adapted[gate][:, 1:] - plain[gate][:, 1:]).abs().max() > 1e-6
 
 
-@pytest.mark.parametrize("options", [{}, {"time_aware_dt": True}], ids=["paper", "time_aware_dt"])
+@pytest.mark.parametrize("options", OPTIONS, ids=OPTION_IDS)
 @pytest.mark.parametrize("gate", [0.0, 1.0])
 def test_vectorised_per_user_steps_equal_batches_of_one_user(gate, options):
     """ttt_batch_size = 1 on a whole batch (vmap over users) gives each user's own single-user episode."""
@@ -129,4 +131,5 @@ def test_vectorised_per_user_steps_equal_batches_of_one_user(gate, options):
                           batch.target_times[row:row + 1], batch.targets[row:row + 1])
         alone = adapted_scores(model, one, cfg)
         torch.testing.assert_close(together[row:row + 1], alone, rtol=1e-9, atol=1e-9)
-    assert (together[:, 1:] - model.scores(batch.items, batch.times)[:, 1:]).abs().max() > 1e-6
+    plain = model.scores(batch.items, batch.times, batch.target_times)
+    assert (together[:, 1:] - plain[:, 1:]).abs().max() > 1e-6
