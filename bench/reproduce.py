@@ -30,6 +30,8 @@ from t2arec_fast.data import leave_one_out, load_dataset
 from t2arec_fast.evaluate import evaluate
 from t2arec_fast.train import fit
 
+from provenance import code_version
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
 # name → (path, k-core, max length), as in the papers that use these sets (model-spec §7)
@@ -140,7 +142,8 @@ def write_report(json_path, args, ds, path, k_core, max_len, settings, runs, sec
     report = {"dataset": args.dataset, "path": str(path), "k_core": k_core, "max_len": max_len,
               "n_users": ds.n_users, "n_items": ds.n_items, **settings,
               "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads", "torch": torch.__version__,
-              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "wall_seconds": seconds,
+              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "code": code_version(),
+              "wall_seconds": seconds,
               "summary": {k: {m: list(v) for m, v in r.items()} for k, r in table(done).items()},
               "paired_t_test": paired_vs_best(done), "runs": runs}
     json_path.write_text(json.dumps(report, indent=2, default=float) + "\n")
@@ -265,9 +268,11 @@ def combine(json_path: Path, others: list) -> dict:
     done = {label: seeds for label, seeds in runs.items() if seeds}
     report = {**base, "seeds": sorted({r["seed"] for seeds in done.values() for r in seeds}),
               "date": max(study["date"] for study in studies),
+              "code": " & ".join(sorted({study.get("code", "unknown") for study in studies})),
               "wall_seconds": sum(study["wall_seconds"] for study in studies),
               "combined_from": [{"file": str(p), "seeds": study["seeds"], "date": study["date"],
-                                 "wall_seconds": study["wall_seconds"]} for p, study in zip(paths, studies)],
+                                 "code": study.get("code", "unknown"), "wall_seconds": study["wall_seconds"]}
+                                for p, study in zip(paths, studies)],
               "summary": {k: {m: list(v) for m, v in r.items()} for k, r in table(done).items()},
               "paired_t_test": paired_vs_best(done), "runs": runs}
     json_path.write_text(json.dumps(report, indent=2, default=float) + "\n")

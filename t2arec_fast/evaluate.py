@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .adapt import adapted_scores, ttt_is_active
-from .metrics import DEFAULT_KS, metrics_from_ranks, ndcg_by_segment, target_ranks
+from .metrics import DEFAULT_KS, metrics_from_ranks, ndcg_by_request_gap, ndcg_by_segment, target_ranks
 from .progress import progress_bar
 
 TABLE_COLUMNS = ("recall@5", "recall@10", "recall@20", "mrr@10", "ndcg@5", "ndcg@10", "ndcg@20")
@@ -27,8 +27,9 @@ def evaluate(model, split, which: str = "test", max_len: int = 200, batch_size: 
 
     ttt: None for plain scores, or a TTTConfig: each batch of `ttt.ttt_batch_size` users (NOT `batch_size`: the
     adaptation depends on it) is scored after the test-time step. → JSON-able dict: recall@K, mrr@K, ndcg@K,
-    "ndcg@10_by_segment" (segments by target timestamp, earliest first), n_users, split, mask_history, ties and,
-    with TTT, "ttt": its settings, batch size and user order.
+    "ndcg@10_by_segment" (segments by target timestamp, earliest first), "ndcg@10_by_request_gap" ({bin: [NDCG@10,
+    targets]} by t_{n+1} − t_n, metrics.REQUEST_GAP_BINS), n_users, split, mask_history, ties and, with TTT, "ttt":
+    its settings, batch size and user order.
     """
     from .data import eval_batches, time_segments
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -37,7 +38,7 @@ def evaluate(model, split, which: str = "test", max_len: int = 200, batch_size: 
     size = ttt.ttt_batch_size if use_ttt and ttt.ttt_batch_size > 1 else batch_size
     was_training = model.training
     model.eval()
-    ranks, target_times, users = [], [], []
+    ranks, target_times, request_gaps, users = [], [], [], []
     batches = eval_batches(split, which, max_len, size)
     if progress:
         batches = progress_bar(batches, f"{which}{' +ttt' if use_ttt else ''}")
@@ -52,6 +53,7 @@ def evaluate(model, split, which: str = "test", max_len: int = 200, batch_size: 
             history = tb.items if mask_history else None
             ranks.append(target_ranks(scores, tb.targets, history).cpu().numpy())
             target_times.append(np.asarray(batch.target_times))
+            request_gaps.append(np.asarray(batch.target_times) - np.asarray(batch.times)[:, -1])
             users.append(np.asarray(batch.users))
     finally:
         model.train(was_training)
@@ -60,6 +62,7 @@ def evaluate(model, split, which: str = "test", max_len: int = 200, batch_size: 
     if len(ranks):
         segments = np.asarray(time_segments(np.concatenate(target_times), n_segments))
         result["ndcg@10_by_segment"] = ndcg_by_segment(ranks, segments, n_segments, k=10)
+        result["ndcg@10_by_request_gap"] = ndcg_by_request_gap(ranks, np.concatenate(request_gaps))
     result.update(n_users=int(len(ranks)), split=which, mask_history=bool(mask_history), ties="pessimistic")
     if return_ranks:  # 0-based rank of each example's target, in split.part(which) order (for custom breakdowns)
         result["ranks"] = ranks

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from t2arec_fast.metrics import metrics_from_ranks, ndcg_by_segment, target_ranks
+from t2arec_fast.metrics import metrics_from_ranks, ndcg_by_request_gap, ndcg_by_segment, target_ranks
 
 NEG = float("-inf")
 
@@ -60,3 +60,13 @@ def test_ndcg_by_segment():
     assert out[1] == pytest.approx((1 + 1 / math.log2(3)) / 2)
     assert out[2] == 0.0
     assert math.isnan(out[3])
+
+
+def test_ndcg_by_request_gap_bins_by_seconds_since_the_last_event():
+    ranks = np.array([0, 1, 0, 5, 50])
+    gaps = np.array([10, 3_599, 3_600, 40 * 86_400, 30 * 86_400])       # < 1 h, < 1 h, 1 h – 1 d, ≥ 30 d, ≥ 30 d
+    out = ndcg_by_request_gap(ranks, gaps)
+    assert list(out) == ["< 1 h", "1 h – 1 d", "≥ 30 d"]                 # empty bins are left out
+    assert out["< 1 h"] == [pytest.approx((1 + 1 / np.log2(3)) / 2), 2]
+    assert out["1 h – 1 d"] == [1.0, 1]
+    assert out["≥ 30 d"] == [pytest.approx(1 / np.log2(7) / 2), 2]
