@@ -32,6 +32,8 @@ from t2arec_fast.train import fit
 
 from provenance import code_version
 
+CODE = code_version()          # the code this process runs, read once at start (edits during a run don't count)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
 # name → (path, k-core, max length), as in the papers that use these sets (model-spec §7)
@@ -142,7 +144,7 @@ def write_report(json_path, args, ds, path, k_core, max_len, settings, runs, sec
     report = {"dataset": args.dataset, "path": str(path), "k_core": k_core, "max_len": max_len,
               "n_users": ds.n_users, "n_items": ds.n_items, **settings,
               "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads", "torch": torch.__version__,
-              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "code": code_version(),
+              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "code": CODE,
               "wall_seconds": seconds,
               "summary": {k: {m: list(v) for m, v in r.items()} for k, r in table(done).items()},
               "paired_t_test": paired_vs_best(done), "runs": runs}

@@ -35,6 +35,8 @@ from t2arec_fast.train import fit
 
 from provenance import code_version
 
+CODE = code_version()          # the code this process runs, read once at start (edits during a run don't count)
+
 # (label, ttt overrides or None)
 SETTINGS = [
     ("no test-time step", None),
@@ -126,7 +128,7 @@ def main():
               "overrides": args.set, "checkpoint": args.checkpoint, "data": spec,
               "chosen_on_valid": chosen["setting"],
               "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads", "torch": torch.__version__,
-              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "code": code_version(), "rows": rows}
+              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "code": CODE, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
