@@ -12,6 +12,8 @@ from typing import Dict, Iterable, Optional
 import numpy as np
 import torch
 
+from .request_gaps import REQUEST_GAP_LABELS, request_gap_bin
+
 DEFAULT_KS = (5, 10, 20)
 
 
@@ -59,19 +61,10 @@ def ndcg_by_segment(ranks: np.ndarray, segments: np.ndarray, n_segments: int, k:
     return [metrics_from_ranks(ranks[segments == s], ks=(k,))[f"ndcg@{k}"] for s in range(n_segments)]
 
 
-# Request gap T_{n+1} = t_{n+1} − t_n: where in time a recommendation is asked, relative to the user's last event.
-REQUEST_GAP_BINS = ((3_600, "< 1 h"), (86_400, "1 h – 1 d"), (7 * 86_400, "1 d – 1 w"), (30 * 86_400, "1 w – 30 d"),
-                    (None, "≥ 30 d"))
-
-
 def ndcg_by_request_gap(ranks: np.ndarray, request_gaps: np.ndarray, k: int = 10) -> Dict[str, list]:
-    """{bin label: [NDCG@k, targets]} over the REQUEST_GAP_BINS (seconds); empty bins are left out. Shows whether
-    accuracy depends on how long after the last event the request comes — the signal a request-time readout uses."""
-    ranks, gaps = np.asarray(ranks), np.asarray(request_gaps)
-    out, low = {}, None
-    for high, label in REQUEST_GAP_BINS:
-        inside = (gaps >= (low or 0)) & ((gaps < high) if high is not None else True)
-        if inside.any():
-            out[label] = [metrics_from_ranks(ranks[inside], ks=(k,))[f"ndcg@{k}"], int(inside.sum())]
-        low = high
-    return out
+    """{bin label: [NDCG@k, targets]} over the request-gap bins (`request_gaps.REQUEST_GAP_BINS`, seconds); empty
+    bins are left out. Shows whether accuracy depends on how long after the last event the request comes — the
+    signal a request-time readout uses."""
+    ranks, bins = np.asarray(ranks), request_gap_bin(request_gaps)
+    return {label: [metrics_from_ranks(ranks[bins == b], ks=(k,))[f"ndcg@{k}"], int((bins == b).sum())]
+            for b, label in enumerate(REQUEST_GAP_LABELS) if (bins == b).any()}

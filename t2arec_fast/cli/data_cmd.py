@@ -16,7 +16,8 @@ def register(subparsers) -> None:
     stats = commands.add_parser(
         "stats", help="load a data set and print its statistics",
         description="Load a data set (reader, k-core, id maps) and print its statistics: users, items, "
-                    "interactions, history lengths, sparsity, time span, share of zero gaps, sha256 of the input.",
+                    "interactions, history lengths, sparsity, time span, share of zero gaps, how long after the "
+                    "previous event each user's last event comes (request-gap bins), sha256 of the input.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_dataset_arguments(stats)
     stats.add_argument("--json", metavar="PATH", help="also write the statistics as JSON to PATH")

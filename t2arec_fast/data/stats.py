@@ -5,6 +5,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from t2arec_fast.request_gaps import REQUEST_GAP_LABELS, request_gap_bin
+
 from .sources import sha256
 
 # keys that describe the data itself, not where it came from: equal for the same data in two formats
@@ -28,6 +30,7 @@ def dataset_stats(ds, with_hash: bool = True) -> dict:
         "max_length": int(lengths.max()) if ds.n_users else 0,
         "sparsity": round(1.0 - n / (ds.n_users * ds.n_items), 6) if n else 1.0,
         **_time_stats(ds),
+        **_last_gap_shares(ds),
         "default_max_len": ds.default_max_len,
         "files": [{"path": str(p), "bytes": p.stat().st_size, "sha256": sha256(p)} for p in ds.files]
         if with_hash else None,
@@ -35,6 +38,18 @@ def dataset_stats(ds, with_hash: bool = True) -> dict:
     if ds.shift_times is not None:
         stats["shifts"] = int(sum(len(s) for s in ds.shift_times))
     return stats
+
+
+def _last_gap_shares(ds) -> dict:
+    """How long after the previous event each user's last event (the leave-one-out test target) comes: the share
+    of users per request-gap bin — where a readout at the request time has something to read."""
+    last = ds.offsets[1:] - 1
+    last = last[ds.lengths >= 2]
+    if len(last) == 0:
+        return {}
+    bins = request_gap_bin(ds.timestamps[last] - ds.timestamps[last - 1])
+    return {f"last_gap_share {label}": round(float(np.mean(bins == b)), 4)
+            for b, label in enumerate(REQUEST_GAP_LABELS)}
 
 
 def _time_stats(ds) -> dict:

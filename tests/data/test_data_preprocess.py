@@ -65,6 +65,13 @@ def test_stats_dict():
     assert stats["time_first"].startswith("1970-01-01") and stats["files"] == []
 
 
+def test_stats_spread_the_last_events_over_request_gap_bins():
+    stats = dataset(ROWS + [(2, 20, 500 + 2 * 86_400)]).stats()     # user 2 comes back after two days
+    shares = {k.split(" ", 1)[1]: v for k, v in stats.items() if k.startswith("last_gap_share")}
+    assert shares == {"< 1 h": round(2 / 3, 4), "1 h – 1 d": 0.0, "1 d – 1 w": round(1 / 3, 4), "1 w – 30 d": 0.0,
+                      "≥ 30 d": 0.0}
+
+
 def test_default_max_len_follows_history_length():
     short = dataset(ROWS)
     long = dataset([(1, i % 7 + 1, t) for i, t in enumerate(range(60))])
