@@ -214,7 +214,8 @@ class T2ARec(SequentialRecommender):
         u = self._extrapolation_input(o_n, gaps)
         return self.score_from(self._run_step(u, states, self._step_gap_feature(gaps))[0])
 
-    def check_request_times(self, timestamps: Optional[torch.Tensor], request_times: Optional[torch.Tensor]) -> None:
+    def _check_request_times(self, timestamps: Optional[torch.Tensor], request_times: Optional[torch.Tensor]) -> None:
+        """Request times, when given: int64 (batch,), none before its row's last event."""
         if request_times is None or timestamps is None:
             return
         if request_times.dtype != torch.int64 or request_times.shape != timestamps.shape[:1]:
@@ -238,7 +239,7 @@ class T2ARec(SequentialRecommender):
         """(batch, n_items + 1) scores for each row's next item; request_times (batch,) int64 = t_{n+1}, needed
         when `needs_request_time` (ignored otherwise)."""
         self.check_inputs(item_ids, timestamps)
-        self.check_request_times(timestamps, request_times)
+        self._check_request_times(timestamps, request_times)
         return self._scores_unchecked(item_ids, timestamps, request_times)
 
     def _scores_unchecked(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None,
