@@ -118,8 +118,9 @@ def _cpu_copy(model, backend: str):
         raise InputError("export_onnx: this model's Δ sees the time gaps (time_aware_dt=True); the ONNX graphs take "
                          "item ids only, so they cannot serve it — export a model trained without time_aware_dt")
     if getattr(model, "extrapolated_readout", False):
-        raise InputError("export_onnx: this model scores one extrapolated step after o_n (readout='extrapolated'); "
-                         "the ONNX graphs score o_n, so they cannot serve it — export a model with readout='last'")
+        raise InputError(f"export_onnx: this model scores one more step after o_n at the request time "
+                         f"(readout={model.config.readout!r}); the ONNX graphs score o_n, so they cannot serve it — "
+                         "export a model with readout='last'")
     clone = copy.deepcopy(model).cpu().float().eval()
     clone.set_backend(backend)
     for p in clone.parameters():

@@ -125,5 +125,6 @@ def test_checkpoint_round_trip_keeps_the_readout(tmp_path, readout, time_aware):
 def test_onnx_export_refuses_the_extrapolated_readout(tmp_path):
     pytest.importorskip("onnx")
     from t2arec_fast.export import export_onnx
-    with pytest.raises(InputError, match="readout"):
-        export_onnx(readout_model(time_aware=False), tmp_path / "onnx")
+    for readout in ("extrapolated", "request_gap"):
+        with pytest.raises(InputError, match=f"readout='{readout}'"):
+            export_onnx(readout_model(time_aware=False, readout=readout), tmp_path / "onnx")
