@@ -28,8 +28,8 @@ def evaluate(model, split, which: str = "test", max_len: int = 200, batch_size: 
     ttt: None for plain scores, or a TTTConfig: each batch of `ttt.ttt_batch_size` users (NOT `batch_size`: the
     adaptation depends on it) is scored after the test-time step. → JSON-able dict: recall@K, mrr@K, ndcg@K,
     "ndcg@10_by_segment" (segments by target timestamp, earliest first), "ndcg@10_by_request_gap" ({bin: [NDCG@10,
-    targets]} by t_{n+1} − t_n, request_gaps.REQUEST_GAP_BINS), n_users, split, mask_history, ties and, with TTT, "ttt":
-    its settings, batch size and user order.
+    targets]} by t_{n+1} − t_n, request_gaps.REQUEST_GAP_BINS), n_users, split, mask_history, ties and, with TTT,
+    "ttt": its settings, batch size and user order.
     """
     from .data import eval_batches, time_segments
     device = torch.device(device) if device is not None else next(model.parameters()).device

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-REQUEST_GAP_BINS = ((3_600, "< 1 h"), (86_400, "1 h – 1 d"), (7 * 86_400, "1 d – 1 w"), (30 * 86_400, "1 w – 30 d"),
-                    (None, "≥ 30 d"))
+REQUEST_GAP_BINS = ((3_600, "< 1 h"), (86_400, "1 h – 1 d"), (7 * 86_400, "1 d – 1 w"),
+                    (30 * 86_400, "1 w – 30 d"), (None, "≥ 30 d"))          # (upper edge in seconds, label)
 REQUEST_GAP_LABELS = tuple(label for _, label in REQUEST_GAP_BINS)
 
 

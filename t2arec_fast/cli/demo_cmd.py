@@ -1,9 +1,10 @@
 """`t2arec demo`: the whole pipeline on built-in synthetic data, no files needed.
 
 Steps: build the synthetic interest-shift data set (statistics, split sizes, the baseline check); pre-train the
-backbone, T2ARec and T2ARec with the request-gap readout (an extension); evaluate on test without and with test-time alignment, split by whether the target comes right
-after a true interest shift; export T2ARec to ONNX (checked against PyTorch); serve the test users through the
-O(1) online recommender and check it agrees with the full encoder.
+backbone, T2ARec and T2ARec with the request-gap readout (an extension); evaluate on test without and with
+test-time alignment, split by whether the target comes right after a true interest shift; export T2ARec to ONNX
+(checked against PyTorch); serve the test users through the O(1) online recommender and check it agrees with the
+full encoder.
 """
 from __future__ import annotations
 
