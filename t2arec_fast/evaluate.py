@@ -16,6 +16,7 @@ import torch
 from .adapt import adapted_scores, ttt_is_active
 from .metrics import DEFAULT_KS, metrics_from_ranks, ndcg_by_request_gap, ndcg_by_segment, target_ranks
 from .progress import progress_bar
+from .request_gaps import REQUEST_GAP_LABELS
 
 TABLE_COLUMNS = ("recall@5", "recall@10", "recall@20", "mrr@10", "ndcg@5", "ndcg@10", "ndcg@20")
 
@@ -90,8 +91,24 @@ def evaluate_splits(model, split, max_len: int, batch_size: int = 1024, ttt=None
     return out
 
 
+def _request_gap_lines(rows, width: int) -> list:
+    """NDCG@10 per request-gap bin, one line per result; '—' where a result has no targets in a bin."""
+    gap_rows = [(name, r["ndcg@10_by_request_gap"]) for name, r in rows if r.get("ndcg@10_by_request_gap")]
+    if not gap_rows:
+        return []
+    labels = [label for label in REQUEST_GAP_LABELS if any(label in bins for _, bins in gap_rows)]
+    cell = max(len(label) for label in labels) + 2
+    lines = ["", "NDCG@10 by request gap (time from the user's last event to the target)",
+             f"{'':<{width}}  " + "  ".join(f"{label:>{cell}}" for label in labels)]
+    for name, bins in gap_rows:
+        lines.append(f"{name:<{width}}  " + "  ".join(
+            f"{bins[label][0]:>{cell}.4f}" if label in bins else f"{'—':>{cell}}" for label in labels))
+    return lines
+
+
 def format_table(results: dict, columns=TABLE_COLUMNS) -> str:
-    """Rows = result names (valid, test, test_ttt, ...), columns = metrics; then NDCG@10 per time segment."""
+    """Rows = result names (valid, test, test_ttt, ...), columns = metrics; then NDCG@10 per time segment and per
+    request gap."""
     rows = [(name, r) for name, r in results.items() if isinstance(r, dict) and "ndcg@10" in r]
     width = max([len(name) for name, _ in rows] + [8])
     lines = [f"{'':<{width}}  " + "  ".join(f"{c:>9}" for c in columns)]
@@ -105,6 +122,7 @@ def format_table(results: dict, columns=TABLE_COLUMNS) -> str:
         lines.append(f"{'':<{width}}  " + "  ".join(f"{'seg ' + str(i):>9}" for i in range(n)))
         for name, segs in seg_rows:
             lines.append(f"{name:<{width}}  " + "  ".join(f"{v:>9.4f}" for v in segs))
+    lines += _request_gap_lines(rows, width)
     notes = []
     for name, r in rows:
         if r.get("mask_history"):

@@ -44,7 +44,9 @@ def test_evaluate_checkpoint(trained, tmp_path, capsys):
     assert set(METRICS) <= set(results["test"]) and set(METRICS) <= set(results["test_ttt"])
     assert results["test"]["mask_history"] is True and results["test_ttt"]["ttt"]["ttt_lr"] == 0.01
     assert results["max_len"] == 20                     # carried from the checkpoint
-    assert "test_ttt" in capsys.readouterr().out        # the printed table
+    printed = capsys.readouterr().out
+    assert "test_ttt" in printed and "NDCG@10 by request gap" in printed      # the printed table
+    assert sum(n for _, n in results["test"]["ndcg@10_by_request_gap"].values()) == results["test"]["n_users"]
 
     rc = main(["evaluate", str(trained / "run" / "best"), SYNTHETIC, "--no-ttt", "--json", str(path)])
     assert rc == 0 and "test_ttt" not in json.loads(path.read_text())
