@@ -600,9 +600,9 @@ class OnlineRecommender:
         first); before any event that is items 1..k with score 0.
         exclude_seen: items in the user's ring (its last history_len events) get −inf and drop out of the top-k.
         at_time: the request time (int64 scalar or (n,), not before the user's last event). With `ttt` set, known
-        users are scored after a test-time step that uses the gap T_{n+1} = at_time − last event. A model with
-        readout='extrapolated' scores one step past each user's state at that time (required when its Δ sees
-        gaps). Otherwise it is only checked.
+        users are scored after a test-time step that uses the gap T_{n+1} = at_time − last event. A model that
+        scores at the request time (readout 'request_gap', or 'extrapolated' with a time-aware Δ) needs it and
+        scores one step past each user's cached state at that time. Otherwise it is only checked.
         """
         users = _int64_array(user_ids, "user_ids")
         k = self._check_k(k)
@@ -614,8 +614,9 @@ class OnlineRecommender:
             rows = self.history.rows_of(users)
             known = np.flatnonzero(rows >= 0)
             if len(known):
-                known_at = None if at_time is None else self._check_request_after_history(users[known], rows[known],
-                                                                                          at_time[known])
+                known_at = None if at_time is None else at_time[known]
+                if known_at is not None:
+                    self._check_request_after_history(users[known], rows[known], known_at)
                 model_scores = self._model_scores(users[known], rows[known], known_at)
                 if at_time is not None and self.ttt is not None:
                     self._adapt(model_scores, users[known], rows[known], at_time[known])
@@ -664,14 +665,13 @@ class OnlineRecommender:
         request = None if at_time is None else torch.from_numpy(at_time).to(self.device)
         return self.model.scores_from_state(o[pick], states, last, request).float().cpu()
 
-    def _check_request_after_history(self, users: np.ndarray, rows: np.ndarray, at_time: np.ndarray) -> np.ndarray:
+    def _check_request_after_history(self, users: np.ndarray, rows: np.ndarray, at_time: np.ndarray) -> None:
         last = self.history.last_ts[rows]
         early = np.flatnonzero(at_time < last)
         if len(early):
             u = early[0]
             raise InputError(f"recommend: at_time {at_time[u]} is before user {users[u]}'s last event "
                              f"({last[u]}); the request time must not precede the history it scores")
-        return at_time
 
     def _adapt(self, scores: torch.Tensor, users: np.ndarray, rows: np.ndarray, at_time: np.ndarray) -> None:
         """Overwrite the scores of users the test-time step applies to (all, or those the gate lets in) with their

@@ -5,8 +5,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from t2arec_fast.request_gaps import REQUEST_GAP_LABELS, request_gap_bin
-
+from ..request_gaps import REQUEST_GAP_LABELS, request_gap_bin
 from .sources import sha256
 
 # keys that describe the data itself, not where it came from: equal for the same data in two formats
