@@ -147,7 +147,7 @@ def throughput(model, rec, users, rng, clock, batch: int, runs: int, calls_o1: i
 
 def breakdown(model, rec, users, rng, batch: int, calls: int) -> dict:
     """CPU µs per call of the pieces of one O(1) event → answer, measured one by one on the same batch."""
-    from t2arec_fast.serving import _group_events
+    from t2arec_fast.serving.events import group_events
     u = users[:batch]
     found, flat = rec.cache.get(u, rec.version)
     states, o = rec.layout.views(torch.from_numpy(flat))
@@ -158,7 +158,7 @@ def breakdown(model, rec, users, rng, batch: int, calls: int) -> dict:
                  "model_step": med(lambda: model.step(ids, states)),
                  "score_topk": med(lambda: torch.topk(model.score_from(o), 10, dim=1)),
                  "cache_put": med(lambda: rec.cache.put(u, flat, rec.version)),
-                 "group_and_lookup": med(lambda: (_group_events(u), rec.history.rows_of(u)))}
+                 "group_and_lookup": med(lambda: (group_events(u), rec.history.rows_of(u)))}
     return {k: round(v, 1) for k, v in parts.items()}
 
 

@@ -45,7 +45,8 @@ def register(subparsers) -> None:
 
 
 def _serve_replay(args) -> int:
-    from t2arec_fast.serving import ItemIdMap, replay
+    from t2arec_fast.data import ItemIdMap
+    from t2arec_fast.serving import replay
     import torch
     if args.k < 1:
         raise UserError(f"--k must be ≥ 1, got {args.k}")

@@ -13,13 +13,14 @@ from typing import Optional, Union
 from .batches import Batch, Batches, eval_batches, gather, train_batches, training_windows
 from .dataset import SequenceDataset
 from .errors import DataError
+from .id_maps import ItemIdMap
 from .preprocess import Interactions, build_dataset
 from .split import EvalPart, Split, global_time_split, leave_one_out, make_split, time_segments
 from .stats import CONTENT_KEYS, format_stats
 
 __all__ = ["load_dataset", "SequenceDataset", "Batch", "Batches", "DataError", "Interactions", "Split", "EvalPart",
            "leave_one_out", "global_time_split", "make_split", "train_batches", "eval_batches", "training_windows",
-           "gather", "time_segments", "build_dataset", "format_stats", "CONTENT_KEYS"]
+           "gather", "time_segments", "build_dataset", "format_stats", "CONTENT_KEYS", "ItemIdMap"]
 
 
 def load_dataset(path_or_spec: Union[str, Path], format: Optional[str] = None, min_count: int = 10,

@@ -95,6 +95,21 @@ def test_save_load_resumes_with_identical_answers(model, histories, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["serve"]  # no temporary folders left behind
 
 
+def test_load_builds_through_the_constructor(model, histories, tmp_path):
+    class Tagged(OnlineRecommender):                    # what a subclass sets up in __init__ survives load
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.tag = "constructed"
+
+    rec = OnlineRecommender(model, capacity_bytes=4 << 20, history_len=64, dtype="float16", shards=2)
+    observe_all(rec, histories)
+    rec.save(tmp_path / "serve")
+    back = Tagged.load(tmp_path / "serve")
+    assert back.tag == "constructed"
+    assert (back.capacity_bytes, back.dtype, back.shards, back.history.history_len) == (4 << 20, "float16", 2, 64)
+    assert back.stats()["events"] == rec.stats()["events"] and len(back) == len(rec)
+
+
 def test_model_swap_bumps_version_and_rebuilds_lazily(model, histories):
     rec = OnlineRecommender(model, capacity_bytes=4 << 20, history_len=64)
     observe_all(rec, histories)

@@ -1,4 +1,6 @@
 """OnlineRecommender(backend="onnx"): the same answers as the PyTorch backend, through ONNX Runtime."""
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -31,6 +33,14 @@ def test_onnx_backend_matches_torch_backend(tmp_path):
     again = OnlineRecommender.load(tmp_path / "serve")
     assert again.backend == "onnx"
     assert np.array_equal(again.recommend(np.arange(6), k=5)[0], answers[1][0])
+
+
+def test_graphs_exported_for_the_onnx_backend_leave_no_temporary_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))          # where temporary folders are made
+    rec = OnlineRecommender(_model(), capacity_bytes=1 << 20, history_len=20, backend="onnx")
+    assert list(tmp_path.iterdir()) == []
+    rec.observe(np.array([1, 2]), np.array([3, 4]), np.array([10, 11]))     # the sessions no longer need the files
+    assert rec.recommend(np.array([1, 2]), k=3)[0].shape == (2, 3)
 
 
 def test_unknown_backend_is_refused():

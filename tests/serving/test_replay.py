@@ -85,16 +85,6 @@ def test_cli_maps_raw_item_ids_with_the_checkpoint_id_map(tmp_path):
     assert sorted(back.history.items[back.history.rows_of(np.array([0]))][0, :2].tolist()) == [3, 7]
 
 
-def test_item_id_map_text_and_numbers():
-    from t2arec_fast.serving import ItemIdMap
-    m = ItemIdMap(np.array(["pad", "sku1", "sku10", "7"], dtype=object).astype(str))
-    np.testing.assert_array_equal(m.to_model(np.array(["sku10", "sku100", "sku1", "x"])), [2, 0, 1, 0])
-    np.testing.assert_array_equal(m.to_model(np.array([7, 8])), [3, 0])            # numbers vs text ids
-    n = ItemIdMap(np.array([0, 50, 20, 30]))
-    np.testing.assert_array_equal(n.to_model(np.array([20, 30, 50, 21])), [2, 3, 1, 0])
-    np.testing.assert_array_equal(n.to_raw([1, 2]), [50, 20])
-
-
 def test_cli_serve_replay_with_test_time_alignment(checkpoint, tmp_path, capsys):
     events = write_events(tmp_path / "events.csv", random_log(60))
     out = tmp_path / "r.json"
