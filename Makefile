@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test venv bench sanitize clean
 
-$(VENV)/.installed: setup.py Makefile csrc/*.cpp csrc/*.h
+$(VENV)/.installed: pyproject.toml setup.py Makefile csrc/*.cpp csrc/*.h
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel pybind11
 	$(PY) -m pip install -q "$(TORCH_SPEC)"

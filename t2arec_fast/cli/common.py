@@ -12,7 +12,8 @@ class UserError(Exception):
 def user_error_types() -> tuple:
     """Exception types that mean bad input rather than a bug: shown as one line, exit code 2."""
     from t2arec_fast.config import ConfigError
-    types = [UserError, ConfigError, FileNotFoundError]
+    from t2arec_fast.optional import MissingExtraError
+    types = [UserError, ConfigError, FileNotFoundError, MissingExtraError]
     try:
         from t2arec_fast.data.errors import DataError
         types.append(DataError)

@@ -22,6 +22,7 @@ import onnx
 import torch
 
 from t2arec_fast.errors import InputError
+from t2arec_fast.optional import require
 from t2arec_fast.ops.export_scan import SCAN_FORMS, scan_form as use_scan_form
 
 from . import graphs
@@ -197,6 +198,8 @@ def _trace_torchscript(module, args, input_names, output_names, axes, opset) -> 
 
 
 def _trace_dynamo(module, args, input_names, output_names, axes, opset) -> onnx.ModelProto:
+    # torch.onnx's dynamo path builds the graph with onnxscript, which torch does not install
+    require("onnxscript", "export", "The torch.export-based ONNX exporter")
     # torch.export wants the dynamic axes in the forward signature's structure: (item_ids, (state, ...)) for step.
     specs = [{axis: torch.export.Dim.DYNAMIC for axis in axes[name]} for name in input_names]
     shapes = tuple(specs) if len(specs) == 1 else (specs[0], tuple(specs[1:]))

@@ -1,0 +1,91 @@
+"""Run Python code in a subprocess that can import only what pyproject.toml declares as the core dependencies.
+
+A plain `pip install t2arec_fast` brings the core dependencies and everything they depend on; the developer venv
+has the extras too (pytest, matplotlib, onnxscript, ...), so a test run there cannot notice the package importing an
+extra. Here a meta-path finder makes every other third-party module fail to import exactly as if it were not
+installed (ModuleNotFoundError), so the code sees what a user's machine would. The standard library and anything
+not installed by a distribution (the checkout itself) are untouched.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "t2arec_fast"
+
+# Prepended to the code under test: installs the blocker before anything but the interpreter's start-up has run.
+_BLOCKER = '''
+import sys as _sys
+_BLOCKED = frozenset(__BLOCKED__)
+class _DeclaredOnly:
+    """Import of a module installed here by a distribution that the core does not depend on → ModuleNotFoundError,
+    as if that distribution were absent."""
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in _BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked: not a declared dependency)", name=name)
+        return None
+_sys.meta_path.insert(0, _DeclaredOnly())
+'''
+
+
+def pyproject() -> dict:
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python >= 3.11")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _applies(requirement: Requirement) -> bool:
+    """True when the requirement is installed on this machine without asking for an extra."""
+    return requirement.marker is None or requirement.marker.evaluate({"extra": ""})
+
+
+def _closure(requirements) -> set:
+    """Canonical names of the distributions pip installs for `requirements` (recursively), where installed here."""
+    seen, todo = set(), [Requirement(r) for r in requirements]
+    while todo:
+        requirement = todo.pop()
+        name = canonicalize_name(requirement.name)
+        if name in seen or not _applies(requirement):
+            continue
+        try:
+            todo += [Requirement(r) for r in metadata.requires(name) or ()]
+        except metadata.PackageNotFoundError:
+            continue      # not installed here (e.g. a platform-specific one): nothing of it can be imported anyway
+        seen.add(name)
+    return seen
+
+
+@lru_cache(maxsize=None)
+def _modules_by_distribution() -> dict:
+    """Canonical distribution name → the top-level modules it installs."""
+    by_dist: dict = {}
+    for module, dists in metadata.packages_distributions().items():
+        for dist in dists:
+            by_dist.setdefault(canonicalize_name(dist), set()).add(module)
+    return by_dist
+
+
+def import_names(requirements) -> set:
+    """Top-level module names that installing `requirements` makes importable (with their dependencies)."""
+    by_dist = _modules_by_distribution()
+    return {module for dist in _closure(requirements) for module in by_dist.get(dist, ())}
+
+
+def core_import_names() -> set:
+    return import_names(pyproject()["project"]["dependencies"]) | {PACKAGE}
+
+
+def run_with_core_dependencies(code: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter that can import only the stdlib, the package and its core dependencies."""
+    blocked = set(metadata.packages_distributions()) - core_import_names()
+    source = _BLOCKER.replace("__BLOCKED__", json.dumps(sorted(blocked))) + code
+    return subprocess.run([sys.executable, "-c", source], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
