@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -76,16 +77,9 @@ def scan_fn(backend):
 
 
 def forced_impl_triton(impl):
-    """The Triton scan with one implementation forced ("sequential" is the default, "chunked" opt-in)."""
-    from t2arec_fast.triton_kernels import selective_scan as tk
-
-    def run(*args):
-        saved, tk.IMPL = tk.IMPL, impl
-        try:
-            return tk.selective_scan_triton(*args)
-        finally:
-            tk.IMPL = saved
-    return run
+    """The Triton scan with one implementation chosen ("sequential" is the default, "chunked" opt-in)."""
+    from t2arec_fast.triton_kernels.selective_scan import selective_scan_triton
+    return functools.partial(selective_scan_triton, impl=impl)
 
 
 def fla_scan():

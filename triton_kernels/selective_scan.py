@@ -29,7 +29,6 @@ partial dB/dC rows and the sum over slices is a fixed-order torch reduction: res
 """
 from __future__ import annotations
 
-import os
 from typing import Optional, Tuple
 
 import torch
@@ -37,8 +36,7 @@ import triton
 import triton.language as tl
 
 from ._common import accumulator_dtype, check_device, interpreting, new_output, next_pow2, tl_dtype
-from .selective_scan_chunked import chunked_bwd, chunked_fwd
-from .selective_scan_chunked import chunk_length as chunked_config_chunk
+from .selective_scan_chunked import chunk_length, chunked_bwd, chunked_fwd
 
 # ---------------------------------------------------------------------------------------------------------------
 # Kernels
@@ -232,14 +230,23 @@ SEQ_NUM_WARPS = 1
 # Which kernels run: "sequential" (one step at a time, every dtype) or "chunked" (tl.dot per chunk, see
 # selective_scan_chunked.py). Measured on an H200 at (4096, 200, 64, 32) (docs/kernels.md), the sequential kernels
 # win today: forward+backward 2.8 ms in float32 and bfloat16, against 53 ms (float32, exact FMA dots) and 4.9 ms
-# (bfloat16, TF32 dots) for the chunked ones, whose backward is the bottleneck. So "auto" = sequential; "chunked"
-# is kept, tested and selectable (here or with T2AREC_SCAN_IMPL=chunked) as the starting point for a faster
-# tensor-core path. float64 always runs sequentially on GPUs (no portable float64 tl.dot).
-IMPL = os.environ.get("T2AREC_SCAN_IMPL", "auto")
+# (bfloat16, TF32 dots) for the chunked ones, whose backward is the bottleneck. So the default is "sequential";
+# "chunked" is kept, tested and selectable per call (`selective_scan(..., triton_impl="chunked")`) as the starting
+# point for a faster tensor-core path. float64 always runs sequentially on GPUs (no portable float64 tl.dot).
+# The choice is an argument of the custom ops, resolved once before the op is called, so that torch.compile's
+# fake implementation (trace time) and the kernels (run time) can never see different settings.
+IMPLS = ("sequential", "chunked")
 
 
-def choose_impl(acc_dtype) -> str:
-    if IMPL == "chunked" and (acc_dtype != torch.float64 or interpreting()):
+def choose_impl(requested: str, acc_dtype) -> str:
+    """The kernel family that runs for a request: "chunked" falls back to "sequential" for float64 on a GPU.
+
+    Raises:
+        ValueError: `requested` is not one of IMPLS.
+    """
+    if requested not in IMPLS:
+        raise ValueError(f"unknown Triton scan implementation {requested!r}; expected one of {IMPLS}")
+    if requested == "chunked" and (acc_dtype != torch.float64 or interpreting()):
         return "chunked"
     return "sequential"
 
@@ -252,19 +259,21 @@ def _contiguous(*tensors):
     return [None if t is None else t.contiguous() for t in tensors]
 
 
-def scan_fwd(x, dt, A, B, C, D=None, z=None, initial_state=None, *, impl=None, chunk=None, block_d=None,
+def scan_fwd(x, dt, A, B, C, D=None, z=None, initial_state=None, *, impl="sequential", chunk=None, block_d=None,
              num_warps=None, precision=None):
     """Launch the forward. Returns (y, final_state, chunk_states); no autograd (see selective_scan_triton).
 
-    chunk_states (batch, seqlen/chunk + 1, d_state, d) in the accumulator dtype is what the chunked backward needs;
-    it is empty for the sequential implementation, whose backward recomputes everything from the initial state.
+    impl: "sequential" | "chunked" (see IMPLS; float64 on a GPU always runs sequentially); chunk: the chunked
+    kernels' chunk length (a power of two ≥ 16; None = DEFAULT_CHUNK). chunk_states (batch, ceil(seqlen/chunk) + 1,
+    d_state, d) in the accumulator dtype is what the chunked backward needs; it is empty for the sequential
+    implementation, whose backward recomputes everything from the initial state.
     """
     check_device("selective_scan_triton", x, dt, A, B, C, D, z, initial_state)
     x, dt, B, C, D, z, h0 = _contiguous(x, dt, B, C, D, z, initial_state)
     nseq, L, d = x.shape
     n = B.shape[-1]
     acc = accumulator_dtype(x.dtype, dt.dtype, B.dtype, C.dtype)
-    impl = impl or choose_impl(acc)
+    impl = choose_impl(impl, acc)
     state_dtype = _state_dtype(x, h0)
     if nseq == 0 or L == 0:  # nothing to scan: the state passes through
         y = new_output((nseq, L, d), x.dtype, x.device)
@@ -285,9 +294,10 @@ def scan_fwd(x, dt, A, B, C, D=None, z=None, initial_state=None, *, impl=None, c
     return y, hT, x.new_empty((0,), dtype=acc)
 
 
-def scan_bwd(x, dt, A, B, C, D, z, initial_state, chunk_states, dy, dhT, *, block_d=None, num_warps=None,
-             precision=None):
-    """Launch the backward matching the forward that produced `chunk_states` (chunked if non-empty).
+def scan_bwd(x, dt, A, B, C, D, z, initial_state, chunk_states, dy, dhT, *, impl="sequential", chunk=None,
+             block_d=None, num_warps=None, precision=None):
+    """Launch the backward matching the forward that produced `chunk_states`, given that forward's `impl` and
+    `chunk` (the same arguments as scan_fwd's).
 
     Returns (dx, ddt, dA, dB, dC, dD, dz, dh0) with dD of shape (d,) even when D is None, dz empty when z is None,
     and dh0 (batch, d_state, d) even when there was no initial state (the custom op has fixed outputs).
@@ -302,10 +312,10 @@ def scan_bwd(x, dt, A, B, C, D, z, initial_state, chunk_states, dy, dhT, *, bloc
         return (torch.zeros_like(x), torch.zeros_like(dt), torch.zeros_like(A), torch.zeros_like(B),
                 torch.zeros_like(C), zeros_d, torch.zeros_like(x) if z is not None else x.new_empty((0,)),
                 dhT.to(state_dtype).clone())
-    if chunk_states.numel() > 0:
+    if choose_impl(impl, acc) == "chunked":
         dx, dz, dB_part, dC_part, dl_part, bgx_part, dD_part, dh0 = chunked_bwd(
-            x, dt, A, B, C, D, z, chunk_states, dy, dhT, state_dtype, block_d=block_d, num_warps=num_warps,
-            precision=precision)
+            x, dt, A, B, C, D, z, chunk_states, dy, dhT, state_dtype, chunk=chunk, block_d=block_d,
+            num_warps=num_warps, precision=precision)
         dl = dl_part.sum(0, dtype=torch.float64)
         bgx = bgx_part.sum(0, dtype=torch.float64)
     else:
@@ -374,17 +384,18 @@ def _decay_grad_from_sums(dt, cdc, bgx, hterm):
 @torch.library.custom_op("t2arec_fast::selective_scan_fwd", mutates_args=())
 def _selective_scan_fwd_op(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                            D: Optional[torch.Tensor], z: Optional[torch.Tensor],
-                           initial_state: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return scan_fwd(x, dt, A, B, C, D, z, initial_state)
+                           initial_state: Optional[torch.Tensor], impl: str, chunk: int,
+                           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return scan_fwd(x, dt, A, B, C, D, z, initial_state, impl=impl, chunk=chunk)
 
 
 @_selective_scan_fwd_op.register_fake
-def _(x, dt, A, B, C, D, z, initial_state):
+def _(x, dt, A, B, C, D, z, initial_state, impl, chunk):
     nseq, L, d = x.shape
     n = B.shape[-1]
     acc = accumulator_dtype(x.dtype, dt.dtype, B.dtype, C.dtype)
-    if choose_impl(acc) == "chunked" and nseq > 0 and L > 0:
-        n_chunks = -(-L // chunked_config_chunk())
+    if choose_impl(impl, acc) == "chunked" and nseq > 0 and L > 0:
+        n_chunks = -(-L // chunk_length(chunk))
         states = x.new_empty((nseq, n_chunks + 1, n, d), dtype=acc)
     else:
         states = x.new_empty((0,), dtype=acc)
@@ -395,14 +406,14 @@ def _(x, dt, A, B, C, D, z, initial_state):
 def _selective_scan_bwd_op(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                            D: Optional[torch.Tensor], z: Optional[torch.Tensor],
                            initial_state: Optional[torch.Tensor], chunk_states: torch.Tensor, dy: torch.Tensor,
-                           dfinal_state: torch.Tensor,
+                           dfinal_state: torch.Tensor, impl: str, chunk: int,
                            ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                       torch.Tensor, torch.Tensor, torch.Tensor]:
-    return scan_bwd(x, dt, A, B, C, D, z, initial_state, chunk_states, dy, dfinal_state)
+    return scan_bwd(x, dt, A, B, C, D, z, initial_state, chunk_states, dy, dfinal_state, impl=impl, chunk=chunk)
 
 
 @_selective_scan_bwd_op.register_fake
-def _(x, dt, A, B, C, D, z, initial_state, chunk_states, dy, dfinal_state):
+def _(x, dt, A, B, C, D, z, initial_state, chunk_states, dy, dfinal_state, impl, chunk):
     nseq, _, d = x.shape
     n = B.shape[-1]
     return (x.new_empty(x.shape), dt.new_empty(dt.shape), A.new_empty(A.shape), B.new_empty(B.shape),
@@ -412,8 +423,10 @@ def _(x, dt, A, B, C, D, z, initial_state, chunk_states, dy, dfinal_state):
 
 
 def _setup_context(ctx, inputs, output):
-    # x, dt, A, B, C, D, z, initial_state (None entries allowed) and the chunk-boundary states
-    ctx.save_for_backward(*inputs, output[2])
+    # x, dt, A, B, C, D, z, initial_state (None entries allowed) and the chunk-boundary states; the settings
+    # (impl, chunk) are plain values kept on ctx and handed to the backward op unchanged
+    *tensors, ctx.impl, ctx.chunk = inputs
+    ctx.save_for_backward(*tensors, output[2])
 
 
 def _backward(ctx, dy, dfinal_state, _dchunk_states):
@@ -423,9 +436,9 @@ def _backward(ctx, dy, dfinal_state, _dchunk_states):
     if dfinal_state is None:
         dfinal_state = x.new_zeros((x.shape[0], B.shape[-1], x.shape[-1]), dtype=_state_dtype(x, h0))
     dx, ddt, dA, dB, dC, dD, dz, dh0 = torch.ops.t2arec_fast.selective_scan_bwd(
-        x, dt, A, B, C, D, z, h0, chunk_states, dy, dfinal_state)
+        x, dt, A, B, C, D, z, h0, chunk_states, dy, dfinal_state, ctx.impl, ctx.chunk)
     return (dx, ddt, dA, dB, dC, dD if D is not None else None, dz if z is not None else None,
-            dh0 if h0 is not None else None)
+            dh0 if h0 is not None else None, None, None)
 
 
 # register_autograd wraps the op in a torch.autograd.Function under the hood; registering it on the op (rather
@@ -433,16 +446,22 @@ def _backward(ctx, dy, dfinal_state, _dchunk_states):
 torch.library.register_autograd("t2arec_fast::selective_scan_fwd", _backward, setup_context=_setup_context)
 
 
-def selective_scan_triton(x, dt, A, B, C, D=None, z=None, initial_state=None):
+def selective_scan_triton(x, dt, A, B, C, D=None, z=None, initial_state=None, *, impl="sequential", chunk=None):
     """Fused selective scan → (y, final_state), differentiable in every tensor input (first order).
 
     x, z: (batch, seqlen, d); dt: (batch, seqlen); A: scalar tensor; B, C: (batch, seqlen, d_state); D: (d,);
     initial_state: (batch, d_state, d). y has x's dtype; final_state has initial_state's dtype (x's if None).
-    Shapes are checked by the caller (t2arec_fast.ops.selective_scan).
+    impl: "sequential" (default) | "chunked"; chunk: the chunked kernels' chunk length (None = DEFAULT_CHUNK).
+    Shapes are checked by the caller (t2arec_fast.ops.selective_scan); docs/kernels.md describes both kernels.
+
+    Raises:
+        ValueError: unknown `impl`.
     """
+    acc = accumulator_dtype(x.dtype, dt.dtype, B.dtype, C.dtype)
+    impl, chunk = choose_impl(impl, acc), chunk_length(chunk)     # resolved once: the op sees concrete values
     if not torch.is_tensor(A):
         A = torch.tensor(float(A), dtype=dt.dtype, device=x.device)
     elif A.device != x.device:
         A = A.to(x.device)
-    y, final_state, _ = torch.ops.t2arec_fast.selective_scan_fwd(x, dt, A, B, C, D, z, initial_state)
+    y, final_state, _ = torch.ops.t2arec_fast.selective_scan_fwd(x, dt, A, B, C, D, z, initial_state, impl, chunk)
     return y, final_state

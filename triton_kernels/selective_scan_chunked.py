@@ -1,5 +1,5 @@
-"""Chunked ("state-space dual") selective scan kernels: opt-in (selective_scan.IMPL = "chunked" or
-T2AREC_SCAN_IMPL=chunked), correct and tested, but slower than the sequential kernels on an H200 today
+"""Chunked ("state-space dual") selective scan kernels: opt-in (`selective_scan(..., backend="triton",
+triton_impl="chunked")`), correct and tested, but slower than the sequential kernels on an H200 today
 (docs/kernels.md): the backward kernel holds a dozen (CHUNK × d) tiles at once, and float32 "ieee" dots run on FMA
 units. Kept as the starting point for a tensor-core path (fewer live tiles per program, bf16 operands).
 
@@ -219,16 +219,6 @@ def chunk_length(chunk=None) -> int:
     return max(16, next_pow2(chunk or DEFAULT_CHUNK))
 
 
-def _chunk_from_count(L: int, n_chunks: int) -> int:
-    """The forward's chunk length, recovered from how many chunk states it stored. Among powers of two, the count
-    ceil(L / chunk) identifies the chunk length uniquely when it is ≥ 2; when it is 1, every chunk length ≥ L gives
-    the same single chunk, so any of them will do."""
-    chunk = 16
-    while -(-L // chunk) > n_chunks:
-        chunk *= 2
-    return chunk
-
-
 def _config(x_dtype, d, n, chunk, block_d, num_warps, precision):
     block_n = max(16, next_pow2(n))
     block_d = max(16, next_pow2(min(block_d or DEFAULT_BLOCK_D, d)))
@@ -255,16 +245,23 @@ def chunked_fwd(x, dt, A, B, C, D, z, h0, state_dtype, *, chunk=None, block_d=No
     return y, hT, states
 
 
-def chunked_bwd(x, dt, A, B, C, D, z, states, dy, dhT, state_dtype, *, block_d=None, num_warps=None,
+def chunked_bwd(x, dt, A, B, C, D, z, states, dy, dhT, state_dtype, *, chunk=None, block_d=None, num_warps=None,
                 precision=None):
-    """Contiguous inputs, L > 0, batch > 0, `states` from chunked_fwd. Returns (dx, dz | None, dB_part, dC_part,
-    dl_part, bgx_part, dD_part, dh0); *_part buffers carry a leading axis over d slices, summed by the caller."""
+    """Contiguous inputs, L > 0, batch > 0, `states` from chunked_fwd run with the same `chunk`. Returns (dx,
+    dz | None, dB_part, dC_part, dl_part, bgx_part, dD_part, dh0); *_part buffers carry a leading axis over d
+    slices, summed by the caller.
+
+    Raises:
+        ValueError: `states` does not hold one state per chunk boundary for this chunk length.
+    """
     nseq, L, d = x.shape
     n = B.shape[-1]
     acc = states.dtype
-    n_chunks = states.shape[1] - 1
-    chunk = _chunk_from_count(L, n_chunks)
     block_n, block_d, chunk, warps, prec = _config(x.dtype, d, n, chunk, block_d, num_warps, precision)
+    n_chunks = triton.cdiv(L, chunk)
+    if states.shape[:2] != (nseq, n_chunks + 1):
+        raise ValueError(f"chunked_bwd: chunk states {tuple(states.shape)} do not come from a chunk length of {chunk} "
+                         f"over {L} steps (expected ({nseq}, {n_chunks + 1}, ...))")
     n_blk = triton.cdiv(d, block_d)
     dev = x.device
     dx = new_output((nseq, L, d), x.dtype, dev)

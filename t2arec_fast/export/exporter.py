@@ -23,7 +23,7 @@ import torch
 
 from t2arec_fast.errors import InputError
 from t2arec_fast.optional import require
-from t2arec_fast.ops.export_scan import SCAN_FORMS, scan_form as use_scan_form
+from t2arec_fast.ops.export_scan import SCAN_FORMS
 
 from . import graphs
 
@@ -55,14 +55,14 @@ def export_onnx(model, out_dir, kinds: Iterable[str] = graphs.GRAPH_KINDS, opset
     kinds = _check_kinds(kinds)
     form = _check_options(opset, scan_form, exporter)
     reference = _cpu_copy(model, "reference")
-    exportable = _cpu_copy(model, "export")
+    exportable = _cpu_copy(model, "export", export_form=form)
     meta = graph_metadata(model, opset, form)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     staged, summary = {}, {"files": {}, "metadata": meta, "validation": {}}
     try:
         for kind in kinds:
-            proto, used = _build_graph(kind, exportable, opset, form, exporter)
+            proto, used = _build_graph(kind, exportable, opset, exporter)
             meta["opset"] = _default_opset(proto)  # the dynamo fallback may have had to go above `opset`
             _label(proto, {**meta, "kind": kind, "exporter": used})
             _check_proto(proto, kind)
@@ -108,8 +108,9 @@ def _check_options(opset: int, scan_form: Optional[str], exporter: str) -> str:
     return form
 
 
-def _cpu_copy(model, backend: str):
-    """A detached float32 CPU copy in eval mode (dropout off) with the given scan backend; `model` is untouched.
+def _cpu_copy(model, backend: str, export_form: str = "matrix"):
+    """A detached float32 CPU copy in eval mode (dropout off) with the given scan backend (and, for "export", the
+    scan's graph form); `model` is untouched.
 
     Graphs are float32 whatever the model's dtype: ONNX Runtime's CPU provider has no float64 Conv, and float32
     is what serving runs."""
@@ -123,7 +124,7 @@ def _cpu_copy(model, backend: str):
                          f"(readout={model.config.readout!r}); the ONNX graphs score o_n, so they cannot serve it — "
                          "export a model with readout='last'")
     clone = copy.deepcopy(model).cpu().float().eval()
-    clone.set_backend(backend)
+    clone.set_backend(backend, export_form=export_form)
     for p in clone.parameters():
         p.requires_grad_(False)
     return clone
@@ -157,18 +158,18 @@ def _label(proto: onnx.ModelProto, meta: dict) -> None:
 
 
 # -- tracing ------------------------------------------------------------------------------------------------------
-def _build_graph(kind: str, model, opset: int, form: str, exporter: str, trace_length: int = 11):
+def _build_graph(kind: str, model, opset: int, exporter: str, trace_length: int = 11):
     """→ (ModelProto at `opset` with the final input/output signature, name of the exporter used).
 
+    model: a `_cpu_copy(..., "export", export_form)`; the scan's graph form is the one it carries.
     trace_length: length of the example sequence traced; the graph must not depend on it (tests check)."""
     module = graphs.EncodeGraph(model) if kind == "encode" else \
         graphs.StepGraph(model, top_k=_TRACE_K if kind == "step_topk" else 0)
     args = graphs.example_inputs(kind, model, length=trace_length)   # k is not traced: it becomes an input later
     inputs, outputs = graphs.io_names(kind, len(model.layers))
     traced_inputs = [n for n in inputs if n != graphs.TOP_K]
-    with use_scan_form(form):
-        proto, used = _trace(module, args, traced_inputs, outputs, graphs.dynamic_axes(kind, len(model.layers)),
-                             opset, exporter)
+    proto, used = _trace(module, args, traced_inputs, outputs, graphs.dynamic_axes(kind, len(model.layers)),
+                         opset, exporter)
     if kind == "step_topk":
         _make_k_an_input(proto)
     _set_opset(proto, opset)

@@ -62,6 +62,7 @@ class T2AMambaBlock(nn.Module):
                  dt_min: float = 1e-3, dt_max: float = 1e-1, time_aware_dt: bool = False):
         super().__init__()
         self.d, self.d_state, self.conv_kernel, self.backend = d, d_state, conv_kernel, backend
+        self.export_form = "matrix"          # the scan's ONNX graph form under backend="export" (set_backend)
         self.conv_dim = d + 2 * d_state
         self.in_proj = nn.Linear(d, d + self.conv_dim + 1, bias=False)       # → z, xBC, dt
         self.conv = nn.Conv1d(self.conv_dim, self.conv_dim, conv_kernel, groups=self.conv_dim, bias=True)
@@ -121,7 +122,8 @@ class T2AMambaBlock(nn.Module):
                             groups=self.conv_dim).transpose(1, 2)            # causal: (batch, L, conv_dim)
         x, B, C, dt = self._ssm_inputs(conv_out, dt_raw, gap_feature)
         dt = dt * mask                                                       # Δ = 0 at pads: state passes through
-        y, h = selective_scan(x, dt, self.A, B, C, self.D, z=z, initial_state=state.ssm, backend=self.backend)
+        y, h = selective_scan(x, dt, self.A, B, C, self.D, z=z, initial_state=state.ssm, backend=self.backend,
+                              export_form=self.export_form)
         new_state = BlockState(window[:, window.shape[1] - (self.conv_kernel - 1):], h)
         return self._output(y), new_state, BlockInternals(dt=dt, x_last=x[:, -1], final_state=h, window=window, x=x,
                                                           B=B, initial_ssm=state.ssm)
@@ -141,7 +143,7 @@ class T2AMambaBlock(nn.Module):
                             groups=self.conv_dim).transpose(1, 2) + xbc * taps[:, 0, k - 1]
         x, B, C, dt = self._ssm_inputs(conv_out, dt_raw, gap_feature)
         carried, _ = selective_scan(inner.x, inner.dt, self.A, inner.B, C, initial_state=inner.initial_ssm,
-                                    backend=self.backend)                     # h_iᵀ Ĉ_{i+1}
+                                    backend=self.backend, export_form=self.export_form)   # h_iᵀ Ĉ_{i+1}
         y = torch.exp(dt * self.A)[..., None] * carried + (dt * (B * C).sum(-1))[..., None] * x + self.D * x
         return self._output(y * F.silu(z))
 

@@ -21,6 +21,8 @@ import torch.nn as nn
 
 from t2arec_fast.config import ModelConfig
 from t2arec_fast.errors import InputError
+from t2arec_fast.ops import check_backend
+from t2arec_fast.ops.export_scan import check_scan_form
 
 from .block import BlockState, T2AMambaBlock
 from .base import SequentialRecommender
@@ -120,10 +122,18 @@ class T2ARec(SequentialRecommender):
         """scores() must be told when each request is made (t_{n+1})."""
         return self.config.readout == "request_gap" or (self.extrapolated_readout and self.time_aware)
 
-    def set_backend(self, backend: str) -> None:
+    def set_backend(self, backend: str, export_form: str = "matrix") -> None:
+        """Run every scan with `backend` ("auto" | "triton" | "reference" | "loop" | "export"); export_form is the
+        ONNX graph form of backend="export" ("matrix" | "linear_attention", docs/onnx.md).
+
+        Raises:
+            ValueError: unknown backend or export form.
+        """
+        check_backend(backend)
+        check_scan_form(export_form)
         self.config.backend = backend
         for layer in self.layers:
-            layer.block.backend = backend
+            layer.block.backend, layer.block.export_form = backend, export_form
 
     # -- forward pieces -----------------------------------------------------------------------------------------
     def embed(self, item_ids: torch.Tensor, stop_grad: bool = False) -> torch.Tensor:

@@ -27,14 +27,29 @@ def inside_func_transform() -> bool:
         return False
 
 
+def check_choice(what: str, value: str, choices) -> str:
+    """→ value, if it is one of `choices` (a setting's allowed values).
+
+    Raises:
+        ValueError: naming the setting (`what`), the value and the choices.
+    """
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; expected one of {tuple(choices)}")
+    return value
+
+
+def check_backend(backend: str) -> str:
+    """→ backend, if it is one of BACKENDS (else ValueError)."""
+    return check_choice("backend", backend, BACKENDS)
+
+
 def resolve_backend(backend: str, tensor) -> str:
     """Map a requested backend to the concrete one for `tensor`'s device.
 
     "auto" and "triton" both give the chunked reference inside torch.func transforms: the Triton custom ops have an
     autograd formula but no batching rule, so vmap(grad(...)) cannot run them, while the reference is plain PyTorch.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    check_backend(backend)
     if backend in ("auto", "triton") and inside_func_transform():
         return "reference"
     if backend == "auto":

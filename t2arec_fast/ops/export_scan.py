@@ -14,40 +14,35 @@ would grow with the sequence length). Two forms satisfy that, both traceable wit
     the node comes from `_GatedLinearAttention.symbolic`; in eager PyTorch the same function evaluates the matrix
     form, so tracing and validation see identical numbers.
 
-The form is chosen at export time with `scan_form(...)`; the dispatcher signature stays that of every backend.
+The form is an argument (`selective_scan(..., backend="export", export_form=...)`); a model being exported stores
+it with its backend (`T2ARec.set_backend("export", export_form=...)`).
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
+from ._backend import check_choice
 from .selective_scan import _check_scan_inputs, _finish_output
 
 SCAN_FORMS = ("matrix", "linear_attention")
-_form = "matrix"
 
 
-@contextlib.contextmanager
-def scan_form(form: str):
-    """Select the graph form emitted by `selective_scan_export` while the block is traced."""
-    global _form
-    if form not in SCAN_FORMS:
-        raise ValueError(f"unknown scan form {form!r}; expected one of {SCAN_FORMS}")
-    previous, _form = _form, form
-    try:
-        yield
-    finally:
-        _form = previous
+def check_scan_form(form: str) -> str:
+    """→ form, if it is one of SCAN_FORMS (else ValueError)."""
+    return check_choice("scan form", form, SCAN_FORMS)
 
 
-def selective_scan_export(x, dt, A, B, C, D=None, z=None, initial_state=None):
-    """Same contract as `selective_scan`: → (y (batch, L, d), final_state (batch, d_state, d))."""
+def selective_scan_export(x, dt, A, B, C, D=None, z=None, initial_state=None, form="matrix"):
+    """Same contract as `selective_scan`: → (y (batch, L, d), final_state (batch, d_state, d)).
+
+    form: "matrix" or "linear_attention" (the latter emits its ONNX node only while exporting; in eager PyTorch it
+    evaluates the matrix form). Raises ValueError for an unknown form or bad shapes."""
+    check_scan_form(form)
     _check_scan_inputs(x, dt, A, B, C, D, z, initial_state)
     if initial_state is None:
         initial_state = x.new_zeros(x.shape[0], B.shape[-1], x.shape[-1])
     log_decay = dt * A                                                   # (b, L) per-step log-decay, ≤ 0
-    if _form == "linear_attention" and torch.onnx.is_in_onnx_export():
+    if form == "linear_attention" and torch.onnx.is_in_onnx_export():
         y, h = _GatedLinearAttention.apply(C, B * dt[..., None], x, initial_state, log_decay)
     else:
         y, h = _matrix_scan(x, dt, log_decay, B, C, initial_state)

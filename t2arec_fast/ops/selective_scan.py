@@ -125,20 +125,32 @@ def selective_scan_chunked(x, dt, A, B, C, D=None, z=None, initial_state=None, c
     return _finish_output(y, x, D, z), h
 
 
-def selective_scan(x, dt, A, B, C, D=None, z=None, initial_state=None, backend="auto"):
-    """Selective scan → (y, final_state). See the module docstring for shapes.
+def selective_scan(x, dt, A, B, C, D=None, z=None, initial_state=None, backend="auto", *,
+                   triton_impl="sequential", chunk_size=None, export_form="matrix"):
+    """Selective scan → (y (batch, seqlen, d), final_state (batch, d_state, d)). See the module docstring for shapes.
 
-    backend: "auto" (Triton on CUDA tensors, the chunked reference elsewhere), "triton", "reference" (chunked),
-    "loop" (the sequential definition) or "export" (loop-free graph for ONNX, see export_scan.py).
+    Every setting is an argument, fixed by the caller (a model stores its own): nothing is read from the
+    environment or a module global, so a traced (torch.compile) call and its run see the same choice.
+      backend: "auto" (Triton on CUDA tensors, the chunked reference elsewhere), "triton", "reference" (chunked),
+        "loop" (the sequential definition) or "export" (loop-free graph for ONNX, see export_scan.py);
+      triton_impl: which Triton kernels run, "sequential" (default) or "chunked" (opt-in, docs/kernels.md);
+      chunk_size: chunk length of the chunked forms (reference: DEFAULT_CHUNK; Triton chunked: its own default);
+      export_form: the graph form of backend="export", "matrix" (default) or "linear_attention" (opset 27).
+    Source: docs/model.md (the recurrence), docs/kernels.md (the kernels), docs/onnx.md (the export forms).
+
+    Raises:
+        ValueError: bad shapes, or an unknown backend / triton_impl / export_form.
+        TypeError: dt, B or C not floating point.
+        RuntimeError: backend="triton" without an importable triton.
     """
     backend = resolve_backend(backend, x)
     if backend == "triton":
         from t2arec_fast.triton_kernels.selective_scan import selective_scan_triton
         _check_scan_inputs(x, dt, A, B, C, D, z, initial_state)
-        return selective_scan_triton(x, dt, A, B, C, D, z, initial_state)
+        return selective_scan_triton(x, dt, A, B, C, D, z, initial_state, impl=triton_impl, chunk=chunk_size)
     if backend == "loop":
         return selective_scan_loop(x, dt, A, B, C, D, z, initial_state)
     if backend == "export":
         from .export_scan import selective_scan_export
-        return selective_scan_export(x, dt, A, B, C, D, z, initial_state)
-    return selective_scan_chunked(x, dt, A, B, C, D, z, initial_state)
+        return selective_scan_export(x, dt, A, B, C, D, z, initial_state, form=export_form)
+    return selective_scan_chunked(x, dt, A, B, C, D, z, initial_state, chunk_size=chunk_size or DEFAULT_CHUNK)

@@ -91,8 +91,8 @@ def test_step_scores_has_minus_inf_padding_column(model, encoder):
 def test_graph_does_not_depend_on_length(model):
     """No Loop/Scan, no unrolling: traced at two lengths, the graphs have the same nodes and the same size."""
     exportable = _cpu_copy(model, "export")
-    short, _ = _build_graph("encode", exportable, 17, "matrix", "torchscript", trace_length=7)
-    long, _ = _build_graph("encode", exportable, 17, "matrix", "torchscript", trace_length=60)
+    short, _ = _build_graph("encode", exportable, 17, "torchscript", trace_length=7)
+    long, _ = _build_graph("encode", exportable, 17, "torchscript", trace_length=60)
     ops = Counter(n.op_type for n in short.graph.node)
     assert ops == Counter(n.op_type for n in long.graph.node)
     assert not {"Loop", "Scan", "If"} & set(ops)

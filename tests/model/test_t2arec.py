@@ -146,3 +146,18 @@ def test_bad_input_gets_a_clear_error(make_bad, match):
     bad_items, bad_times = make_bad(items, times)
     with pytest.raises(InputError, match=match):
         model.scores(bad_items, bad_times)
+
+
+def test_scan_settings_are_the_models_own():
+    """The scan backend and the ONNX graph form are stored on the model (set_backend), not read from globals: two
+    models with different settings run side by side, and bad settings are refused when they are set."""
+    a, b = tiny_model(n_blocks=1), tiny_model(n_blocks=1)
+    a.set_backend("export", export_form="linear_attention")
+    assert all(layer.block.export_form == "linear_attention" for layer in a.layers)
+    assert all(layer.block.export_form == "matrix" and layer.block.backend == "auto" for layer in b.layers)
+    items, times, _ = random_batch(batch=2, length=5, pads=(2, 0))
+    torch.testing.assert_close(a.encode(items, times)[0], b.encode(items, times)[0])   # same maths in eager
+    with pytest.raises(ValueError, match="unknown scan form"):
+        a.set_backend("export", export_form="loop")
+    with pytest.raises(ValueError, match="unknown backend"):
+        a.set_backend("fast")

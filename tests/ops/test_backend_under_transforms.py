@@ -46,7 +46,7 @@ def test_per_user_steps_with_a_triton_model_equal_the_reference_model(monkeypatc
 def test_batch_episodes_still_run_the_triton_kernels(monkeypatch):
     calls = []
     original = triton_scan.selective_scan_triton
-    monkeypatch.setattr(triton_scan, "selective_scan_triton", lambda *a: calls.append(1) or original(*a))
+    monkeypatch.setattr(triton_scan, "selective_scan_triton", lambda *a, **k: calls.append(1) or original(*a, **k))
     b = batch()
     got = adapted_scores(model("triton"), b, TTTConfig(ttt_lr=0.5, ttt_mu_time=1.0, ttt_mu_state=1.0))
     expected = adapted_scores(model("reference"), b, TTTConfig(ttt_lr=0.5, ttt_mu_time=1.0, ttt_mu_state=1.0))

@@ -6,6 +6,8 @@ writes fails. float64: ≤ 1e-10 relative. float32: the kernel's error against f
 multiple of the PyTorch float32 reference's own error (flash-attention style), so tolerances follow the shape and
 the conditioning of each case.
 """
+import functools
+
 import pytest
 import torch
 
@@ -33,14 +35,15 @@ FP32_FACTOR = {"dA": 10.0}
 FP32_DEFAULT_FACTOR = 4.0
 FP32_FLOOR = {"dA": 5e-5}
 FP32_DEFAULT_FLOOR = 2e-6
-IMPLS = ["sequential", "chunked"]
-
-
-@pytest.fixture(params=IMPLS)
-def impl(request, monkeypatch):
-    """Run the test with one kernel implementation forced ("chunked" + float64 runs only in the interpreter)."""
-    monkeypatch.setattr(tk, "IMPL", request.param)
+@pytest.fixture(params=tk.IMPLS)
+def impl(request):
+    """Run the test with each kernel implementation ("chunked" + float64 runs only in the interpreter)."""
     return request.param
+
+
+def triton_scan(impl):
+    """The Triton scan with `impl` chosen explicitly (an argument, never a global)."""
+    return functools.partial(tk.selective_scan_triton, impl=impl)
 
 
 def _skip_chunked_float64_on_gpu(impl, device):
@@ -64,7 +67,7 @@ def test_float64_matches_loop(b, L, d, n, with_z, with_h0, with_D, pads, device,
     inputs = make_scan_inputs(b, L, d, n, device=device, with_z=with_z, with_h0=with_h0, with_D=with_D, pads=pads)
     gy, gh = _upstream(inputs)
     truth = run_with_grads(selective_scan_loop, inputs, gy, gh)
-    got = run_with_grads(tk.selective_scan_triton, inputs, gy, gh)
+    got = run_with_grads(triton_scan(impl), inputs, gy, gh)
     assert truth.keys() == got.keys()
     for name in truth:
         assert got[name].shape == truth[name].shape, name
@@ -79,7 +82,7 @@ def test_float32_within_reference_error(b, L, d, n, with_z, with_h0, with_D, pad
     gy, gh = _upstream(inputs64, seed=3)
     truth = run_with_grads(selective_scan_loop, inputs64, gy, gh)
     ref = run_with_grads(selective_scan_chunked, cast_inputs(inputs64, torch.float32), gy, gh)
-    got = run_with_grads(tk.selective_scan_triton, cast_inputs(inputs64, torch.float32), gy, gh)
+    got = run_with_grads(triton_scan(impl), cast_inputs(inputs64, torch.float32), gy, gh)
     for name in truth:
         ref_err = rel_err(ref[name], truth[name])
         err = rel_err(got[name], truth[name])
@@ -95,9 +98,9 @@ def test_split_d_partials_sum_to_the_whole(block_d, device, impl):
     args = [None if v is None else v.detach() for v in inputs.values()]
     y_ref, h_ref = selective_scan_loop(*args)
     gy, gh = _upstream(inputs)
-    y, h, states = tk.scan_fwd(*args, block_d=block_d, chunk=16)
-    grads = tk.scan_bwd(*args, states, gy, gh, block_d=block_d)
-    grads_whole = tk.scan_bwd(*args, states, gy, gh, block_d=64)
+    y, h, states = tk.scan_fwd(*args, impl=impl, block_d=block_d, chunk=16)
+    grads = tk.scan_bwd(*args, states, gy, gh, impl=impl, chunk=16, block_d=block_d)
+    grads_whole = tk.scan_bwd(*args, states, gy, gh, impl=impl, chunk=16, block_d=64)
     assert rel_err(y.double(), y_ref) <= 1e-12 and rel_err(h.double(), h_ref) <= 1e-12
     for g, g_whole in zip(grads, grads_whole):
         assert rel_err(g.double(), g_whole.double()) <= 1e-12
@@ -105,8 +108,8 @@ def test_split_d_partials_sum_to_the_whole(block_d, device, impl):
 
 @pytest.mark.parametrize("chunk", [16, 64])
 def test_chunk_lengths_agree(chunk, device):
-    """Chunk lengths shorter and longer than the sequence (L = 40) give the same result; the backward recovers the
-    forward's chunk length from the number of chunk states."""
+    """Chunk lengths shorter and longer than the sequence (L = 40) give the same result; the backward is told the
+    forward's chunk length (an argument of both ops, never recovered from a tensor's shape)."""
     if device == "cuda":
         pytest.skip("float64 tl.dot is interpreter-only")
     inputs = make_scan_inputs(1, 40, 16, 16, device=device, pads=(5,))
@@ -114,18 +117,31 @@ def test_chunk_lengths_agree(chunk, device):
     gy, gh = _upstream(inputs)
     y, h, states = tk.scan_fwd(*args, impl="chunked", chunk=chunk)
     assert states.shape[1] == -(-40 // chunk) + 1
-    grads = tk.scan_bwd(*args, states, gy, gh)
+    grads = tk.scan_bwd(*args, states, gy, gh, impl="chunked", chunk=chunk)
     truth = run_with_grads(selective_scan_loop, inputs, gy, gh)
     assert rel_err(y, truth["y"]) <= 1e-12 and rel_err(grads[2], truth["dA"]) <= 1e-10
+    got = run_with_grads(functools.partial(tk.selective_scan_triton, impl="chunked", chunk=chunk), inputs, gy, gh)
+    for name in truth:
+        assert rel_err(got[name], truth[name]) <= 1e-10, name
 
 
-def test_chunk_length_recovery():
-    from t2arec_fast.triton_kernels.selective_scan_chunked import _chunk_from_count
-    for L in (1, 15, 16, 17, 63, 64, 65, 200, 1000):
-        for chunk in (16, 32, 64, 128):
-            n_chunks = -(-L // chunk)
-            got = _chunk_from_count(L, n_chunks)
-            assert -(-L // got) == n_chunks and (got == chunk or n_chunks == 1)
+def test_backward_refuses_chunk_states_of_another_chunk_length(device):
+    if device == "cuda":
+        pytest.skip("float64 tl.dot is interpreter-only")
+    inputs = make_scan_inputs(1, 40, 16, 16, device=device)
+    args = [None if v is None else v.detach() for v in inputs.values()]
+    gy, gh = _upstream(inputs)
+    _, _, states = tk.scan_fwd(*args, impl="chunked", chunk=16)
+    with pytest.raises(ValueError, match="chunk length of 32"):
+        tk.scan_bwd(*args, states, gy, gh, impl="chunked", chunk=32)
+
+
+def test_unknown_impl_is_refused():
+    inputs = make_scan_inputs(1, 3, 16, 16)
+    with pytest.raises(ValueError, match="unknown Triton scan implementation 'fast'"):
+        tk.selective_scan_triton(*[inputs[k] for k in SCAN_ARG_NAMES], impl="fast")
+    with pytest.raises(ValueError, match="unknown Triton scan implementation"):
+        selective_scan(*[inputs[k] for k in SCAN_ARG_NAMES], backend="triton", triton_impl="fast")
 
 
 def test_gradient_through_final_state_only(device, impl):
@@ -134,7 +150,7 @@ def test_gradient_through_final_state_only(device, impl):
     inputs = make_scan_inputs(2, 8, 16, 16, device=device, pads=(3, 0))
     args = [inputs[k] for k in SCAN_ARG_NAMES]
     leaves = [v for v in args if v is not None]
-    _, h = tk.selective_scan_triton(*args)
+    _, h = triton_scan(impl)(*args)
     got = torch.autograd.grad((h ** 2).sum(), leaves)
     _, h_ref = selective_scan_loop(*args)
     want = torch.autograd.grad((h_ref ** 2).sum(), leaves, allow_unused=True)   # C and z only reach y
@@ -155,8 +171,8 @@ def test_empty_sequence_passes_state_through(device):
 def test_backward_is_deterministic(device, impl):
     inputs = make_scan_inputs(2, 12, 60, 16, dtype=torch.float32, device=device, pads=(4, 12))
     gy, gh = _upstream(inputs)
-    first = run_with_grads(tk.selective_scan_triton, inputs, gy, gh)
-    second = run_with_grads(tk.selective_scan_triton, inputs, gy, gh)
+    first = run_with_grads(triton_scan(impl), inputs, gy, gh)
+    second = run_with_grads(triton_scan(impl), inputs, gy, gh)
     for name in first:
         assert torch.equal(first[name], second[name]), name
 
@@ -193,12 +209,13 @@ def test_custom_op_registration_opcheck(device, impl):
     fake must predict the number of chunk states)."""
     inputs = make_scan_inputs(1, 19, 16, 16, dtype=torch.float32, device=device)
     args = tuple(inputs[k] for k in SCAN_ARG_NAMES)
-    torch.library.opcheck(torch.ops.t2arec_fast.selective_scan_fwd.default, args)
+    settings = (impl, 16)
+    torch.library.opcheck(torch.ops.t2arec_fast.selective_scan_fwd.default, args + settings)
     detached = tuple(None if a is None else a.detach() for a in args)
-    y, h, states = tk.scan_fwd(*detached)
+    y, h, states = tk.scan_fwd(*detached, impl=impl, chunk=16)
     assert (states.numel() > 0) == (impl == "chunked")
     torch.library.opcheck(torch.ops.t2arec_fast.selective_scan_bwd.default,
-                          detached + (states, torch.ones_like(y), torch.ones_like(h)))
+                          detached + (states, torch.ones_like(y), torch.ones_like(h)) + settings)
 
 
 def test_traces_as_one_op(device):
@@ -227,7 +244,7 @@ def test_bfloat16_accumulates_in_float32(impl):
     # the truth for bf16 inputs: float64 maths on the bf16-rounded inputs
     truth_rounded = run_with_grads(selective_scan_loop, cast_inputs(inputs_bf, torch.float64), gy, gh)
     ref = run_with_grads(selective_scan_chunked, inputs_bf, gy, gh)
-    got = run_with_grads(tk.selective_scan_triton, inputs_bf, gy, gh)
+    got = run_with_grads(triton_scan(impl), inputs_bf, gy, gh)
     assert truth.keys() == got.keys()
     for name in truth_rounded:
         err = rel_err(got[name], truth_rounded[name])
