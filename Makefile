@@ -7,8 +7,11 @@ PY     := $(VENV)/bin/python
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 TORCH_SPEC ?= $(if $(HAS_GPU),torch,torch==2.13.0)
 PYTEST_ARGS ?=
+# The Redis state-store tests start their own server (tests/redis_server.py). It comes from the operating system's
+# package: real Redis with the distribution's security updates; no maintained PyPI wheel ships one (docs/serving.md).
+REDIS_SERVER ?= redis-server
 
-.PHONY: demo test venv bench sanitize clean
+.PHONY: demo test venv bench sanitize clean redis-server
 
 $(VENV)/.installed: pyproject.toml setup.py Makefile csrc/*.cpp csrc/*.h
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,8 +25,18 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VENV)/bin/t2arec demo
 
-test: venv
-	$(PY) -m pytest -q -ra $(PYTEST_ARGS) tests
+test: venv redis-server
+	REDIS_SERVER=$(REDIS_SERVER) $(PY) -m pytest -q -ra $(PYTEST_ARGS) tests
+
+redis-server:
+	@command -v $(REDIS_SERVER) >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server; \
+	  else \
+	    echo "redis-server is not installed and this is not a root Debian/Ubuntu shell: install Redis >= 6.2" \
+	         "(apt-get install redis-server, dnf install redis, brew install redis) or set REDIS_SERVER=/path/to/it" >&2; \
+	    exit 1; \
+	  fi; }
 
 bench: venv
 	$(PY) bench/run_all.py

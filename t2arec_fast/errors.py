@@ -3,3 +3,20 @@
 
 class InputError(ValueError):
     """Input that cannot be used (wrong shape, dtype, id range, order). The message says what and where."""
+
+
+class StoreError(RuntimeError):
+    """The shared state store (Redis, docs/serving.md) could not do what was asked; the message names the server."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store did not answer within its timeouts and retries. Nothing was written by the failed call, except
+    that a write whose reply was lost may have been applied whole (never in part)."""
+
+
+class StoreCorruptError(StoreError):
+    """A value in the store cannot be what this package wrote there; the message names the key and field."""
+
+
+class StoreConflictError(StoreError):
+    """A write lost its compare-and-set more often than the configured retries allow (extreme contention)."""

@@ -31,3 +31,52 @@ def shared_datasets():
 @pytest.fixture(scope="session")
 def device():
     return "cuda" if _HAS_CUDA else "cpu"
+
+
+# -- a real redis-server for the Redis state-store tests (tests/redis_server.py) -----------------------------------
+def _start_redis(directory):
+    from redis_server import RedisServer
+    for attempt in range(3):               # a free port can be taken between choosing it and binding it
+        server = RedisServer(directory)
+        try:
+            return server.start()
+        except RuntimeError:
+            if attempt == 2:
+                raise
+
+
+@pytest.fixture(scope="session")
+def redis_binary():
+    """The redis-server binary. Missing: skip, except where T2AREC_REQUIRE_REDIS=1 (.ci/run) makes it a failure."""
+    from redis_server import redis_server_binary
+    binary = redis_server_binary()
+    if binary is None:
+        message = "redis-server is not installed (`make redis-server` installs the OS package; `make test` does)"
+        if os.environ.get("T2AREC_REQUIRE_REDIS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return binary
+
+
+@pytest.fixture(scope="session")
+def _shared_redis(redis_binary, tmp_path_factory):
+    server = _start_redis(tmp_path_factory.mktemp("redis-shared"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(_shared_redis):
+    """URL of a server shared by the session's tests, emptied before each test."""
+    import redis
+    with redis.Redis.from_url(_shared_redis.url) as client:
+        client.flushall()
+    return _shared_redis.url
+
+
+@pytest.fixture
+def redis_server(redis_binary, tmp_path):
+    """A server of the test's own (tests that SIGKILL and restart it): `.kill()`, `.start()`, `.url`."""
+    server = _start_redis(tmp_path / "redis")
+    yield server
+    server.kill()

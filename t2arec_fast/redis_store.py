@@ -1,0 +1,562 @@
+"""The shared state store of serving: each user's state, event count, last timestamp and ring of recent events in
+Redis, so that any of several serving processes can answer for any user (docs/serving.md, "Shared state").
+
+    store = RedisStateStore("redis://127.0.0.1:6379/0", prefix="t2arec", history_len=200, ttl_s=None)
+    version = store.register_model(fingerprint, layout)      # the same model gets the same version in every process
+    got = store.read(users, version, local_stamps)            # one round trip: counts, stamps, states, rings
+    outcome = store.commit(users, version, expected_stamps, ...)   # one round trip: all users move, or none
+
+This module only stores and checks; `OnlineRecommender` runs the model. Every batch call is one Lua script (one
+round trip, executed atomically by Redis), so a batch is applied whole or not at all — also when the calling
+process dies in the middle of it.
+
+Key layout under the prefix P (one Redis server and database; docs/serving.md explains each choice):
+
+    P:u:<user>      hash    n = event count, t = last timestamp, w = commit stamp (a random int64 drawn by the
+                            observe() call that last moved the user), s:<v> = the packed float32 state for model
+                            version v, sw:<v> = the stamp that state belongs to (it is current iff sw:<v> == w)
+    P:r:<user>      string  the ring of the last history_len events, 12 bytes each (int32 item, int64 time, little
+                            endian); event j (0-based, over all time) at byte 12 * (j % history_len)
+    P:pop           zset    zero-padded item id -> -(times observed): ZRANGE 0 k-1 = most observed first, ties by id
+    P:models        hash    model fingerprint -> version;   P:layouts  hash  version -> layout JSON
+    P:next_version  counter of versions handed out;         P:config   hash  history_len
+    P:done:<stamp>  string  marks an applied commit for DONE_TTL_MS, so that a retried commit is never applied twice
+
+Compare-and-set: a commit names, per user, the stamp its new state was computed from (empty for a user it believes
+new); the script applies the batch only if every user still carries that stamp. The stamp, not the bare event
+count, is compared because a count can come back (a user forgotten or expired by the TTL, then observed again)
+while a stamp never repeats.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import urllib.parse
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from t2arec_fast.errors import (InputError, StoreConflictError, StoreCorruptError, StoreError,
+                                StoreUnavailableError)
+
+__all__ = ["RedisStateStore", "StoreRead", "CommitOutcome", "RING_RECORD"]
+
+RING_RECORD = np.dtype([("item", "<i4"), ("time", "<i8")])     # packed: 12 bytes per event
+assert RING_RECORD.itemsize == 12
+INT64_MIN = np.iinfo(np.int64).min
+DONE_TTL_MS = 600_000          # how long an applied commit's stamp is remembered (longer than any retry sequence)
+_ITEM_DIGITS = 10              # popularity members are zero-padded so that Redis' lexical tie order is numeric
+
+# -- Lua scripts: each runs atomically inside Redis; errors name the key -------------------------------------------
+_READ = """
+-- KEYS: per user: hash, ring; then the popularity zset.  ARGV: 1 state field, 2 state-stamp field,
+-- 3 ring mode ('all' | 'missing' | 'none'), 4 top-k of popularity (0: none), then per user the stamp of the
+-- caller's local copy ('' when it has none).
+local nu = #ARGV - 4
+local out = {}
+for i = 1, nu do
+  local h, r, mine = KEYS[2*i-1], KEYS[2*i], ARGV[4+i]
+  local v = redis.pcall('HMGET', h, 'n', 't', 'w', ARGV[2])
+  if v.err then return redis.error_reply('CORRUPT ' .. h .. ' is not a hash: ' .. v.err) end
+  local n, w = v[1], v[3]
+  local status, state, ring = 0, false, false
+  if n and w == mine then
+    status = 1                                  -- the caller's copy is current: nothing to ship
+  elseif n and v[4] == w then
+    status, state = 2, redis.call('HGET', h, ARGV[1])
+  end
+  if n and (ARGV[3] == 'all' or (ARGV[3] == 'missing' and status == 0)) then
+    ring = redis.pcall('GET', r)
+    if type(ring) == 'table' then return redis.error_reply('CORRUPT ' .. r .. ' is not a string') end
+    ring = ring or ''
+  end
+  out[#out+1] = n or false; out[#out+1] = v[2] or false; out[#out+1] = w or false
+  out[#out+1] = status; out[#out+1] = state; out[#out+1] = ring
+end
+if ARGV[4] ~= '0' then
+  local top = redis.pcall('ZRANGE', KEYS[#KEYS], 0, tonumber(ARGV[4]) - 1, 'WITHSCORES')
+  if top.err then return redis.error_reply('CORRUPT ' .. KEYS[#KEYS] .. ' is not a sorted set') end
+  out[#out+1] = top
+end
+return out
+"""
+
+_COMMIT = """
+-- KEYS: 1 popularity zset, 2 this commit's done-marker, then per user: hash, ring.
+-- ARGV: 1 state field, 2 state-stamp field, 3 new stamp, 4 TTL ms (0: none), 5 oldest model version whose fields
+-- are kept, 6 users, then per user: expected stamp ('' = new user), new count, new last time, state, ring writes,
+-- (byte offset, bytes) per ring write; then (item member, count) pairs for popularity.
+local nu = tonumber(ARGV[6])
+local at, base, lost = 7, {}, {}
+for i = 1, nu do
+  base[i] = at
+  local h = KEYS[2*i+1]
+  local cur = redis.pcall('HGET', h, 'w')
+  if type(cur) == 'table' then return redis.error_reply('CORRUPT ' .. h .. ' is not a hash') end
+  if (cur or '') ~= ARGV[at] then lost[#lost+1] = i end
+  at = at + 5 + 2 * tonumber(ARGV[at+4])
+end
+if #lost > 0 then
+  if redis.call('EXISTS', KEYS[2]) == 1 then return {2} end    -- a retry of a commit that was applied
+  table.insert(lost, 1, 0)
+  return lost
+end
+local ttl, keep = tonumber(ARGV[4]), tonumber(ARGV[5])
+for i = 1, nu do
+  local h, r, a = KEYS[2*i+1], KEYS[2*i+2], base[i]
+  redis.call('HSET', h, 'n', ARGV[a+1], 't', ARGV[a+2], 'w', ARGV[3], ARGV[1], ARGV[a+3], ARGV[2], ARGV[3])
+  for j = 0, tonumber(ARGV[a+4]) - 1 do
+    local ok = redis.pcall('SETRANGE', r, tonumber(ARGV[a+5+2*j]), ARGV[a+6+2*j])
+    if type(ok) == 'table' then return redis.error_reply('CORRUPT ' .. r .. ' is not a string') end
+  end
+  if ttl > 0 then redis.call('PEXPIRE', h, ttl); redis.call('PEXPIRE', r, ttl) end
+  if redis.call('HLEN', h) > 7 then           -- states of model versions older than the previous one: drop
+    for _, f in ipairs(redis.call('HKEYS', h)) do
+      local ver = string.match(f, '^sw?:(%d+)$')
+      if ver and tonumber(ver) < keep then redis.call('HDEL', h, f) end
+    end
+  end
+end
+for p = at, #ARGV, 2 do
+  local ok = redis.pcall('ZINCRBY', KEYS[1], -tonumber(ARGV[p+1]), ARGV[p])
+  if type(ok) == 'table' then return redis.error_reply('CORRUPT ' .. KEYS[1] .. ' is not a sorted set') end
+end
+redis.call('SET', KEYS[2], '1', 'PX', DONE_TTL_MS)
+return {1}
+""".replace("DONE_TTL_MS", str(DONE_TTL_MS))
+
+_PUT_STATES = """
+-- Write back rebuilt states: only where the user still carries the stamp they were rebuilt for and holds no
+-- current state of this version yet (so a state is written once per stamp and version).
+-- KEYS: per user hash.  ARGV: 1 state field, 2 state-stamp field, then per user: stamp, state.
+local written = 0
+for i = 1, #KEYS do
+  local v = redis.pcall('HMGET', KEYS[i], 'w', ARGV[2])
+  if v.err then return redis.error_reply('CORRUPT ' .. KEYS[i] .. ' is not a hash') end
+  local stamp = ARGV[2*i+1]
+  if v[1] == stamp and v[2] ~= stamp then
+    redis.call('HSET', KEYS[i], ARGV[1], ARGV[2*i+2], ARGV[2], stamp)
+    written = written + 1
+  end
+end
+return written
+"""
+
+_REGISTER = """
+-- KEYS: 1 models (fingerprint -> version), 2 layouts (version -> layout), 3 version counter.
+-- ARGV: 1 fingerprint, 2 layout JSON.  -> the version of this model, a new one for a model never seen.
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v then
+  if redis.call('HGET', KEYS[2], v) ~= ARGV[2] then
+    return redis.error_reply('LAYOUT model version ' .. v .. ' is registered in ' .. KEYS[2] ..
+                             ' with another state layout')
+  end
+  return tonumber(v)
+end
+v = redis.call('INCR', KEYS[3])
+redis.call('HSET', KEYS[1], ARGV[1], v)
+redis.call('HSET', KEYS[2], v, ARGV[2])
+return v
+"""
+
+
+@dataclass
+class StoreRead:
+    """What the store held for a batch of distinct users at one instant (one atomic read). m users.
+
+    known (m,) bool: the store has events of the user.   n_events, last_ts, stamps (m,) int64 (0, INT64_MIN, 0 when
+    unknown).   local_current (m,) bool: the caller's local copy carries the current stamp (nothing shipped).
+    shipped (m,) bool: states[i] holds the store's current state for the model version.   has_ring (m,) bool:
+    ring_items / ring_times (m, history_len) int64 hold the raw ring (event j at j % history_len).
+    popular: (items (k,) int64, counts (k,) int64) when asked for, most observed first.
+    """
+    known: np.ndarray
+    n_events: np.ndarray
+    last_ts: np.ndarray
+    stamps: np.ndarray
+    local_current: np.ndarray
+    shipped: np.ndarray
+    states: np.ndarray
+    has_ring: np.ndarray
+    ring_items: np.ndarray
+    ring_times: np.ndarray
+    popular: Optional[Tuple[np.ndarray, np.ndarray]] = None
+
+
+@dataclass
+class CommitOutcome:
+    """applied: the batch is stored (all users moved).  lost (r,) int64: indices of the users whose stamp had
+    moved on (nothing was written).  stamp: the stamp every user of an applied batch now carries."""
+    applied: bool
+    lost: np.ndarray
+    stamp: int
+
+
+class RedisStateStore:
+    """Per-user serving state in one Redis server, shared by every serving process that uses the same prefix.
+
+    Args:
+        url: ``redis://[:password@]host:port/db`` (or ``rediss://`` for TLS, ``unix:///path.sock``).
+        prefix: namespace of every key (several deployments can share one server).
+        history_len: events kept per user (the ring); every process on a prefix must use the same (checked).
+        ttl_s: forget a user this many seconds after its last event (None: never). Expiry removes the user whole.
+        socket_timeout_s, connect_timeout_s: per-call limits on the socket (a batch of 1,024 users of the
+            ml-100k-sized model moves ~10 MB, well inside the default).
+        retries, retry_backoff_s: a failed connection or timeout is retried this many times with exponential
+            backoff starting at retry_backoff_s; then the call raises StoreUnavailableError. Retried commits are
+            idempotent (the done-marker), so a retry never applies a batch twice.
+        max_connections: connection-pool size (threads beyond it wait up to socket_timeout_s for a connection).
+        max_cas_retries: how often a caller may re-apply a batch that lost its compare-and-set (see
+            `OnlineRecommender`) before StoreConflictError.
+
+    Raises:
+        InputError: a bad URL or setting; a history_len other than the one stored under the prefix.
+        StoreUnavailableError: the server cannot be reached (on any call).
+    """
+
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "t2arec", history_len: int = 200,
+                 ttl_s: Optional[float] = None, socket_timeout_s: float = 2.0, connect_timeout_s: float = 0.5,
+                 retries: int = 2, retry_backoff_s: float = 0.05, max_connections: int = 32,
+                 max_cas_retries: int = 64):
+        import redis
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
+        self.url = _check_url(url)
+        self.prefix = _check_prefix(prefix)
+        self.history_len = _positive_int(history_len, "history_len")
+        self.ttl_ms = 0 if ttl_s is None else _positive_int(round(float(ttl_s) * 1000), "ttl_s (in ms)")
+        self.max_cas_retries = _positive_int(max_cas_retries, "max_cas_retries")
+        for name, value in (("socket_timeout_s", socket_timeout_s), ("connect_timeout_s", connect_timeout_s),
+                            ("retry_backoff_s", retry_backoff_s)):
+            if not float(value) > 0:
+                raise InputError(f"RedisStateStore: {name} must be > 0, got {value!r}")
+        if int(retries) < 0:
+            raise InputError(f"RedisStateStore: retries must be >= 0, got {retries!r}")
+        self.settings = {"socket_timeout_s": float(socket_timeout_s), "connect_timeout_s": float(connect_timeout_s),
+                         "retries": int(retries), "retry_backoff_s": float(retry_backoff_s),
+                         "max_connections": int(max_connections)}
+        try:
+            pool = redis.BlockingConnectionPool.from_url(
+                self.url, max_connections=int(max_connections), timeout=float(socket_timeout_s),
+                socket_timeout=float(socket_timeout_s), socket_connect_timeout=float(connect_timeout_s),
+                retry=Retry(ExponentialBackoff(cap=10 * float(retry_backoff_s), base=float(retry_backoff_s)),
+                            int(retries)),
+                retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError])
+        except ValueError as exc:
+            raise InputError(f"RedisStateStore: bad URL {self.url!r}: {exc}") from None
+        self._redis = redis.Redis(connection_pool=pool)
+        self._scripts = {name: self._redis.register_script(code) for name, code in
+                         (("read", _READ), ("commit", _COMMIT), ("put_states", _PUT_STATES),
+                          ("register", _REGISTER))}
+        self._state_sizes: dict = {}             # model version -> floats per state, checked against the store
+        self.counters = {"round_trips": 0, "commits": 0, "cas_conflicts": 0, "states_written_back": 0}
+        self._check_history_len()
+
+    # -- keys --------------------------------------------------------------------------------------------------
+    def _key(self, *parts) -> str:
+        return ":".join((self.prefix,) + tuple(str(p) for p in parts))
+
+    def _user_keys(self, users: np.ndarray) -> List[str]:
+        """hash, ring, hash, ring, ... for each user."""
+        keys = []
+        for u in users.tolist():
+            keys += (f"{self.prefix}:u:{u}", f"{self.prefix}:r:{u}")
+        return keys
+
+    # -- calls with the error mapping ----------------------------------------------------------------------------
+    def _call(self, what: str, fn, *args, **kwargs):
+        import redis
+        self.counters["round_trips"] += 1
+        try:
+            return fn(*args, **kwargs)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise StoreUnavailableError(
+                f"{what}: Redis at {self._where()} did not answer ({type(exc).__name__}: {exc}) after "
+                f"{self.settings['retries']} retries; nothing of this call was written, unless a lost reply hid "
+                f"a write that then was applied whole") from None
+        except redis.exceptions.ResponseError as exc:
+            text = str(exc)
+            if "CORRUPT" in text or "WRONGTYPE" in text:
+                raise StoreCorruptError(f"{what}: {_after(text, 'CORRUPT ')} (Redis at {self._where()}); "
+                                        f"nothing was written") from None
+            if "LAYOUT" in text:
+                raise InputError(f"{what}: {_after(text, 'LAYOUT ')}") from None
+            raise StoreError(f"{what}: Redis at {self._where()} refused the call: {text}") from None
+
+    def _where(self) -> str:
+        parts = urllib.parse.urlsplit(self.url)
+        return f"{parts.scheme}://{parts.hostname or ''}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+
+    def _script(self, name: str, keys: Sequence[str], args: Sequence):
+        return self._call(name, self._scripts[name], keys=list(keys), args=list(args), client=self._redis)
+
+    # -- set-up --------------------------------------------------------------------------------------------------
+    def ping(self) -> bool:
+        return bool(self._call("ping", self._redis.ping))
+
+    def _check_history_len(self) -> None:
+        key = self._key("config")
+        self._call("connect", self._redis.hsetnx, key, "history_len", self.history_len)
+        stored = self._call("connect", self._redis.hget, key, "history_len")
+        if stored is None or int(stored) != self.history_len:
+            raise InputError(f"RedisStateStore: {key} says history_len={stored.decode() if stored else None}; "
+                             f"this store was opened with history_len={self.history_len}. Every process on a "
+                             f"prefix must keep the same number of events per user")
+
+    def register_model(self, fingerprint: str, layout: dict) -> int:
+        """The model version of a model (its fingerprint: a digest of weights and config) and state layout:
+        the version it already has under this prefix, or the next free one. Processes serving the same
+        checkpoint therefore agree on its version without talking to each other.
+
+        Raises: InputError when the fingerprint is registered with another layout."""
+        desc = json.dumps(layout, sort_keys=True)
+        version = int(self._script("register", [self._key("models"), self._key("layouts"),
+                                                self._key("next_version")], [fingerprint, desc]))
+        self._state_sizes[version] = int(layout["size"])
+        return version
+
+    def state_size(self, version: int) -> int:
+        """Floats per state of a registered model version. Raises InputError for a version never registered."""
+        if version not in self._state_sizes:
+            desc = self._call("read", self._redis.hget, self._key("layouts"), int(version))
+            if desc is None:
+                known = sorted(int(v) for v in self._call("read", self._redis.hkeys, self._key("layouts")))
+                raise InputError(f"model version {version} is not registered in {self._key('layouts')} at "
+                                 f"{self._where()} (registered: {known or 'none'}); register the model first")
+            try:
+                self._state_sizes[version] = int(json.loads(desc)["size"])
+            except (ValueError, KeyError, TypeError):
+                raise StoreCorruptError(f"{self._key('layouts')} field {version}: not a layout") from None
+        return self._state_sizes[version]
+
+    # -- read ----------------------------------------------------------------------------------------------------
+    def read(self, users: np.ndarray, version: int, local_stamps: Optional[np.ndarray] = None,
+             rings: str = "missing", top_k: int = 0) -> StoreRead:
+        """One atomic read of distinct users (m,) int64 for model `version`.
+
+        local_stamps (m,) int64: the stamp of the caller's local copy of each user's state (0: none); a user whose
+        local copy is current gets no state shipped. rings: "all" ships every known user's ring, "missing" only
+        those whose state must be rebuilt (no current state of this version anywhere), "none" never.
+        top_k > 0 also returns the k most observed items.
+
+        Raises: StoreCorruptError naming the key of an unreadable value; InputError for an unregistered version;
+        StoreUnavailableError.
+        """
+        size = self.state_size(version)
+        m = len(users)
+        mine = [""] * m if local_stamps is None else [str(s) if s else "" for s in local_stamps.tolist()]
+        keys = self._user_keys(users) + [self._key("pop")]
+        reply = self._script("read", keys, [f"s:{version}", f"sw:{version}", rings, int(top_k)] + mine)
+        got = _empty_read(m, size, self.history_len)
+        for i in range(m):
+            n, t, w, status, state, ring = reply[6 * i:6 * i + 6]
+            if n is None:
+                continue
+            hkey = keys[2 * i]
+            got.known[i] = True
+            got.n_events[i] = _int_field(n, hkey, "n", minimum=1)
+            got.last_ts[i] = _int_field(t, hkey, "t")
+            got.stamps[i] = _int_field(w, hkey, "w", minimum=1)
+            got.local_current[i] = status == 1
+            if status == 2:
+                got.shipped[i] = True
+                got.states[i] = _state_value(state, size, hkey, f"s:{version}")
+            if ring is not None:
+                got.has_ring[i] = True
+                got.ring_items[i], got.ring_times[i] = _ring_value(ring, self.history_len, keys[2 * i + 1])
+        if top_k:
+            got.popular = _popular(reply[6 * m], self._key("pop"))
+        return got
+
+    # -- commit --------------------------------------------------------------------------------------------------
+    def commit(self, users: np.ndarray, version: int, expected_stamps: np.ndarray, n_before: np.ndarray,
+               counts: np.ndarray, last_ts: np.ndarray, states: np.ndarray, event_user: np.ndarray,
+               event_rank: np.ndarray, items: np.ndarray, times: np.ndarray, stamp: Optional[int] = None
+               ) -> CommitOutcome:
+        """Store the batch if every user still carries `expected_stamps` (0: a user believed new); else nothing.
+
+        users (U,) distinct int64; n_before, counts, last_ts (U,) int64: events before the call, events in it, the
+        new last timestamp; states (U, size) float32: the new states. Events (n,): event_user = index into users,
+        event_rank = rank among that user's events in the call (call order), items, times. `stamp`: pass the same
+        value again to retry a call whose outcome is unknown (it is applied at most once).
+
+        Raises: StoreCorruptError, StoreUnavailableError, InputError (unregistered version or wrong state size).
+        """
+        size = self.state_size(version)
+        states = np.ascontiguousarray(states, dtype="<f4")
+        if states.shape != (len(users), size):
+            raise InputError(f"commit: states of shape {states.shape}, expected {(len(users), size)}")
+        stamp = stamp or _new_stamp()
+        ring_writes = self._ring_writes(len(users), n_before, counts, event_user, event_rank, items, times)
+        args: list = [f"s:{version}", f"sw:{version}", str(stamp), self.ttl_ms, int(version) - 1, len(users)]
+        for u in range(len(users)):
+            writes = ring_writes[u]
+            args += [str(expected_stamps[u]) if expected_stamps[u] else "", int(n_before[u] + counts[u]),
+                     int(last_ts[u]), states[u].tobytes(), len(writes)]
+            for offset, data in writes:
+                args += [offset, data]
+        popular_items, popular_counts = np.unique(items, return_counts=True)
+        for item, count in zip(popular_items.tolist(), popular_counts.tolist()):
+            args += [str(item).zfill(_ITEM_DIGITS), count]
+        keys = [self._key("pop"), self._key("done", stamp)] + self._user_keys(users)
+        reply = self._script("commit", keys, args)
+        self.counters["commits"] += 1
+        if reply[0] == 0:
+            self.counters["cas_conflicts"] += 1
+            return CommitOutcome(False, np.asarray(reply[1:], np.int64) - 1, stamp)
+        return CommitOutcome(True, np.zeros(0, np.int64), stamp)
+
+    def _ring_writes(self, n_users, n_before, counts, event_user, event_rank, items, times):
+        """Per user: (byte offset, bytes) runs of consecutive ring slots holding its last min(count, H) events."""
+        H = self.history_len
+        keep = event_rank >= counts[event_user] - H          # only each user's last H events land
+        order = np.lexsort((event_rank[keep], event_user[keep]))
+        u, rank = event_user[keep][order], event_rank[keep][order]
+        records = np.empty(len(u), RING_RECORD)
+        records["item"], records["time"] = items[keep][order], times[keep][order]
+        slots = (n_before[u] + rank) % H
+        writes: List[list] = [[] for _ in range(n_users)]
+        # a new run starts at each user's first kept event and wherever the ring wraps around to slot 0
+        starts = np.flatnonzero(np.r_[True, (u[1:] != u[:-1]) | (slots[1:] != slots[:-1] + 1)])
+        for a, b in zip(starts.tolist(), np.r_[starts[1:], len(u)].tolist()):
+            writes[int(u[a])].append((int(slots[a]) * RING_RECORD.itemsize, records[a:b].tobytes()))
+        return writes
+
+    # -- rebuilt states, forgetting, popularity --------------------------------------------------------------------
+    def put_states(self, users: np.ndarray, version: int, stamps: np.ndarray, states: np.ndarray) -> int:
+        """Write back states rebuilt from the rings (users distinct), each only if the user still carries the
+        stamp it was rebuilt for and has no current state of this version; -> how many were written."""
+        size = self.state_size(version)
+        states = np.ascontiguousarray(states, dtype="<f4")
+        if states.shape != (len(users), size):
+            raise InputError(f"put_states: states of shape {states.shape}, expected {(len(users), size)}")
+        args: list = [f"s:{version}", f"sw:{version}"]
+        for u in range(len(users)):
+            args += [str(stamps[u]), states[u].tobytes()]
+        written = int(self._script("put_states", [f"{self.prefix}:u:{u}" for u in users.tolist()], args))
+        self.counters["states_written_back"] += written
+        return written
+
+    def forget(self, users: np.ndarray) -> int:
+        """Remove users entirely (every version's state, count, ring); -> how many were known."""
+        keys = self._user_keys(users)
+        hashes = keys[0::2]
+        known = self._call("forget", self._redis.exists, *hashes) if hashes else 0
+        if keys:
+            self._call("forget", self._redis.delete, *keys)
+        return int(known)
+
+    def top_items(self, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        """The k most observed items, most first (ties: lower id first) -> (items, counts) int64."""
+        reply = self._call("top_items", self._redis.zrange, self._key("pop"), 0, int(k) - 1, withscores=True)
+        return _popular([x for pair in reply for x in pair], self._key("pop"))
+
+    def n_users(self) -> int:
+        """Users with a hash under the prefix (SCAN: O(keys); for tests and tools, not the hot path)."""
+        return sum(1 for _ in self._redis.scan_iter(match=f"{self.prefix}:u:*", count=1000))
+
+    def clear(self) -> int:
+        """Delete every key under the prefix (SCAN + DEL); -> how many. For tests and tools."""
+        keys = list(self._redis.scan_iter(match=f"{self.prefix}:*", count=1000))
+        for start in range(0, len(keys), 1000):
+            self._redis.delete(*keys[start:start + 1000])
+        self._state_sizes.clear()
+        return len(keys)
+
+    def describe(self) -> dict:
+        return {"url": self._where(), "prefix": self.prefix, "history_len": self.history_len,
+                "ttl_s": self.ttl_ms / 1000 if self.ttl_ms else None, **self.settings}
+
+    def close(self) -> None:
+        self._redis.close()
+        self._redis.connection_pool.disconnect()
+
+    def __repr__(self) -> str:
+        return f"RedisStateStore({self._where()!r}, prefix={self.prefix!r}, history_len={self.history_len})"
+
+
+# -- decoding with checks: every refusal names the key ------------------------------------------------------------
+def _empty_read(m: int, size: int, H: int) -> StoreRead:
+    return StoreRead(known=np.zeros(m, bool), n_events=np.zeros(m, np.int64), last_ts=np.full(m, INT64_MIN),
+                     stamps=np.zeros(m, np.int64), local_current=np.zeros(m, bool), shipped=np.zeros(m, bool),
+                     states=np.zeros((m, size), np.float32), has_ring=np.zeros(m, bool),
+                     ring_items=np.zeros((m, H), np.int64), ring_times=np.zeros((m, H), np.int64))
+
+
+def _int_field(raw, key: str, field: str, minimum: Optional[int] = None) -> int:
+    try:
+        value = int(raw)
+        if not -(2 ** 63) <= value < 2 ** 63 or (minimum is not None and value < minimum):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise StoreCorruptError(f"{key} field {field!r} holds {raw!r}, not an int64"
+                                + (f" >= {minimum}" if minimum is not None else "")) from None
+    return value
+
+
+def _state_value(raw: bytes, size: int, key: str, field: str) -> np.ndarray:
+    if not isinstance(raw, bytes) or len(raw) != 4 * size:
+        raise StoreCorruptError(f"{key} field {field!r} holds {len(raw) if isinstance(raw, bytes) else raw!r} "
+                                f"bytes, expected {4 * size} (a state of {size} float32)")
+    state = np.frombuffer(raw, "<f4")
+    if not np.isfinite(state).all():
+        raise StoreCorruptError(f"{key} field {field!r} holds a non-finite value at position "
+                                f"{int(np.flatnonzero(~np.isfinite(state))[0])}")
+    return state
+
+
+def _ring_value(raw: bytes, H: int, key: str) -> Tuple[np.ndarray, np.ndarray]:
+    if len(raw) > H * RING_RECORD.itemsize or len(raw) % RING_RECORD.itemsize:
+        raise StoreCorruptError(f"{key} holds {len(raw)} bytes: not a ring of at most {H} events of "
+                                f"{RING_RECORD.itemsize} bytes")
+    records = np.zeros(H, RING_RECORD)
+    records[:len(raw) // RING_RECORD.itemsize] = np.frombuffer(raw, RING_RECORD)
+    return records["item"].astype(np.int64), records["time"]
+
+
+def _popular(flat: list, key: str) -> Tuple[np.ndarray, np.ndarray]:
+    try:
+        items = np.array([int(m) for m in flat[0::2]], np.int64)
+        counts = np.array([-float(s) for s in flat[1::2]]).astype(np.int64)
+    except (TypeError, ValueError):
+        raise StoreCorruptError(f"{key} holds members that are not item ids with counts") from None
+    return items, counts
+
+
+def _new_stamp() -> int:
+    return secrets.randbits(63) or 1
+
+
+def _after(text: str, marker: str) -> str:
+    return text.split(marker, 1)[1] if marker in text else text
+
+
+def _check_url(url) -> str:
+    """redis://[user:password@]host[:port][/db], rediss://... (TLS) or unix:///path.sock; the db is an integer."""
+    usage = "redis://host:port/db, rediss://host:port/db or unix:///path.sock"
+    if not isinstance(url, str):
+        raise InputError(f"RedisStateStore: {url!r} is not a Redis URL ({usage})")
+    parts = urllib.parse.urlsplit(url)
+    try:
+        parts.port                                          # raises for a port that is not a number
+    except ValueError:
+        raise InputError(f"RedisStateStore: bad URL {url!r}: the port is not a number") from None
+    db = parts.path.lstrip("/")
+    if parts.scheme not in ("redis", "rediss", "unix") or (parts.scheme != "unix" and not parts.hostname):
+        raise InputError(f"RedisStateStore: {url!r} is not a Redis URL ({usage})")
+    if parts.scheme != "unix" and db and not db.isdigit():
+        raise InputError(f"RedisStateStore: bad URL {url!r}: the database {db!r} is not a number")
+    return url
+
+
+def _check_prefix(prefix) -> str:
+    if not isinstance(prefix, str) or not prefix or any(c.isspace() for c in prefix):
+        raise InputError(f"RedisStateStore: prefix must be a non-empty string without spaces, got {prefix!r}")
+    return prefix
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 1:
+        raise InputError(f"RedisStateStore: {name} must be a positive integer, got {value!r}")
+    return int(value)

@@ -1,0 +1,243 @@
+"""RedisStateStore against a real redis-server (tests/redis_server.py): layout, compare-and-set, idempotent retries,
+corrupted values, outages. The recommender on top of it is tested in test_redis_serving.py."""
+import time
+
+import numpy as np
+import pytest
+import redis
+
+from t2arec_fast.errors import InputError, StoreCorruptError, StoreUnavailableError
+from t2arec_fast.redis_store import RedisStateStore
+
+SIZE = 6
+LAYOUT = {"size": SIZE, "layout_version": 1}
+
+
+def _store(url, **kw):
+    kw.setdefault("history_len", 4)
+    return RedisStateStore(url, **kw)
+
+
+def _commit(store, version, users, expected, n_before, per_user_events, states, stamp=None):
+    """per_user_events: list (one per user) of [(item, time), ...] in call order."""
+    users = np.asarray(users, np.int64)
+    ev_user, ev_rank, items, times = [], [], [], []
+    for u, events in enumerate(per_user_events):
+        for r, (i, t) in enumerate(events):
+            ev_user.append(u), ev_rank.append(r), items.append(i), times.append(t)
+    counts = np.array([len(e) for e in per_user_events], np.int64)
+    last = np.array([e[-1][1] for e in per_user_events], np.int64)
+    return store.commit(users, version, np.asarray(expected, np.int64), np.asarray(n_before, np.int64), counts,
+                        last, np.asarray(states, np.float32), np.array(ev_user), np.array(ev_rank),
+                        np.array(items, np.int64), np.array(times, np.int64), stamp=stamp)
+
+
+def _states(*values):
+    return np.array([[v] * SIZE for v in values], np.float32)
+
+
+def test_commit_then_read_returns_counts_stamps_state_and_ring_in_one_call(redis_url):
+    store = _store(redis_url)
+    v = store.register_model("fp-a", LAYOUT)
+    out = _commit(store, v, [7, 8], [0, 0], [0, 0], [[(3, 100), (4, 101)], [(5, 50)]], _states(1.5, 2.5))
+    assert out.applied
+    got = store.read(np.array([7, 8, 9]), v, rings="all")
+    assert got.known.tolist() == [True, True, False]
+    assert got.n_events.tolist()[:2] == [2, 1] and got.last_ts.tolist()[:2] == [101, 50]
+    assert got.stamps[0] == got.stamps[1] == out.stamp
+    assert got.shipped[:2].all() and not got.shipped[2]
+    np.testing.assert_array_equal(got.states[:2], _states(1.5, 2.5))
+    assert got.ring_items[0].tolist() == [3, 4, 0, 0] and got.ring_times[0].tolist() == [100, 101, 0, 0]
+
+
+def test_ring_keeps_the_last_history_len_events_across_wraparound(redis_url):
+    store = _store(redis_url)                                    # history_len 4
+    v = store.register_model("fp-a", LAYOUT)
+    first = _commit(store, v, [1], [0], [0], [[(i, 10 + i) for i in range(1, 4)]], _states(0))      # events 0..2
+    _commit(store, v, [1], [first.stamp], [3], [[(i, 10 + i) for i in range(4, 10)]], _states(0))  # 3..8
+    got = store.read(np.array([1]), v, rings="all")
+    # events 5..8 (items 6..9) at slots 5%4=1, 2, 3, 0
+    assert got.n_events[0] == 9
+    assert got.ring_items[0].tolist() == [9, 6, 7, 8]
+    assert got.ring_times[0].tolist() == [19, 16, 17, 18]
+
+
+def test_a_current_local_copy_is_not_shipped_again(redis_url):
+    store = _store(redis_url)
+    v = store.register_model("fp-a", LAYOUT)
+    out = _commit(store, v, [7, 8], [0, 0], [0, 0], [[(3, 1)], [(4, 1)]], _states(1, 2))
+    got = store.read(np.array([7, 8]), v, local_stamps=np.array([out.stamp, 12345]))
+    assert got.local_current.tolist() == [True, False]
+    assert got.shipped.tolist() == [False, True]
+    assert not got.has_ring.any()                               # a current state exists: no rebuild needed
+
+
+def test_compare_and_set_refuses_the_whole_batch_when_one_user_moved_on(redis_url):
+    store = _store(redis_url)
+    v = store.register_model("fp-a", LAYOUT)
+    a = _commit(store, v, [7, 8], [0, 0], [0, 0], [[(3, 1)], [(4, 1)]], _states(1, 2))
+    moved = _commit(store, v, [8], [a.stamp], [1], [[(5, 2)]], _states(3))        # another process moves user 8
+    assert moved.applied
+    stale = _commit(store, v, [7, 8], [a.stamp, a.stamp], [1, 1], [[(6, 3)], [(6, 3)]], _states(9, 9))
+    assert not stale.applied and stale.lost.tolist() == [1]
+    got = store.read(np.array([7, 8]), v, rings="all")
+    assert got.n_events.tolist() == [1, 2]                      # user 7 did not move either: all or nothing
+    assert got.stamps.tolist() == [a.stamp, moved.stamp]
+    np.testing.assert_array_equal(got.states, _states(1, 3))
+    assert store.counters["cas_conflicts"] == 1
+
+
+def test_a_new_user_expected_by_two_writers_is_created_once(redis_url):
+    store = _store(redis_url)
+    v = store.register_model("fp-a", LAYOUT)
+    assert _commit(store, v, [7], [0], [0], [[(3, 1)]], _states(1)).applied
+    assert not _commit(store, v, [7], [0], [0], [[(4, 1)]], _states(2)).applied
+
+
+def test_a_retried_commit_is_applied_once(redis_url):
+    """A commit whose reply was lost is retried with the same stamp: it reports success and changes nothing."""
+    store = _store(redis_url)
+    v = store.register_model("fp-a", LAYOUT)
+    first = _commit(store, v, [7], [0], [0], [[(3, 1)]], _states(1))
+    again = _commit(store, v, [7], [0], [0], [[(3, 1)]], _states(1), stamp=first.stamp)
+    assert again.applied
+    got = store.read(np.array([7]), v, rings="all")
+    assert got.n_events[0] == 1 and got.ring_items[0].tolist() == [3, 0, 0, 0]
+
+
+def test_states_of_another_model_version_are_not_served_and_the_ring_comes_for_the_rebuild(redis_url):
+    store = _store(redis_url)
+    v1 = store.register_model("fp-a", LAYOUT)
+    v2 = store.register_model("fp-b", {"size": 3, "layout_version": 1})
+    assert (v1, v2) == (1, 2)
+    _commit(store, v1, [7], [0], [0], [[(3, 1), (4, 2)]], _states(1))
+    got = store.read(np.array([7]), v2)
+    assert got.known[0] and not got.shipped[0] and got.has_ring[0]
+    assert got.ring_items[0].tolist()[:2] == [3, 4]
+    assert store.put_states(np.array([7]), v2, got.stamps, np.ones((1, 3), np.float32)) == 1
+    assert store.put_states(np.array([7]), v2, got.stamps, np.zeros((1, 3), np.float32)) == 0   # once per stamp
+    again = store.read(np.array([7]), v2)
+    assert again.shipped[0] and again.states[0].tolist() == [1, 1, 1]
+    assert store.read(np.array([7]), v1).shipped[0]             # the old version's state stays for old servers
+
+
+def test_versions_older_than_the_previous_one_are_dropped_on_write(redis_url):
+    store = _store(redis_url)
+    versions = [store.register_model(f"fp-{i}", LAYOUT) for i in range(3)]
+    stamp = 0
+    for n, v in enumerate(versions):
+        stamp = _commit(store, v, [7], [stamp], [n], [[(3, n + 1)]], _states(n)).stamp
+    fields = sorted(f.decode() for f in redis.Redis.from_url(redis_url).hkeys("t2arec:u:7"))
+    assert fields == sorted(["n", "t", "w", "s:2", "sw:2", "s:3", "sw:3"])
+
+
+def test_the_same_model_gets_the_same_version_in_every_process(redis_url):
+    a, b = _store(redis_url), _store(redis_url)
+    assert a.register_model("fp-a", LAYOUT) == b.register_model("fp-a", LAYOUT) == 1
+    assert b.register_model("fp-b", LAYOUT) == 2
+    with pytest.raises(InputError, match="another state layout"):
+        a.register_model("fp-a", {"size": SIZE + 1, "layout_version": 1})
+
+
+def test_an_unregistered_model_version_is_refused_by_name(redis_url):
+    store = _store(redis_url)
+    store.register_model("fp-a", LAYOUT)
+    with pytest.raises(InputError, match=r"model version 5 is not registered in t2arec:layouts .*registered: \[1\]"):
+        store.read(np.array([1]), 5)
+
+
+def test_processes_must_agree_on_history_len(redis_url):
+    _store(redis_url, history_len=4)
+    with pytest.raises(InputError, match="t2arec:config says history_len=4"):
+        _store(redis_url, history_len=8)
+    _store(redis_url, history_len=8, prefix="other")              # another prefix is another deployment
+
+
+def test_popularity_orders_by_count_then_by_lower_id(redis_url):
+    store = _store(redis_url)
+    v = store.register_model("fp-a", LAYOUT)
+    _commit(store, v, [1, 2], [0, 0], [0, 0], [[(12, 1), (3, 2), (12, 3)], [(3, 1), (100, 2), (9, 3)]],
+            _states(0, 0))
+    items, counts = store.top_items(4)
+    assert items.tolist() == [3, 12, 9, 100] and counts.tolist() == [2, 2, 1, 1]
+    got = store.read(np.array([1]), v, top_k=2)
+    assert got.popular[0].tolist() == [3, 12]
+
+
+def test_forget_and_ttl_remove_a_user_whole(redis_url):
+    store = _store(redis_url, ttl_s=0.3)
+    v = store.register_model("fp-a", LAYOUT)
+    _commit(store, v, [1, 2], [0, 0], [0, 0], [[(3, 1)], [(4, 1)]], _states(0, 0))
+    assert store.forget(np.array([1, 5])) == 1
+    assert store.read(np.array([1, 2]), v).known.tolist() == [False, True]
+    time.sleep(0.6)
+    assert not store.read(np.array([2]), v).known[0]
+    assert store.n_users() == 0
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("n", "seven", r"t2arec:u:7 field 'n' holds b'seven', not an int64"),
+    ("w", "-3", r"t2arec:u:7 field 'w' holds b'-3'"),
+    ("s:1", "short", r"t2arec:u:7 field 's:1' holds 5 bytes, expected 24"),
+])
+def test_corrupted_values_are_refused_naming_the_key(redis_url, field, value, message):
+    store = _store(redis_url)
+    v = store.register_model("fp-a", LAYOUT)
+    _commit(store, v, [7], [0], [0], [[(3, 1)]], _states(1))
+    redis.Redis.from_url(redis_url).hset("t2arec:u:7", field, value)
+    with pytest.raises(StoreCorruptError, match=message):
+        store.read(np.array([7]), v)
+
+
+def test_a_non_finite_state_a_bad_ring_and_a_wrong_key_type_are_refused_naming_the_key(redis_url):
+    store = _store(redis_url)
+    v = store.register_model("fp-a", LAYOUT)
+    stamp = _commit(store, v, [7], [0], [0], [[(3, 1)]], _states(1)).stamp
+    raw = redis.Redis.from_url(redis_url)
+    raw.hset("t2arec:u:7", "s:1", np.full(SIZE, np.nan, np.float32).tobytes())
+    with pytest.raises(StoreCorruptError, match="t2arec:u:7 field 's:1' holds a non-finite value at position 0"):
+        store.read(np.array([7]), v)
+    raw.hset("t2arec:u:7", "s:1", _states(1).tobytes())
+    raw.set("t2arec:r:7", b"x" * 13)
+    with pytest.raises(StoreCorruptError, match="t2arec:r:7 holds 13 bytes"):
+        store.read(np.array([7]), v, rings="all")
+    raw.delete("t2arec:u:8")
+    raw.rpush("t2arec:u:8", "not a hash")
+    with pytest.raises(StoreCorruptError, match="t2arec:u:8 is not a hash"):
+        store.read(np.array([8]), v)
+    with pytest.raises(StoreCorruptError, match="t2arec:u:8 is not a hash"):
+        _commit(store, v, [7, 8], [stamp, 0], [1, 0], [[(3, 2)], [(3, 2)]], _states(1, 1))
+    assert store.read(np.array([7]), v).n_events[0] == 1           # the refused commit wrote nothing
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:6379/0", "127.0.0.1:6379", "redis://127.0.0.1:6379/notadb", 7])
+def test_bad_urls_are_refused_naming_the_url(url):
+    with pytest.raises(InputError, match="URL|not a Redis URL"):
+        RedisStateStore(url)
+
+
+def test_nothing_listening_fails_fast_with_the_address(redis_binary):
+    from redis_server import free_loopback_port
+    port = free_loopback_port()
+    start = time.monotonic()
+    with pytest.raises(StoreUnavailableError, match=f"redis://127.0.0.1:{port}/0 did not answer"):
+        RedisStateStore(f"redis://127.0.0.1:{port}/0", connect_timeout_s=0.2, retries=1, retry_backoff_s=0.01)
+    assert time.monotonic() - start < 3
+
+
+def test_redis_down_fails_fast_then_the_store_recovers_when_it_returns(redis_server):
+    store = _store(redis_server.url, connect_timeout_s=0.2, socket_timeout_s=0.5, retries=1,
+                   retry_backoff_s=0.01)
+    v = store.register_model("fp-a", LAYOUT)
+    first = _commit(store, v, [7], [0], [0], [[(3, 1)]], _states(1))
+    redis_server.kill()
+    start = time.monotonic()
+    with pytest.raises(StoreUnavailableError, match="did not answer"):
+        _commit(store, v, [7], [first.stamp], [1], [[(4, 2)]], _states(2))
+    with pytest.raises(StoreUnavailableError):
+        store.read(np.array([7]), v)
+    assert time.monotonic() - start < 5
+    redis_server.start()                                          # same folder and port: the AOF is replayed
+    got = store.read(np.array([7]), v)
+    assert got.n_events[0] == 1 and got.stamps[0] == first.stamp   # the acknowledged commit survived SIGKILL
+    assert _commit(store, v, [7], [first.stamp], [1], [[(4, 2)]], _states(2)).applied
