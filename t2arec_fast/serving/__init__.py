@@ -28,6 +28,8 @@ One concern per module:
   recommender.py  OnlineRecommender: observe / recommend / swap_model / save / load
   folder.py       writing a saved folder as a whole (temporary sibling folder, then renames)
   replay.py       replay(): offline replay of an event log, as `t2arec serve-replay` runs it
+  redis_store.py  RedisStateStore: users' states, counts and rings in Redis, shared by serving processes (needs
+                  redis-py: extra "redis"; imported on use)
 """
 from __future__ import annotations
 

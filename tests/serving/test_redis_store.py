@@ -7,7 +7,7 @@ import pytest
 import redis
 
 from t2arec_fast.errors import InputError, StoreCorruptError, StoreUnavailableError
-from t2arec_fast.redis_store import RedisStateStore
+from t2arec_fast.serving.redis_store import RedisStateStore
 
 SIZE = 6
 LAYOUT = {"size": SIZE, "layout_version": 1}
