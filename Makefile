@@ -10,6 +10,7 @@ PYTEST_ARGS ?=
 # The Redis state-store tests start their own server (tests/redis_server.py). It comes from the operating system's
 # package: real Redis with the distribution's security updates; no maintained PyPI wheel ships one (docs/serving.md).
 REDIS_SERVER ?= redis-server
+BENCH_ARGS ?=
 
 .PHONY: demo test venv bench sanitize clean redis-server
 
@@ -38,8 +39,9 @@ redis-server:
 	    exit 1; \
 	  fi; }
 
+# every benchmark at a small size (bench/run.py); `make bench BENCH_ARGS="--only train --full"` for one at full size
 bench: venv
-	$(PY) bench/run_all.py
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 sanitize:
 	$(MAKE) -C csrc sanitize

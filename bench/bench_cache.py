@@ -8,16 +8,12 @@ the median of the per-repetition ratios.
 
 Memory: a cache filled past its budget, stats()["bytes"] / entries versus the raw state bytes.
 
-    .venv/bin/python bench/bench_cache.py            # full run (~1-2 min on 2 cores), JSON in bench/results/
-    .venv/bin/python bench/bench_cache.py --quick    # smoke run
+    python -m bench.bench_cache            # full run (~1-2 min on 2 cores), bench_cache.json in --out DIR
+    python -m bench.bench_cache --quick    # smoke run
 """
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
 import statistics
 import threading
 import time
@@ -25,10 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from t2arec_fast import __version__
+from bench.harness import add_out_argument, environment, write_json
 from t2arec_fast.cache import StateCache
-
-RESULTS = Path(__file__).resolve().parent / "results" / "bench_cache.json"
 
 
 # ---- one measurement -------------------------------------------------------------------------------------------
@@ -156,26 +150,6 @@ def print_tables(tp, mem):
               f"{r['budget_used']:>11.1%}")
 
 
-def environment():
-    import pybind11
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": platform.machine(), "cpu": _cpu_name(), "cpus": os.cpu_count(),
-        "load_average_at_start": os.getloadavg(), "python": platform.python_version(),
-        "numpy": np.__version__, "pybind11": pybind11.__version__, "t2arec_fast": __version__,
-    }
-
-
-def _cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--state-size", type=int, default=2500, help="floats per user (a realistic serving state)")
@@ -188,25 +162,22 @@ def main(argv=None):
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--memory-state-sizes", type=int, nargs="+", default=[64, 512, 2500])
     p.add_argument("--quick", action="store_true", help="small smoke run (numbers not meaningful)")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    add_out_argument(p)
     args = p.parse_args(argv)
     if args.quick:
         args.entries, args.rows_per_thread, args.reps = 2048, 1024, 2
         args.memory_state_sizes = [64, 2500]
 
     rng = np.random.default_rng(0)
-    env = environment()
+    import pybind11
+    env = environment(pybind11=pybind11.__version__)
     tp = throughput(args, rng)
     mem = memory(args, rng)
     print_tables(tp, mem)
     report = {"benchmark": "bench_cache", "environment": env,
               "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "throughput": tp, "memory": mem}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(args.out)
-    print(f"\nwrote {args.out}")
+    print(f"\nwrote {write_json(args.out, 'bench_cache.json', report)}")
 
 
 if __name__ == "__main__":

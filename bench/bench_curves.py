@@ -1,6 +1,6 @@
 """Latency curves on CPU: serving one more event vs batch size, and re-encoding vs history length, as PNG + JSON.
 
-    .venv/bin/python bench/bench_curves.py [--quick] [--threads 1] [--out bench/results]
+    python -m bench.bench_curves [--quick] [--threads 1] [--out DIR]
 
 Model and paths are bench_serving.py's (ml-100k-sized T2ARec, random weights, float32, denormals flushed):
   vs batch   event → answer per call for the O(1) path (cached state + one step + top-10) and for re-encoding the
@@ -8,19 +8,19 @@ Model and paths are bench_serving.py's (ml-100k-sized T2ARec, random weights, fl
   vs length  encode + score + top-10 of L events (L = 10 … 800) at batch 1 and 64 in eager PyTorch, beside the
              O(1) path's one step at the same batch, which does not depend on L.
 Both clocks are kept (wall and this thread's CPU time); the plot uses CPU time, steadier on a shared machine.
-Writes latency_curves.json and latency_curves.png under --out.
+Writes latency_curves.json and latency_curves.png into --out DIR (default $OUT, else bench/results).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from bench_serving import CLOCKS, N_ITEMS, Clock, build, flushed_denormals, machine, throughput, timed
+from bench.bench_serving import CLOCKS, N_ITEMS, Clock, build, flushed_denormals, throughput, timed_both
+from bench.harness import add_out_argument, environment, write_json
 
 BATCHES = (1, 4, 16, 64, 256, 1024)
 LENGTHS = (10, 25, 50, 100, 200, 400, 800)
@@ -57,9 +57,10 @@ def vs_length(model, runs: int, batches, lengths, seed: int = 0) -> list:
             per_run = {(p, c): [] for p in ("encode", "step") for c in CLOCKS}
             with flushed_denormals():
                 for run in range(runs + 1):                               # run 0 = warm-up
-                    enc = timed(lambda: torch.topk(model.score_from(model.encode(items, times)[0]), 10, dim=1), calls)
-                    stp = timed(lambda: torch.topk(model.score_from(model.step(step_ids, states)[0]), 10, dim=1),
-                                max(calls, 10))
+                    enc = timed_both(lambda: torch.topk(model.score_from(model.encode(items, times)[0]), 10, dim=1),
+                                     calls)
+                    stp = timed_both(lambda: torch.topk(model.score_from(model.step(step_ids, states)[0]), 10, dim=1),
+                                     max(calls, 10))
                     if run:
                         for c in CLOCKS:
                             per_run["encode", c].append(statistics.median(enc[c]) * 1e3)
@@ -112,20 +113,19 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer shapes and runs (a smoke test, not numbers to quote)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    add_out_argument(ap)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     runs = 2 if args.quick else 5
     batches = (1, 16) if args.quick else BATCHES
     start = time.perf_counter()
-    result = {"machine": machine(), "runs": runs}
+    result = {"machine": environment(), "runs": runs}
     model, rec, users, rng = build(max(batches))
     result["vs_batch"] = vs_batch(model, rec, users, rng, runs, batches)
     result["vs_length"] = vs_length(model, runs, (1, 64), (10, 50) if args.quick else LENGTHS)
     result["wall_s"] = time.perf_counter() - start
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "latency_curves.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, "latency_curves.json", result)
     try:
         plot(result, out / "latency_curves.png")
     except ImportError:

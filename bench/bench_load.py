@@ -5,15 +5,12 @@ chronological sort has real work) into a temporary folder - not timed - then loa
 10-core filter in a fresh process per run and reports wall seconds and peak resident memory (ru_maxrss of that
 process, imports included). Targets: under 20 s and under 3 GB on a 2-core machine.
 
-    .venv/bin/python bench/bench_load.py [--rows 10000000] [--runs 3] [--json bench/results/bench_load.json]
+    python -m bench.bench_load [--rows 10000000] [--runs 3] [--out DIR]     # writes DIR/bench_load.json
 """
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -24,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
+from bench.harness import add_out_argument, child_command, environment, write_json
+
 TARGET_SECONDS, TARGET_BYTES = 20.0, 3 * 1024 ** 3
 
 
@@ -74,24 +72,14 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
-def environment() -> dict:
-    import pyarrow
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": f"{cpu}, {os.cpu_count()} logical CPUs", "os": platform.platform(),
-            "python": platform.python_version(), "numpy": np.__version__, "pyarrow": pyarrow.__version__,
-            "load_average": os.getloadavg()}
-
-
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--min-count", type=int, default=10)
-    parser.add_argument("--json", default=str(HERE / "results" / "bench_load.json"))
+    add_out_argument(parser)
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.child:
         child(args.child, args.min_count)
         return 0
@@ -101,15 +89,13 @@ def main() -> int:
         generate_csv(path, args.rows)
         print(f"generated {args.rows:,} rows, {path.stat().st_size / 1e6:,.0f} MB in "
               f"{time.perf_counter() - start:.1f} s (not timed below)")
-        runs = [json.loads(subprocess.run([sys.executable, __file__, "--child", str(path), "--min-count",
-                                           str(args.min_count)], check=True, capture_output=True,
-                                          text=True).stdout) for _ in range(args.runs)]
+        argv = child_command("bench.bench_load", "--child", str(path), "--min-count", str(args.min_count))
+        runs = [json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)
+                for _ in range(args.runs)]
         file_bytes = path.stat().st_size
     result = summarise(runs, args, file_bytes)
     print_table(result)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    print(f"wrote {write_json(args.out, 'bench_load.json', result)}")
     return 0
 
 
@@ -122,7 +108,12 @@ def summarise(runs: list, args, file_bytes: int) -> dict:
             "median_stats_s": round(statistics.median(r["stats_s"] for r in runs), 2),
             "median_peak_rss_bytes": int(peak), "kept": {k: runs[0][k] for k in ("users", "items", "interactions")},
             "targets": {"seconds": TARGET_SECONDS, "bytes": TARGET_BYTES},
-            "meets_targets": load < TARGET_SECONDS and peak < TARGET_BYTES, "environment": environment()}
+            "meets_targets": load < TARGET_SECONDS and peak < TARGET_BYTES, "environment": _environment()}
+
+
+def _environment() -> dict:
+    import pyarrow
+    return environment(pyarrow=pyarrow.__version__)
 
 
 def print_table(result: dict) -> None:

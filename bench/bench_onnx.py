@@ -1,6 +1,7 @@
 """Latency of the exported graphs in ONNX Runtime vs the same modules in PyTorch (eager and torch.compile).
 
-    python bench/bench_onnx.py [--threads N] [--no-compile] [--quick] [--json bench/results/bench_onnx.json]
+    python -m bench.bench_onnx [--threads N] [--no-compile] [--quick] [--out DIR]
+    # writes DIR/bench_onnx.json, or DIR/bench_onnx_threads<N>.json with --threads N
 
 Model: ml-100k sized T2ARec (1682 items, d 64, d_state 32, one block), float32, CPU.
   encode: batch 1, 64, 1024 × L 50, 200 (left-padded ids → o_n and states)
@@ -16,10 +17,8 @@ A second table compares the scan's two graph forms inside ORT (opset 27): matrix
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -28,12 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from t2arec_fast.export import OnnxEncoder, export_onnx  # noqa: E402
-from t2arec_fast.export.graphs import EncodeGraph, StepGraph, flatten_states, io_names  # noqa: E402
-from t2arec_fast.export.runtime import open_session  # noqa: E402
-from t2arec_fast.model import T2ARec  # noqa: E402
+from bench.harness import add_out_argument, environment, timed, write_json
+from t2arec_fast.export import OnnxEncoder, export_onnx
+from t2arec_fast.export.graphs import EncodeGraph, StepGraph, flatten_states, io_names
+from t2arec_fast.export.runtime import open_session
+from t2arec_fast.model import T2ARec
 
 N_ITEMS, D, D_STATE = 1682, 64, 32
 ENCODE_SHAPES = [(1, 50), (1, 200), (64, 50), (64, 200), (1024, 50), (1024, 200)]
@@ -51,16 +49,7 @@ def timed_blocks(calls: dict, n: int, warmup: int = 2) -> dict:
 
     Engines run one after the other, not interleaved: ONNX Runtime's worker threads spin for a while after each
     run, and an interleaved PyTorch call would then fight them for the cores (measured: 1.7 ms → 500 ms)."""
-    times = {}
-    for name, fn in calls.items():
-        for _ in range(warmup):
-            fn()
-        times[name] = []
-        for _ in range(n):
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return times
+    return {name: timed(fn, n, warmup=warmup)["wall"] for name, fn in calls.items()}
 
 
 def summarise(times: list) -> dict:
@@ -166,16 +155,6 @@ def ratio_summary(rows) -> dict:
             for (g, b, length), e in by_key.items() if "ort" in e and "eager" in e}
 
 
-def environment() -> dict:
-    import onnx
-    import onnxruntime
-    from t2arec_fast import __version__
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "cpu": cpu,
-            "cores": os.cpu_count(), "load_average_at_start": os.getloadavg(), "python": platform.python_version(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__, "t2arec_fast": __version__, "platform": platform.platform()}
 
 
 def main(argv=None) -> int:
@@ -184,12 +163,13 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
     parser.add_argument("--threads", type=int, default=None,
                         help="intra-op threads for both engines (default: each library's own, one per core)")
-    parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "bench_onnx.json"))
+    add_out_argument(parser)
     args = parser.parse_args(argv)
     started = time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
-    env = {**environment(), "threads_option": args.threads}
+    import onnx
+    env = environment(onnx=onnx.__version__, threads_option=args.threads)
     print(json.dumps(env, indent=1))
     torch.manual_seed(0)
     model = T2ARec(N_ITEMS, d=D, d_state=D_STATE, n_blocks=1).eval()
@@ -223,9 +203,8 @@ def main(argv=None) -> int:
               "export_validation": summary["validation"], "torch_compile": compile_log or "skipped",
               "results": rows, "scan_forms_opset27": form_rows, "ort_over_eager_p50": ratios,
               "total_seconds": round(time.perf_counter() - started, 1), "load_average_at_end": os.getloadavg()}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json} in {result['total_seconds']} s")
+    name = f"bench_onnx_threads{args.threads}.json" if args.threads else "bench_onnx.json"
+    print(f"wrote {write_json(args.out, name, result)} in {result['total_seconds']} s")
     return 0
 
 

@@ -6,27 +6,27 @@ measured device-to-device copy bandwidth and the forward's bytes moved / time as
 `--sweep` also times the kernels' launch shapes (BLOCK_D × num_warps) to choose the defaults.
 On CPU (no CUDA): seconds for forward+backward at (256, 200, 64, 32), loop vs chunked reference.
 
-Prints a table and writes JSON to --out (default: $OUT or bench/results). Run: python3 bench/bench_scan.py
+Prints a table and writes bench_scan.json (CUDA) or bench_scan_cpu.json to --out DIR (default: $OUT or
+bench/results). Run from the repository root: python -m bench.bench_scan [--quick]. `--summary FILE` prints the
+table of a written JSON again (bench/gpu_check.sh ends with it).
 """
 from __future__ import annotations
 
 import argparse
-import datetime
 import functools
 import json
-import os
-import platform
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.harness import add_out_argument, child_command, environment, timed, write_json
+
 GPU_SHAPES = [(4096, 200, 64, 32), (4096, 50, 64, 32)]
 CPU_SHAPE = (256, 200, 64, 32)
+QUICK_GPU_SHAPES, QUICK_CPU_SHAPE = [(256, 50, 64, 32)], (16, 50, 16, 8)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -102,34 +102,14 @@ def fla_scan():
 # ---------------------------------------------------------------------------------------------------------------
 
 def cuda_median_ms(fn, budget_s=2.0, min_reps=5, max_reps=50, warmup=3):
-    """Median over CUDA-event-timed runs after `warmup` untimed ones (compile/autotune happen there)."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    torch.cuda.synchronize()
-    once = max(time.perf_counter() - start, 1e-6)
-    reps = int(min(max_reps, max(min_reps, budget_s / once)))
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e))
-    return statistics.median(times)
+    """Median ms over CUDA-event-timed runs after `warmup` untimed ones (compile/autotune happen there)."""
+    return 1e3 * statistics.median(timed(fn, max_reps, warmup=warmup, clocks=("cuda",), budget_s=budget_s,
+                                         min_reps=min_reps)["cuda"])
 
 
 def cpu_median_s(fn, reps=3):
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median wall seconds over `reps` runs after one warm-up run."""
+    return statistics.median(timed(fn, reps, warmup=1)["wall"])
 
 
 def phase_callables(fn, args):
@@ -199,7 +179,7 @@ def bench_gpu_backend(backend, shape, dtype_name, budget_s):
 def run_compile_child(out_dir, timeout_s):
     """torch.compile in a child process with a wall-clock limit: inductor can take minutes."""
     path = Path(out_dir) / "bench_scan_compile.json"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--compile-only", "--out", str(out_dir)]
+    cmd = child_command("bench.bench_scan", "--compile-only", "--out", str(out_dir))
     try:
         subprocess.run(cmd, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
@@ -248,16 +228,16 @@ def sweep(shape, out_rows, deadline):
 
 
 def gpu_main(opts, out_dir):
-    result = dict(meta=meta(), rows=[])
+    result = dict(meta=environment(), rows=[])
     bw = copy_bandwidth_gbs()
     result["meta"]["copy_bandwidth_gbs"] = bw
     print(f"device {torch.cuda.get_device_name()}: copy bandwidth {bw:.0f} GB/s (read+write)", flush=True)
     if opts.sweep:
         result["sweep"] = []
-        sweep(GPU_SHAPES[0], result["sweep"], deadline=time.perf_counter() + opts.sweep_budget)
-        write(result, out_dir, "bench_scan.json")
+        sweep(opts.gpu_shapes[0], result["sweep"], deadline=time.perf_counter() + opts.sweep_budget)
+        write_json(out_dir, "bench_scan.json", result)
     backends = ["triton", "triton_chunked", "eager", "fla_simple_gla"]
-    for shape in GPU_SHAPES:
+    for shape in opts.gpu_shapes:
         for dtype_name in DTYPES:
             for backend in backends:
                 row = bench_gpu_backend(backend, shape, dtype_name, opts.budget)
@@ -267,24 +247,24 @@ def gpu_main(opts, out_dir):
                     row["fwd_pct_copy_bw"] = 100.0 * row["fwd_gbs"] / bw
                 result["rows"].append(row)
                 print(row, flush=True)
-                write(result, out_dir, "bench_scan.json")   # after each row: a timeout keeps what is done
+                write_json(out_dir, "bench_scan.json", result)   # after each row: a timeout keeps what is done
     if not opts.no_compile:
         result["rows"] += run_compile_child(out_dir, opts.compile_timeout)
     add_ratios(result["rows"])
-    write(result, out_dir, "bench_scan.json")
-    print_gpu_table(result)
+    write_json(out_dir, "bench_scan.json", result)
+    print_table(result)
 
 
-def compile_only_main(out_dir):
-    rows = []
-    for shape in GPU_SHAPES:
+def compile_only_main(opts):
+    out_dir, rows = opts.out, []
+    for shape in opts.gpu_shapes:
         for dtype_name in DTYPES:
             start = time.perf_counter()
             row = bench_gpu_backend("compile", shape, dtype_name, budget_s=1.0)
             row["compile_and_bench_s"] = time.perf_counter() - start
             rows.append(row)
             print(row, flush=True)
-            write(rows, out_dir, "bench_scan_compile.json")   # after each case: a timeout keeps what is done
+            write_json(out_dir, "bench_scan_compile.json", rows)   # after each case: a timeout keeps what is done
 
 
 def add_ratios(rows):
@@ -298,7 +278,10 @@ def add_ratios(rows):
             r[f"{phase}_speedup_vs_eager"] = base[f"{phase}_ms"] / r[f"{phase}_ms"]
 
 
-def print_gpu_table(result):
+def print_table(result):
+    """The table of a bench_scan result (CUDA or CPU), from the run or from its JSON (--summary)."""
+    if "copy_bandwidth_gbs" not in result["meta"]:
+        return print_cpu_table(result)
     if result.get("sweep"):
         print("\nlaunch-shape sweep at", result["sweep"][0].get("shape"), "(kernels only, ms)")
         for r in result["sweep"]:
@@ -320,8 +303,8 @@ def print_gpu_table(result):
 
 
 def cpu_main(opts, out_dir):
-    result = dict(meta=meta(), rows=[])
-    shape = CPU_SHAPE
+    result = dict(meta=environment(), rows=[])
+    shape = opts.cpu_shape
     for backend in ("eager", "loop"):
         args = make_inputs(shape, torch.float32, "cpu")
         _, _, both = phase_callables(scan_fn(backend), args)
@@ -330,34 +313,24 @@ def cpu_main(opts, out_dir):
                    fwd_bwd_s=seconds)
         result["rows"].append(row)
         print(row, flush=True)
-    write(result, out_dir, "bench_scan_cpu.json")
-    print(f"\nselective scan on CPU ({result['meta']['cpu']}, {torch.get_num_threads()} threads), float32 "
-          f"forward+backward, median of {opts.cpu_reps}")
+    result["meta"]["reps"] = opts.cpu_reps
+    write_json(out_dir, "bench_scan_cpu.json", result)
+    print_table(result)
+
+
+def print_cpu_table(result):
+    meta = result["meta"]
+    print(f"\nselective scan on CPU ({meta['cpu']}, {meta.get('torch_threads')} threads), float32 "
+          f"forward+backward, median of {meta.get('reps')}")
     for r in result["rows"]:
         print(f"  {'x'.join(map(str, r['shape']))}  {r['backend']:<8} {r['fwd_bwd_s']:.3f} s")
 
 
-def meta():
-    import triton
-    info = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                python=platform.python_version(), torch=torch.__version__, triton=triton.__version__,
-                cpu=platform.processor() or platform.machine(), host=platform.node(),
-                torch_threads=torch.get_num_threads())
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        info.update(device=props.name, sms=props.multi_processor_count, cuda=torch.version.cuda)
-    return info
-
-
-def write(obj, out_dir, name):
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / name).write_text(json.dumps(obj, indent=1))
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "bench" / "results"))
+    add_out_argument(p)
+    p.add_argument("--quick", action="store_true", help="small shapes, short budgets, no torch.compile (a smoke run)")
+    p.add_argument("--summary", type=Path, metavar="FILE", help="print the table of a bench_scan JSON and exit")
     p.add_argument("--sweep", action="store_true", help="also time kernel launch shapes (CUDA)")
     p.add_argument("--sweep-budget", type=float, default=120.0, help="seconds for the sweep")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile reference (CUDA)")
@@ -365,13 +338,19 @@ def parse_args(argv=None):
     p.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--budget", type=float, default=1.5, help="seconds of timed runs per measurement (CUDA)")
     p.add_argument("--cpu-reps", type=int, default=3)
-    return p.parse_args(argv)
+    opts = p.parse_args(argv)
+    opts.gpu_shapes, opts.cpu_shape = (QUICK_GPU_SHAPES, QUICK_CPU_SHAPE) if opts.quick else (GPU_SHAPES, CPU_SHAPE)
+    if opts.quick:
+        opts.budget, opts.no_compile, opts.cpu_reps = min(opts.budget, 0.2), True, 1
+    return opts
 
 
 def main(argv=None):
     opts = parse_args(argv)
+    if opts.summary:
+        return print_table(json.loads(opts.summary.read_text()))
     if opts.compile_only:
-        return compile_only_main(opts.out)
+        return compile_only_main(opts)
     if torch.cuda.is_available():
         return gpu_main(opts, opts.out)
     return cpu_main(opts, opts.out)

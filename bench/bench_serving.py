@@ -1,6 +1,6 @@
 """Online serving speed on CPU: the O(1) path (cached state + one step) against re-encoding the last 200 events.
 
-    .venv/bin/python bench/bench_serving.py [--quick] [--threads 1] [--out bench/results/bench_serving.json]
+    python -m bench.bench_serving [--quick] [--threads 1] [--out DIR]     # writes DIR/bench_serving.json
 
 Model: ml-100k-sized T2ARec (n_items 1682, d 64, d_state 32, 1 block), random weights, eval mode, float32.
 Every user starts with 199 observed events, so after the first measured event both paths see exactly 200 events
@@ -19,18 +19,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import json
-import os
-import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench.harness import add_out_argument, environment, timed, write_json
 from t2arec_fast.cache import StateCache
 from t2arec_fast.model import T2ARec
 from t2arec_fast.serving import HEADER_WORDS, OnlineRecommender
@@ -98,15 +94,9 @@ def check_same_answers(model, rec, users, rng, clock) -> dict:
 CLOCKS = ("wall", "cpu")     # wall-clock, and this thread's CPU time (steadier when other processes share the cores)
 
 
-def timed(fn, calls: int) -> dict:
+def timed_both(fn, calls: int) -> dict:
     """Seconds per call on both clocks: {"wall": [...], "cpu": [...]}."""
-    out = {"wall": [], "cpu": []}
-    for _ in range(calls):
-        wall, cpu = time.perf_counter(), time.thread_time()
-        fn()
-        out["cpu"].append(time.thread_time() - cpu)
-        out["wall"].append(time.perf_counter() - wall)
-    return out
+    return timed(fn, calls, clocks=CLOCKS)
 
 
 def single_user_latency(rec, users, rng, clock, runs: int, calls: int) -> dict:
@@ -114,8 +104,8 @@ def single_user_latency(rec, users, rng, clock, runs: int, calls: int) -> dict:
     u = users[:1]
     per_run = {(name, c): [] for name in ("observe", "recommend") for c in CLOCKS}
     for run in range(runs + 1):
-        obs = timed(lambda: rec.observe(u, rng.integers(1, N_ITEMS + 1, 1), clock.next(1)), calls)
-        recm = timed(lambda: rec.recommend(u, k=10), calls)
+        obs = timed_both(lambda: rec.observe(u, rng.integers(1, N_ITEMS + 1, 1), clock.next(1)), calls)
+        recm = timed_both(lambda: rec.recommend(u, k=10), calls)
         if run:
             for c in CLOCKS:
                 per_run["observe", c].append(np.percentile(obs[c], [50, 99]) * 1e3)
@@ -129,11 +119,11 @@ def throughput(model, rec, users, rng, clock, batch: int, runs: int, calls_o1: i
     u = users[:batch]
     rates = {(path, c): [] for path in ("o1", "observe", "reencode") for c in CLOCKS}
     for run in range(runs + 1):                                        # run 0 = warm-up
-        t = {"o1": timed(lambda: o1_answer(rec, u, rng.integers(1, N_ITEMS + 1, batch), clock), calls_o1),
-             "observe": timed(lambda: rec.observe(u, rng.integers(1, N_ITEMS + 1, batch), clock.next(batch)),
+        t = {"o1": timed_both(lambda: o1_answer(rec, u, rng.integers(1, N_ITEMS + 1, batch), clock), calls_o1),
+             "observe": timed_both(lambda: rec.observe(u, rng.integers(1, N_ITEMS + 1, batch), clock.next(batch)),
                               calls_o1)}
         items, times = last_events(rec, u)
-        t["reencode"] = timed(lambda: reencode_answer(model, items, times), calls_re)
+        t["reencode"] = timed_both(lambda: reencode_answer(model, items, times), calls_re)
         if run:
             for (path, c), v in rates.items():
                 v.append(batch / statistics.median(t[path][c]))
@@ -152,7 +142,7 @@ def breakdown(model, rec, users, rng, batch: int, calls: int) -> dict:
     found, flat = rec.cache.get(u, rec.version)
     states, o = rec.layout.views(torch.from_numpy(flat))
     ids = torch.from_numpy(rng.integers(1, N_ITEMS + 1, batch))
-    med = lambda fn: statistics.median(timed(fn, calls)["cpu"]) * 1e6        # noqa: E731
+    med = lambda fn: statistics.median(timed_both(fn, calls)["cpu"]) * 1e6        # noqa: E731
     with torch.inference_mode(), flushed_denormals():
         parts = {"cache_get": med(lambda: rec.cache.get(u, rec.version)),
                  "model_step": med(lambda: model.step(ids, states)),
@@ -170,10 +160,10 @@ def ttt_requests(rec, users, clock, quick: bool) -> list:
     for b in (1, 16) if quick else (1, 64):
         u = users[:b]
         at = np.full(b, clock.t + 3600, np.int64)                 # an hour after each user's last event
-        plain = timed(lambda: rec.recommend(u, k=10), 5)
+        plain = timed_both(lambda: rec.recommend(u, k=10), 5)
         rec.set_ttt(TTTConfig())
         rec.recommend(u, k=10, at_time=at)                        # warm-up: the first per-user step is slower
-        adapted = timed(lambda: rec.recommend(u, k=10, at_time=at), 2 if quick else 5)
+        adapted = timed_both(lambda: rec.recommend(u, k=10, at_time=at), 2 if quick else 5)
         rec.set_ttt(None)
         rows.append({"batch": b, **{f"{c}_ms": {"plain": 1e3 * statistics.median(plain[c]),
                                                 "adapted": 1e3 * statistics.median(adapted[c])} for c in CLOCKS}})
@@ -202,30 +192,16 @@ def memory(rec) -> dict:
             "history_bytes_per_user": (rec.history.items.itemsize + rec.history.times.itemsize) * HISTORY + 24}
 
 
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_average_at_start": os.getloadavg(),
-            "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "torch_threads": torch.get_num_threads(), "date": datetime.datetime.now().astimezone().isoformat()}
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer users and runs (a smoke test, not numbers to quote)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_serving.json"))
+    add_out_argument(ap)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     runs = 2 if args.quick else 7
     batches = (1, 64) if args.quick else BATCHES
-    info = machine()
+    info = environment()
     start = time.perf_counter()
     model, rec, users, rng = build(max(batches))
     clock = Clock()
@@ -246,16 +222,13 @@ def main(argv=None) -> int:
     result["memory"] = memory(rec)
     result["wall_s"] = time.perf_counter() - start
     print_table(result)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {write_json(args.out, 'bench_serving.json', result)}")
     return 0
 
 
 def print_table(r: dict) -> None:
     m = r["machine"]
-    print(f"\n{m['cpu']} ({m['cores']} cores, load {m['load_average_at_start'][0]:.1f}), torch {m['torch']}, "
+    print(f"\n{m['cpu']} ({m['cpus']} cores, load {m['load_average'][0]:.1f}), torch {m['torch']}, "
           f"{m['torch_threads']} thread(s), {m['date']}")
     s = r["same_answers"]
     print(f"same answers after 200 events: top-10 identical for {s['top10_identical_fraction']:.1%} of "

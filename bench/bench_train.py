@@ -9,7 +9,8 @@ Then the test-time step (bench_ttt.py's unit: forward, L_time/L_state, backward,
 batches/s at --ttt-batch × 200 on ml-100k's item count (random sequences: ml-100k has only 943 users).
 
 Target (issue 3): one t2arec epoch on ml-100k in under 5 s on this 2-core CPU.
-Prints a table and writes JSON to ${OUT:-bench/results}/bench_train.json. Run: python3 bench/bench_train.py
+Prints a table and writes bench_train.json into --out DIR (default $OUT, else bench/results).
+Run from the repository root: python -m bench.bench_train
 """
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.harness import ROOT, add_out_argument, child_command, environment, write_json
+
 DATA = ROOT.parent / "shared" / "datasets" / "ml-100k"
 MODELS = ("sasrec", "backbone", "t2arec")
 # rows beyond the study's three models (not run by default): name → config overrides
@@ -68,8 +69,7 @@ def train_worker(opts) -> dict:
 def ttt_worker(opts) -> dict:
     """Test-time step throughput at --ttt-batch × max_len on ml-100k's item count."""
     import torch
-    sys.path.insert(0, str(Path(__file__).parent))
-    from bench_ttt import run_case
+    from bench.bench_ttt import run_case
     from t2arec_fast.data import load_dataset
     device = "cuda" if torch.cuda.is_available() else "cpu"
     n_items = load_dataset(opts.data, min_count=opts.min_count, verbose=False).n_items
@@ -81,7 +81,7 @@ def ttt_worker(opts) -> dict:
 
 def run_worker(name: str, opts) -> dict:
     """Run one worker in a fresh process (own peak memory); its last stdout line is JSON."""
-    argv = [sys.executable, __file__, "--worker", name, *opts.passthrough]
+    argv = child_command("bench.bench_train", "--worker", name, *opts.passthrough)
     proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         return dict(model=name, error=(proc.stderr or proc.stdout).strip().splitlines()[-1:])
@@ -124,7 +124,7 @@ def parse_args(argv=None):
     p.add_argument("--ttt-reps", type=int, default=2)
     p.add_argument("--ttt-warmup", type=int, default=1)
     p.add_argument("--ttt-budget", type=float, default=300.0)
-    p.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "bench" / "results"))
+    add_out_argument(p)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
     raw = list(sys.argv[1:] if argv is None else argv)
@@ -135,7 +135,6 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     opts = parse_args(argv)
     if opts.worker:
-        sys.path.insert(0, str(ROOT))
         result = ttt_worker(opts) if opts.worker == "ttt" else train_worker(opts)
         print(json.dumps(result))
         return 0
@@ -144,21 +143,16 @@ def main(argv=None) -> int:
         rows.append(run_worker(name, opts))
         print(format_table(rows[-1:], {}).splitlines()[-1], flush=True)
     ttt = run_worker("ttt", opts) if opts.ttt_batch > 0 else {}
-    import torch
-    from t2arec_fast import __version__
-    result = dict(machine=dict(cpu_count=os.cpu_count(), torch=torch.__version__, t2arec_fast=__version__,
-                               cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                               date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), load_avg_1m=os.getloadavg()[0]),
-                  settings={k: v for k, v in vars(opts).items() if k not in ("worker", "passthrough")},
+    result = dict(machine=environment(),
+                  settings={k: str(v) if k == "out" else v for k, v in vars(opts).items()
+                            if k not in ("worker", "passthrough")},
                   rows=rows, ttt=ttt)
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_train.json").write_text(json.dumps(result, indent=1))
+    path = write_json(opts.out, "bench_train.json", result)
     print(f"\nml-100k, {rows[0].get('n_users', '?')} users, {rows[0].get('n_items', '?')} items, max_len "
           f"{opts.max_len}, batch {opts.batch_size}, {opts.epochs} epochs, {os.cpu_count()} CPUs, load "
           f"{os.getloadavg()[0]:.1f}")
     print(format_table(rows, ttt))
-    print(f"\nwrote {out / 'bench_train.json'}")
+    print(f"\nwrote {path}")
     return 0
 
 

@@ -13,30 +13,24 @@ ops of one triton-backend step. CPU cases (reference; without CUDA, or with --cp
 try/except (an error is recorded, the run goes on); no new case starts after --total-budget seconds (the GPU check
 gives this script ~100 s), and the JSON is rewritten after every case.
 
-Prints a table and writes JSON to ${OUT:-bench/results}/bench_ttt.json. Run: python3 bench/bench_ttt.py
+Prints a table and writes bench_ttt.json into --out DIR (default $OUT, else bench/results).
+Run from the repository root: python -m bench.bench_ttt
 """
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
 import statistics
 import sys
 import time
 import traceback
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from t2arec_fast.adapt import GATED_PER_USER_STEP, adapted_scores  # noqa: E402
-from t2arec_fast.config import ModelConfig, TTTConfig  # noqa: E402
-from t2arec_fast.metrics import target_ranks  # noqa: E402
-from t2arec_fast.model import build_model  # noqa: E402
+from bench.harness import add_out_argument, environment, timed, write_json
+from t2arec_fast.adapt import GATED_PER_USER_STEP, adapted_scores
+from t2arec_fast.config import ModelConfig, TTTConfig
+from t2arec_fast.metrics import target_ranks
+from t2arec_fast.model import build_model
 
 
 class _Batch:
@@ -85,24 +79,10 @@ STEP_TTT = {"ttt": TTTConfig(), "plain": TTTConfig(),
             "ttt_user": TTTConfig(**{**GATED_PER_USER_STEP, "ttt_gate": 0.0})}
 
 
-def _sync(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_step(fn, model, batch, ttt_cfg, device, reps: int, warmup: int, budget_s: float) -> list:
-    """Seconds per call of fn(model, batch, ttt_cfg): `warmup` untimed calls, then up to `reps` timed ones or until
-    `budget_s` has passed (at least one)."""
-    for _ in range(warmup):
-        fn(model, batch, ttt_cfg)
-    _sync(device)
-    times, start = [], time.perf_counter()
-    while len(times) < reps and (not times or time.perf_counter() - start < budget_s):
-        t0 = time.perf_counter()
-        fn(model, batch, ttt_cfg)
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return times
+def time_step(fn, model, batch, ttt_cfg, reps: int, warmup: int, budget_s: float) -> list:
+    """Wall seconds per call of fn(model, batch, ttt_cfg) (CUDA synchronised): `warmup` untimed calls, then up to
+    `reps` timed ones or until `budget_s` has passed (at least one)."""
+    return timed(lambda: fn(model, batch, ttt_cfg), reps, warmup=warmup, budget_s=budget_s)["wall"]
 
 
 def run_case(step: str, device: str, backend: str, batch: int, length: int, n_items: int, opts) -> dict:
@@ -113,7 +93,7 @@ def run_case(step: str, device: str, backend: str, batch: int, length: int, n_it
             torch.cuda.reset_peak_memory_stats()
         model = make_model(n_items, backend, device)
         data = random_batch(batch, length, n_items, device)
-        times = time_step(STEPS[step], model, data, STEP_TTT[step], device, opts.reps, opts.warmup, opts.budget)
+        times = time_step(STEPS[step], model, data, STEP_TTT[step], opts.reps, opts.warmup, opts.budget)
         median = statistics.median(times)
         row.update(median_s=median, batches_per_s=1.0 / median, reps=len(times), times_s=times)
         if device == "cuda":
@@ -140,22 +120,6 @@ def profile_triton_step(batch: int, length: int, n_items: int, rows: int = 15) -
     return prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows)
 
 
-def meta() -> dict:
-    info = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                python=platform.python_version(), torch=torch.__version__, host=platform.node(),
-                cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
-                torch_threads=torch.get_num_threads())
-    try:
-        import triton
-        info["triton"] = triton.__version__
-    except Exception:
-        pass
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        info.update(device=props.name, cuda=torch.version.cuda, gpu_mem_gib=props.total_memory / 2**30)
-    return info
-
-
 def format_rows(rows: list) -> str:
     head = f"{'step':<6} {'device':<6} {'backend':<10} {'batch':>6} {'L':>4} {'items':>6} {'batches/s':>10} " \
            f"{'median s':>9} {'reps':>4} {'peak GiB':>8}"
@@ -173,7 +137,7 @@ def format_rows(rows: list) -> str:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "bench" / "results"))
+    add_out_argument(p)
     p.add_argument("--batch", type=int, default=4096, help="users per test batch on CUDA")
     p.add_argument("--length", type=int, default=200)
     p.add_argument("--items", type=int, default=3706)
@@ -205,9 +169,7 @@ def plan(opts) -> list:
 
 def main(argv=None) -> int:
     opts = parse_args(argv)
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
-    result = dict(meta=meta(), ttt=vars(TTTConfig()), rows=[])
+    result = dict(meta=environment(), ttt=vars(TTTConfig()), rows=[])
     started = time.perf_counter()
     for step, device, backend, batch in plan(opts):
         if time.perf_counter() - started > opts.total_budget:
@@ -224,7 +186,7 @@ def main(argv=None) -> int:
             result["rows"].append(run_case(step, device, backend, batch, opts.length, opts.items, opts))
             print(format_rows(result["rows"][-1:]).splitlines()[-1], flush=True)
         # written after every case: a run cut short by a time limit still leaves what it measured
-        (out / "bench_ttt.json").write_text(json.dumps(result, indent=1))
+        path = write_json(opts.out, "bench_ttt.json", result)
     print(f"\nTest-time step throughput (batches/s), {result['meta'].get('device', result['meta']['cpu'])}, "
           f"torch {torch.__version__}; 'ttt' = forward + L_time/L_state + backward + adapted forward + full "
           f"ranking, 'plain' = forward + full ranking")
@@ -232,7 +194,7 @@ def main(argv=None) -> int:
     if "profile_triton_top_cuda_ops" in result:
         print("\nTop CUDA ops of one triton-backend test-time step:")
         print(result["profile_triton_top_cuda_ops"])
-    print(f"\nwrote {out / 'bench_ttt.json'}")
+    print(f"\nwrote {path}")
     return 0
 
 

@@ -4,7 +4,7 @@
 #
 # Steps (each time-boxed; a failing step is recorded and the script goes on): nvidia-smi; versions; make the
 # package importable (editable install, else a staged copy on PYTHONPATH); pytest tests/ops on CUDA (no
-# interpreter); bench/bench_scan.py; bench/bench_ttt.py if it exists; a summary table LAST.
+# interpreter); bench.bench_scan; bench.bench_ttt; a summary table LAST (bench_scan's own table, from its JSON).
 # Everything is logged to ${OUT:-bench/results}/gpu_check.log next to the benchmarks' JSON.
 #
 # Optional peer kernels: wheels in <repo>/.whl/ (git-ignored; `bash bench/fetch_peer_wheels.sh` downloads
@@ -66,9 +66,12 @@ make_importable() {
 }
 
 # `python -P` keeps the current directory off sys.path, so the repository's own t2arec_fast/ (which lacks the
-# triton_kernels mapping) cannot shadow the installed or staged package.
+# triton_kernels mapping) cannot shadow the installed or staged package. The benchmarks are the `bench` package:
+# a folder holding only a link to bench/ goes on PYTHONPATH, so that `python -P -m bench.<name>` finds them.
 PYRUN=("$PY")
 "$PY" -P -c pass 2>/dev/null && PYRUN=("$PY" -P)
+BENCH_PATH="$(mktemp -d)"
+ln -s "$ROOT/bench" "$BENCH_PATH/bench"
 
 run_step nvidia-smi 20 nvidia-smi
 run_step versions 40 "$PY" -c "
@@ -90,12 +93,9 @@ XDIST=()
 run_step pytest 150 "${PYRUN[@]}" -m pytest tests/ops -q -x -p no:cacheprovider --durations=8 "${XDIST[@]}"
 BENCH_ARGS=(--out "$OUT_DIR" --compile-timeout 60)
 [[ "${GPU_CHECK_SWEEP:-0}" == 1 ]] && BENCH_ARGS+=(--sweep --sweep-budget 100)
-run_step bench_scan 200 "${PYRUN[@]}" bench/bench_scan.py "${BENCH_ARGS[@]}"
-if [[ -f bench/bench_ttt.py ]]; then
-    run_step bench_ttt 100 "${PYRUN[@]}" bench/bench_ttt.py
-else
-    STEPS+=("$(printf '%-12s %-9s %5s' bench_ttt absent -)")
-fi
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$BENCH_PATH"
+run_step bench_scan 200 "${PYRUN[@]}" -m bench.bench_scan "${BENCH_ARGS[@]}"
+run_step bench_ttt 100 "${PYRUN[@]}" -m bench.bench_ttt --out "$OUT_DIR"
 
 # ---- summary, printed last --------------------------------------------------------------------------------------
 {
@@ -103,20 +103,5 @@ fi
     echo "================ GPU check summary (install: $INSTALL_MODE, ${SECONDS}s total) ================"
     printf '%s\n' "${STEPS[@]}"
     grep -E '^[0-9]+ (passed|failed)|^(FAILED|ERROR) |[0-9]+ (passed|failed|error)' "$LOG" | tail -n 3
-    "$PY" - "$OUT_DIR/bench_scan.json" <<'EOF' || echo "(no bench_scan.json)"
-import json, sys
-r = json.load(open(sys.argv[1]))
-m = r["meta"]
-print(f"{m.get('device')}  torch {m['torch']}  triton {m['triton']}  copy BW {m['copy_bandwidth_gbs']:.0f} GB/s")
-print(f"{'shape':<16}{'dtype':<9}{'backend':<15}{'fwd ms':>8}{'bwd ms':>8}{'f+b ms':>8}{'x eager':>8}{'%BW':>6}")
-for row in r["rows"]:
-    shape = "x".join(map(str, row.get("shape", [])))
-    if "fwd_ms" not in row:
-        print(f"{shape:<16}{row.get('dtype', ''):<9}{row['backend']:<15}{(row.get('skipped') or row.get('error', ''))[:40]}")
-        continue
-    x = row.get("fwd_bwd_speedup_vs_eager")
-    pct = row.get("fwd_pct_copy_bw")
-    print(f"{shape:<16}{row['dtype']:<9}{row['backend']:<15}{row['fwd_ms']:>8.3f}{row['bwd_ms']:>8.3f}"
-          f"{row['fwd_bwd_ms']:>8.3f}{'' if x is None else f'{x:.1f}':>8}{'' if pct is None else f'{pct:.0f}':>6}")
-EOF
+    "${PYRUN[@]}" -m bench.bench_scan --summary "$OUT_DIR/bench_scan.json" || echo "(no bench_scan.json)"
 } 2>&1 | tee -a "$LOG"

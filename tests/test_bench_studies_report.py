@@ -1,13 +1,11 @@
-"""bench/report.py renders docs/results.md's real-data tables from reproduce JSON: numbers and tests come from data."""
+"""bench/studies/report.py renders docs/results.md's real-data tables from reproduce JSON: numbers and tests come
+from data."""
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import report  # noqa: E402
-from reproduce import paired_t  # noqa: E402
+from bench.studies import report
+from bench.studies.reproduce import paired_t
 
 
 def run(seed, ndcg, ttt=None):
@@ -55,8 +53,8 @@ def test_rewrites_only_the_marked_block(tmp_path, monkeypatch):
     text = doc.read_text()
     assert text.startswith("intro\n") and text.endswith("after\n") and "old table" not in text
     assert "### ml-100k" in text and "### amazon-beauty\n\nNot run yet" in text
-    row = ("| ml-100k: `python bench/reproduce.py ml-100k --seeds 0 1 2 --epochs 60 --set batch_size=64` | 3 | "
-           "0.0500 ± 0.0000 | 0.1100 ± 0.0100 | 0.1300 ± 0.0200 | 0.1300 ± 0.0200 |")
+    row = ("| ml-100k: `python -m bench.studies.reproduce ml-100k --seeds 0 1 2 --epochs 60 --set batch_size=64` "
+           "| 3 | 0.0500 ± 0.0000 | 0.1100 ± 0.0100 | 0.1300 ± 0.0200 | 0.1300 ± 0.0200 |")
     assert row in readme.read_text()
     assert readme.read_text().endswith("rest\n") and "old" not in readme.read_text()
 
@@ -72,7 +70,7 @@ def test_missing_markers_are_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_combine_joins_seeds_from_separate_processes(tmp_path):
-    import reproduce
+    from bench.studies import reproduce
     full = study()
     first = {**full, "seeds": [0, 1], "runs": {k: v[:2] for k, v in full["runs"].items()}}
     second = {**full, "seeds": [2], "wall_seconds": 300, "runs": {k: v[2:] for k, v in full["runs"].items()}}
@@ -107,8 +105,9 @@ def test_shift_table_groups_seeds_by_model_variant(tmp_path, monkeypatch):
     assert "| time_aware_dt=true, valid_after_shift=0.5 | gated | 1 |" in text and "| 1 of 1 |" in text
     assert ("| time_aware_dt=true, valid_after_shift=0.5 | **the step validation chose, per seed** | 1 | 0.3000 ± "
             in text)
-    assert "`python bench/shift_study.py --epochs 20 --seed 2`" in text
-    assert "`python bench/shift_study.py --epochs 20 --seed 0 --set time_aware_dt=true --valid-after-shift 0.5`" in text
+    assert "`python -m bench.studies.shift_study --epochs 20 --seed 2`" in text
+    assert ("`python -m bench.studies.shift_study --epochs 20 --seed 0 --set time_aware_dt=true "
+            "--valid-after-shift 0.5`") in text
 
 
 def test_model_variants_are_paired_by_seed_with_the_defaults(tmp_path, monkeypatch):
@@ -132,7 +131,7 @@ def test_model_variants_are_paired_by_seed_with_the_defaults(tmp_path, monkeypat
 
 def test_shift_offsets_place_each_event_relative_to_its_users_shifts():
     from types import SimpleNamespace
-    from shift_study import NO_SHIFT_NEAR, shift_offsets
+    from bench.studies.shift_study import NO_SHIFT_NEAR, shift_offsets
     import numpy as np
     flags = np.zeros(14, bool)
     flags[[5, 6, 12]] = True                   # user 0: events 0..9, shifts at 5 and 6; user 1: 10..13, shift at 12

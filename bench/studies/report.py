@@ -1,8 +1,9 @@
 """Render the generated tables of docs/results.md: the real-data studies (bench/results/reproduce_<dataset>.json,
-bench/reproduce.py) and the validation searches (bench/results/tune_<name>.json, bench/tune_alignment.py).
+bench/studies/reproduce.py) and the validation searches (bench/results/tune_<name>.json,
+bench/studies/tune_alignment.py).
 
-    python bench/report.py            # rewrites the block between the reproduce markers in docs/results.md
-    python bench/report.py --print    # only prints it
+    python -m bench.studies.report            # rewrites the block between the reproduce markers in docs/results.md
+    python -m bench.studies.report --print    # only prints it
 
 One table per data set: test Recall/MRR/NDCG@10 (mean ± std over seeds) for the baselines, the ablations, T2ARec
 without and with the test-time step; validation NDCG@10, best epoch and seconds per epoch beside them; paired
@@ -16,12 +17,11 @@ import json
 import statistics
 from pathlib import Path
 
-from reproduce import DATASETS, mean_std, paired_t
+from bench.harness import RESULTS, ROOT
+from bench.studies.reproduce import DATASETS, mean_std, paired_t
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "results.md"
-BEGIN, END = "<!-- reproduce:begin (bench/report.py) -->", "<!-- reproduce:end -->"
+BEGIN, END = "<!-- reproduce:begin (bench/studies/report.py) -->", "<!-- reproduce:end -->"
 ORDER = ("sasrec", "backbone", "t2arec w/o L_time", "t2arec w/o L_state", "t2arec", "t2arec mu1, per-user step")
 METRICS = ("recall@10", "mrr@10", "ndcg@10")
 
@@ -106,17 +106,18 @@ def dataset_section(report: dict) -> str:
 
 def command_of(report: dict) -> str:
     sets = " ".join(f"{k}={v}" for k, v in report["overrides"].items())
-    return (f"python bench/reproduce.py {report['dataset']} --seeds {' '.join(map(str, report['seeds']))} "
+    return (f"python -m bench.studies.reproduce {report['dataset']} --seeds {' '.join(map(str, report['seeds']))} "
             f"--epochs {report['max_epochs']}" + (f" --set {sets}" if sets else ""))
 
 
-TUNE_BEGIN, TUNE_END = "<!-- tune:begin (bench/report.py) -->", "<!-- tune:end -->"
+TUNE_BEGIN, TUNE_END = "<!-- tune:begin (bench/studies/report.py) -->", "<!-- tune:end -->"
 
 
 def tune_section(name: str, report: dict) -> str:
-    """One validation search of bench/tune_alignment.py: pre-training variants, then the step chosen on valid."""
+    """One validation search of bench/studies/tune_alignment.py: pre-training variants, then the step chosen on
+    valid."""
     batch = f" --batch-size {report['batch_size']}" if report.get("batch_size", 256) != 256 else ""
-    command = f"python bench/tune_alignment.py {report['dataset']} --epochs {report['epochs']}{batch}"
+    command = f"python -m bench.studies.tune_alignment {report['dataset']} --epochs {report['epochs']}{batch}"
     lines = [f"### {name} — `{command}`", "",
              "| variant | valid NDCG@10 | test NDCG@10 | step chosen on valid (params, α, μ', users per batch) "
              "| valid with it | test with it |", "|---|---|---|---|---|---|"]
@@ -142,11 +143,11 @@ def render_tune() -> str:
                         for p in sorted(RESULTS.glob("tune_*.json")))
 
 
-SHIFT_BEGIN, SHIFT_END = "<!-- shift:begin (bench/report.py) -->", "<!-- shift:end -->"
+SHIFT_BEGIN, SHIFT_END = "<!-- shift:begin (bench/studies/report.py) -->", "<!-- shift:end -->"
 
 
 def render_shift() -> str:
-    """The synthetic shift studies (bench/shift_study.py, one JSON per seed and variant) as one table: each
+    """The synthetic shift studies (bench/studies/shift_study.py, one JSON per seed and variant) as one table: each
     test-time setting's NDCG@10 (mean ± std over seeds) overall and on targets right after a true shift, the
     paired difference to no step, and how many seeds' validation chose it."""
     studies = {}
@@ -283,7 +284,7 @@ def shift_variant(report: dict) -> str:
 
 def shift_command(report: dict) -> str:
     data = report.get("data", "synthetic").partition(":")[2]
-    return (f"python bench/shift_study.py --epochs {report['epochs']} --seed {report['seed']}"
+    return (f"python -m bench.studies.shift_study --epochs {report['epochs']} --seed {report['seed']}"
             + (f" --set {' '.join(report['overrides'])}" if report.get("overrides") else "")
             + (f" --valid-after-shift {data.partition('=')[2]}" if data.startswith("valid_after_shift=") else ""))
 
@@ -296,7 +297,7 @@ def replace_block(text: str, begin: str, end: str, block: str) -> str:
 
 
 README = ROOT / "README.md"
-README_BEGIN, README_END = "<!-- results:begin (bench/report.py) -->", "<!-- results:end -->"
+README_BEGIN, README_END = "<!-- results:begin (bench/studies/report.py) -->", "<!-- results:end -->"
 
 
 def readme_table() -> str:
@@ -328,7 +329,7 @@ def render() -> str:
         if path.exists():
             sections.append(dataset_section(json.loads(path.read_text())))
         else:
-            sections.append(f"### {name}\n\nNot run yet (`python bench/reproduce.py {name}`).")
+            sections.append(f"### {name}\n\nNot run yet (`python -m bench.studies.reproduce {name}`).")
     return "\n\n".join(sections)
 
 

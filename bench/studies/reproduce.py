@@ -4,10 +4,10 @@ For each data set and seed, every model is pre-trained with early stopping on va
 (full ranking, history not masked) on valid and test; T2ARec is also evaluated with the test-time step. Settings
 are the package defaults (chosen on validation, docs/results.md) unless overridden with --set key=value.
 
-    python bench/reproduce.py ml-100k --seeds 0 1 2                       # ≈ 35 min on the 2-core CPU
-    python bench/reproduce.py amazon-beauty --seeds 0 --epochs 20
-    python bench/reproduce.py amazon-beauty --seeds 2 --out /tmp/s2     # another process, another core ...
-    python bench/reproduce.py amazon-beauty --combine /tmp/s2/reproduce_amazon-beauty.json   # ... then one study
+    python -m bench.studies.reproduce ml-100k --seeds 0 1 2                       # ≈ 35 min on the 2-core CPU
+    python -m bench.studies.reproduce amazon-beauty --seeds 0 --epochs 20
+    python -m bench.studies.reproduce amazon-beauty --seeds 2 --out /tmp/s2     # another process, another core ...
+    python -m bench.studies.reproduce amazon-beauty --combine /tmp/s2/reproduce_amazon-beauty.json  # ... one study
 
 Writes bench/results/reproduce_<dataset>.json (every run) and bench/results/segments_<dataset>.png (NDCG@10 per
 test-time segment, as the paper's Figure 5), and prints the mean ± std table that docs/results.md quotes.
@@ -30,11 +30,10 @@ from t2arec_fast.data import leave_one_out, load_dataset
 from t2arec_fast.evaluate import evaluate
 from t2arec_fast.train import fit
 
-from provenance import code_version
+from bench.harness import RESULTS, ROOT, code_version
 
 CODE = code_version()          # the code this process runs, read once at start (edits during a run don't count)
 
-ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
 # name → (path, k-core, max length), as in the papers that use these sets (model-spec §7)
 DATASETS = {
@@ -184,7 +183,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides for all runs")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--out", type=Path, default=RESULTS, metavar="DIR", help="folder for the JSON and the plot")
     ap.add_argument("--keep", metavar="DIR", default=None,
                     help="keep every trained model (DIR/<dataset>/<model>/seed<k>/best, `t2arec evaluate` reads it)")
     ap.add_argument("--merge", action="store_true",

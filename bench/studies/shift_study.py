@@ -6,17 +6,17 @@ optionally gated to users whose request gap is long (`ttt_gate`). NDCG@10 is spl
 first event after a true shift (ground truth from the generator). The setting with the best validation NDCG@10 is
 reported as the one validation chooses.
 
-    python bench/shift_study.py --epochs 20 --seed 0                          # ≈ 3 min on a 2-core CPU
-    python bench/shift_study.py --epochs 20 --seed 0 --valid-after-shift 0.5  # validation targets after shifts too
+    python -m bench.studies.shift_study --epochs 20 --seed 0                          # ≈ 3 min on a 2-core CPU
+    python -m bench.studies.shift_study --epochs 20 --seed 0 --valid-after-shift 0.5  # valid. targets after shifts
 
 The default data put a shift before the TEST target of half the users but before few validation targets (6.8 %),
 so validation cannot see what a step does after a shift; --valid-after-shift gives validation the test's share.
-Writes --out (JSON); `python bench/report.py` renders all of them into docs/results.md.
+Writes DIR/shift_study_seed<S>.json (--out DIR, --name); `python -m bench.studies.report` renders all of them into
+docs/results.md.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from datetime import datetime, timezone
@@ -33,7 +33,7 @@ from t2arec_fast.metrics import metrics_from_ranks
 from t2arec_fast.model import load_model
 from t2arec_fast.train import fit
 
-from provenance import code_version
+from bench.harness import RESULTS, code_version, write_json
 
 CODE = code_version()          # the code this process runs, read once at start (edits during a run don't count)
 
@@ -95,7 +95,8 @@ def main():
                     help="config overrides for the model trained here, e.g. time_aware_dt=true")
     ap.add_argument("--valid-after-shift", type=float, default=0.0,
                     help="share of users whose validation target is forced right after a shift (generator option)")
-    ap.add_argument("--out", default="bench/results/shift_study.json")
+    ap.add_argument("--out", type=Path, default=RESULTS, metavar="DIR", help="folder for the JSON")
+    ap.add_argument("--name", default=None, help="file name (default shift_study_seed<S>.json)")
     args = ap.parse_args()
     spec = f"synthetic:valid_after_shift={args.valid_after_shift}" if args.valid_after_shift else "synthetic"
     ds = load_dataset(spec, min_count=1, verbose=False)
@@ -129,9 +130,7 @@ def main():
               "chosen_on_valid": chosen["setting"],
               "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads", "torch": torch.__version__,
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "code": CODE, "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {write_json(args.out, args.name or f'shift_study_seed{args.seed}.json', report)}")
 
 
 if __name__ == "__main__":

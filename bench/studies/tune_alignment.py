@@ -5,15 +5,14 @@ trained with the same seed, data and epochs; each keeps its best-validation epoc
 Stage 2 (test-time step): for every aligned model, a grid over which parameters adapt, α, μ1' = μ2' and the test
 batch size is evaluated on validation; the best setting (if it beats no-TTT on validation) is then run on test.
 
-    python bench/tune_alignment.py synthetic --epochs 30          # the embedded data set
-    python bench/tune_alignment.py ../shared/datasets/ml-100k --epochs 40
+    python -m bench.studies.tune_alignment synthetic --epochs 30          # the embedded data set
+    python -m bench.studies.tune_alignment ../shared/datasets/ml-100k --epochs 40
 
 Writes bench/results/tune_<name>.json and prints the tables; docs/results.md quotes them.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from datetime import datetime, timezone
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from bench.harness import RESULTS, code_version, write_json
 from t2arec_fast.config import Config
 from t2arec_fast.data import leave_one_out, load_dataset
 from t2arec_fast.evaluate import evaluate
@@ -92,7 +92,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", default=",".join(PRETRAIN_VARIANTS))
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--out", type=Path, default=RESULTS, metavar="DIR", help="folder for the JSON")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     spec, data_over = dataset_spec(args.dataset)
@@ -105,7 +105,7 @@ def main():
               "seed": args.seed, "batch_size": args.batch_size,
               "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
               "torch": torch.__version__, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "variants": {}}
+              "code": code_version(), "variants": {}}
     for vname in args.variants.split(","):
         cfg, model, history, seconds = train_variant(base, PRETRAIN_VARIANTS[vname], ds, args.epochs, args.seed)
         max_len = history["max_len"]
@@ -133,10 +133,7 @@ def main():
         print(f"{vname:>12}: valid ndcg@10 {entry['valid']['ndcg@10']:.5f}  test ndcg@10 {entry['test']['ndcg@10']:.5f}"
               + (f"  test+ttt {entry['test_ttt']['ndcg@10']:.5f}" if "test_ttt" in entry else "")
               + f"  ({entry['seconds']:.0f}s, best epoch {entry['best_epoch']})", flush=True)
-    out = Path(args.out or f"bench/results/tune_{name}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {write_json(args.out, f'tune_{name}.json', report)}")
 
 
 if __name__ == "__main__":
