@@ -8,9 +8,8 @@ import sys
 
 from .common import user_error_types
 
-# module names under t2arec_fast.cli that provide register(subparsers); missing ones are skipped while the
-# product is being built up.
-COMMAND_MODULES = ("data_cmd", "demo_cmd", "train_cmd", "export_cmd", "serve_cmd", "reproduce_cmd")
+# the modules under t2arec_fast.cli that provide register(subparsers), in the order `t2arec --help` lists them
+COMMAND_MODULES = ("data_cmd", "demo_cmd", "train_cmd", "export_cmd", "serve_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,13 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"t2arec_fast.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"t2arec_fast.cli.{name}":
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(f"t2arec_fast.cli.{name}").register(sub)
     return parser
 
 

@@ -12,19 +12,10 @@ class UserError(Exception):
 def user_error_types() -> tuple:
     """Exception types that mean bad input rather than a bug: shown as one line, exit code 2."""
     from t2arec_fast.config import ConfigError
+    from t2arec_fast.data.errors import DataError
+    from t2arec_fast.errors import InputError
     from t2arec_fast.optional import MissingExtraError
-    types = [UserError, ConfigError, FileNotFoundError, MissingExtraError]
-    try:
-        from t2arec_fast.data.errors import DataError
-        types.append(DataError)
-    except ImportError:
-        pass
-    try:
-        from t2arec_fast.errors import InputError
-        types.append(InputError)
-    except ImportError:
-        pass
-    return tuple(types)
+    return UserError, ConfigError, DataError, InputError, FileNotFoundError, MissingExtraError
 
 
 def write_json(path, payload) -> None:
@@ -37,14 +28,11 @@ def write_json(path, payload) -> None:
 
 
 def _jsonable(obj):
-    try:
-        import numpy as np
-        if isinstance(obj, np.generic):
-            return obj.item()
-        if isinstance(obj, np.ndarray):
-            return obj.tolist()
-    except ImportError:  # pragma: no cover
-        pass
+    import numpy as np
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

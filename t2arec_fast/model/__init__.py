@@ -6,14 +6,10 @@ import dataclasses
 from .block import BlockState, T2AMambaBlock
 from .checkpoint import load_checkpoint
 from .losses import estimate_time_margin, interest_state_loss, time_interval_loss
+from .sasrec import SASRec
 from .t2arec import T2ARec
 
-MODEL_CLASSES = {"t2arec": T2ARec, "backbone": T2ARec}
-try:  # the SASRec baseline lives in its own module
-    from .sasrec import SASRec
-    MODEL_CLASSES["sasrec"] = SASRec
-except ImportError:  # pragma: no cover - while the baseline is being written
-    SASRec = None
+MODEL_CLASSES = {"t2arec": T2ARec, "backbone": T2ARec, "sasrec": SASRec}
 
 # options of ModelConfig that only SASRec uses / only T2ARec uses
 _T2AREC_ONLY = {"d_state", "conv_kernel", "backend", "gap_transform", "pair_block", "step_transform",
@@ -29,8 +25,6 @@ def build_model(model_cfg, n_items: int, max_len: int = 200):
         d, d_state, n_blocks = fields.pop("d"), fields.pop("d_state"), fields.pop("n_blocks")
         return T2ARec(n_items, d=d, d_state=d_state, n_blocks=n_blocks, **fields)
     if name == "sasrec":
-        if SASRec is None:
-            raise ImportError("the SASRec baseline is not available")
         kwargs = {k: v for k, v in fields.items() if k not in _T2AREC_ONLY and k != "model"}
         return SASRec(n_items, max_len=max_len, **kwargs)
     raise ValueError(f"unknown model {name!r}; expected t2arec, backbone or sasrec")
