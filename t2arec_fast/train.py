@@ -115,12 +115,9 @@ class _LossModule(nn.Module):
 
 def time_pair_count(items: torch.Tensor, times: torch.Tensor, target_times: torch.Tensor, model_cfg) -> torch.Tensor:
     """How many pairs L_time averages over in this batch (its denominator; data only, no parameters)."""
-    from .model.losses import block_pairs, gap_sequence, transform_gaps
+    from .model.losses import gap_sequence, time_pairs
     gaps, valid = gap_sequence(times, items != 0, target_times)
-    d_gap, pair_ok = block_pairs(transform_gaps(gaps, model_cfg.gap_transform), valid, model_cfg.pair_block)
-    if not model_cfg.count_tied_pairs:
-        pair_ok = pair_ok & (d_gap != 0)
-    return pair_ok.sum()
+    return time_pairs(gaps, valid, model_cfg.pair_block, model_cfg.gap_transform, model_cfg.count_tied_pairs)[1].sum()
 
 
 def shard_weights(batch, ctx: DistContext, model_cfg, real: bool = True) -> dict:

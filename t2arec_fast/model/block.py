@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from t2arec_fast.ops import selective_scan, selective_state_step
+from t2arec_fast.ops import selective_scan, selective_state_step, state_step_output
 
 
 @dataclass
@@ -144,8 +144,7 @@ class T2AMambaBlock(nn.Module):
         x, B, C, dt = self._ssm_inputs(conv_out, dt_raw, gap_feature)
         carried, _ = selective_scan(inner.x, inner.dt, self.A, inner.B, C, initial_state=inner.initial_ssm,
                                     backend=self.backend, export_form=self.export_form)   # h_iᵀ Ĉ_{i+1}
-        y = torch.exp(dt * self.A)[..., None] * carried + (dt * (B * C).sum(-1))[..., None] * x + self.D * x
-        return self._output(y * F.silu(z))
+        return self._output(state_step_output(carried, x, dt, self.A, B, C, self.D, z))
 
     # -- one step -----------------------------------------------------------------------------------------------
     def step(self, u_t: torch.Tensor, state: BlockState, gap_feature: Optional[torch.Tensor] = None):

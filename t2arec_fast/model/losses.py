@@ -64,6 +64,21 @@ def block_pairs(values: torch.Tensor, valid: torch.Tensor, block: int):
     return diff, pair_ok
 
 
+def time_pairs(gaps: torch.Tensor, valid: torch.Tensor, block: int, gap_transform: str,
+               count_tied_pairs: bool = True, dtype: torch.dtype | None = None):
+    """The pairs L_time compares — the one definition used by the loss, its pair count (DDP weights) and λ.
+
+    gaps, valid: (batch, L+1) from `gap_sequence` (seconds, bool). Returns (d_gap, counted), both
+    (batch, blocks, block, block): g(T_i) − g(T_j) for i < j inside each block of `block` positions (anchored at the
+    last column), in `dtype` if given, and which pairs count (both valid; with `count_tied_pairs` False, also
+    unequal gaps). Source: docs/model.md (L_time)."""
+    g = transform_gaps(gaps, gap_transform)
+    d_gap, counted = block_pairs(g if dtype is None else g.to(dtype), valid, block)
+    if not count_tied_pairs:
+        counted = counted & (d_gap != 0)
+    return d_gap, counted
+
+
 def time_interval_loss(steps: torch.Tensor, gaps: torch.Tensor, valid: torch.Tensor, margin: float,
                        block: int = 16, gap_transform: str = "hours", count_tied_pairs: bool = True) -> torch.Tensor:
     """L_time: pairwise hinge on the ordering of predicted steps Δ vs true gaps g(T).
@@ -72,11 +87,8 @@ def time_interval_loss(steps: torch.Tensor, gaps: torch.Tensor, valid: torch.Ten
     L = Σ max(0, 1 − (Δ_i − Δ_j)(g(T_i) − g(T_j)) / λ) / (number of counted pairs).
     Pairs with equal gaps contribute a constant 1 and no gradient; `count_tied_pairs` decides whether they count.
     """
-    g = transform_gaps(gaps, gap_transform).to(steps.dtype)
-    d_step, pair_ok = block_pairs(steps, valid, block)
-    d_gap, _ = block_pairs(g, valid, block)
-    if not count_tied_pairs:
-        pair_ok = pair_ok & (d_gap != 0)
+    d_gap, pair_ok = time_pairs(gaps, valid, block, gap_transform, count_tied_pairs, dtype=steps.dtype)
+    d_step, _ = block_pairs(steps, valid, block)
     hinge = torch.relu(1.0 - d_step * d_gap / margin)
     n_pairs = pair_ok.sum()
     return torch.where(pair_ok, hinge, torch.zeros_like(hinge)).sum() / n_pairs.clamp_min(1)
@@ -91,8 +103,8 @@ def estimate_time_margin(gap_batches, block: int = 16, gap_transform: str = "hou
     """
     diffs, seen = [], 0
     for gaps, valid in gap_batches:
-        d_gap, pair_ok = block_pairs(transform_gaps(gaps, gap_transform), valid, block)
-        d = d_gap.abs()[pair_ok & (d_gap != 0)]
+        d_gap, pair_ok = time_pairs(gaps, valid, block, gap_transform, count_tied_pairs=False)
+        d = d_gap.abs()[pair_ok]
         diffs.append(d)
         seen += d.numel()
         if seen >= max_pairs:

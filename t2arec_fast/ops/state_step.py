@@ -52,6 +52,22 @@ def state_step_reference(h, x, dt, A, B, C, D=None, z=None):
     return y, h_new
 
 
+def state_step_output(carried, x, dt, A, B, C, D=None, z=None):
+    """The output y of the same one step when the old state is only known through carried = hᵀC (its readout with
+    the step's own C): y = exp(dt·A)·carried + dt·(B·C)·x (+ D ⊙ x) (⊙ SiLU(z)), equal to `state_step_reference`'s
+    y because hᵀ_newC = exp(dt·A)·hᵀC + dt·(B·C)·x.
+
+    Any leading dims: carried, x, z (..., d); dt (...,); B, C (..., d_state); A scalar; D (d,). Used by
+    `T2AMambaBlock.extrapolate`, which gets hᵢᵀĈᵢ₊₁ at every position from one scan instead of materialising the
+    states. Source: docs/model.md (one-step extrapolation)."""
+    y = torch.exp(dt * A)[..., None] * carried + (dt * (B * C).sum(-1))[..., None] * x
+    if D is not None:
+        y = y + D * x
+    if z is not None:
+        y = y * F.silu(z)
+    return y
+
+
 def selective_state_step(h, x, dt, A, B, C, D=None, z=None, slots=None, backend="auto"):
     """See the module docstring. backend: "auto" | "triton" | "reference"."""
     _check_step_inputs(h, x, dt, A, B, C, D, z, slots)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from t2arec_fast.ops import (resolve_backend, selective_scan, selective_scan_chunked, selective_scan_loop,
-                             selective_state_step, state_step_reference)
+                             selective_state_step, state_step_output, state_step_reference)
 
 from .scan_testing import SCAN_ARG_NAMES, make_scan_inputs, rel_err, run_with_grads
 
@@ -94,3 +94,18 @@ def test_step_rejects_bad_slots():
         selective_state_step(h, *args, slots=torch.tensor([0, 3]), backend="reference")
     with pytest.raises(ValueError, match="slots must be int"):
         selective_state_step(h, *args, slots=torch.tensor([0.0, 1.0]), backend="reference")
+
+
+@pytest.mark.parametrize("with_dz", [True, False])
+def test_step_output_from_the_carried_readout_equals_the_one_step_reference(with_dz):
+    """state_step_output (extrapolation: hᵀC known, h not) is the same step as state_step_reference."""
+    g = torch.Generator().manual_seed(3)
+    b, n, d = 5, 4, 6
+    h, x, z = torch.randn(b, n, d, generator=g), torch.randn(b, d, generator=g), torch.randn(b, d, generator=g)
+    dt, B, C = torch.rand(b, generator=g), torch.randn(b, n, generator=g), torch.randn(b, n, generator=g)
+    A, D = torch.tensor(-1.3), torch.randn(d, generator=g)
+    args = [t.double() for t in (x, dt, A, B, C)]
+    extra = (D.double(), z.double()) if with_dz else (None, None)
+    y_ref, _ = state_step_reference(h.double(), *args, *extra)
+    carried = torch.bmm(C.double()[:, None, :], h.double())[:, 0]                   # hᵀC of the OLD state
+    torch.testing.assert_close(state_step_output(carried, *args, *extra), y_ref, rtol=1e-12, atol=1e-12)
