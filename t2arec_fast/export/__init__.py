@@ -6,8 +6,9 @@
 Modules: graphs.py (what is traced, I/O names), exporter.py (trace → check → validate), runtime.py (OnnxEncoder);
 the scan's loop-free graph form lives in t2arec_fast/ops/export_scan.py.
 """
-from .exporter import DEFAULT_OPSET, ExportValidationError, export_onnx, model_version
+from .exporter import DEFAULT_OPSET, ExportValidationError, export_onnx
 from .graphs import GRAPH_KINDS
+from .metadata import model_version
 from .runtime import OnnxEncoder, OnnxModelError
 
 __all__ = ["export_onnx", "OnnxEncoder", "OnnxModelError", "ExportValidationError", "model_version",

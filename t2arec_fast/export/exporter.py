@@ -10,7 +10,6 @@ directory that a server could pick up.
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import os
 import warnings
@@ -26,6 +25,8 @@ from t2arec_fast.optional import require
 from t2arec_fast.ops.export_scan import SCAN_FORMS
 
 from . import graphs
+from .metadata import graph_metadata
+from .runtime import open_session
 
 DEFAULT_OPSET = 17          # loadable by ONNX Runtime ≥ 1.17 (incl. onnxruntime-gpu, which refuses opset 27)
 MIN_OPSET = 17              # LayerNormalization is a single op from 17 on
@@ -131,26 +132,6 @@ def _cpu_copy(model, backend: str, export_form: str = "matrix"):
 
 
 # -- metadata -----------------------------------------------------------------------------------------------------
-def model_version(model) -> str:
-    """A content hash of the weights (16 hex digits): two graphs belong together iff their versions match."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def graph_metadata(model, opset: int, form: str) -> dict:
-    """Written into every graph's metadata_props (as strings). model_version hashes the caller's model as given,
-    so `model_version(model)` in PyTorch matches the graphs' label."""
-    from t2arec_fast import __version__
-    cfg = model.config
-    return {"producer": "t2arec_fast", "package_version": __version__, "model_version": model_version(model),
-            "model": cfg.model, "n_items": model.n_items, "d": cfg.d, "d_state": cfg.d_state,
-            "n_blocks": cfg.n_blocks, "conv_kernel": cfg.conv_kernel, "opset": int(opset), "scan_form": form,
-            "dtype": "float32", "torch_version": torch.__version__}
-
-
 def _label(proto: onnx.ModelProto, meta: dict) -> None:
     proto.producer_name = "t2arec_fast"
     proto.producer_version = str(meta["package_version"])
@@ -268,7 +249,6 @@ def validate_graph(path, kind: str, reference, rtol: float = 1e-4, batch: int = 
     """Run the graph at `path` in ONNX Runtime (CPU) on fresh random inputs — at a batch and length other than the
     traced ones, so a frozen dynamic axis shows up — and compare with `reference` (a T2ARec in PyTorch).
     → {output name: relative error}; raises ExportValidationError naming every output above rtol."""
-    from .runtime import open_session
     session = open_session(path, ["CPUExecutionProvider"])
     k = min(5, reference.n_items)
     args = graphs.example_inputs(kind, reference, batch=batch, length=length, seed=1)

@@ -13,9 +13,11 @@ import numpy as np
 import torch
 
 from t2arec_fast.errors import InputError
+from t2arec_fast.model.base import check_left_padded
 from t2arec_fast.model.block import BlockState
 
 from . import graphs
+from .metadata import model_version, state_shapes
 
 
 class OnnxModelError(InputError):
@@ -90,6 +92,10 @@ class OnnxEncoder:
         self.n_items = int(self.metadata["n_items"])
         self.d, self.d_state = int(self.metadata["d"]), int(self.metadata["d_state"])
         self.n_blocks, self.conv_kernel = int(self.metadata["n_blocks"]), int(self.metadata["conv_kernel"])
+        self.state_shapes = state_shapes(self.metadata)
+        if self.state_shapes is None or len(self.state_shapes) != self.n_blocks:
+            raise OnnxModelError(f"{directory}: the graphs' metadata lacks the state shapes (exported by an older "
+                                 "t2arec_fast): re-export them")
         self.model_version = self.metadata["model_version"]
         self.dtype = np.dtype(self.metadata["dtype"])
         for kind, p in paths.items():
@@ -153,10 +159,9 @@ class OnnxEncoder:
 
     def empty_states(self, batch: int) -> List[BlockState]:
         """The state of users with no history (stepping from it n times equals encoding the n items)."""
-        conv = (batch, self.conv_kernel - 1, self.d + 2 * self.d_state)
-        return [BlockState(torch.zeros(conv, dtype=_torch_dtype(self.dtype)),
-                           torch.zeros(batch, self.d_state, self.d, dtype=_torch_dtype(self.dtype)))
-                for _ in range(self.n_blocks)]
+        dtype = _torch_dtype(self.dtype)
+        return [BlockState(torch.zeros((batch, *conv), dtype=dtype), torch.zeros((batch, *ssm), dtype=dtype))
+                for conv, ssm in self.state_shapes]
 
     def _step_with_scores(self, item_ids_t, states, k: int):
         if not isinstance(k, (int, np.integer)) or not 1 <= k <= self.n_items:
@@ -187,7 +192,7 @@ class OnnxEncoder:
             raise InputError(f"item id {int(ids[tuple(bad)])} at {tuple(int(i) for i in bad)} is outside "
                              f"[{low}, {self.n_items}]" + (" (0 = padding)" if dim == 2 else ""))
         if dim == 2:
-            _check_left_padded(ids)
+            check_left_padded(torch.from_numpy(ids))
         return ids
 
     def _step_feeds(self, item_ids_t, states, kind: str = "step") -> dict:
@@ -199,11 +204,10 @@ class OnnxEncoder:
     def _state_arrays(self, states, batch: int) -> List[np.ndarray]:
         if len(states) != self.n_blocks:
             raise InputError(f"states: expected {self.n_blocks} block state(s), got {len(states)}")
-        shapes = ((batch, self.conv_kernel - 1, self.d + 2 * self.d_state), (batch, self.d_state, self.d))
         arrays = []
-        for i, st in enumerate(states):
+        for i, (st, block_shapes) in enumerate(zip(states, self.state_shapes)):
             pair = (st.conv, st.ssm) if isinstance(st, BlockState) else tuple(st)
-            for name, tensor, shape in zip(("conv", "ssm"), pair, shapes):
+            for name, tensor, shape in zip(("conv", "ssm"), pair, ((batch, *s) for s in block_shapes)):
                 arr = np.ascontiguousarray(_to_numpy(tensor), dtype=self.dtype)
                 if arr.shape != shape:
                     raise InputError(f"states[{i}].{name}: expected shape {shape}, got {arr.shape}")
@@ -221,15 +225,6 @@ def _torch_dtype(dtype: np.dtype) -> torch.dtype:
     return torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
 
 
-def _check_left_padded(ids: np.ndarray) -> None:
-    real = ids != 0
-    gap = real[:, :-1] & ~real[:, 1:]
-    if gap.any():
-        raise InputError(f"row {int(np.argwhere(gap.any(1))[0, 0])} is not LEFT-padded: padding (0) follows an item")
-    if not real[:, -1].all():
-        raise InputError(f"row {int(np.argwhere(~real[:, -1])[0, 0])} has no items (all padding)")
-
-
 class OnnxStepModel:
     """A T2ARec whose recurrent work (encode, step) runs in ONNX Runtime, for `OnlineRecommender(backend="onnx")`.
 
@@ -240,7 +235,6 @@ class OnnxStepModel:
     """
 
     def __init__(self, model, onnx_dir, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None):
-        from .exporter import model_version
         self.torch_model = model.eval()
         self.encoder = OnnxEncoder(onnx_dir, providers=providers, threads=threads)
         if self.encoder.model_version != model_version(model):

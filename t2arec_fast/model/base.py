@@ -13,6 +13,23 @@ from t2arec_fast.errors import InputError
 from .checkpoint import load_checkpoint
 
 
+def check_left_padded(item_ids: torch.Tensor) -> torch.Tensor:
+    """item_ids (batch, L), 0 = padding, must be LEFT-padded with at least one item per row (docs/data.md).
+
+    Returns the mask of real items (batch, L) bool.
+
+    Raises:
+        InputError: naming the first row where padding follows an item, or that holds no item.
+    """
+    real = item_ids != 0
+    gap = real[:, :-1] & ~real[:, 1:]
+    if gap.any():
+        raise InputError(f"row {int(gap.any(1).nonzero()[0])} is not LEFT-padded: padding (0) follows a real item")
+    if not real[:, -1].all():
+        raise InputError(f"row {int((~real[:, -1]).nonzero()[0])} has no items (all padding)")
+    return real
+
+
 class SequentialRecommender(nn.Module):
     item_emb: nn.Embedding
     n_items: int
@@ -31,13 +48,7 @@ class SequentialRecommender(nn.Module):
             bad = ((item_ids < 0) | (item_ids > self.n_items)).nonzero()[0].tolist()
             raise InputError(f"item id {int(item_ids[bad[0], bad[1]])} at (row {bad[0]}, column {bad[1]}) is outside "
                              f"[0, {self.n_items}] (0 = padding)")
-        real = item_ids != 0
-        if (real[:, :-1] & ~real[:, 1:]).any():
-            row = int((real[:, :-1] & ~real[:, 1:]).any(1).nonzero()[0])
-            raise InputError(f"row {row} is not LEFT-padded: padding (0) follows a real item")
-        if not real[:, -1].all():
-            row = int((~real[:, -1]).nonzero()[0])
-            raise InputError(f"row {row} has no items (all padding)")
+        real = check_left_padded(item_ids)
         if timestamps is not None:
             self._check_timestamps(item_ids, real, timestamps)
 

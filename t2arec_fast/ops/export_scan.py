@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from ._backend import check_choice
-from .selective_scan import _check_scan_inputs, _finish_output
+from ._common import check_scan_inputs, finish_output
 
 SCAN_FORMS = ("matrix", "linear_attention")
 
@@ -38,7 +38,7 @@ def selective_scan_export(x, dt, A, B, C, D=None, z=None, initial_state=None, fo
     form: "matrix" or "linear_attention" (the latter emits its ONNX node only while exporting; in eager PyTorch it
     evaluates the matrix form). Raises ValueError for an unknown form or bad shapes."""
     check_scan_form(form)
-    _check_scan_inputs(x, dt, A, B, C, D, z, initial_state)
+    check_scan_inputs(x, dt, A, B, C, D, z, initial_state)
     if initial_state is None:
         initial_state = x.new_zeros(x.shape[0], B.shape[-1], x.shape[-1])
     log_decay = dt * A                                                   # (b, L) per-step log-decay, ≤ 0
@@ -46,7 +46,7 @@ def selective_scan_export(x, dt, A, B, C, D=None, z=None, initial_state=None, fo
         y, h = _GatedLinearAttention.apply(C, B * dt[..., None], x, initial_state, log_decay)
     else:
         y, h = _matrix_scan(x, dt, log_decay, B, C, initial_state)
-    return _finish_output(y, x, D, z), h
+    return finish_output(y, x, D, z), h
 
 
 def _matrix_scan(x, dt, log_decay, B, C, h0):

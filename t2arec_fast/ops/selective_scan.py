@@ -21,46 +21,14 @@ import torch
 import torch.nn.functional as F
 
 from ._backend import resolve_backend
+from ._common import check_scan_inputs, finish_output
 
 DEFAULT_CHUNK = 64
 
 
-def _check_scan_inputs(x, dt, A, B, C, D, z, initial_state):
-    if x.dim() != 3:
-        raise ValueError(f"selective_scan: x must be (batch, seqlen, d), got shape {tuple(x.shape)}")
-    b, L, d = x.shape
-    if dt.shape != (b, L):
-        raise ValueError(f"selective_scan: dt must be (batch, seqlen)={(b, L)}, got {tuple(dt.shape)}")
-    if B.dim() != 3 or B.shape[:2] != (b, L) or C.shape != B.shape:
-        raise ValueError(
-            f"selective_scan: B and C must be (batch, seqlen, d_state) with batch, seqlen = {(b, L)}; "
-            f"got B {tuple(B.shape)}, C {tuple(C.shape)}")
-    if A.numel() != 1:
-        raise ValueError(f"selective_scan: A must be a scalar tensor, got shape {tuple(A.shape)}")
-    if D is not None and D.shape != (d,):
-        raise ValueError(f"selective_scan: D must be (d,)={(d,)}, got {tuple(D.shape)}")
-    if z is not None and z.shape != x.shape:
-        raise ValueError(f"selective_scan: z must have x's shape {tuple(x.shape)}, got {tuple(z.shape)}")
-    n = B.shape[-1]
-    if initial_state is not None and initial_state.shape != (b, n, d):
-        raise ValueError(
-            f"selective_scan: initial_state must be (batch, d_state, d)={(b, n, d)}, got {tuple(initial_state.shape)}")
-    for name, t in (("dt", dt), ("B", B), ("C", C)):
-        if not t.is_floating_point():
-            raise TypeError(f"selective_scan: {name} must be a floating tensor, got {t.dtype}")
-
-
-def _finish_output(y, x, D, z):
-    if D is not None:
-        y = y + x * D
-    if z is not None:
-        y = y * F.silu(z)
-    return y
-
-
 def selective_scan_loop(x, dt, A, B, C, D=None, z=None, initial_state=None):
     """The recurrence as written, one step at a time. Slow; the ground truth for tests."""
-    _check_scan_inputs(x, dt, A, B, C, D, z, initial_state)
+    check_scan_inputs(x, dt, A, B, C, D, z, initial_state)
     b, L, d = x.shape
     n = B.shape[-1]
     h = x.new_zeros(b, n, d) if initial_state is None else initial_state
@@ -70,7 +38,7 @@ def selective_scan_loop(x, dt, A, B, C, D=None, z=None, initial_state=None):
         h = decay * h + (dt[:, t, None] * B[:, t])[:, :, None] * x[:, t, None, :]
         ys.append(torch.einsum("bnd,bn->bd", h, C[:, t]))
     y = torch.stack(ys, dim=1) if ys else x.new_zeros(b, 0, d)
-    return _finish_output(y, x, D, z), h
+    return finish_output(y, x, D, z), h
 
 
 def selective_scan_chunked(x, dt, A, B, C, D=None, z=None, initial_state=None, chunk_size=DEFAULT_CHUNK):
@@ -81,12 +49,12 @@ def selective_scan_chunked(x, dt, A, B, C, D=None, z=None, initial_state=None, c
         h_end = exp(s_Q) h_0     + Σ_τ   exp(s_Q − s_τ) dt_τ B_τ ⊗ x_τ
     and a short sequential pass carries h across chunks. exp() only ever sees non-positive arguments.
     """
-    _check_scan_inputs(x, dt, A, B, C, D, z, initial_state)
+    check_scan_inputs(x, dt, A, B, C, D, z, initial_state)
     b, L, d = x.shape
     n = B.shape[-1]
     h = x.new_zeros(b, n, d) if initial_state is None else initial_state
     if L == 0:
-        return _finish_output(x.new_zeros(b, 0, d), x, D, z), h
+        return finish_output(x.new_zeros(b, 0, d), x, D, z), h
     Q = min(chunk_size, L)
     pad = (-L) % Q
     xs, dts, Bs, Cs = x, dt, B, C
@@ -122,7 +90,7 @@ def selective_scan_chunked(x, dt, A, B, C, D=None, z=None, initial_state=None, c
     h0 = torch.stack(starts, dim=1)                                     # state entering each chunk (b, nc, n, d)
     y_inter = torch.einsum("bctn,bcnd->bctd", Cc * torch.exp(s)[..., None], h0)
     y = (y_intra + y_inter).reshape(b, nc * Q, d)[:, :L]
-    return _finish_output(y, x, D, z), h
+    return finish_output(y, x, D, z), h
 
 
 def selective_scan(x, dt, A, B, C, D=None, z=None, initial_state=None, backend="auto", *,
@@ -146,7 +114,7 @@ def selective_scan(x, dt, A, B, C, D=None, z=None, initial_state=None, backend="
     backend = resolve_backend(backend, x)
     if backend == "triton":
         from t2arec_fast.triton_kernels.selective_scan import selective_scan_triton
-        _check_scan_inputs(x, dt, A, B, C, D, z, initial_state)
+        check_scan_inputs(x, dt, A, B, C, D, z, initial_state)
         return selective_scan_triton(x, dt, A, B, C, D, z, initial_state, impl=triton_impl, chunk=chunk_size)
     if backend == "loop":
         return selective_scan_loop(x, dt, A, B, C, D, z, initial_state)

@@ -11,9 +11,9 @@ Two modes:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ._backend import resolve_backend
+from ._common import finish_output
 
 
 def _check_step_inputs(h, x, dt, A, B, C, D, z, slots):
@@ -45,11 +45,7 @@ def state_step_reference(h, x, dt, A, B, C, D=None, z=None):
     decay = torch.exp(dt * A)[:, None, None]
     h_new = decay * h + (dt[:, None] * B)[:, :, None] * x[:, None, :]
     y = torch.bmm(C[:, None, :], h_new)[:, 0]         # hᵀC; 6× faster than the einsum on CPU (no transposed copy)
-    if D is not None:
-        y = y + x * D
-    if z is not None:
-        y = y * F.silu(z)
-    return y, h_new
+    return finish_output(y, x, D, z), h_new
 
 
 def state_step_output(carried, x, dt, A, B, C, D=None, z=None):
@@ -60,12 +56,7 @@ def state_step_output(carried, x, dt, A, B, C, D=None, z=None):
     Any leading dims: carried, x, z (..., d); dt (...,); B, C (..., d_state); A scalar; D (d,). Used by
     `T2AMambaBlock.extrapolate`, which gets hᵢᵀĈᵢ₊₁ at every position from one scan instead of materialising the
     states. Source: docs/model.md (one-step extrapolation)."""
-    y = torch.exp(dt * A)[..., None] * carried + (dt * (B * C).sum(-1))[..., None] * x
-    if D is not None:
-        y = y + D * x
-    if z is not None:
-        y = y * F.silu(z)
-    return y
+    return finish_output(torch.exp(dt * A)[..., None] * carried + (dt * (B * C).sum(-1))[..., None] * x, x, D, z)
 
 
 def selective_state_step(h, x, dt, A, B, C, D=None, z=None, slots=None, backend="auto"):

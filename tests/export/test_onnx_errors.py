@@ -40,6 +40,21 @@ def test_graphs_from_different_models(exported, tmp_path):
         OnnxEncoder(out)
 
 
+def test_graphs_without_state_shapes_ask_for_a_reexport(exported, tmp_path):
+    """The runtime reads the state shapes from the graphs' metadata (never re-derives them); older graphs lack it."""
+    out = copy_export(exported, tmp_path)
+    for kind in ("encode", "step", "step_topk"):
+        path = out / f"{kind}.onnx"
+        if path.exists():
+            proto = onnx.load(str(path))
+            keep = [p for p in proto.metadata_props if p.key != "state_shapes"]
+            del proto.metadata_props[:]
+            proto.metadata_props.extend(keep)
+            onnx.save(proto, str(path))
+    with pytest.raises(OnnxModelError, match="lacks the state shapes.*re-export"):
+        OnnxEncoder(out)
+
+
 def test_graph_under_the_wrong_name(exported, tmp_path):
     out = copy_export(exported, tmp_path)
     shutil.copy(out / "step.onnx", out / "encode.onnx")

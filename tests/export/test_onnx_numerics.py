@@ -1,5 +1,6 @@
 """ONNX Runtime vs PyTorch: encode and step graphs, mixed lengths, states, top-k, 2 blocks, opset 27."""
 import copy
+import json
 from collections import Counter
 
 import onnx
@@ -111,6 +112,8 @@ def test_metadata(model, exported):
     for key in ("model_version", "d", "d_state", "n_items", "opset", "package_version", "kind"):
         assert key in props
     assert props["n_items"] == str(N_ITEMS) and props["opset"] == "17" and props["d"] == "16"
+    shapes = [[list(st.conv.shape[1:]), list(st.ssm.shape[1:])] for st in model.empty_states(1)]
+    assert json.loads(props["state_shapes"]) == shapes                     # the runtime's only source of them
     assert summary["validation"]["encode"]["o_n"] < 1e-4
 
 
