@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from bench.harness import ROOT, add_out_argument, child_command, environment, write_json
 
@@ -148,7 +149,7 @@ def main(argv=None) -> int:
                             if k not in ("worker", "passthrough")},
                   rows=rows, ttt=ttt)
     path = write_json(opts.out, "bench_train.json", result)
-    print(f"\nml-100k, {rows[0].get('n_users', '?')} users, {rows[0].get('n_items', '?')} items, max_len "
+    print(f"\n{Path(opts.data).name}, {rows[0].get('n_users', '?')} users, {rows[0].get('n_items', '?')} items, max_len "
           f"{opts.max_len}, batch {opts.batch_size}, {opts.epochs} epochs, {os.cpu_count()} CPUs, load "
           f"{os.getloadavg()[0]:.1f}")
     print(format_table(rows, ttt))
