@@ -25,6 +25,8 @@ class ConfigError(ValueError):
 class DataConfig:
     dataset: str = "synthetic"
     format: Optional[str] = None          # reader override; None = auto-detect
+    columns: Optional[str] = None         # "user=U,item=I,timestamp=T" for files with other column names
+    time_unit: Optional[str] = None       # unit of numeric timestamps (s, ms, us, ns); None = detect (docs/data.md)
     min_count: int = 10                   # iterative k-core on users and items
     max_len: Optional[int] = None         # None = 200 for MovieLens-like data, 50 otherwise
     split: str = "loo"                    # "loo" (leave-one-out by time) | "global_time"

@@ -44,7 +44,7 @@ def test_real_ml100k(shared_datasets, capsys):
     assert "943 users, 1,682 items, 100,000 interactions" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("text,expected", [("", "empty"), ("1\t2\t3\t4.5\n", "line 1, column 4 (timestamp)")])
+@pytest.mark.parametrize("text,expected", [("", "empty"), ("1\t2\t3\t-4.5\n", "line 1, column 4 (timestamp)")])
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, text, expected):
     path = write(tmp_path, "u.data", text)
     assert main(["data", "stats", str(path)]) == 2
@@ -85,3 +85,18 @@ def test_demo_runs_the_whole_pipeline_on_a_tiny_set(tmp_path, capsys):
                                          "t2arec + gated per-user step (ext.)", "t2arec, request-gap readout (ext.)"}
     assert report["serving"]["top1_agreement"] > 0.95
     assert (tmp_path / "runs" / "onnx" / "encode.onnx").is_file()
+
+
+ISSUE_MS = "user_id,item_id,timestamp\n1,7,1700003543761\n1,15,1700006723852\n2,7,1700003600000\n2,9,1700003700000\n"
+
+
+def test_data_stats_on_milliseconds_says_the_unit(tmp_path, capsys):
+    """Issue 13, item 6: a millisecond export died with `year 55840 is out of range`."""
+    path = write(tmp_path, "ms.csv", ISSUE_MS)
+    assert main(["data", "stats", str(path), "--min-count", "1", "--json", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    assert "ms (detected)" in out and "2023-11-14 23:12:23 UTC" in out
+    assert json.loads((tmp_path / "s.json").read_text())["time_unit"] == "ms (detected)"
+    assert main(["data", "stats", str(path), "--min-count", "1", "--time-unit", "s"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "after the year 9999" in err and "line 2" in err

@@ -25,7 +25,7 @@ def register(subparsers) -> None:
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    """DATASET, --format, --min-count, --columns: shared by every command that loads data."""
+    """DATASET, --format, --min-count, --columns, --time-unit: shared by every command that loads data."""
     parser.add_argument("dataset", metavar="DATASET", help=DATASET_HELP)
     parser.add_argument("--format", default=None,
                         help="force a reader: recbole, movielens-tab, movielens-dat, csv, parquet, seq-pair "
@@ -34,25 +34,14 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
                         help="iterative k-core: keep users and items with at least N interactions")
     parser.add_argument("--columns", default=None, metavar="user=U,item=I,timestamp=T",
                         help="column names of a CSV/Parquet file whose columns are not named as usual")
+    parser.add_argument("--time-unit", default=None, metavar="UNIT",
+                        help="unit of numeric timestamps: s, ms, us, ns (default: detected from their magnitude)")
 
 
 def load_from_args(args, verbose: bool = False):
     from t2arec_fast.data import load_dataset
-    return load_dataset(args.dataset, format=args.format, min_count=args.min_count,
-                        columns=parse_columns(args.columns), verbose=verbose)
-
-
-def parse_columns(text):
-    """'user=uid,item=iid,timestamp=ts' -> {'user': 'uid', ...}; integers are taken as 0-based positions."""
-    if not text:
-        return None
-    mapping = {}
-    for part in text.split(","):
-        key, eq, value = part.partition("=")
-        if not eq:
-            raise UserError(f"--columns: expected role=column pairs like user=uid, got {part!r}")
-        mapping[key.strip()] = int(value) if value.strip().isdigit() else value.strip()
-    return mapping
+    return load_dataset(args.dataset, format=args.format, min_count=args.min_count, columns=args.columns,
+                        time_unit=args.time_unit, verbose=verbose)
 
 
 def run_stats(args) -> int:

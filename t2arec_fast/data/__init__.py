@@ -24,13 +24,23 @@ __all__ = ["load_dataset", "SequenceDataset", "Batch", "Batches", "DataError", "
 
 
 def load_dataset(path_or_spec: Union[str, Path], format: Optional[str] = None, min_count: int = 10,
-                 columns: Optional[dict] = None, verbose: bool = True) -> SequenceDataset:
+                 columns: Union[dict, str, None] = None, time_unit: Optional[str] = None,
+                 verbose: bool = True) -> SequenceDataset:
     """Load a data set: a file, a folder holding a known file, a .zip archive, or `synthetic[:key=value,...]`.
 
     format:    force a reader (recbole, movielens-tab, movielens-dat, csv, parquet, seq-pair); None = detect.
     min_count: iterative k-core on users and items (the paper uses 10; 0 or 1 keeps everything).
-    columns:   {"user": ..., "item": ..., "timestamp": ...} column names for CSV/Parquet files with other names.
+    columns:   {"user": ..., "item": ..., "timestamp": ...} column names for CSV/Parquet files with other names
+               (or the text form "user=uid,item=iid,timestamp=ts"; whole numbers are positions).
+    time_unit: unit of numeric timestamps in the file: "s", "ms", "us", "ns"; None or "auto" detects it from the
+               magnitude of the values (docs/data.md). The data set is in int64 seconds either way;
+               `ds.meta["time_unit"]` and the statistics say which unit was read.
     verbose:   print the statistics table.
+
+    Ids are tokens: distinct ids in the file stay distinct (docs/data.md, "Ids").
+
+    Raises:
+        DataError: unreadable or invalid input (naming file, line and column), or nothing left after the k-core.
     """
     spec = str(path_or_spec)
     if spec == "synthetic" or spec.startswith("synthetic:") or (format or "").lower() == "synthetic":
@@ -38,7 +48,8 @@ def load_dataset(path_or_spec: Union[str, Path], format: Optional[str] = None, m
         ds = from_spec(spec if spec.startswith("synthetic") else f"synthetic:{spec}", min_count=min_count)
     else:
         from .readers import read_interactions
-        ds = build_dataset(read_interactions(path_or_spec, format=format, columns=columns), min_count=min_count)
+        ds = build_dataset(read_interactions(path_or_spec, format=format, columns=columns, time_unit=time_unit),
+                           min_count=min_count)
     if ds.n_interactions == 0:
         raise DataError(f"no interactions left after the {min_count}-core filter; try a smaller min_count", spec)
     if verbose:

@@ -18,7 +18,7 @@ RawIds = Union[np.ndarray, pa.Array]
 
 @dataclass
 class Interactions:
-    """What every reader returns: one row per event, raw ids, int64 unix seconds, in file order."""
+    """What every reader returns: one row per event, raw ids (tokens), int64 unix seconds, in file order."""
     users: RawIds
     items: RawIds
     timestamps: np.ndarray
@@ -26,6 +26,9 @@ class Interactions:
     format: str
     files: list = field(default_factory=list)          # on-disk paths the data came from (hashed for stats)
     extras: dict = field(default_factory=dict)         # optional per-event columns carried through (synthetic)
+    subsecond: Optional[np.ndarray] = None             # time below a second, only to order same-second events
+    time_unit: str = "s"                               # unit of the input's times: s, ms, us, ns
+    time_unit_source: str = "given"                    # "detected" (by magnitude), "given", "date-time"
 
     def __len__(self) -> int:
         return len(self.timestamps)
@@ -36,32 +39,49 @@ def build_dataset(raw: Interactions, min_count: int = 10, default_max_len: Optio
     user_codes, user_vocab = factorize(raw.users)
     item_codes, item_vocab = factorize(raw.items)
     rows = kcore_rows(user_codes, item_codes, len(user_vocab), len(item_vocab), min_count)
-    timestamps = raw.timestamps
+    timestamps, subsecond = raw.timestamps, raw.subsecond
     extras = dict(raw.extras)
     if rows is not None:
         user_codes, item_codes, timestamps = user_codes[rows], item_codes[rows], timestamps[rows]
+        subsecond = subsecond[rows] if subsecond is not None else None
         extras = {key: value[rows] for key, value in extras.items()}
+    dropped = _kcore_report(raw, user_vocab, item_vocab, user_codes, item_codes, min_count)
     user_codes, user_vocab = _compact(user_codes, user_vocab, first=0)
     item_codes, item_vocab = _compact(item_codes, item_vocab, first=1)
-    order = chronological_order(user_codes, timestamps)
+    order = chronological_order(user_codes, timestamps, subsecond)
     if order is not None:
         user_codes, item_codes, timestamps = user_codes[order], item_codes[order], timestamps[order]
         extras = {key: value[order] for key, value in extras.items()}
     offsets = np.zeros(len(user_vocab) + 1, dtype=np.int64)
     np.cumsum(np.bincount(user_codes, minlength=len(user_vocab)), out=offsets[1:])
     item_ids = np.concatenate([_padding_placeholder(item_vocab), item_vocab])
+    meta = {"time_unit": raw.time_unit, "time_unit_source": raw.time_unit_source, **dropped}
     return SequenceDataset(name=raw.name, offsets=offsets, items=item_codes.astype(np.int64), timestamps=timestamps,
                            user_ids=user_vocab, item_ids=item_ids, format=raw.format, files=list(raw.files),
-                           min_count=min_count, default_max_len=default_max_len, extras=extras)
+                           min_count=min_count, default_max_len=default_max_len, extras=extras, meta=meta)
+
+
+def _kcore_report(raw: Interactions, user_vocab, item_vocab, user_codes, item_codes, min_count: int) -> dict:
+    """What the k-core removed (rows, users, items): reported in the statistics, never dropped silently."""
+    kept_users = np.count_nonzero(np.bincount(user_codes, minlength=len(user_vocab)))
+    kept_items = np.count_nonzero(np.bincount(item_codes, minlength=len(item_vocab)))
+    return {"rows_read": len(raw), "rows_dropped_by_min_count": len(raw) - len(user_codes),
+            "users_dropped_by_min_count": len(user_vocab) - int(kept_users),
+            "items_dropped_by_min_count": len(item_vocab) - int(kept_items)}
 
 
 def factorize(raw: RawIds) -> tuple[np.ndarray, np.ndarray]:
-    """(codes 0..K-1 (int32 when they fit), vocabulary of K raw ids in sorted order). Hash-based: linear time."""
+    """(codes 0..K-1 (int32 when they fit), vocabulary of K raw ids in sorted order). Hash-based: linear time.
+
+    Ids are compared as given (tokens): distinct tokens always get distinct codes. When every distinct token is a
+    canonical decimal integer the vocabulary is int64 and numbered in numeric order, else text in text order.
+    """
+    from .validate import integer_ids_if_canonical
     array = raw if isinstance(raw, (pa.Array, pa.ChunkedArray)) else pa.array(raw)
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
-    encoded = array.dictionary_encode()
-    dictionary = encoded.dictionary
+    encoded = array if pa.types.is_dictionary(array.type) else array.dictionary_encode()
+    dictionary = integer_ids_if_canonical(encoded.dictionary)
     order = pc.array_sort_indices(dictionary).to_numpy()
     code_type = np.int32 if len(order) < 2 ** 31 else np.int64   # half the memory traffic in the k-core passes
     rank = np.empty(len(order), dtype=code_type)
@@ -89,10 +109,17 @@ def kcore_rows(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int,
         kept, users, items = kept[ok], users[ok], items[ok]
 
 
-def chronological_order(users: np.ndarray, timestamps: np.ndarray) -> Optional[np.ndarray]:
-    """Stable order by (user, time), so ties keep file order; None when the data is already in that order."""
+def chronological_order(users: np.ndarray, timestamps: np.ndarray,
+                        subsecond: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+    """Stable order by (user, time), so ties keep file order; None when the data is already in that order.
+
+    `subsecond` (the time below a second, from ms/us/ns or fractional input) orders events of the same second, so
+    keeping whole seconds never reorders events."""
     if len(users) == 0:
         return None
+    if subsecond is not None:  # least significant key first; the stable (user, second) sort keeps its order
+        by_subsecond = np.argsort(subsecond, kind="stable")
+        return by_subsecond[_stable_order(timestamps[by_subsecond] - timestamps.min(), users[by_subsecond])]
     same_user = users[1:] == users[:-1]
     if (np.all(users[1:] >= users[:-1])
             and np.all(timestamps[1:][same_user] >= timestamps[:-1][same_user])):

@@ -16,6 +16,7 @@ from . import validate
 from .errors import DataError
 from .preprocess import Interactions
 from .sources import Source, canonical_format, resolve
+from .time_units import canonical_unit
 
 ROLES = ("user", "item", "timestamp")
 # header names recognised without a column mapping (lower case); MovieLens, RecBole and common spellings
@@ -26,18 +27,29 @@ ALIASES = {
     "timestamp": ("timestamp", "ts", "time", "unix_time", "unixreviewtime", "datetime", "date"),
 }
 MOVIELENS_COLUMNS = ["user", "item", "rating", "timestamp"]
+# how messages tell a user to name the columns, in the Python API and on the command line
+COLUMNS_HINT = ("name them with columns={'user': ..., 'item': ..., 'timestamp': ...} (Python) or "
+                "--columns user=U,item=I,timestamp=T (command line)")
 
 
-def read_interactions(path: Union[str, Path], format: Optional[str] = None,
-                      columns: Optional[dict] = None) -> Interactions:
-    """Read a file, folder or archive into Interactions. `columns` maps user/item/timestamp to column names (or
-    0-based positions for header-less CSV) where the names are not the usual ones."""
+def read_interactions(path: Union[str, Path], format: Optional[str] = None, columns: Union[dict, str, None] = None,
+                      time_unit: Optional[str] = None) -> Interactions:
+    """Read a file, folder or archive into Interactions (rules: docs/data.md).
+
+    columns:   maps user/item/timestamp to column names (or 0-based positions for header-less CSV) where the names
+               are not the usual ones: a dict, or the text form "user=uid,item=iid,timestamp=ts".
+    time_unit: unit of numeric timestamps: "s", "ms", "us", "ns", or None/"auto" to detect it by magnitude.
+
+    Raises:
+        DataError: anything wrong with the input, naming the file, line and column.
+    """
     path = Path(path).expanduser()
+    unit = canonical_unit(time_unit)
     fmt, sources = resolve(path, canonical_format(format))
     name = dataset_name(path, sources)
     reader = {"recbole": read_recbole, "movielens-tab": read_movielens_tab, "movielens-dat": read_movielens_dat,
               "csv": read_csv, "parquet": read_parquet, "seq-pair": read_sequence_pair}[fmt]
-    raw = reader(*sources, columns=_check_mapping(columns))
+    raw = reader(*sources, columns=_check_mapping(columns), time_unit=unit)
     raw.name, raw.format, raw.files = name, fmt, sorted({s.path for s in sources})
     if len(raw) == 0:
         raise DataError("no interactions in the file (only a header or blank lines)", sources[0].name)
@@ -58,22 +70,24 @@ def dataset_name(path: Path, sources: list) -> str:
 
 
 # -- formats ---------------------------------------------------------------------------------------------------------
-def read_movielens_tab(source: Source, columns=None) -> Interactions:
+def read_movielens_tab(source: Source, columns=None, time_unit=None) -> Interactions:
     """GroupLens `u.data`: user, item, rating, timestamp separated by tabs, no header."""
     _check_not_empty(source)
     return _read_delimited(source, "\t", MOVIELENS_COLUMNS, header_lines=0, quoting=False,
-                           mapping=columns or {r: r for r in ROLES})
+                           mapping=columns or {r: r for r in ROLES}, time_unit=time_unit)
 
 
-def read_movielens_dat(source: Source, columns=None) -> Interactions:
+def read_movielens_dat(source: Source, columns=None, time_unit=None) -> Interactions:
     """GroupLens `ratings.dat`: user::item::rating::timestamp. The two-character separator becomes one for pyarrow."""
     data = _nonempty_bytes(source).replace(b"::", b"\x1f")
     return _read_delimited(source, "\x1f", MOVIELENS_COLUMNS, header_lines=0, quoting=False,
-                           mapping=columns or {r: r for r in ROLES}, data=data, shown_delimiter="::")
+                           mapping=columns or {r: r for r in ROLES}, data=data, shown_delimiter="::",
+                           time_unit=time_unit)
 
 
-def read_recbole(source: Source, columns=None) -> Interactions:
-    """RecBole atomic `.inter`: tab-separated, typed header `user_id:token item_id:token ... timestamp:float`."""
+def read_recbole(source: Source, columns=None, time_unit=None) -> Interactions:
+    """RecBole atomic `.inter`: tab-separated, typed header `user_id:token item_id:token ... timestamp:float`.
+    Id columns are tokens whatever type the header gives them (RecBole's own rule for `:token`)."""
     _check_not_empty(source)
     header = source.first_line().split("\t")
     untyped = [h for h in header if ":" not in h]
@@ -82,10 +96,11 @@ def read_recbole(source: Source, columns=None) -> Interactions:
                         f"timestamp:float', got field {untyped[0]!r}", source.name, line=1)
     names = [h.split(":", 1)[0] for h in header]
     mapping = columns or {"user": "user_id", "item": "item_id", "timestamp": "timestamp"}
-    return _read_delimited(source, "\t", names, header_lines=1, quoting=False, mapping=mapping)
+    return _read_delimited(source, "\t", names, header_lines=1, quoting=False, mapping=mapping,
+                           time_unit=time_unit)
 
 
-def read_csv(source: Source, columns=None) -> Interactions:
+def read_csv(source: Source, columns=None, time_unit=None) -> Interactions:
     """Generic delimited text with a header (or header-less with a positional mapping); delimiter sniffed."""
     _check_not_empty(source)
     first = source.first_line()
@@ -96,12 +111,13 @@ def read_csv(source: Source, columns=None) -> Interactions:
         names = [f"column{i + 1}" for i in range(len(fields))]
         mapping = {role: names[i] if i < len(names) else f"column{i + 1}" for role, i in columns.items()}
         return _read_delimited(source, delimiter, names, header_lines=int(has_header), quoting=True,
-                               mapping=mapping)
+                               mapping=mapping, time_unit=time_unit)
     mapping = columns or _mapping_from_aliases(fields, source)
-    return _read_delimited(source, delimiter, fields, header_lines=1, quoting=True, mapping=mapping)
+    return _read_delimited(source, delimiter, fields, header_lines=1, quoting=True, mapping=mapping,
+                           time_unit=time_unit)
 
 
-def read_parquet(source: Source, columns=None) -> Interactions:
+def read_parquet(source: Source, columns=None, time_unit=None) -> Interactions:
     import pyarrow.parquet as pq
     try:
         handle = pa.BufferReader(source.read_bytes()) if source.compressed else str(source.path)
@@ -113,10 +129,10 @@ def read_parquet(source: Source, columns=None) -> Interactions:
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"not a readable Parquet file ({exc})", source.name) from None
     where = validate.RowLocator(source.name, None, 0, {n: i + 1 for i, n in enumerate(names)})
-    return _interactions(table, mapping, where)
+    return _interactions(table, mapping, where, time_unit)
 
 
-def read_sequence_pair(item_source: Source, time_source: Source, columns=None) -> Interactions:
+def read_sequence_pair(item_source: Source, time_source: Source, columns=None, time_unit=None) -> Interactions:
     """`<name>_item_*.txt` + `<name>_time_*.txt`: line k of each is `user_id v_1 ... v_n` / `user_id t_1 ... t_n`."""
     item_lines = _lines(item_source)
     time_lines = _lines(time_source)
@@ -129,41 +145,67 @@ def read_sequence_pair(item_source: Source, time_source: Source, columns=None) -
     time_tokens = [line.split() for line in time_lines]
     _check_pair_lines(item_tokens, time_tokens, item_source, time_source)
     counts = np.fromiter((len(t) - 1 for t in item_tokens), dtype=np.int64, count=len(item_tokens))
-    users = np.array([t[0] for t in item_tokens])
-    items = np.array([v for t in item_tokens for v in t[1:]])
-    times = np.array([v for t in time_tokens for v in t[1:]])
-    timestamps = _token_seconds(times, counts, time_source, time_lines)
-    return Interactions(users=_ids_from_tokens(np.repeat(users, counts)), items=_ids_from_tokens(items),
-                        timestamps=timestamps, name="", format="seq-pair")
+    users = pa.array(np.repeat(np.array([t[0] for t in item_tokens]), counts))
+    items = pa.array(np.array([v for t in item_tokens for v in t[1:]]))
+    ends = np.cumsum(counts)
+    times_at = _TokenLocator(time_source, time_lines, ends)
+    times = validate.as_text(pa.array(np.array([v for t in time_tokens for v in t[1:]])), "timestamp", times_at)
+    return _with_times(Interactions(users=validate.ids(users, "user", _TokenLocator(item_source, item_lines, ends)),
+                                    items=validate.ids(items, "item", _TokenLocator(item_source, item_lines, ends)),
+                                    timestamps=np.zeros(0, np.int64), name="", format="seq-pair"),
+                       validate.times(times, "timestamp", times_at, time_unit))
+
+
+class _TokenLocator:
+    """validate's row locator for sequence-pair files: event k is a token on some line (field 1 is the user)."""
+
+    def __init__(self, source: Source, lines: list, ends: np.ndarray):
+        self.source_name, self.lines, self.ends = source.name, lines, ends
+
+    def error(self, row: int, column, message: str) -> DataError:
+        line_index = int(np.searchsorted(self.ends, row, side="right"))
+        first_of_line = int(self.ends[line_index - 1]) if line_index else 0
+        field = 1 if column == "user" else row - first_of_line + 2
+        return DataError(message, self.source_name, line=line_index + 1, column=field,
+                         line_text=self.lines[line_index])
 
 
 # -- shared helpers ------------------------------------------------------------------------------------------------
 def _read_delimited(source: Source, delimiter: str, names: list, header_lines: int, quoting: bool, mapping: dict,
-                    data: Optional[bytes] = None, shown_delimiter: Optional[str] = None) -> Interactions:
-    """Parse with pyarrow (from `data` if given, else straight from the file); errors re-read the text lazily."""
+                    data: Optional[bytes] = None, shown_delimiter: Optional[str] = None,
+                    time_unit: Optional[str] = None) -> Interactions:
+    """Parse with pyarrow (from `data` if given, else straight from the file); errors re-read the text lazily.
+    Id columns are read as text (tokens), never inferred as numbers: a float or overflowing int would merge ids."""
     _require_columns(mapping, names, source)
     wanted = list(dict.fromkeys(mapping.values()))
+    id_types = {mapping["user"]: pa.string(), mapping["item"]: pa.string()}
     text = (lambda: data) if data is not None else source.read_bytes
     try:
         table = pacsv.read_csv(
             pa.BufferReader(data) if data is not None else source.arrow_input(),
             read_options=pacsv.ReadOptions(column_names=names, skip_rows=header_lines, block_size=1 << 24),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char='"' if quoting else False),
-            convert_options=pacsv.ConvertOptions(include_columns=wanted))
+            convert_options=pacsv.ConvertOptions(include_columns=wanted, column_types=id_types))
     except pa.ArrowInvalid as exc:
         raise _parse_error(source, text(), delimiter, names, header_lines, quoting, exc,
                            shown_delimiter or delimiter) from None
     where = validate.RowLocator(source.name, text, header_lines, {n: i + 1 for i, n in enumerate(names)})
-    return _interactions(table, mapping, where)
+    return _interactions(table, mapping, where, time_unit)
 
 
-def _interactions(table: pa.Table, mapping: dict, where: validate.RowLocator) -> Interactions:
+def _interactions(table: pa.Table, mapping: dict, where: validate.RowLocator, time_unit: Optional[str]) -> Interactions:
     if table.num_rows == 0:
         raise DataError("no interactions in the file (only a header or blank lines)", where.source_name)
-    return Interactions(users=validate.ids(table.column(mapping["user"]), "user", where),
-                        items=validate.ids(table.column(mapping["item"]), "item", where),
-                        timestamps=validate.seconds(table.column(mapping["timestamp"]), "timestamp", where),
-                        name="", format="")
+    raw = Interactions(users=validate.ids(table.column(mapping["user"]), "user", where),
+                       items=validate.ids(table.column(mapping["item"]), "item", where),
+                       timestamps=np.zeros(0, np.int64), name="", format="")
+    return _with_times(raw, validate.times(table.column(mapping["timestamp"]), "timestamp", where, time_unit))
+
+
+def _with_times(raw: Interactions, times: validate.EventTimes) -> Interactions:
+    raw.timestamps, raw.subsecond = times.seconds, times.subsecond
+    raw.time_unit, raw.time_unit_source = times.unit, times.unit_source
+    return raw
 
 
 def _parse_error(source, data, delimiter, names, header_lines, quoting, exc, shown) -> DataError:
@@ -191,22 +233,38 @@ def _nonempty_bytes(source: Source) -> bytes:
     return data
 
 
-def _check_mapping(columns: Optional[dict]) -> Optional[dict]:
-    if columns is None:
+def parse_columns(text: str) -> dict:
+    """'user=uid,item=iid,timestamp=ts' -> {'user': 'uid', ...}; whole numbers are 0-based positions (header-less
+    CSV). The text form of `columns` used by the command line (--columns) and config files.
+
+    Raises:
+        DataError: a part that is not role=column.
+    """
+    mapping = {}
+    for part in text.split(","):
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip() or not value.strip():
+            raise DataError(f"columns: expected role=column pairs like user=uid,item=iid,timestamp=ts, got {part!r}")
+        mapping[key.strip()] = int(value) if value.strip().isdigit() else value.strip()
+    return mapping
+
+
+def _check_mapping(columns) -> Optional[dict]:
+    if not columns:
         return None
+    if isinstance(columns, str):
+        columns = parse_columns(columns)
     unknown = set(columns) - set(ROLES)
     missing = set(ROLES) - set(columns)
     if unknown or missing:
-        raise DataError(f"columns= must map exactly {', '.join(ROLES)} to column names; "
-                        f"got {sorted(columns)}")
+        raise DataError(f"the column mapping must name exactly {', '.join(ROLES)}; got {sorted(columns)}")
     return dict(columns)
 
 
 def _require_columns(mapping: dict, names: list, source: Source) -> None:
     for role in ROLES:
         if mapping[role] not in names:
-            raise DataError(f"no {role} column {mapping[role]!r}; the file has columns {names}; pass "
-                            "columns={'user': ..., 'item': ..., 'timestamp': ...} to name them",
+            raise DataError(f"no {role} column {mapping[role]!r}; the file has columns {names}; {COLUMNS_HINT}",
                             source.name, line=1)
 
 
@@ -216,8 +274,8 @@ def _mapping_from_aliases(names: list, source: Source) -> dict:
     for role in ROLES:
         found = next((lower[a] for a in ALIASES[role] if a in lower), None)
         if found is None:
-            raise DataError(f"cannot find a {role} column among {names}; expected one of {ALIASES[role]} or pass "
-                            "columns={'user': ..., 'item': ..., 'timestamp': ...}", source.name, line=1)
+            raise DataError(f"cannot find a {role} column among {names}; expected one of {ALIASES[role]} or "
+                            f"{COLUMNS_HINT}", source.name, line=1)
         mapping[role] = found
     return mapping
 
@@ -251,54 +309,15 @@ def _lines(source: Source) -> list:
 
 def _check_pair_lines(item_tokens, time_tokens, item_source, time_source) -> None:
     for number, (items, times) in enumerate(zip(item_tokens, time_tokens), start=1):
+        user = items[0].decode(errors="replace")
         if items[0] != times[0]:
-            raise DataError(f"user {items[0].decode()!r} in {item_source.basename} but {times[0].decode()!r} in "
+            raise DataError(f"user {user!r} in {item_source.basename} but {times[0].decode(errors='replace')!r} in "
                             f"{time_source.basename}; expected the same user on the same line",
                             time_source.name, line=number, column=1)
         if len(items) != len(times):
-            message = (f"user {items[0].decode()!r} has {len(items) - 1} items in {item_source.basename} but "
+            message = (f"user {user!r} has {len(items) - 1} items in {item_source.basename} but "
                        f"{len(times) - 1} timestamps in {time_source.basename}; expected equal lengths")
             shorter = item_source if len(items) < len(times) else time_source
             if number == len(item_tokens) and not shorter.read_bytes().endswith(b"\n"):
                 message += f"; {shorter.basename} ends mid-line (truncated?)"
             raise DataError(message, shorter.name, line=number, column=min(len(items), len(times)) + 1)
-
-
-def _token_seconds(tokens: np.ndarray, counts: np.ndarray, source: Source, lines: list) -> np.ndarray:
-    """int64 seconds from byte-string tokens; on failure name the line and column (field) of the first bad one."""
-    expected = "expected whole unix seconds (a non-negative integer)"
-    try:
-        values = tokens.astype(np.int64)
-        problems = {"is negative": values < 0}
-    except ValueError:
-        try:
-            floats = tokens.astype(np.float64)
-        except ValueError:
-            bad = next(i for i, token in enumerate(tokens) if not _is_number(token))
-            raise _token_error(bad, "is not a number", expected, tokens, counts, source, lines) from None
-        finite = np.isfinite(floats)
-        problems = {"is NaN or infinite": ~finite, "has a fraction of a second": floats != np.floor(floats),
-                    "is negative": floats < 0}
-        values = np.where(finite, floats, 0).astype(np.int64)
-    for what, mask in problems.items():
-        if mask.any():
-            raise _token_error(int(np.flatnonzero(mask)[0]), what, expected, tokens, counts, source, lines)
-    return values
-
-
-def _token_error(bad: int, what: str, expected: str, tokens, counts, source, lines) -> DataError:
-    ends = np.cumsum(counts)
-    line_index = int(np.searchsorted(ends, bad, side="right"))
-    first_of_line = int(ends[line_index - 1]) if line_index else 0
-    column = bad - first_of_line + 2  # fields are 1-based and field 1 is the user id
-    token = tokens[bad].decode(errors="replace")
-    return DataError(f"timestamp {token!r} {what}; {expected}", source.name, line=line_index + 1, column=column,
-                     line_text=lines[line_index])
-
-
-def _ids_from_tokens(tokens: np.ndarray) -> pa.Array:
-    """Integer ids when every token is an integer, else strings."""
-    try:
-        return pa.array(tokens.astype(np.int64))
-    except ValueError:
-        return pa.array(tokens.astype(str))

@@ -30,6 +30,7 @@ def dataset_stats(ds, with_hash: bool = True) -> dict:
         "sparsity": round(1.0 - n / (ds.n_users * ds.n_items), 6) if n else 1.0,
         **_time_stats(ds),
         **_last_gap_shares(ds),
+        **_row_accounting(ds),
         "default_max_len": ds.default_max_len,
         "files": [{"path": str(p), "bytes": p.stat().st_size, "sha256": sha256(p)} for p in ds.files]
         if with_hash else None,
@@ -37,6 +38,34 @@ def dataset_stats(ds, with_hash: bool = True) -> dict:
     if ds.shift_times is not None:
         stats["shifts"] = int(sum(len(s) for s in ds.shift_times))
     return stats
+
+
+def _row_accounting(ds) -> dict:
+    """Where rows went: read, removed by the k-core, and exact repeats (same user, item and time; kept — every row
+    is an interaction — but counted, since a join or an export that doubles rows shows up here)."""
+    keys = ("rows_read", "rows_dropped_by_min_count", "users_dropped_by_min_count", "items_dropped_by_min_count")
+    report = {key: ds.meta[key] for key in keys if key in ds.meta}
+    report["duplicate_events"] = duplicate_events(ds)
+    return report
+
+
+def duplicate_events(ds) -> int:
+    """Events that repeat an earlier event of the same user with the same item and timestamp. Such events are
+    neighbours in time order up to other events at the same second, so only runs of equal times are examined."""
+    t = ds.timestamps
+    if len(t) < 2:
+        return 0
+    same = np.diff(t) == 0
+    same[ds.offsets[1:-1] - 1] = False                      # (last event of u, first of u+1) is not a tie
+    if not same.any():
+        return 0
+    tied = np.zeros(len(t), dtype=bool)
+    tied[1:] |= same
+    tied[:-1] |= same
+    run = np.cumsum(np.concatenate([[True], ~same]))        # id of the (user, time) run of every event
+    idx = np.flatnonzero(tied)
+    keys = run[idx].astype(np.int64) * (ds.n_items + 1) + ds.items[idx]
+    return int(len(keys) - len(np.unique(keys)))
 
 
 def _last_gap_shares(ds) -> dict:
@@ -59,11 +88,19 @@ def _time_stats(ds) -> dict:
     same_user[ds.offsets[1:-1] - 1] = False  # pair (last event of u, first of u+1) is not a gap
     gaps = np.diff(t)[same_user]
     return {
+        "time_unit": _unit_text(ds),
         "time_first": _iso(t.min()),
         "time_last": _iso(t.max()),
         "time_span_days": round(float(t.max() - t.min()) / 86400.0, 2),
         "zero_gap_share": round(float(np.mean(gaps == 0)), 4) if len(gaps) else 0.0,
     }
+
+
+def _unit_text(ds) -> str:
+    """The unit the input's times were read in, e.g. "ms (detected)": the data set itself is in seconds."""
+    unit = ds.meta.get("time_unit", "s")
+    source = ds.meta.get("time_unit_source")
+    return f"{unit} ({source})" if source else unit
 
 
 def _iso(seconds) -> str:

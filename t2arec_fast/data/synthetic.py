@@ -80,7 +80,7 @@ def generate(n_users: int = 2000, n_items: int = 1000, n_clusters: int = 20, mea
                 "after_shift": np.concatenate([u["after_shift"] for u in users])})
     ds = build_dataset(raw, min_count=min_count, default_max_len=50)
     ds.shift_times = [shift_times[int(raw_id)] for raw_id in ds.user_ids]
-    ds.meta = {"generator": settings, "item_cluster": world.item_cluster[ds.item_ids].copy()}
+    ds.meta.update(generator=settings, item_cluster=world.item_cluster[ds.item_ids].copy())
     ds.meta["item_cluster"][0] = -1
     return ds
 

@@ -69,18 +69,18 @@ def test_wrong_number_of_columns(tmp_path):
     assert err.line == 4 and "expected 4 fields" in str(err) and "got 3" in str(err)
 
 
-@pytest.mark.parametrize("value,what", [("abc", "not a number"), ("-5", "negative"),
-                                        ("881250949.5", "fraction"), ("nan", "NaN"), ("", "missing")])
+@pytest.mark.parametrize("value,what", [("abc", "not a number"), ("-5", "negative"), ("nan", "nan"),
+                                        ("inf", "inf"), ("", "missing")])
 def test_bad_timestamp_in_text(tmp_path, value, what):
     err = _error(write(tmp_path, "u.data", _with_line(GOOD, 6, f"2\t20\t3\t{value}\n")))
     assert (err.line, err.column) == (6, "4 (timestamp)")
-    assert what in str(err) and "u.data" in str(err) and "expected whole unix seconds" in str(err)
+    assert what in str(err) and "u.data" in str(err) and "expected a non-negative unix time" in str(err)
 
 
 def test_bad_timestamp_in_recbole_and_csv(tmp_path):
-    inter = "user_id:token\titem_id:token\ttimestamp:float\n1\t2\t881250949.0\n1\t3\t881250949.5\n"
+    inter = "user_id:token\titem_id:token\ttimestamp:float\n1\t2\t881250949.0\n1\t3\t-881250949.5\n"
     err = _error(write(tmp_path, "a.inter", inter))
-    assert (err.line, err.column) == (3, "3 (timestamp)") and "fraction" in str(err)
+    assert (err.line, err.column) == (3, "3 (timestamp)") and "negative" in str(err)
     csv = "item,timestamp,user\n1,10,1\n\n2,NaN,1\n"               # blank line: line numbers still right
     err = _error(write(tmp_path, "b.csv", csv))
     assert (err.line, err.column) == (4, "2 (timestamp)") and "NaN" in str(err)
@@ -130,8 +130,7 @@ def test_sequence_pair_truncated_time_file(tmp_path):
     assert err.line == 2 and "ends mid-line" in str(err) and "S_time_x.txt" in str(err)
 
 
-@pytest.mark.parametrize("value,what", [("x1", "not a number"), ("nan", "NaN"), ("12.5", "fraction"),
-                                        ("-3", "negative")])
+@pytest.mark.parametrize("value,what", [("x1", "not a number"), ("nan", "nan"), ("-3", "negative")])
 def test_sequence_pair_bad_timestamp(tmp_path, value, what):
     err = _pair(tmp_path, "1 5 6\n2 7 8 9\n", f"1 10 20\n2 10 {value} 30\n")
     assert (err.line, err.column) == (2, 3) and what in str(err) and "S_time_x.txt" in str(err)
@@ -144,7 +143,7 @@ def test_sequence_pair_missing_partner(tmp_path):
 
 def test_columns_argument_checked(tmp_path):
     err = _error(write(tmp_path, "u.data", GOOD), columns={"user": "a", "item": "b"})
-    assert "columns=" in str(err)
+    assert "column mapping must name exactly user, item, timestamp" in str(err)
 
 
 def test_k_core_leaving_nothing(tmp_path):
