@@ -102,10 +102,11 @@ def _open_recommender(path: Path, args):
 
 def _read_events(path, item_map, n_items: int, skip_unknown: bool):
     """→ users int64, model item ids int64, timestamps int64, number of skipped events."""
+    from t2arec_fast.data.preprocess import ids_as_numpy
     from t2arec_fast.data.readers import read_interactions
     raw = read_interactions(path)
-    users = _as_user_keys(np.asarray(raw.users))
-    items = np.asarray(raw.items)
+    users = _as_user_keys(ids_as_numpy(raw.users))
+    raw_items = items = ids_as_numpy(raw.items)
     times = np.asarray(raw.timestamps, np.int64)
     if item_map is not None:
         items = item_map.to_model(items)
@@ -116,7 +117,7 @@ def _read_events(path, item_map, n_items: int, skip_unknown: bool):
     unknown = items == 0
     if unknown.any() and not skip_unknown:
         first = int(np.flatnonzero(unknown)[0])
-        raise UserError(f"{path}: event {first + 1} has item {np.asarray(raw.items)[first]!r}, which the model "
+        raise UserError(f"{path}: event {first + 1} has item {raw_items[first]!r}, which the model "
                         f"does not know ({int(unknown.sum())} such events; --skip-unknown skips them)")
     keep = ~unknown
     return users[keep], items[keep], times[keep], int(unknown.sum())

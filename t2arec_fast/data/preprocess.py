@@ -91,6 +91,18 @@ def factorize(raw: RawIds) -> tuple[np.ndarray, np.ndarray]:
     return codes, vocab
 
 
+def ids_as_numpy(raw: RawIds) -> np.ndarray:
+    """Raw ids as one numpy array per row, by the rule of `factorize`: int64 when every distinct id is a canonical
+    decimal integer, else the tokens (object array of str)."""
+    from .validate import integer_ids_if_canonical
+    if isinstance(raw, np.ndarray):
+        return raw
+    array = raw.combine_chunks() if isinstance(raw, pa.ChunkedArray) else raw
+    encoded = array if pa.types.is_dictionary(array.type) else array.dictionary_encode()
+    values = integer_ids_if_canonical(encoded.dictionary).to_numpy(zero_copy_only=False)
+    return values[encoded.indices.to_numpy()]
+
+
 def kcore_rows(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, k: int) -> Optional[np.ndarray]:
     """Indices of the rows kept by the iterative k-core (every user and item has >= k events), or None for all.
 
