@@ -64,7 +64,8 @@ def make_model(n_items: int, backend: str, device, seed: int = 0):
 
 def ttt_step(model, batch, ttt_cfg):
     """The measured unit: adapted scores for one batch, then each target's rank (full ranking)."""
-    return target_ranks(adapted_scores(model, batch, ttt_cfg), batch.targets)
+    return target_ranks(adapted_scores(model, batch.items, batch.times, batch.target_times, ttt_cfg).scores,
+                        batch.targets)
 
 
 def plain_step(model, batch, ttt_cfg=None):

@@ -22,7 +22,7 @@ since Δ̂_{n+1} is computed from o_n detached), keep their trained values.
 from __future__ import annotations
 
 import re
-from typing import Dict
+from typing import Callable, Dict, NamedTuple, Optional
 
 import torch
 import torch.nn as nn
@@ -56,21 +56,23 @@ def ttt_is_active(ttt_cfg) -> bool:
     return ttt_cfg.ttt_steps > 0 and ttt_cfg.ttt_lr != 0 and (ttt_cfg.ttt_mu_time != 0 or ttt_cfg.ttt_mu_state != 0)
 
 
-class _Method(nn.Module):
-    """Makes `model.<method>` the forward of a module, so that functional_call can evaluate any model method."""
+class _Bound(nn.Module):
+    """Makes `method(model, *args)` the forward of a module, so that functional_call can evaluate any method of the
+    model with substituted parameters (their names get the prefix "m.")."""
 
-    def __init__(self, model: nn.Module, method: str):
+    def __init__(self, model: nn.Module, method: Callable):
         super().__init__()
         self.m = model
         self.method = method
 
     def forward(self, *args):
-        return getattr(self.m, self.method)(*args)
+        return self.method(self.m, *args)
 
 
-def call_with(model: nn.Module, params: Dict[str, torch.Tensor], method: str, *args):
-    """`model.<method>(*args)` evaluated with `params` (name → tensor) in place of those parameters."""
-    return functional_call(_Method(model, method), {f"m.{k}": v for k, v in params.items()}, args)
+def call_with(model: nn.Module, params: Dict[str, torch.Tensor], method: Callable, *args):
+    """`method(model, *args)` evaluated with `params` (name → tensor) in place of those parameters; method is a
+    function of the model such as `T2ARec.aux_losses` (`type(model).aux_losses`)."""
+    return functional_call(_Bound(model, method), {f"m.{k}": v for k, v in params.items()}, args)
 
 
 def adapt_parameters(model: nn.Module, items: torch.Tensor, times: torch.Tensor, target_times: torch.Tensor,
@@ -87,7 +89,7 @@ def adapt_parameters(model: nn.Module, items: torch.Tensor, times: torch.Tensor,
         # fresh leaves that share storage with θ (or the previous θ') but are never written in place
         leaves = {name: t.detach().requires_grad_(True) for name, t in fast.items()}
         with torch.enable_grad():
-            aux = call_with(model, leaves, "aux_losses", items, times, target_times)
+            aux = call_with(model, leaves, type(model).aux_losses, items, times, target_times)
             loss = ttt_cfg.ttt_mu_time * aux["time"] + ttt_cfg.ttt_mu_state * aux["state"]
             if not loss.requires_grad:                  # e.g. SASRec: no alignment losses, nothing to adapt
                 return fast
@@ -97,29 +99,70 @@ def adapt_parameters(model: nn.Module, items: torch.Tensor, times: torch.Tensor,
     return fast
 
 
-def adapted_scores(model: nn.Module, batch, ttt_cfg) -> torch.Tensor:
-    """Scores (batch, n_items + 1) of one test batch after the test-time step (column 0 = −inf).
+class Adapted(NamedTuple):
+    scores: torch.Tensor      # (batch, n_items + 1), column 0 = −inf
+    adapted: torch.Tensor     # (batch,) bool: the rows scored after a test-time step
 
-    `batch` is a torch batch (`Batch.to_torch`): items, times, target_times. The model is put in eval mode for the
-    call (dropout off, as in the paper) and returned to its previous mode; its parameters are not modified.
+
+def adapted_scores(model: nn.Module, items: torch.Tensor, times: torch.Tensor, target_times: torch.Tensor, ttt_cfg,
+                   *, per_user: Optional[bool] = None, plain_scores: Optional[torch.Tensor] = None) -> Adapted:
+    """Scores after the test-time step — the one route through it, for evaluation and serving alike.
+
+    items, times: (batch, L) int64 LEFT-padded; target_times: (batch,) int64 = t_{n+1}, the request time.
+    Which rows adapt: all of them, or with `ttt_gate` > 0 those whose request follows a long pause (`shift_gate`);
+    none when the settings cannot change anything (`ttt_is_active`).
+    Episodes: one per row (`per_user`, vectorised with torch.func.vmap) or one for the adapted rows together;
+    per_user=None follows the settings (ttt_batch_size == 1), as evaluation does; serving passes True (a request
+    batch is not a meaningful episode).
+    plain_scores: the rows' scores without the step when the caller has them (serving: from the cached states);
+    rows that do not adapt keep them, and adapted rows are written into it. Otherwise they come from model.scores.
+
+    The model is put in eval mode for the call (dropout off, as in the paper) and returned to its previous mode; its
+    parameters are not modified. Source: the paper's Algorithm 1 (docs/model.md, "Test-time alignment").
+
+    Raises:
+        InputError: the batch is not valid model input (model.check_inputs).
     """
+    per_user = ttt_cfg.ttt_batch_size == 1 if per_user is None else per_user
     was_training = model.training
     model.eval()
     try:
-        if not ttt_is_active(ttt_cfg):
+        chosen = _rows_to_adapt(model, items, times, target_times, ttt_cfg)
+        if bool(chosen.any()) and bool(chosen.all()):
+            scores = _episodes(model, items, times, target_times, ttt_cfg, per_user)
+            return Adapted(scores if plain_scores is None else plain_scores.copy_(scores), chosen)
+        if plain_scores is None:
             with torch.no_grad():
-                return model.scores(batch.items, batch.times, batch.target_times)
-        model.check_inputs(batch.items, batch.times)
-        if ttt_cfg.ttt_batch_size == 1 and batch.items.shape[0] > 1:
-            return per_user_scores(model, batch.items, batch.times, batch.target_times, ttt_cfg)
-        gate = getattr(ttt_cfg, "ttt_gate", 0.0)
-        if gate > 0:
-            return _gated_scores(model, batch, ttt_cfg, shift_gate(batch.items, batch.times, batch.target_times, gate))
-        fast = adapt_parameters(model, batch.items, batch.times, batch.target_times, ttt_cfg)
-        with torch.no_grad():
-            return call_with(model, fast, "scores", batch.items, batch.times, batch.target_times)
+                plain_scores = model.scores(items, times, target_times)
+        if bool(chosen.any()):
+            items, times, target_times = items[chosen], times[chosen], target_times[chosen]
+            keep = (items != 0).any(dim=0)               # drop columns that are padding for every adapted row
+            adapted = _episodes(model, items[:, keep], times[:, keep], target_times, ttt_cfg, per_user)
+            plain_scores[chosen.to(plain_scores.device)] = adapted.to(plain_scores)
+        return Adapted(plain_scores, chosen)
     finally:
         model.train(was_training)
+
+
+def _rows_to_adapt(model, items, times, target_times, ttt_cfg) -> torch.Tensor:
+    """(batch,) bool: every row, the gated rows (ttt_gate > 0), or none when the step cannot change anything."""
+    if not ttt_is_active(ttt_cfg):
+        return torch.zeros(items.shape[0], dtype=torch.bool, device=items.device)
+    model.check_inputs(items, times)
+    if ttt_cfg.ttt_gate > 0:
+        return shift_gate(items, times, target_times, ttt_cfg.ttt_gate)
+    return torch.ones(items.shape[0], dtype=torch.bool, device=items.device)
+
+
+def _episodes(model, items, times, target_times, ttt_cfg, per_user: bool) -> torch.Tensor:
+    """Scores of every row after its episode: one per row (vmap) or one for the whole batch."""
+    if per_user:
+        return torch.cat([_per_user_chunk(model, items[i:i + PER_USER_CHUNK], times[i:i + PER_USER_CHUNK],
+                                          target_times[i:i + PER_USER_CHUNK], ttt_cfg)
+                          for i in range(0, items.shape[0], PER_USER_CHUNK)])
+    fast = adapt_parameters(model, items, times, target_times, ttt_cfg)
+    with torch.no_grad():
+        return call_with(model, fast, type(model).scores, items, times, target_times)
 
 
 def shift_gate(items: torch.Tensor, times: torch.Tensor, target_times: torch.Tensor, factor: float) -> torch.Tensor:
@@ -137,63 +180,24 @@ def shift_gate(items: torch.Tensor, times: torch.Tensor, target_times: torch.Ten
     return torch.nan_to_num(request_gap >= factor * median, nan=False) & valid.any(dim=1) & (request_gap > 0)
 
 
-def _gated_scores(model: nn.Module, batch, ttt_cfg, gate: torch.Tensor) -> torch.Tensor:
-    """Plain scores for users outside the gate; the gated users are adapted together (as one test batch)."""
-    with torch.no_grad():
-        scores = model.scores(batch.items, batch.times, batch.target_times)
-    if not bool(gate.any()):
-        return scores
-    items, times, target_times = batch.items[gate], batch.times[gate], batch.target_times[gate]
-    keep = (items != 0).any(dim=0)                   # drop columns that are padding for every gated user
-    items, times = items[:, keep], times[:, keep]
-    if ttt_cfg.ttt_batch_size == 1:
-        scores[gate] = per_user_adapted_scores(model, items, times, target_times, ttt_cfg)
-        return scores
-    fast = adapt_parameters(model, items, times, target_times, ttt_cfg)
-    with torch.no_grad():
-        scores[gate] = call_with(model, fast, "scores", items, times, target_times)
-    return scores
-
-
-# -- per-user episodes (ttt_batch_size = 1), vectorised ----------------------------------------------------------------
+# -- per-user episodes, vectorised -------------------------------------------------------------------------------------
 PER_USER_CHUNK = 256     # users adapted at once: each holds its own copy of the adapted parameters
 
 
-def per_user_scores(model: nn.Module, items, times, target_times, ttt_cfg) -> torch.Tensor:
-    """Scores after a separate test-time step for every user of the batch — the same numbers as batches of one user,
-    computed for all users at once with torch.func.vmap over per-user gradients (gated users only, when ttt_gate
-    is set; the others get plain scores)."""
-    gate = getattr(ttt_cfg, "ttt_gate", 0.0)
-    if gate > 0:
-        return _gated_scores(model, _Rows(items, times, target_times), ttt_cfg,
-                             shift_gate(items, times, target_times, gate))
-    return per_user_adapted_scores(model, items, times, target_times, ttt_cfg)
-
-
-class _Rows:
-    def __init__(self, items, times, target_times):
-        self.items, self.times, self.target_times = items, times, target_times
-
-
-def per_user_adapted_scores(model, items, times, target_times, ttt_cfg) -> torch.Tensor:
-    """Scores after its own test-time episode for every row (no gate; the model must be in eval mode)."""
-    out = [_per_user_chunk(model, items[i:i + PER_USER_CHUNK], times[i:i + PER_USER_CHUNK],
-                           target_times[i:i + PER_USER_CHUNK], ttt_cfg)
-           for i in range(0, items.shape[0], PER_USER_CHUNK)]
-    return torch.cat(out)
-
-
 def _per_user_chunk(model, items, times, target_times, ttt_cfg) -> torch.Tensor:
+    """Each row's own episode, for all rows at once: vmap over per-user gradients and per-user scores. The rows
+    were checked (model.check_inputs) before: the checks' data-dependent branches cannot run under vmap."""
     from torch.func import grad, vmap
     names = adaptable_parameter_names(model, ttt_cfg.ttt_params)
     frozen = {name: p.detach() for name, p in model.named_parameters()}
 
     def user_objective(fast, item_row, time_row, target_time):
-        aux = call_with(model, {**frozen, **fast}, "aux_losses", item_row[None], time_row[None], target_time[None])
+        aux = call_with(model, {**frozen, **fast}, type(model).aux_losses, item_row[None], time_row[None],
+                        target_time[None])
         return ttt_cfg.ttt_mu_time * aux["time"] + ttt_cfg.ttt_mu_state * aux["state"]
 
     def user_scores(fast, item_row, time_row, target_time):
-        return call_with(model, {**frozen, **fast}, "_scores_unchecked", item_row[None], time_row[None],
+        return call_with(model, {**frozen, **fast}, type(model).scores_unchecked, item_row[None], time_row[None],
                          target_time[None])[0]
 
     fast = {name: frozen[name].expand(items.shape[0], *frozen[name].shape) for name in names}

@@ -50,7 +50,6 @@ class ModelConfig:
     pair_block: int = 16                  # b: pairs only inside blocks of b consecutive positions
     step_transform: str = "linear"        # compare Δ ("linear", paper) or log Δ ("log": scale-free ordering)
     count_tied_pairs: bool = True         # pairs with equal gaps add a constant 1 (no gradient)
-    time_aware_dt: bool = False           # Δ_t also sees g(t_t − t_{t−1}) via a learned weight (beyond the paper)
     readout: str = "last"                 # score o_n ("last", paper) or one step past it at the request (beyond
                                           # the paper): "extrapolated" feeds the step o_n, "request_gap" o_n + an
                                           # embedding of the request gap T_{n+1} (see docs/model.md)
@@ -117,7 +116,7 @@ class Config:
         return cfg
 
     def update(self, values: dict, source: str = "config") -> "Config":
-        for key, value in _flatten(values, source).items():
+        for key, value in without_removed_options(_flatten(values, source), source).items():
             section = _SECTION_OF.get(key)
             if section is None:
                 hint = difflib.get_close_matches(key, list(_SECTION_OF), n=1)
@@ -140,6 +139,30 @@ class Config:
 
     def __str__(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
+
+
+# Options that were removed, with the value that meant "off": a saved config or checkpoint holding that value still
+# loads (the option is dropped); any other value is refused with the reason.
+REMOVED_OPTIONS = {
+    "time_aware_dt": (False, "Δ seeing the gap since the previous event measured no gain on any data set "
+                             "(docs/results.md, 'Letting Δ see the time gap'); it was removed — a model trained "
+                             "with it needs the package from before the removal (`git log -S time_aware_dt`)"),
+}
+
+
+def without_removed_options(values: dict, source: str) -> dict:
+    """`values` without the removed options that hold their "off" value.
+
+    Raises:
+        ConfigError: a removed option is switched on.
+    """
+    kept = dict(values)
+    for key, (off, why) in REMOVED_OPTIONS.items():
+        if key in kept:
+            value = kept.pop(key)
+            if value != off and str(value).strip().lower() not in (str(off).lower(), "0", "no", "off"):
+                raise ConfigError(f"{source}: {key}={value!r} is no longer an option: {why}")
+    return kept
 
 
 _SECTION_OF = {f.name: name for name, cls in SECTIONS.items() for f in fields(cls)}

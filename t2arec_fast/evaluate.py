@@ -35,7 +35,7 @@ def evaluate(model, split, which: str = "test", max_len: int = 200, batch_size: 
     from .data import eval_batches, time_segments
     device = torch.device(device) if device is not None else next(model.parameters()).device
     use_ttt = ttt is not None
-    # per-user episodes (ttt_batch_size 1) are computed for a whole batch at once (adapt.per_user_scores)
+    # per-user episodes (ttt_batch_size 1) are computed for a whole batch at once (adapt.adapted_scores)
     size = ttt.ttt_batch_size if use_ttt and ttt.ttt_batch_size > 1 else batch_size
     was_training = model.training
     model.eval()
@@ -47,7 +47,7 @@ def evaluate(model, split, which: str = "test", max_len: int = 200, batch_size: 
         for batch in batches:
             tb = batch.to_torch(device)
             if use_ttt:
-                scores = adapted_scores(model, tb, ttt)
+                scores = adapted_scores(model, tb.items, tb.times, tb.target_times, ttt).scores
             else:
                 with torch.no_grad():
                     scores = model.scores(tb.items, tb.times, tb.target_times)

@@ -32,6 +32,7 @@ import torch.nn as nn
 
 from .config import Config
 from .evaluate import evaluate
+from .model import T2ARec
 from .progress import progress_bar, write_line
 
 TRAINER_STATE = "trainer.pt"
@@ -157,7 +158,7 @@ class TrainState:
 
 
 def _uses_alignment(model, cfg: Config) -> bool:
-    return getattr(model, "uses_alignment", False) and (cfg.train.mu_time != 0 or cfg.train.mu_state != 0)
+    return model.uses_alignment and (cfg.train.mu_time != 0 or cfg.train.mu_state != 0)
 
 
 def _estimate_margin(split, cfg: Config, max_len: int) -> float:
@@ -326,7 +327,7 @@ def _fit(cfg, dataset, out_dir, resume, ctx, build_model):
     max_len = cfg.data.max_len or ds.default_max_len
     model = build_model(cfg.model, ds.n_items, max_len).to(device)
     margin = None
-    if hasattr(model, "set_time_margin"):
+    if isinstance(model, T2ARec):                 # λ of L_time (estimated for the backbone too, and reported)
         margin = cfg.model.time_margin or _estimate_margin(split, cfg, max_len)
         model.set_time_margin(margin)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
@@ -343,7 +344,7 @@ def _fit(cfg, dataset, out_dir, resume, ctx, build_model):
         # T2ARec's auxiliary-only parameters (q_proj) get no gradient in epochs without the auxiliary losses
         # (warm-up, μ = 0, backbone); DDP must then look for unused parameters.
         always_aux = aligned and cfg.train.aux_warmup_epochs == 0
-        find_unused = hasattr(model, "uses_alignment") and not always_aux
+        find_unused = isinstance(model, T2ARec) and not always_aux
         loss_module = DistributedDataParallel(loss_module, device_ids=[device.index] if device.type == "cuda" else None,
                                               find_unused_parameters=find_unused)
     _log(cfg, ctx, f"training {cfg.model.model} on {ds.n_items} items, max_len {max_len}, device {device}"
@@ -399,7 +400,7 @@ def train_and_evaluate(cfg: Config, dataset=None, out_dir=None, resume=None) -> 
     model, history = fit(cfg, dataset=ds, out_dir=out_dir, resume=resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return model, {}
-    ttt = cfg.ttt if (cfg.ttt.ttt and getattr(model, "uses_alignment", False)) else None
+    ttt = cfg.ttt if (cfg.ttt.ttt and model.uses_alignment) else None
     results = evaluate_splits(model, _make_split(ds, cfg), history["max_len"], batch_size=cfg.train.eval_batch_size,
                               ttt=ttt, mask_history=cfg.data.mask_history, n_segments=cfg.data.n_segments)
     results.update(model=cfg.model.model, dataset=str(cfg.data.dataset), n_users=ds.n_users, n_items=ds.n_items,

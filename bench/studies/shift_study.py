@@ -92,7 +92,7 @@ def main():
     ap.add_argument("--checkpoint", default=None, help="evaluate this model instead of training one (trained on "
                     "the synthetic set with min_count=1, as here)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="config overrides for the model trained here, e.g. time_aware_dt=true")
+                    help="config overrides for the model trained here, e.g. readout=request_gap")
     ap.add_argument("--valid-after-shift", type=float, default=0.0,
                     help="share of users whose validation target is forced right after a shift (generator option)")
     ap.add_argument("--out", type=Path, default=RESULTS, metavar="DIR", help="folder for the JSON")

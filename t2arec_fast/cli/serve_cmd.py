@@ -94,9 +94,7 @@ def _open_recommender(path: Path, args):
         return OnlineRecommender.load(path)
     if not (path / "config.json").is_file() and (path / "best" / "config.json").is_file():
         path = path / "best"
-    model = load_model(path)
-    if not hasattr(model, "step"):
-        raise UserError(f"{path}: a {type(model).__name__} has no one-step update; serving needs a T2ARec model")
+    model = load_model(path)                      # OnlineRecommender refuses a model without a one-step update
     return OnlineRecommender(model, capacity_bytes=int(args.capacity_mb * (1 << 20)), history_len=args.history_len)
 
 

@@ -101,13 +101,13 @@ def _evaluation_config(args, saved: dict):
 def _evaluate(args) -> int:
     from t2arec_fast.data import load_dataset, make_split
     from t2arec_fast.evaluate import evaluate_splits, format_table
-    from t2arec_fast.model import load_model
+    from t2arec_fast.model import T2ARec, load_model
     from t2arec_fast.train import DistContext, resolve_device
     directory = _checkpoint_dir(args.checkpoint)
     model = load_model(directory)
-    extra = getattr(model, "checkpoint_meta", {}).get("extra", {}) or {}
+    extra = (model.checkpoint_meta or {}).get("extra", {}) or {}
     cfg = _evaluation_config(args, extra.get("train_config", {}))
-    if cfg.model.backend != "auto" and hasattr(model, "set_backend"):
+    if cfg.model.backend != "auto" and isinstance(model, T2ARec):          # SASRec has no scan
         model.set_backend(cfg.model.backend)
     ds = load_dataset(args.dataset, format=cfg.data.format, min_count=cfg.data.min_count, verbose=cfg.train.progress)
     if ds.n_items != model.n_items:
@@ -116,14 +116,14 @@ def _evaluate(args) -> int:
     device = resolve_device(cfg.train.device, DistContext())
     model = model.to(device)
     max_len = cfg.data.max_len or extra.get("max_len") or ds.default_max_len
-    run_ttt = (cfg.ttt.ttt and getattr(model, "uses_alignment", False)) if args.ttt is None else args.ttt
-    if run_ttt and not hasattr(model, "uses_alignment"):
+    run_ttt = (cfg.ttt.ttt and model.uses_alignment) if args.ttt is None else args.ttt
+    if run_ttt and not isinstance(model, T2ARec):
         print(f"note: {model.model_name} has no alignment losses; the test-time step is skipped", file=sys.stderr)
         run_ttt = False
     results = evaluate_splits(model, make_split(ds, cfg.data.split), max_len, batch_size=cfg.train.eval_batch_size,
                               ttt=cfg.ttt if run_ttt else None, mask_history=cfg.data.mask_history,
                               n_segments=cfg.data.n_segments, progress=cfg.train.progress)
-    results.update(checkpoint=str(directory), model=getattr(model, "config").model, dataset=str(args.dataset),
+    results.update(checkpoint=str(directory), model=model.config.model, dataset=str(args.dataset),
                    max_len=max_len, config=cfg.to_dict())
     print(format_table({k: v for k, v in results.items() if k in ("valid", "valid_ttt", "test", "test_ttt")}))
     write_json(args.json, results)

@@ -21,7 +21,7 @@ class ItemIdMap:
 
     @classmethod
     def from_model(cls, model) -> Optional["ItemIdMap"]:
-        maps = getattr(model, "id_maps", None) or {}
+        maps = model.id_maps or {}
         return cls(maps["item_ids"]) if "item_ids" in maps else None
 
     def to_model(self, raw: np.ndarray) -> np.ndarray:

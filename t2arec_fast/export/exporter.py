@@ -21,6 +21,7 @@ import onnx
 import torch
 
 from t2arec_fast.errors import InputError
+from t2arec_fast.model import T2ARec
 from t2arec_fast.optional import require
 from t2arec_fast.ops.export_scan import SCAN_FORMS
 
@@ -115,12 +116,10 @@ def _cpu_copy(model, backend: str, export_form: str = "matrix"):
 
     Graphs are float32 whatever the model's dtype: ONNX Runtime's CPU provider has no float64 Conv, and float32
     is what serving runs."""
-    if not hasattr(model, "_run_sequence") or not hasattr(model, "_run_step"):
-        raise InputError(f"export_onnx needs a T2ARec model, got {type(model).__name__}")
-    if getattr(model, "time_aware", False):
-        raise InputError("export_onnx: this model's Δ sees the time gaps (time_aware_dt=True); the ONNX graphs take "
-                         "item ids only, so they cannot serve it — export a model trained without time_aware_dt")
-    if getattr(model, "extrapolated_readout", False):
+    if not isinstance(model, T2ARec):
+        raise InputError(f"export_onnx needs a T2ARec model (the graphs are its encoder and one-step update), "
+                         f"got {type(model).__name__}")
+    if not model.readout.exports:
         raise InputError(f"export_onnx: this model scores one more step after o_n at the request time "
                          f"(readout={model.config.readout!r}); the ONNX graphs score o_n, so they cannot serve it — "
                          "export a model with readout='last'")

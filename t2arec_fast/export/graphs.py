@@ -1,7 +1,7 @@
 """The PyTorch modules that are traced into ONNX graphs, and the graphs' input/output names.
 
 Each wrapper only re-packs tensors around the model's own code paths — `T2ARec._run_sequence` for `encode`,
-`T2ARec.embed` + `T2ARec._run_step` (+ `score_from`) for `step` — so the graphs are exported from the same modules
+`T2ARec.embed` + `T2ARec.run_step` (+ `score_from`) for `step` — so the graphs are exported from the same modules
 that PyTorch runs; there is no second, hand-written model to keep in sync.
 
 State layout (the same as a list of `BlockState`): block i contributes two tensors,
@@ -82,7 +82,7 @@ class StepGraph(nn.Module):
         self.top_k = top_k
 
     def forward(self, item_ids, *states):
-        o, new_states, _ = self.model._run_step(self.model.embed(item_ids), unflatten_states(states))
+        o, new_states, _ = self.model.run_step(self.model.embed(item_ids), unflatten_states(states))
         outputs = (o, *flatten_states(new_states))
         if self.top_k:
             scores = self.model.score_from(o)

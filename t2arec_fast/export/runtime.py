@@ -228,7 +228,7 @@ def _torch_dtype(dtype: np.dtype) -> torch.dtype:
 class OnnxStepModel:
     """A T2ARec whose recurrent work (encode, step) runs in ONNX Runtime, for `OnlineRecommender(backend="onnx")`.
 
-    It offers what serving uses of a model — encode, step, empty_states, score_from, n_items, config, save — with
+    It implements `model.protocol.StepModel`, what serving uses of a model, with
     encode and step answered by the exported graphs and scoring (o · Eᵀ, one matmul) and saving by the PyTorch
     model the graphs were exported from. The graphs must come from that model (their metadata's model version is
     checked against its weights).
@@ -244,7 +244,17 @@ class OnnxStepModel:
         if missing:
             raise OnnxModelError(f"{onnx_dir}: serving needs {', '.join(sorted(missing))}.onnx as well")
         self.n_items, self.config = model.n_items, model.config
-        self.id_maps = getattr(model, "id_maps", None)
+        self.id_maps = model.id_maps
+        if not model.readout.exports:                    # export_onnx refuses such a model; say so here too
+            raise OnnxModelError(f"readout={model.config.readout!r} scores one step past o_n: the graphs cannot")
+
+    @property
+    def width(self) -> int:
+        return self.encoder.d
+
+    @property
+    def needs_request_time(self) -> bool:
+        return False                                     # the graphs score o_n (readout "last")
 
     def to(self, device):
         if torch.device(device).type != "cpu":
@@ -267,6 +277,11 @@ class OnnxStepModel:
 
     def score_from(self, o: torch.Tensor) -> torch.Tensor:
         return self.torch_model.score_from(o)
+
+    def scores_from_state(self, o_n: torch.Tensor, states: List[BlockState], last_times=None,
+                          request_times=None) -> torch.Tensor:
+        """Scores of o_n (b, d) → (b, n_items + 1); the states and times are not needed (readout "last")."""
+        return self.torch_model.score_from(o_n)
 
     def save(self, directory, id_maps=None, extra=None) -> None:
         self.torch_model.save(directory, id_maps=id_maps, extra=extra)

@@ -13,7 +13,7 @@ MODEL_CLASSES = {"t2arec": T2ARec, "backbone": T2ARec, "sasrec": SASRec}
 
 # options of ModelConfig that only SASRec uses / only T2ARec uses
 _T2AREC_ONLY = {"d_state", "conv_kernel", "backend", "gap_transform", "pair_block", "step_transform",
-                "count_tied_pairs", "time_margin", "state_floor", "state_norm", "aux_stop_embedding", "time_aware_dt"}
+                "count_tied_pairs", "time_margin", "state_floor", "state_norm", "aux_stop_embedding"}
 
 
 def build_model(model_cfg, n_items: int, max_len: int = 200):

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from t2arec_fast.config import without_removed_options
 from t2arec_fast.errors import InputError
 
 from .checkpoint import load_checkpoint
@@ -33,6 +34,9 @@ def check_left_padded(item_ids: torch.Tensor) -> torch.Tensor:
 class SequentialRecommender(nn.Module):
     item_emb: nn.Embedding
     n_items: int
+    id_maps: Optional[dict] = None           # raw ids by model id, set when loaded from a checkpoint that has them
+    checkpoint_meta: Optional[dict] = None   # the checkpoint's config.json, set when loaded from one
+    uses_alignment: bool = False             # has the alignment losses (and so a test-time step that changes it)
 
     # -- input checks (public entry points only; the training loop uses the unchecked paths) -------------------
     def check_inputs(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None) -> None:
@@ -91,5 +95,7 @@ class SequentialRecommender(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: dict):
-        cfg = dict(cfg)
+        """The model a checkpoint's config.json describes (options removed since it was saved are dropped when
+        off, refused when on — config.REMOVED_OPTIONS)."""
+        cfg = without_removed_options(cfg, "checkpoint config")
         return cls(cfg.pop("n_items"), **cfg)

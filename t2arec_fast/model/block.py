@@ -59,7 +59,7 @@ class GatedRMSNorm(nn.Module):
 
 class T2AMambaBlock(nn.Module):
     def __init__(self, d: int = 64, d_state: int = 32, conv_kernel: int = 4, backend: str = "auto",
-                 dt_min: float = 1e-3, dt_max: float = 1e-1, time_aware_dt: bool = False):
+                 dt_min: float = 1e-3, dt_max: float = 1e-1):
         super().__init__()
         self.d, self.d_state, self.conv_kernel, self.backend = d, d_state, conv_kernel, backend
         self.export_form = "matrix"          # the scan's ONNX graph form under backend="export" (set_backend)
@@ -70,8 +70,6 @@ class T2AMambaBlock(nn.Module):
         dt0 = math.exp(torch.empty(()).uniform_(math.log(dt_min), math.log(dt_max)).item())
         self.dt_bias = nn.Parameter(torch.tensor([dt0 + math.log(-math.expm1(-dt0))]))
         self.A_log = nn.Parameter(torch.log(torch.empty(1).uniform_(1.0, 16.0)))
-        # time_aware_dt (beyond the paper): Δ_t = softplus(a(x_t) + b + w·g(gap_t)); w starts at 0 = the paper's Δ.
-        self.dt_gap_weight = nn.Parameter(torch.zeros(1)) if time_aware_dt else None
         self.D = nn.Parameter(torch.ones(d))
         self.norm = GatedRMSNorm(d)
         self.out_proj = nn.Linear(d, d, bias=False)
@@ -92,27 +90,16 @@ class T2AMambaBlock(nn.Module):
         z, xbc, dt_raw = torch.split(self.in_proj(u), [self.d, self.conv_dim, 1], dim=-1)
         return z, xbc, dt_raw.squeeze(-1)
 
-    @property
-    def time_aware(self) -> bool:
-        return self.dt_gap_weight is not None
-
-    def _ssm_inputs(self, conv_out: torch.Tensor, dt_raw: torch.Tensor, gap_feature: Optional[torch.Tensor]):
+    def _ssm_inputs(self, conv_out: torch.Tensor, dt_raw: torch.Tensor):
         x, B, C = torch.split(F.silu(conv_out), [self.d, self.d_state, self.d_state], dim=-1)
-        pre = dt_raw + self.dt_bias
-        if self.time_aware:
-            if gap_feature is None:
-                raise ValueError("this block's Δ sees the time gap (time_aware_dt): pass gap_feature")
-            pre = pre + self.dt_gap_weight * gap_feature.to(pre.dtype)
-        return x, B, C, F.softplus(pre)
+        return x, B, C, F.softplus(dt_raw + self.dt_bias)
 
     def _output(self, y: torch.Tensor) -> torch.Tensor:
         return self.out_proj(self.norm(y))
 
     # -- full sequence ------------------------------------------------------------------------------------------
-    def forward(self, u: torch.Tensor, mask: torch.Tensor, state: Optional[BlockState] = None,
-                gap_feature: Optional[torch.Tensor] = None):
-        """u: (batch, L, d); mask: (batch, L) bool, False at left pads; gap_feature: (batch, L) g(t_t − t_{t−1}),
-        used only by a time-aware block. → (out, new_state, internals)."""
+    def forward(self, u: torch.Tensor, mask: torch.Tensor, state: Optional[BlockState] = None):
+        """u: (batch, L, d); mask: (batch, L) bool, False at left pads. → (out, new_state, internals)."""
         batch, L, _ = u.shape
         state = state or self.empty_state(batch, u.device, u.dtype)
         z, xbc, dt_raw = self._project(u)
@@ -120,7 +107,7 @@ class T2AMambaBlock(nn.Module):
         window = torch.cat([state.conv, xbc], dim=1)                         # (batch, k−1+L, conv_dim)
         conv_out = F.conv1d(window.transpose(1, 2), self.conv.weight, self.conv.bias,
                             groups=self.conv_dim).transpose(1, 2)            # causal: (batch, L, conv_dim)
-        x, B, C, dt = self._ssm_inputs(conv_out, dt_raw, gap_feature)
+        x, B, C, dt = self._ssm_inputs(conv_out, dt_raw)
         dt = dt * mask                                                       # Δ = 0 at pads: state passes through
         y, h = selective_scan(x, dt, self.A, B, C, self.D, z=z, initial_state=state.ssm, backend=self.backend,
                               export_form=self.export_form)
@@ -128,11 +115,11 @@ class T2AMambaBlock(nn.Module):
         return self._output(y), new_state, BlockInternals(dt=dt, x_last=x[:, -1], final_state=h, window=window, x=x,
                                                           B=B, initial_ssm=state.ssm)
 
-    def extrapolate(self, u_next: torch.Tensor, inner: BlockInternals, gap_feature: Optional[torch.Tensor] = None):
+    def extrapolate(self, u_next: torch.Tensor, inner: BlockInternals):
         """`step` applied at EVERY position at once: out[:, i] = step(u_next[:, i], state after position i)[0].
 
         u_next: (batch, L, d) the input of the extra step after each position; inner: this block's internals from
-        `forward`; gap_feature: (batch, L) what a time-aware Δ̂ sees for each extra step. The states after each
+        `forward`. The states after each
         position are never materialised: h_iᵀĈ_{i+1} is the scan's output with C replaced by Ĉ.
         """
         z, xbc, dt_raw = self._project(u_next)
@@ -141,20 +128,19 @@ class T2AMambaBlock(nn.Module):
         # the extra step's conv window: the last k−1 real inputs up to i, then the new input
         conv_out = F.conv1d(inner.window[:, 1:].transpose(1, 2), taps[:, :, :k - 1], self.conv.bias,
                             groups=self.conv_dim).transpose(1, 2) + xbc * taps[:, 0, k - 1]
-        x, B, C, dt = self._ssm_inputs(conv_out, dt_raw, gap_feature)
+        x, B, C, dt = self._ssm_inputs(conv_out, dt_raw)
         carried, _ = selective_scan(inner.x, inner.dt, self.A, inner.B, C, initial_state=inner.initial_ssm,
                                     backend=self.backend, export_form=self.export_form)   # h_iᵀ Ĉ_{i+1}
         return self._output(state_step_output(carried, x, dt, self.A, B, C, self.D, z))
 
     # -- one step -----------------------------------------------------------------------------------------------
-    def step(self, u_t: torch.Tensor, state: BlockState, gap_feature: Optional[torch.Tensor] = None):
-        """u_t: (batch, d) one new input per user; gap_feature (batch,) for a time-aware block.
-        → (out_t, new_state, internals with dt (batch,))."""
+    def step(self, u_t: torch.Tensor, state: BlockState):
+        """u_t: (batch, d) one new input per user. → (out_t, new_state, internals with dt (batch,))."""
         z, xbc, dt_raw = self._project(u_t)
         window = torch.cat([state.conv, xbc[:, None]], dim=1)                # (batch, k, conv_dim)
         taps = self.conv.weight[:, 0, :].t().contiguous()                    # (k, conv_dim)
         conv_out = (window * taps).sum(1) + self.conv.bias                   # 9× faster than einsum at batch 64
-        x, B, C, dt = self._ssm_inputs(conv_out, dt_raw, gap_feature)
+        x, B, C, dt = self._ssm_inputs(conv_out, dt_raw)
         y, h = selective_state_step(state.ssm, x, dt, self.A, B, C, self.D, z=z, backend=self.backend)
         new_state = BlockState(window[:, 1:], h)
         return self._output(y), new_state, BlockInternals(dt=dt, x_last=x, final_state=h)

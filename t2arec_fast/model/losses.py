@@ -39,11 +39,6 @@ def event_gaps(times: torch.Tensor, mask: torch.Tensor):
     return times - prev, mask & prev_real
 
 
-def gap_feature(gaps_seconds: torch.Tensor, valid: torch.Tensor, kind: str) -> torch.Tensor:
-    """What a time-aware Δ sees: g(gap) where the gap is known, 0 where it is not (first event, pads)."""
-    return transform_gaps(torch.where(valid, gaps_seconds, torch.zeros_like(gaps_seconds)), kind)
-
-
 def gap_buckets(gaps_seconds: torch.Tensor, n_buckets: int) -> torch.Tensor:
     """Log-spaced buckets of gaps: ⌊log2(1 + gap in minutes)⌋, clamped to [0, n_buckets − 1] (bucket 0: under a
     minute; 20: about two years)."""

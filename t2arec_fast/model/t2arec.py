@@ -5,7 +5,8 @@ Public API (other code relies on these names):
     T2ARec(n_items, d=64, d_state=32, n_blocks=1, **options)      options = ModelConfig fields
     encode(item_ids, timestamps) -> (o_n, states)                  LEFT-padded int64 (batch, L), 0 = padding
     scores(item_ids, timestamps, request_times=None) -> (batch, n_items + 1)   column 0 (padding) is −inf
-    step(item_ids_t, states, gaps=None) -> (o, new_states)         one more event per user, O(1)
+    step(item_ids_t, states) -> (o, new_states)                    one more event per user, O(1)
+    scores_from_state(o_n, states, last_times=None, request_times=None) -> scores, as the readout reads them
     losses(item_ids, timestamps, next_items, target_times) -> {"rec", "time", "state"}
     aux_losses(item_ids, timestamps, target_times) -> {"time", "state", "o_n"}
     save(dir) / T2ARec.load(dir)
@@ -27,12 +28,8 @@ from t2arec_fast.ops.export_scan import check_scan_form
 from .block import BlockState, T2AMambaBlock
 from .base import SequentialRecommender
 from .checkpoint import save_checkpoint
-from .losses import (event_gaps, gap_buckets, gap_feature, gap_sequence, interest_state_loss,
-                     time_interval_loss)
-
-
-READOUTS = ("last", "extrapolated", "request_gap")
-REQUEST_GAP_BUCKETS = 24          # log2-minute buckets of the request gap (readout "request_gap")
+from .losses import gap_sequence, interest_state_loss, time_interval_loss
+from .readout import READOUTS, REQUEST_GAP_BUCKETS, make_readout
 
 
 class T2ALayer(nn.Module):
@@ -40,8 +37,7 @@ class T2ALayer(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.block = T2AMambaBlock(cfg.d, cfg.d_state, cfg.conv_kernel, backend=cfg.backend,
-                                   time_aware_dt=cfg.time_aware_dt)
+        self.block = T2AMambaBlock(cfg.d, cfg.d_state, cfg.conv_kernel, backend=cfg.backend)
         self.drop = nn.Dropout(cfg.dropout)
         self.norm1 = nn.LayerNorm(cfg.d)
         self.ffn = nn.Sequential(nn.Linear(cfg.d, 4 * cfg.d), nn.GELU(), nn.Dropout(cfg.dropout),
@@ -52,16 +48,16 @@ class T2ALayer(nn.Module):
         a = self.norm1(u + self.drop(block_out))
         return self.norm2(a + self.drop(self.ffn(a)))
 
-    def forward(self, u, mask, state=None, last_only: bool = False, gap_feature=None):
+    def forward(self, u, mask, state=None, last_only: bool = False):
         """last_only: Add&Norm and FFN at the last position only (position-wise, so o_n is the same) — for callers
         that need o_n and the block's internals but not o at every position."""
-        out, new_state, internals = self.block(u, mask, state, gap_feature)
+        out, new_state, internals = self.block(u, mask, state)
         if last_only:
             u, out = u[:, -1:], out[:, -1:]
         return self._finish(u, out), new_state, internals
 
-    def step(self, u_t, state, gap_feature=None):
-        out, new_state, internals = self.block.step(u_t, state, gap_feature)
+    def step(self, u_t, state):
+        out, new_state, internals = self.block.step(u_t, state)
         return self._finish(u_t, out), new_state, internals
 
 
@@ -83,6 +79,7 @@ class T2ARec(SequentialRecommender):
         self.layers = nn.ModuleList(T2ALayer(self.config) for _ in range(n_blocks))
         # readout "request_gap": the extrapolation's input is o_n + an embedding of the request gap's bucket
         self.request_gap_emb = nn.Embedding(REQUEST_GAP_BUCKETS, d) if self.config.readout == "request_gap" else None
+        self.readout = make_readout(self.config.readout, self.request_gap_emb)     # model/readout.py
         # λ of L_time: estimated from training data by the trainer (set_time_margin), saved with the weights.
         self.register_buffer("time_margin", torch.tensor(float("nan"), dtype=torch.float64))
         self._init_weights()
@@ -106,21 +103,14 @@ class T2ARec(SequentialRecommender):
         self.time_margin.fill_(float(lam))
 
     @property
-    def time_aware(self) -> bool:
-        """Δ also sees the gap since the user's previous event (option time_aware_dt, beyond the paper)."""
-        return self.config.time_aware_dt
-
-    @property
-    def extrapolated_readout(self) -> bool:
-        """Scores come from ô_{n+1}, the one-step update fed with o_n at the request (option readout, beyond the
-        paper): the extrapolation Δ̂_{n+1} of the alignment losses, trained by the recommendation loss.
-        readout "request_gap" feeds it o_n + an embedding of the request gap instead."""
-        return self.config.readout != "last"
+    def width(self) -> int:
+        """d: the length of o_n and of every output vector."""
+        return self.config.d
 
     @property
     def needs_request_time(self) -> bool:
-        """scores() must be told when each request is made (t_{n+1})."""
-        return self.config.readout == "request_gap" or (self.extrapolated_readout and self.time_aware)
+        """scores() and scores_from_state() must be told when each request is made (t_{n+1})."""
+        return self.readout.needs_request_time
 
     def set_backend(self, backend: str, export_form: str = "matrix") -> None:
         """Run every scan with `backend` ("auto" | "triton" | "reference" | "loop" | "export"); export_form is the
@@ -144,85 +134,58 @@ class T2ARec(SequentialRecommender):
     def empty_states(self, batch: int, device=None, dtype=None) -> List[BlockState]:
         return [layer.block.empty_state(batch, device, dtype) for layer in self.layers]
 
-    def _sequence_gap_feature(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor]):
-        """What a time-aware Δ sees at each position (None for the paper's Δ, which sees items only)."""
-        if not self.time_aware:
-            return None
-        if timestamps is None:
-            raise InputError("this model's Δ sees the time gaps (time_aware_dt=True): pass timestamps")
-        gaps, valid = event_gaps(timestamps, item_ids != 0)
-        return gap_feature(gaps, valid, self.config.gap_transform)
-
-    def _step_gap_feature(self, gaps: Optional[torch.Tensor]):
-        if not self.time_aware:
-            return None
-        if gaps is None:
-            raise InputError("this model's Δ sees the time gaps (time_aware_dt=True): pass gaps (seconds since each "
-                             "user's previous event, 0 for a first event)")
-        return gap_feature(gaps, gaps > 0, self.config.gap_transform)
-
     def _run_sequence(self, item_ids: torch.Tensor, states: Optional[List[BlockState]] = None,
-                      stop_embedding_grad: bool = False, last_only: bool = False,
-                      timestamps: Optional[torch.Tensor] = None):
+                      stop_embedding_grad: bool = False, last_only: bool = False):
         """All positions: → (o (batch, L, d), final states, per-layer internals).
 
         stop_embedding_grad: the item table is looked up through a stopped gradient (aux_stop_embedding).
         last_only: o only at the last position, (batch, 1, d): the last layer's Add&Norm and FFN — two thirds of a
         layer's arithmetic — then run on one position instead of L (everything but the CE loss needs only o_n)."""
         mask = item_ids != 0
-        gap_feat = self._sequence_gap_feature(item_ids, timestamps)
         h = self.embed(item_ids, stop_grad=stop_embedding_grad)
         new_states, internals = [], []
         last_layer = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            h, st, inner = layer(h, mask, None if states is None else states[i], last_only and i == last_layer,
-                                 gap_feat)
+            h, st, inner = layer(h, mask, None if states is None else states[i], last_only and i == last_layer)
             new_states.append(st)
             internals.append(inner)
         return h, new_states, internals
 
-    def _run_step(self, u_t: torch.Tensor, states: List[BlockState], gap_feat: Optional[torch.Tensor] = None):
-        """One event per user given its input vector u_t (an embedding, or o_n for Δ̂_{n+1})."""
+    def run_step(self, u_t: torch.Tensor, states: List[BlockState]):
+        """One event per user given its input vector u_t (batch, d) — an embedding, or o_n for Δ̂_{n+1} and the
+        extrapolated readouts. → (o (batch, d), new states, per-layer internals)."""
         h, new_states, internals = u_t, [], []
         for layer, st in zip(self.layers, states):
-            h, st_new, inner = layer.step(h, st, gap_feat)
+            h, st_new, inner = layer.step(h, st)
             new_states.append(st_new)
             internals.append(inner)
         return h, new_states, internals
 
-    def _extrapolation_input(self, o: torch.Tensor, request_gaps: Optional[torch.Tensor]) -> torch.Tensor:
-        """What the readout's extra step is fed: o (…, d), plus the request gap's embedding for "request_gap"."""
-        if self.request_gap_emb is None:
-            return o
-        return o + self.request_gap_emb(gap_buckets(request_gaps, REQUEST_GAP_BUCKETS))
-
-    def _extrapolate_sequence(self, o: torch.Tensor, internals, next_gaps: torch.Tensor,
-                              mask: torch.Tensor) -> torch.Tensor:
-        """ô_{i+1} at every position i: `_run_step` fed with o_i from the state after position i, for all i at once
-        (training). next_gaps (batch, L): t_{i+1} − t_i, the request gap each position is scored at."""
-        gap_feat = gap_feature(next_gaps, mask, self.config.gap_transform) if self.time_aware else None
-        h = self._extrapolation_input(o, next_gaps)
+    def extrapolate_sequence(self, u_next: torch.Tensor, internals) -> torch.Tensor:
+        """`run_step` at every position i at once, fed with u_next[:, i] from the state after position i:
+        (batch, L, d) → (batch, L, d) (training of the extrapolated readouts)."""
+        h = u_next
         for layer, inner in zip(self.layers, internals):
-            h = layer._finish(h, layer.block.extrapolate(h, inner, gap_feat))
+            h = layer._finish(h, layer.block.extrapolate(h, inner))
         return h
 
     def scores_from_state(self, o_n: torch.Tensor, states: List[BlockState],
                           last_times: Optional[torch.Tensor] = None,
                           request_times: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Scores from an encoded state (encode/step): score_from(o_n), or with an extrapolated readout one more
-        step fed with o_n at the request — O(1), as serving needs. last_times, request_times: (batch,) int64 t_n
-        and t_{n+1}, needed when `needs_request_time`."""
-        if not self.extrapolated_readout:
-            return self.score_from(o_n)
+        """(batch, n_items + 1) scores from an encoded state (encode/step), as the readout reads them — O(1), as
+        serving needs. last_times, request_times: (batch,) int64 t_n and t_{n+1}, needed when
+        `needs_request_time` (ignored otherwise).
+
+        Raises:
+            InputError: the readout needs the request time and none was given.
+        """
         gaps = None
         if self.needs_request_time:
             if request_times is None or last_times is None:
-                raise InputError(f"this model scores at the request time (readout={self.config.readout!r}"
-                                 f"{', time_aware_dt' if self.time_aware else ''}): pass request_times, int64 "
-                                 "(batch,) unix seconds")
+                raise InputError(f"this model scores at the request time (readout={self.config.readout!r}): pass "
+                                 "request_times, int64 (batch,) unix seconds")
             gaps = request_times - last_times
-        u = self._extrapolation_input(o_n, gaps)
-        return self.score_from(self._run_step(u, states, self._step_gap_feature(gaps))[0])
+        return self.score_from(self.readout.output_from_state(self, o_n, states, gaps))
 
     def _check_request_times(self, timestamps: Optional[torch.Tensor], request_times: Optional[torch.Tensor]) -> None:
         """Request times, when given: int64 (batch,), none before its row's last event."""
@@ -241,7 +204,7 @@ class T2ARec(SequentialRecommender):
     def encode(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None):
         """→ (o_n (batch, d), states: one BlockState per block)."""
         self.check_inputs(item_ids, timestamps)
-        o, states, _ = self._run_sequence(item_ids, last_only=True, timestamps=timestamps)
+        o, states, _ = self._run_sequence(item_ids, last_only=True)
         return o[:, -1], states
 
     def scores(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None,
@@ -250,42 +213,28 @@ class T2ARec(SequentialRecommender):
         when `needs_request_time` (ignored otherwise)."""
         self.check_inputs(item_ids, timestamps)
         self._check_request_times(timestamps, request_times)
-        return self._scores_unchecked(item_ids, timestamps, request_times)
+        return self.scores_unchecked(item_ids, timestamps, request_times)
 
-    def _scores_unchecked(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None,
-                          request_times: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def scores_unchecked(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None,
+                         request_times: Optional[torch.Tensor] = None) -> torch.Tensor:
         """scores() without the input checks, whose data-dependent branches torch.func.vmap cannot trace
-        (per-user test-time steps, adapt.py). Callers have checked the batch already."""
-        o, states, _ = self._run_sequence(item_ids, last_only=True, timestamps=timestamps)
+        (per-user test-time steps, adapt.py). For callers that have checked the batch already."""
+        o, states, _ = self._run_sequence(item_ids, last_only=True)
         last_times = None if timestamps is None else timestamps[:, -1]
         return self.scores_from_state(o[:, -1], states, last_times, request_times)
 
-    def step(self, item_ids_t: torch.Tensor, states: List[BlockState], gaps: Optional[torch.Tensor] = None):
+    def step(self, item_ids_t: torch.Tensor, states: List[BlockState]):
         """One new event per user: item_ids_t (batch,) int64 (no padding) → (o (batch, d), new states).
-        gaps (batch,) int64: seconds since each user's previous event (0 for a first event); a time-aware model
-        needs them, the paper's ignores them."""
+
+        Raises:
+            InputError: item ids not int64 (batch,) in [1, n_items].
+        """
         if item_ids_t.dim() != 1 or item_ids_t.dtype != torch.int64:
             raise InputError(f"step: item ids must be int64 (batch,), got {item_ids_t.dtype} {tuple(item_ids_t.shape)}")
         if item_ids_t.numel() and (int(item_ids_t.min()) < 1 or int(item_ids_t.max()) > self.n_items):
             raise InputError(f"step: item ids must lie in [1, {self.n_items}]")
-        bad_gaps = gaps is not None and (gaps.shape != item_ids_t.shape or gaps.dtype != torch.int64
-                                         or bool((gaps < 0).any()))
-        if bad_gaps:
-            raise InputError(f"step: gaps must be non-negative int64 seconds of shape {tuple(item_ids_t.shape)}, got "
-                             f"{gaps.dtype} {tuple(gaps.shape)}")
-        o, new_states, _ = self._run_step(self.embed(item_ids_t), states, self._step_gap_feature(gaps))
+        o, new_states, _ = self.run_step(self.embed(item_ids_t), states)
         return o, new_states
-
-    def forward(self, item_ids, timestamps=None, target_times=None, task: str = "scores"):
-        """Module entry point, so torch.func.functional_call can run any task with substituted parameters:
-        "scores" → scores(); "encode" → encode(); "aux" → aux_losses() (needs target_times)."""
-        if task == "scores":
-            return self.scores(item_ids, timestamps, target_times)
-        if task == "encode":
-            return self.encode(item_ids, timestamps)
-        if task == "aux":
-            return self.aux_losses(item_ids, timestamps, target_times)
-        raise ValueError(f"unknown task {task!r}; expected 'scores', 'encode' or 'aux'")
 
     # -- losses -------------------------------------------------------------------------------------------------
     def _alignment_losses(self, o_n, timestamps, mask, target_times, states, internals):
@@ -296,7 +245,7 @@ class T2ARec(SequentialRecommender):
         """
         cfg = self.config
         gaps, valid = gap_sequence(timestamps, mask, target_times)
-        _, _, next_internals = self._run_step(o_n.detach(), states, self._step_gap_feature(gaps[:, -1]))
+        _, _, next_internals = self.run_step(o_n.detach(), states)
         margin = float(self.time_margin) if torch.isfinite(self.time_margin) else 1.0
         l_time = o_n.new_zeros(())
         l_state = o_n.new_zeros(())
@@ -315,29 +264,28 @@ class T2ARec(SequentialRecommender):
     def losses(self, item_ids, timestamps, next_items, target_times, with_aux: bool = True):
         """Training objective pieces. rec = CE over all non-pad positions (mean); time, state on the last position."""
         mask = item_ids != 0
-        o, states, internals = self._run_sequence(item_ids, timestamps=timestamps)
-        rec = self.recommendation_loss(self._training_readout(o, mask, timestamps, target_times, internals), mask,
+        o, states, internals = self._run_sequence(item_ids)
+        rec = self.recommendation_loss(self._training_outputs(o, mask, timestamps, target_times, internals), mask,
                                        next_items)
         zero = rec.new_zeros(())
         if not (with_aux and self.uses_alignment):
             return {"rec": rec, "time": zero, "state": zero}
         if self.config.aux_stop_embedding:
-            o, states, internals = self._run_sequence(item_ids, stop_embedding_grad=True, last_only=True,
-                                                      timestamps=timestamps)
+            o, states, internals = self._run_sequence(item_ids, stop_embedding_grad=True, last_only=True)
         l_time, l_state = self._alignment_losses(o[:, -1], timestamps, mask, target_times, states, internals)
         return {"rec": rec, "time": l_time, "state": l_state}
 
-    def _training_readout(self, o, mask, timestamps, target_times, internals):
-        """What CE sees at every position: o_i, or ô_{i+1} extrapolated to the next event's time t_{i+1}."""
-        if not self.extrapolated_readout:
-            return o
-        next_gaps = gap_sequence(timestamps, mask, target_times)[0][:, 1:]
-        return self._extrapolate_sequence(o, internals, next_gaps, mask)
+    def _training_outputs(self, o, mask, timestamps, target_times, internals):
+        """What CE sees at every position, as the readout reads it: o_i, or ô_{i+1} at the next event's time."""
+        next_gaps = None
+        if self.needs_request_time:               # the request at position i is event i+1
+            next_gaps = gap_sequence(timestamps, mask, target_times)[0][:, 1:]
+        return self.readout.training_outputs(self, o, internals, next_gaps)
 
     def aux_losses(self, item_ids, timestamps, target_times):
         """Self-supervised alignment losses only (no labels), for test-time alignment. → {"time", "state", "o_n"}."""
         mask = item_ids != 0
-        o, states, internals = self._run_sequence(item_ids, last_only=True, timestamps=timestamps)
+        o, states, internals = self._run_sequence(item_ids, last_only=True)
         o_n = o[:, -1]
         l_time, l_state = self._alignment_losses(o_n, timestamps, mask, target_times, states, internals)
         return {"time": l_time, "state": l_state, "o_n": o_n}

@@ -9,8 +9,7 @@ import torch
 
 from t2arec_fast.errors import InputError
 
-__all__ = ["int64_array", "EventGroups", "group_events", "consecutive_events", "check_items", "check_time_order",
-           "gaps_since_previous"]
+__all__ = ["int64_array", "EventGroups", "group_events", "consecutive_events", "check_items", "check_time_order"]
 
 
 def int64_array(x: Any, name: str) -> np.ndarray:
@@ -105,15 +104,3 @@ def _check_order_within_call(users: np.ndarray, times: np.ndarray, groups: Event
         raise InputError(f"observe: timestamps go backwards for user {users[j]}: event {j} at {times[j]} comes "
                          f"after event {i} at {times[i]}; nothing was stored")
 
-
-def gaps_since_previous(times: np.ndarray, groups: EventGroups, n_events: np.ndarray,
-                        last_ts: np.ndarray) -> np.ndarray:
-    """(n,) int64 seconds from each event to its user's previous one (in the call, else the stored last event at
-    last_ts (U,) per slot when n_events (U,) > 0); 0 for a user's first event ever."""
-    prev = times.copy()                                       # no previous event: gap 0
-    earlier, later = consecutive_events(groups)
-    prev[later] = times[earlier]
-    first = np.flatnonzero(groups.rank == 0)
-    seen = n_events[groups.slot[first]] > 0
-    prev[first[seen]] = last_ts[groups.slot[first]][seen]
-    return times - prev

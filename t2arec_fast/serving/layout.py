@@ -56,8 +56,7 @@ class StateLayout:
     @classmethod
     def for_model(cls, model) -> "StateLayout":
         states = model.empty_states(1, device="cpu", dtype=torch.float32)
-        return cls([tuple(s.conv.shape[1:]) for s in states], [tuple(s.ssm.shape[1:]) for s in states],
-                   model.config.d)
+        return cls([tuple(s.conv.shape[1:]) for s in states], [tuple(s.ssm.shape[1:]) for s in states], model.width)
 
     def describe(self) -> dict:
         return {"layout_version": LAYOUT_VERSION, "header_words": HEADER_WORDS,

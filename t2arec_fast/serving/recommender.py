@@ -16,7 +16,9 @@ import torch
 from t2arec_fast.errors import InputError
 from t2arec_fast.model.block import BlockState
 
-from .events import EventGroups, check_items, check_time_order, gaps_since_previous, group_events, int64_array
+from t2arec_fast.model.protocol import StepModel
+
+from .events import EventGroups, check_items, check_time_order, group_events, int64_array
 from .folder import write_folder
 from .history import HistoryStore
 from .layout import StateLayout
@@ -29,7 +31,7 @@ SERVING_FORMAT = 1          # serving.json "format" of a saved OnlineRecommender
 class OnlineRecommender:
     """Keeps every user's recurrent state and answers top-k requests after O(1) work per event.
 
-    model:          a T2ARec (anything with encode/step/empty_states/score_from); put in eval mode here.
+    model:          a `model.protocol.StepModel` (T2ARec; SASRec is refused: no one-step update); put in eval mode.
     capacity_bytes: byte budget of the state cache (LRU beyond it; evicted users are rebuilt from their ring).
     history_len:    events kept per user for rebuilds and exclude_seen. A rebuild encodes these last events only,
                     so for a longer history it equals re-encoding the last history_len events (the usual max_len).
@@ -80,6 +82,9 @@ class OnlineRecommender:
 
     # -- model and cache ------------------------------------------------------------------------------------------
     def _install_model(self, model) -> None:
+        if not isinstance(model, StepModel):
+            raise InputError(f"serving needs a model with a one-step update (model.protocol.StepModel: T2ARec); "
+                             f"a {type(model).__name__} has none")
         if self.backend == "onnx":
             model = _onnx_model(model, self.onnx_dir)
         self.model = model.to(self.device).eval()       # eval: dropout off, so steps are deterministic
@@ -131,11 +136,11 @@ class OnlineRecommender:
             groups = group_events(users)
             rows = self.history.rows_of(groups.users)
             check_time_order(users, times, groups, self.history.lookup(rows)[1])
-            flat = self._advance(groups, rows, items, times)          # (U, size), nothing committed yet
+            flat = self._advance(groups, rows, items)                 # (U, size), nothing committed yet
             self._commit(groups, rows, items, times, flat)
 
     @torch.inference_mode()
-    def _advance(self, groups: EventGroups, rows: np.ndarray, items: np.ndarray, times: np.ndarray) -> np.ndarray:
+    def _advance(self, groups: EventGroups, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
         """States of the call's users after their events: (U, size) float32 numpy, header not yet written."""
         flat = np.zeros((len(groups.users), self.layout.size), np.float32)   # zeros = the empty state
         known = np.flatnonzero(rows >= 0)
@@ -144,16 +149,10 @@ class OnlineRecommender:
         state = torch.from_numpy(flat).to(self.device)
         views, o = self.layout.views(state)       # writing into these writes `flat`
         step_items = torch.from_numpy(items[groups.step_order]).to(self.device)
-        step_gaps = None
-        if getattr(self.model, "time_aware", False):   # its Δ sees the gap since the user's previous event
-            gaps = gaps_since_previous(times, groups, *self.history.lookup(rows))
-            step_gaps = torch.from_numpy(gaps[groups.step_order])
-            step_gaps = step_gaps.to(self.device)
         at = 0
         for m in groups.active.tolist():          # step r: users in slots [0, m), one event each
-            gaps = {} if step_gaps is None else {"gaps": step_gaps[at:at + m]}
             o_new, new_states = self.model.step(step_items[at:at + m],
-                                                [BlockState(v.conv[:m], v.ssm[:m]) for v in views], **gaps)
+                                                [BlockState(v.conv[:m], v.ssm[:m]) for v in views])
             for view, new in zip(views, new_states):
                 view.conv[:m].copy_(new.conv)
                 view.ssm[:m].copy_(new.ssm)
@@ -270,20 +269,21 @@ class OnlineRecommender:
 
     @torch.no_grad()
     def _model_scores(self, users: np.ndarray, rows: np.ndarray, at_time: Optional[np.ndarray]) -> torch.Tensor:
-        """(m, n_items + 1) float32 CPU scores of known users (duplicates allowed); column 0 is −inf."""
-        distinct, first, inverse = np.unique(users, return_index=True, return_inverse=True)
-        flat = self._states_for(distinct, rows[first])
-        states, o = self.layout.views(torch.from_numpy(flat).to(self.device))
-        pick = torch.from_numpy(inverse.reshape(-1)).to(self.device)
-        if not getattr(self.model, "extrapolated_readout", False):
-            return self.model.score_from(o[pick]).float().cpu()
+        """(m, n_items + 1) float32 CPU scores of known users (duplicates allowed), as the model's readout reads
+        them from each cached state; column 0 is −inf."""
         if at_time is None and self.model.needs_request_time:
-            raise InputError(f"recommend: this model scores at the request time "
-                             f"(readout={self.model.config.readout!r}): pass at_time")
-        states = [BlockState(st.conv[pick], st.ssm[pick]) for st in states]
-        last = torch.from_numpy(self.history.last_ts[rows]).to(self.device)
-        request = None if at_time is None else torch.from_numpy(at_time).to(self.device)
-        return self.model.scores_from_state(o[pick], states, last, request).float().cpu()
+            raise InputError("recommend: this model scores at the request time (readout 'request_gap'): pass at_time")
+        distinct, first, inverse = np.unique(users, return_index=True, return_inverse=True)
+        if len(distinct) == len(users):                  # the common case: each user once, no state to copy
+            flat = torch.from_numpy(self._states_for(users, rows))
+        else:
+            flat = torch.from_numpy(self._states_for(distinct, rows[first]))[torch.from_numpy(inverse.reshape(-1))]
+        states, o = self.layout.views(flat.to(self.device))
+        last = request = None
+        if at_time is not None:
+            last = torch.from_numpy(self.history.last_ts[rows]).to(self.device)
+            request = torch.from_numpy(at_time).to(self.device)
+        return self.model.scores_from_state(o, states, last, request).float().cpu()
 
     def _check_request_after_history(self, users: np.ndarray, rows: np.ndarray, at_time: np.ndarray) -> None:
         last = self.history.last_ts[rows]
@@ -295,18 +295,13 @@ class OnlineRecommender:
 
     def _adapt(self, scores: torch.Tensor, users: np.ndarray, rows: np.ndarray, at_time: np.ndarray) -> None:
         """Overwrite the scores of users the test-time step applies to (all, or those the gate lets in) with their
-        adapted scores, computed from their ring; the cached states stay as they are."""
-        from t2arec_fast.adapt import per_user_adapted_scores, shift_gate
+        adapted scores: one episode per user on its ring (adapt.adapted_scores, evaluation's route); the cached
+        states stay as they are."""
+        from t2arec_fast.adapt import adapted_scores
         items, times = (torch.from_numpy(a).to(self.device) for a in self.history.recent(rows))
         target = torch.from_numpy(at_time).to(self.device)
-        chosen = torch.ones(len(rows), dtype=torch.bool, device=self.device)
-        if self.ttt.ttt_gate > 0:
-            chosen = shift_gate(items, times, target, self.ttt.ttt_gate)
-        if not bool(chosen.any()):
-            return
-        adapted = per_user_adapted_scores(self.model, items[chosen], times[chosen], target[chosen], self.ttt)
-        scores[chosen.cpu()] = adapted.float().cpu()
-        self._counters["adapted"] += int(chosen.sum())
+        result = adapted_scores(self.model, items, times, target, self.ttt, per_user=True, plain_scores=scores)
+        self._counters["adapted"] += int(result.adapted.sum())
 
     def _cold_start(self, k: int) -> Tuple[np.ndarray, np.ndarray]:
         """The k most observed items (ties: lower id first) scored by their count: → (k,) int64, (k,) float32."""
@@ -344,7 +339,7 @@ class OnlineRecommender:
             write_folder(directory, self._write)
 
     def _write(self, folder: Path) -> None:
-        self.model.save(folder / "model", id_maps=getattr(self.model, "id_maps", None) or None)
+        self.model.save(folder / "model", id_maps=self.model.id_maps or None)
         self.cache.save(folder / "states.cache")
         np.savez(folder / "history.npz", popularity=self.popularity, **self.history.to_arrays())
         meta = {"format": SERVING_FORMAT, "layout": self.layout.describe(), "model_version": self.version,

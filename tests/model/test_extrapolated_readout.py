@@ -1,7 +1,7 @@
 """The extrapolated readout (option readout='extrapolated', beyond the paper): scores come from ô_{n+1}, the one-step
 update fed with o_n — the extrapolation the alignment losses already make for Δ̂_{n+1} — at the request time.
 
-Training scores ô_{i+1} at every position in one pass (`_extrapolate_sequence`); that must equal scoring each prefix
+Training scores ô_{i+1} at every position in one pass (`extrapolate_sequence`); that must equal scoring each prefix
 with its next event's time as the request, and serving's O(1) form (`scores_from_state`)."""
 import pytest
 import torch
@@ -9,26 +9,22 @@ import torch
 from t2arec_fast.errors import InputError
 from t2arec_fast.model import T2ARec
 from t2arec_fast.model.losses import gap_buckets
-from t2arec_fast.model.t2arec import REQUEST_GAP_BUCKETS
+from t2arec_fast.model.readout import REQUEST_GAP_BUCKETS
 
 from .test_t2arec import random_batch
 
 
-def readout_model(time_aware=True, n_blocks=2, dtype=torch.float64, weight=0.7, readout="extrapolated"):
+def readout_model(n_blocks=2, dtype=torch.float64, weight=0.7, readout="extrapolated"):
     torch.manual_seed(0)
-    model = T2ARec(40, d=16, d_state=8, n_blocks=n_blocks, dropout=0.0, readout=readout,
-                   time_aware_dt=time_aware).to(dtype).eval()
+    model = T2ARec(40, d=16, d_state=8, n_blocks=n_blocks, dropout=0.0, readout=readout).to(dtype).eval()
     model.set_time_margin(0.5)
     with torch.no_grad():
-        if time_aware:
-            for layer in model.layers:
-                layer.block.dt_gap_weight.fill_(weight)
         if model.request_gap_emb is not None:            # trained values, not the zero initialisation
             model.request_gap_emb.weight.normal_(0, weight)
     return model
 
 
-VARIANTS = [("extrapolated", False), ("extrapolated", True), ("request_gap", False), ("request_gap", True)]
+READOUTS = ["extrapolated", "request_gap"]
 
 
 def next_times(times, target_times):
@@ -36,14 +32,14 @@ def next_times(times, target_times):
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
-@pytest.mark.parametrize("readout,time_aware", VARIANTS)
+@pytest.mark.parametrize("readout", READOUTS)
 @pytest.mark.parametrize("n_blocks", [1, 2])
-def test_every_positions_readout_equals_scoring_its_prefix(n_blocks, readout, time_aware, dtype, tol):
-    model = readout_model(time_aware, n_blocks, dtype, readout=readout)
+def test_every_positions_readout_equals_scoring_its_prefix(n_blocks, readout, dtype, tol):
+    model = readout_model(n_blocks, dtype, readout=readout)
     items, times, target_times = random_batch()
     mask = items != 0
-    o, _, internals = model._run_sequence(items, timestamps=times)
-    readout = model.score_from(model._training_readout(o, mask, times, target_times, internals))
+    o, _, internals = model._run_sequence(items)
+    readout = model.score_from(model._training_outputs(o, mask, times, target_times, internals))
     requests = next_times(times, target_times)
     for row, col in mask.nonzero().tolist():
         prefix = slice(row, row + 1), slice(0, col + 1)
@@ -52,9 +48,9 @@ def test_every_positions_readout_equals_scoring_its_prefix(n_blocks, readout, ti
         torch.testing.assert_close(readout[row:row + 1, col, 1:], want[:, 1:], rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("readout,time_aware", VARIANTS)
-def test_scores_from_state_is_one_step_after_encode(readout, time_aware):
-    model = readout_model(time_aware, readout=readout)
+@pytest.mark.parametrize("readout", READOUTS)
+def test_scores_from_state_is_one_step_after_encode(readout):
+    model = readout_model(readout=readout)
     items, times, target_times = random_batch()
     o_n, states = model.encode(items, times)
     via_state = model.scores_from_state(o_n, states, times[:, -1], target_times)
@@ -65,9 +61,9 @@ def test_scores_from_state_is_one_step_after_encode(readout, time_aware):
 def test_the_request_gap_moves_the_scores_only_when_the_readout_sees_time():
     items, times, target_times = random_batch()
     much_later = target_times + 90 * 86_400
-    for aware in (readout_model(time_aware=True), readout_model(time_aware=False, readout="request_gap")):
-        assert not torch.allclose(aware.scores(items, times, target_times), aware.scores(items, times, much_later))
-    blind = readout_model(time_aware=False)
+    aware = readout_model(readout="request_gap")
+    assert not torch.allclose(aware.scores(items, times, target_times), aware.scores(items, times, much_later))
+    blind = readout_model(readout="extrapolated")
     torch.testing.assert_close(blind.scores(items, times, target_times), blind.scores(items, times, much_later),
                                rtol=0, atol=0)
     torch.testing.assert_close(blind.scores(items, times), blind.scores(items, times, much_later), rtol=0, atol=0)
@@ -78,8 +74,6 @@ def test_the_recommendation_loss_trains_what_sees_the_request_gap():
     items, times, target_times = random_batch(pads=(0, 0, 0))
     next_items = torch.cat([items[:, 1:], torch.tensor([[1], [2], [3]])], dim=1)
     model.losses(items, times, next_items, target_times, with_aux=False)["rec"].backward()
-    for layer in model.layers:
-        assert layer.block.dt_gap_weight.grad.abs().item() > 0
     used = gap_buckets(next_times(times, target_times) - times, REQUEST_GAP_BUCKETS).unique()
     grad_rows = model.request_gap_emb.weight.grad.abs().sum(1).nonzero().flatten()
     assert torch.equal(grad_rows, used)                      # exactly the buckets of this batch's gaps
@@ -91,7 +85,7 @@ def test_gap_buckets_are_log2_minutes():
 
 
 def test_missing_or_bad_request_times_are_refused():
-    model = readout_model()
+    model = readout_model(readout="request_gap")
     items, times, target_times = random_batch()
     with pytest.raises(InputError, match="pass request_times"):
         model.scores(items, times)
@@ -111,13 +105,13 @@ def test_the_default_readout_ignores_request_times():
     torch.testing.assert_close(model.scores(items, times, target_times), model.score_from(o_n), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("readout,time_aware", VARIANTS)
-def test_checkpoint_round_trip_keeps_the_readout(tmp_path, readout, time_aware):
-    model = readout_model(time_aware, weight=0.3, readout=readout)
+@pytest.mark.parametrize("readout", READOUTS)
+def test_checkpoint_round_trip_keeps_the_readout(tmp_path, readout):
+    model = readout_model(weight=0.3, readout=readout)
     items, times, target_times = random_batch()
     model.save(tmp_path / "m")
     loaded = T2ARec.load(tmp_path / "m").to(torch.float64).eval()
-    assert loaded.extrapolated_readout and loaded.config.readout == readout
+    assert loaded.readout.name == loaded.config.readout == readout and not loaded.readout.exports
     torch.testing.assert_close(loaded.scores(items, times, target_times), model.scores(items, times, target_times),
                                rtol=0, atol=1e-6)
 
@@ -127,4 +121,24 @@ def test_onnx_export_refuses_the_extrapolated_readout(tmp_path):
     from t2arec_fast.export import export_onnx
     for readout in ("extrapolated", "request_gap"):
         with pytest.raises(InputError, match=f"readout='{readout}'"):
-            export_onnx(readout_model(time_aware=False, readout=readout), tmp_path / "onnx")
+            export_onnx(readout_model(readout=readout), tmp_path / "onnx")
+
+
+def test_the_removed_time_aware_dt_option_loads_when_off_and_is_refused_when_on(tmp_path):
+    """time_aware_dt was removed (docs/results.md): checkpoints and configs saved with it off still load."""
+    import json
+    from t2arec_fast.config import Config, ConfigError
+    model = readout_model(readout="request_gap")
+    model.save(tmp_path / "m")
+    meta_path = tmp_path / "m" / "config.json"
+    meta = json.loads(meta_path.read_text())
+    meta["config"]["time_aware_dt"] = False                  # as saved before the removal
+    meta_path.write_text(json.dumps(meta))
+    assert T2ARec.load(tmp_path / "m").readout.name == "request_gap"
+    assert Config.from_sources(overrides={"model": {"time_aware_dt": False}}).model.readout == "last"
+    meta["config"]["time_aware_dt"] = True
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="time_aware_dt.*no longer an option.*no gain"):
+        T2ARec.load(tmp_path / "m")
+    with pytest.raises(ConfigError, match="no longer an option"):
+        Config.from_sources(args=["--time_aware_dt=true"])

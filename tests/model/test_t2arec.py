@@ -66,12 +66,12 @@ def test_causality_changing_item_i_plus_1_leaves_earlier_outputs_unchanged():
 
 
 def test_gradcheck_through_scan_and_both_losses():
-    """float64 gradcheck through the whole model (scan included) via functional_call.
+    """float64 gradcheck through the whole model (scan included) via functional_call (adapt.call_with).
 
     o_n enters the extrapolation step detached (model-spec §3), so a finite difference in a parameter that moves o_n
     sees a path autograd rightly ignores; the losses are therefore checked w.r.t. q_proj (which o_n does not use)
     here and w.r.t. every input of the loss functions in test_losses.py."""
-    from torch.func import functional_call
+    from t2arec_fast.adapt import call_with
     model = tiny_model(n_blocks=1)
     model.set_backend("loop")
     items, times, target_times = random_batch(batch=2, length=5, pads=(2, 0))
@@ -79,8 +79,8 @@ def test_gradcheck_through_scan_and_both_losses():
 
     def run(names, pick):
         def f(*values):
-            out = functional_call(model, {**params, **dict(zip(names, values))}, (items, times),
-                                  {"target_times": target_times, "task": "aux"})
+            out = call_with(model, {**params, **dict(zip(names, values))}, T2ARec.aux_losses, items, times,
+                            target_times)
             return pick(out)
         inputs = tuple(params[n].detach().clone().requires_grad_(True) for n in names)
         return torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)

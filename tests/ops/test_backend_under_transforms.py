@@ -2,7 +2,7 @@
 by vmap, so inside torch.func transforms the backend switch gives the reference; outside, Triton still runs."""
 import torch
 
-from t2arec_fast.adapt import adapted_scores, per_user_adapted_scores
+from t2arec_fast.adapt import adapted_scores
 from t2arec_fast.config import TTTConfig
 from t2arec_fast.model import T2ARec
 from t2arec_fast.ops import resolve_backend
@@ -38,8 +38,8 @@ def test_switch_gives_the_reference_inside_transforms_only():
 
 def test_per_user_steps_with_a_triton_model_equal_the_reference_model(monkeypatch):
     b = batch()
-    expected = per_user_adapted_scores(model("reference"), b.items, b.times, b.target_times, TTT)
-    got = per_user_adapted_scores(model("triton"), b.items, b.times, b.target_times, TTT)
+    expected = adapted_scores(model("reference"), b.items, b.times, b.target_times, TTT, per_user=True).scores
+    got = adapted_scores(model("triton"), b.items, b.times, b.target_times, TTT, per_user=True).scores
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -48,7 +48,8 @@ def test_batch_episodes_still_run_the_triton_kernels(monkeypatch):
     original = triton_scan.selective_scan_triton
     monkeypatch.setattr(triton_scan, "selective_scan_triton", lambda *a, **k: calls.append(1) or original(*a, **k))
     b = batch()
-    got = adapted_scores(model("triton"), b, TTTConfig(ttt_lr=0.5, ttt_mu_time=1.0, ttt_mu_state=1.0))
-    expected = adapted_scores(model("reference"), b, TTTConfig(ttt_lr=0.5, ttt_mu_time=1.0, ttt_mu_state=1.0))
+    cfg = TTTConfig(ttt_lr=0.5, ttt_mu_time=1.0, ttt_mu_state=1.0)
+    got = adapted_scores(model("triton"), b.items, b.times, b.target_times, cfg).scores
+    expected = adapted_scores(model("reference"), b.items, b.times, b.target_times, cfg).scores
     assert calls
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

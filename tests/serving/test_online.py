@@ -173,38 +173,34 @@ def test_a_state_out_of_step_with_the_history_is_rebuilt_not_served(model, histo
     assert rec.stats()["rebuilds"] == rebuilds + 1
 
 
-def test_a_time_aware_model_steps_with_the_gap_since_each_users_previous_event(histories):
-    """time_aware_dt: observe() gives each step the gap to the user's previous event (earlier in the call or in the
-    history), so event-by-event, batched calls and rebuilds from the ring all equal the full encoder."""
+def _readout_model(readout: str):
     import torch
-    aware = small_model()
-    aware.config.time_aware_dt = True
-    for layer in aware.layers:
-        layer.block.dt_gap_weight = torch.nn.Parameter(torch.full((1,), 0.8))
-    users = list(histories)
-    want = reference_scores(aware, histories, users)
-    assert not np.allclose(want, reference_scores(small_model(), histories, users))     # the gaps matter
-    for per_call in (1, 5):
-        rec = OnlineRecommender(aware, capacity_bytes=4 << 20, history_len=64)
-        observe_all(rec, histories, per_call=per_call, seed=per_call)
-        assert_close_scores(served_scores(rec, users), want)
-    rec.cache.clear()                                                # rebuilt from the ring (whole histories)
-    assert_close_scores(served_scores(rec, users), want)
-
-
-@pytest.mark.parametrize("options", [dict(readout="extrapolated", time_aware_dt=True), dict(readout="request_gap")],
-                         ids=["extrapolated+time_aware_dt", "request_gap"])
-def test_a_readout_at_the_request_time_is_one_step_past_the_cached_state(histories, options):
-    """readout='extrapolated'/'request_gap': recommend(at_time) scores one extra step from the cached state at the
-    request gap — the full encoder's scores(items, times, request_times) — and refuses requests without a time."""
-    import torch
-    from t2arec_fast.errors import InputError
     from t2arec_fast.model import T2ARec
     torch.manual_seed(0)
-    model = T2ARec(40, d=16, d_state=8, n_blocks=2, **options).eval()
+    model = T2ARec(40, d=16, d_state=8, n_blocks=2, readout=readout).eval()
     with torch.no_grad():
         for p in model.parameters():
-            p.add_(0.3 * torch.randn_like(p))              # trained-looking values: gap weights ≠ 0
+            p.add_(0.3 * torch.randn_like(p))              # trained-looking values: gap embedding ≠ 0
+    return model
+
+
+def test_the_extrapolated_readout_is_one_step_past_the_cached_state(histories):
+    """readout='extrapolated': recommend() scores one extra step fed with o_n from the cached state — the full
+    encoder's scores — and needs no request time."""
+    model = _readout_model("extrapolated")
+    users = list(histories)
+    rec = OnlineRecommender(model, capacity_bytes=4 << 20, history_len=64)
+    observe_all(rec, histories, per_call=3)
+    assert_close_scores(served_scores(rec, users), reference_scores(model, histories, users))
+    repeated = users[:3] + users[:3]                     # a user twice in one request
+    assert_close_scores(served_scores(rec, repeated), reference_scores(model, histories, repeated))
+
+
+def test_a_readout_at_the_request_time_is_one_step_past_the_cached_state(histories):
+    """readout='request_gap': recommend(at_time) scores one extra step from the cached state at the request gap —
+    the full encoder's scores(items, times, request_times) — and refuses requests without a time."""
+    from t2arec_fast.errors import InputError
+    model = _readout_model("request_gap")
     users = list(histories)
     rng = np.random.default_rng(3)
     at_time = np.array([histories[u][1][-1] for u in users]) + rng.integers(0, 40 * 86_400, len(users))

@@ -26,16 +26,11 @@ def make(ttt=TTT, **kw):
     return rec
 
 
-class _Batch:
-    def __init__(self, items, times, target_times):
-        self.items, self.times, self.target_times = items, times, target_times
-
-
 def episode_of_one_user(rec, user, at_time):
     """The evaluation path: adapt.adapted_scores on a batch holding just this user's ring."""
     items, times = rec.history.recent(rec.history.rows_of(np.array([user])))
-    batch = _Batch(torch.from_numpy(items), torch.from_numpy(times), torch.tensor([at_time]))
-    return adapted_scores(rec.model, batch, TTT)[0]
+    return adapted_scores(rec.model, torch.from_numpy(items), torch.from_numpy(times), torch.tensor([at_time]),
+                          TTT).scores[0]
 
 
 def test_scores_are_the_evaluation_paths_episode_per_user():

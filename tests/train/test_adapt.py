@@ -10,9 +10,14 @@ from t2arec_fast.config import TTTConfig
 
 from .conftest import random_batch, tiny_model
 
-OPTIONS = [{}, {"time_aware_dt": True}, {"readout": "request_gap", "time_aware_dt": True}]
-OPTION_IDS = ["paper", "time_aware_dt", "request_gap_readout"]
+OPTIONS = [{}, {"readout": "extrapolated"}, {"readout": "request_gap"}]
+OPTION_IDS = ["paper", "extrapolated_readout", "request_gap_readout"]
 TTT = TTTConfig(ttt_lr=0.05, ttt_steps=1, ttt_mu_time=1.0, ttt_mu_state=0.1)
+
+
+def scores_after_step(model, batch, cfg):
+    """The batch's scores after the test-time step (the route evaluation and serving share)."""
+    return adapted_scores(model, batch.items, batch.times, batch.target_times, cfg).scores
 
 
 def _snapshot(model):
@@ -23,7 +28,7 @@ def test_parameters_bit_identical_and_predictions_change():
     model, batch = tiny_model(), random_batch()
     before = _snapshot(model)
     plain = model.scores(batch.items, batch.times).detach()
-    adapted = adapted_scores(model, batch, TTT)
+    adapted = scores_after_step(model, batch, TTT)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not model.training
@@ -37,12 +42,13 @@ def test_no_op_settings_equal_plain_scores(change):
     model, batch = tiny_model(), random_batch()
     cfg = dataclasses.replace(TTT, **change)
     plain = model.scores(batch.items, batch.times)
-    assert torch.equal(adapted_scores(model, batch, cfg), plain)
+    assert torch.equal(scores_after_step(model, batch, cfg), plain)
     # the functional path itself (bypassing the shortcut) also leaves θ where it was
     fast = adapt_parameters(model, batch.items, batch.times, batch.target_times, cfg)
     own = dict(model.named_parameters())
     assert all(torch.equal(fast[k], own[k]) for k in fast)
-    assert torch.allclose(call_with(model, fast, "scores", batch.items, batch.times), plain, atol=0, rtol=1e-6)
+    same = call_with(model, fast, type(model).scores, batch.items, batch.times)
+    assert torch.allclose(same, plain, atol=0, rtol=1e-6)
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=OPTION_IDS)
@@ -59,7 +65,7 @@ def test_matches_an_explicit_sgd_step_on_a_copy(steps, options):
         (cfg.ttt_mu_time * aux["time"] + cfg.ttt_mu_state * aux["state"]).backward()
         opt.step()
     expected = twin.scores(batch.items, batch.times, batch.target_times)
-    got = adapted_scores(model, batch, cfg)
+    got = scores_after_step(model, batch, cfg)
     torch.testing.assert_close(got[:, 1:], expected[:, 1:], rtol=1e-5, atol=1e-6)
 
 
@@ -88,7 +94,7 @@ def test_only_the_chosen_group_moves():
 
 def test_sasrec_has_nothing_to_adapt():
     model, batch = tiny_model("sasrec"), random_batch()
-    assert torch.equal(adapted_scores(model, batch, TTT), model.scores(batch.items, batch.times))
+    assert torch.equal(scores_after_step(model, batch, TTT), model.scores(batch.items, batch.times))
 
 
 def test_shift_gate_by_hand():
@@ -108,14 +114,20 @@ def test_gated_step_adapts_only_gated_users():
     model, batch = tiny_model(), random_batch()
     plain = model.scores(batch.items, batch.times)
     gated_cfg = dataclasses.replace(TTT, ttt_gate=1e9)        # nobody qualifies → plain scores
-    assert torch.equal(adapted_scores(model, batch, gated_cfg), plain)
+    assert torch.equal(scores_after_step(model, batch, gated_cfg), plain)
     from t2arec_fast.adapt import shift_gate
     cfg = dataclasses.replace(TTT, ttt_gate=1.0, ttt_lr=0.5)
     gate = shift_gate(batch.items, batch.times, batch.target_times, 1.0)
     assert gate.any() and not gate.all()
-    adapted = adapted_scores(model, batch, cfg)
+    adapted = scores_after_step(model, batch, cfg)
     assert torch.equal(adapted[~gate], plain[~gate])
     assert (adapted[gate][:, 1:] - plain[gate][:, 1:]).abs().max() > 1e-6
+    for per_user in (False, True):                  # the caller's plain scores are kept for the others
+        given = plain.clone()
+        result = adapted_scores(model, batch.items, batch.times, batch.target_times, cfg, per_user=per_user,
+                                plain_scores=given)
+        assert result.scores is given and torch.equal(result.adapted, gate)
+        assert torch.equal(given[~gate], plain[~gate]) and not torch.equal(given[gate], plain[gate])
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=OPTION_IDS)
@@ -124,12 +136,12 @@ def test_vectorised_per_user_steps_equal_batches_of_one_user(gate, options):
     """ttt_batch_size = 1 on a whole batch (vmap over users) gives each user's own single-user episode."""
     model, batch = tiny_model(**options).double(), random_batch()
     cfg = dataclasses.replace(TTT, ttt_batch_size=1, ttt_lr=0.5, ttt_steps=2, ttt_gate=gate)
-    together = adapted_scores(model, batch, cfg)
+    together = scores_after_step(model, batch, cfg)
     for row in range(batch.items.shape[0]):
         keep = batch.items[row] != 0
         one = type(batch)(batch.items[row:row + 1, keep], batch.times[row:row + 1, keep],
                           batch.target_times[row:row + 1], batch.targets[row:row + 1])
-        alone = adapted_scores(model, one, cfg)
+        alone = scores_after_step(model, one, cfg)
         torch.testing.assert_close(together[row:row + 1], alone, rtol=1e-9, atol=1e-9)
     plain = model.scores(batch.items, batch.times, batch.target_times)
     assert (together[:, 1:] - plain[:, 1:]).abs().max() > 1e-6
