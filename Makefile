@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 REDIS_SERVER ?= redis-server
 BENCH_ARGS ?=
 
-.PHONY: demo test venv bench sanitize clean redis-server
+.PHONY: demo test venv wheel-check bench sanitize clean redis-server
 
 $(VENV)/.installed: pyproject.toml setup.py Makefile csrc/*.cpp csrc/*.h
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ redis-server:
 	         "(apt-get install redis-server, dnf install redis, brew install redis) or set REDIS_SERVER=/path/to/it" >&2; \
 	    exit 1; \
 	  fi; }
+
+# sdist -> wheel (from the sdist) -> fresh venv -> `t2arec demo` outside the checkout: what `pip install` users get
+wheel-check: venv
+	PYTHON=$(PY) TORCH_SPEC="$(TORCH_SPEC)" .ci/check_wheel.sh
 
 # every benchmark at a small size (bench/run.py); `make bench BENCH_ARGS="--only train --full"` for one at full size
 bench: venv
