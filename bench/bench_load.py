@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from t2arec_fast import json_io
 from bench.harness import add_out_argument, child_command, environment, write_json
 
 TARGET_SECONDS, TARGET_BYTES = 20.0, 3 * 1024 ** 3
@@ -51,7 +52,7 @@ def child(path: str, min_count: int) -> None:
     start = time.perf_counter()
     ds.stats()                                    # includes the sha256 of the input file
     stats_s = time.perf_counter() - start
-    print(json.dumps({"load_s": load_s, "load_cpu_s": load_cpu_s, "stats_s": stats_s, "users": ds.n_users,
+    print(json_io.dumps(indent=None, obj={"load_s": load_s, "load_cpu_s": load_cpu_s, "stats_s": stats_s, "users": ds.n_users,
                       "items": ds.n_items, "interactions": ds.n_interactions,
                       "rss_after_imports": rss_after_imports, "peak_rss": peak_rss()}))
 

@@ -17,7 +17,6 @@ A second table compares the scan's two graph forms inside ORT (opset 27): matrix
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from t2arec_fast import json_io
 from bench.harness import add_out_argument, environment, timed, write_json
 from t2arec_fast.export import OnnxEncoder, export_onnx
 from t2arec_fast.export.graphs import EncodeGraph, StepGraph, flatten_states, io_names
@@ -170,7 +170,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     import onnx
     env = environment(onnx=onnx.__version__, threads_option=args.threads)
-    print(json.dumps(env, indent=1))
+    print(json_io.dumps(env, indent=1))
     torch.manual_seed(0)
     model = T2ARec(N_ITEMS, d=D, d_state=D_STATE, n_blocks=1).eval()
     for p in model.parameters():
@@ -198,7 +198,7 @@ def main(argv=None) -> int:
         rows += bench_step(model, encoder, sessions, compiled_step, args.quick)
         form_rows = bench_scan_forms(model, workdir, args.quick, args.threads)
     ratios = ratio_summary(rows)
-    print("ORT / eager p50:", json.dumps(ratios))
+    print("ORT / eager p50:", json_io.dumps(ratios, indent=None))
     result = {"environment": env, "model": {"n_items": N_ITEMS, "d": D, "d_state": D_STATE, "n_blocks": 1},
               "export_validation": summary["validation"], "torch_compile": compile_log or "skipped",
               "results": rows, "scan_forms_opset27": form_rows, "ort_over_eager_p50": ratios,

@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from t2arec_fast import json_io
 from bench.harness import ROOT, add_out_argument, child_command, environment, write_json
 
 DATA = ROOT.parent / "shared" / "datasets" / "ml-100k"
@@ -137,7 +138,7 @@ def main(argv=None) -> int:
     opts = parse_args(argv)
     if opts.worker:
         result = ttt_worker(opts) if opts.worker == "ttt" else train_worker(opts)
-        print(json.dumps(result))
+        print(json_io.dumps(result, indent=None))
         return 0
     rows = []
     for name in opts.models:

@@ -14,7 +14,6 @@ Benchmarks are modules of the `bench` package, run from the repository root as `
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import subprocess
@@ -46,13 +45,8 @@ def write_json(out_dir, name: str, obj) -> Path:
     Raises:
         OSError: the folder cannot be created or written.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / name
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    tmp.replace(path)
-    return path
+    from t2arec_fast.json_io import write_json as write
+    return write(Path(out_dir) / name, obj, indent=1)
 
 
 def child_command(module: str, *args: str) -> list:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
@@ -138,7 +137,8 @@ class Config:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     def __str__(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+        from .json_io import dumps
+        return dumps(self.to_dict())
 
 
 # Options that were removed, with the value that meant "off": a saved config or checkpoint holding that value still

@@ -324,6 +324,7 @@ def _fit(cfg, dataset, out_dir, resume, ctx, build_model):
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     ds = _load_dataset(cfg, dataset)
     split = _make_split(ds, cfg)
+    split.require_targets(("train", "valid"))          # early stopping needs both; refuse before any epoch
     max_len = cfg.data.max_len or ds.default_max_len
     model = build_model(cfg.model, ds.n_items, max_len).to(device)
     margin = None
@@ -397,6 +398,7 @@ def train_and_evaluate(cfg: Config, dataset=None, out_dir=None, resume=None) -> 
     test-time step too. → (model, results dict ready for JSON; empty on ranks other than 0)."""
     from .evaluate import evaluate_splits
     ds = _load_dataset(cfg, dataset)
+    _make_split(ds, cfg).require_targets()              # all three, before training rather than after it
     model, history = fit(cfg, dataset=ds, out_dir=out_dir, resume=resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return model, {}

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from t2arec_fast import json_io
 from t2arec_fast.config import Config
 from t2arec_fast.data import leave_one_out, load_dataset
 from t2arec_fast.evaluate import evaluate
@@ -147,7 +148,7 @@ def write_report(json_path, args, ds, path, k_core, max_len, settings, runs, sec
               "wall_seconds": seconds,
               "summary": {k: {m: list(v) for m, v in r.items()} for k, r in table(done).items()},
               "paired_t_test": paired_vs_best(done), "runs": runs}
-    json_path.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    json_io.write_json(json_path, report)
     return report
 
 
@@ -276,7 +277,7 @@ def combine(json_path: Path, others: list) -> dict:
                                 for p, study in zip(paths, studies)],
               "summary": {k: {m: list(v) for m, v in r.items()} for k, r in table(done).items()},
               "paired_t_test": paired_vs_best(done), "runs": runs}
-    json_path.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    json_io.write_json(json_path, report)
     return report
 
 if __name__ == "__main__":

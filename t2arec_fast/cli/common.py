@@ -1,8 +1,6 @@
 """Helpers shared by CLI command modules."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 
 class UserError(Exception):
@@ -19,20 +17,7 @@ def user_error_types() -> tuple:
 
 
 def write_json(path, payload) -> None:
-    """Write `payload` as pretty JSON to `path` (parents created)."""
-    if path is None:
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
-
-
-def _jsonable(obj):
-    import numpy as np
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    """Write `payload` as strict JSON to `path` (t2arec_fast.json_io: NaN → null); nothing when path is None."""
+    if path is not None:
+        from t2arec_fast.json_io import write_json as write
+        write(path, payload)

@@ -60,10 +60,15 @@ def _train(args) -> int:
     _, results = train_and_evaluate(cfg, out_dir=out, resume=args.resume)
     if results:                                   # rank 0 only under torchrun
         print(format_table({k: v for k, v in results.items() if k in ("valid", "valid_ttt", "test", "test_ttt")}))
-        print(f"\n{results['epochs']} epochs, best {results['best_epoch']}, "
-              f"{results['seconds_per_epoch']:.2f} s/epoch; checkpoint {out / 'best'}")
         write_json(out / "results.json", results)
         write_json(args.json, results)
+        print(f"\n{results['epochs']} epochs, best {results['best_epoch']}, "
+              f"{results['seconds_per_epoch']:.2f} s/epoch; results {out / 'results.json'}")
+        if not (out / "best" / "config.json").is_file():   # only a checkpoint that exists is named
+            print(f"t2arec train: error: no checkpoint written: no epoch reached a finite validation NDCG@10 "
+                  f"(the model diverged?); {out / 'last'} holds the final weights", file=sys.stderr)
+            return 1
+        print(f"checkpoint {out / 'best'}")
     return 0
 
 

@@ -44,6 +44,33 @@ class Split:
         """Training targets per epoch: every training event except each user's first."""
         return int(np.maximum(self.train_stop - self.dataset.offsets[:-1] - 1, 0).sum())
 
+    def target_counts(self) -> dict:
+        """Users with at least one training target, a validation target, a test target."""
+        return {"train": int((self.train_stop - self.dataset.offsets[:-1] >= 2).sum()), "valid": len(self.valid),
+                "test": len(self.test)}
+
+    def require_targets(self, parts=("train", "valid", "test")) -> None:
+        """Refuse a split that gives some of `parts` no example, before any training time is spent.
+
+        Raises:
+            DataError: naming how many users have train, valid and test targets and what a user needs.
+        """
+        counts = self.target_counts()
+        empty = [p for p in parts if counts[p] == 0]
+        if not empty:
+            return
+        what = {"train": "a training target", "valid": "a validation target", "test": "a test target"}
+        need = ("with leave-one-out a user needs 4 events for a training target, 3 for a validation target and 2 "
+                "for a test target" if self.kind == "loo" else
+                "with the global time split a user needs events on both sides of a cut")
+        lengths = self.dataset.lengths
+        raise DataError(f"no user has {' or '.join(what[p] for p in empty)}: of {self.dataset.n_users:,} users "
+                        f"(history lengths {int(lengths.min()) if len(lengths) else 0}-"
+                        f"{int(lengths.max()) if len(lengths) else 0} events after min_count="
+                        f"{self.dataset.min_count}), {counts['train']:,} have training targets, {counts['valid']:,} "
+                        f"a validation target and {counts['test']:,} a test target; {need}",
+                        self.dataset.name or None)
+
     def sizes(self) -> dict:
         return {"split": self.kind, "train_users": int((self.train_stop - self.dataset.offsets[:-1] >= 2).sum()),
                 "train_targets": self.n_train_targets(), "valid_users": len(self.valid),

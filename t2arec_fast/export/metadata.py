@@ -10,6 +10,8 @@ from typing import List, Optional, Tuple
 
 import torch
 
+from t2arec_fast import json_io
+
 STATE_SHAPES = "state_shapes"
 
 
@@ -33,7 +35,7 @@ def graph_metadata(model, opset: int, form: str) -> dict:
     return {"producer": "t2arec_fast", "package_version": __version__, "model_version": model_version(model),
             "model": cfg.model, "n_items": model.n_items, "d": cfg.d, "d_state": cfg.d_state,
             "n_blocks": cfg.n_blocks, "conv_kernel": cfg.conv_kernel, "opset": int(opset), "scan_form": form,
-            "dtype": "float32", "torch_version": torch.__version__, STATE_SHAPES: json.dumps(shapes)}
+            "dtype": "float32", "torch_version": torch.__version__, STATE_SHAPES: json_io.dumps(shapes, indent=None)}
 
 
 def state_shapes(meta: dict) -> Optional[List[Tuple[tuple, tuple]]]:

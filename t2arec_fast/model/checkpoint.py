@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from t2arec_fast import json_io
 from t2arec_fast.errors import InputError
 
 FORMAT_VERSION = 1
@@ -32,7 +33,7 @@ def save_checkpoint(model, directory, config: dict, id_maps: Optional[dict] = No
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     _atomic(directory / "model.safetensors", lambda p: save_file(tensors, str(p)))
     meta = {"model": model.model_name, "config": config, "versions": _versions(), "extra": extra or {}}
-    _atomic(directory / "config.json", lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
+    _atomic(directory / "config.json", lambda p: p.write_text(json_io.dumps(meta) + "\n"))
     if id_maps:
         arrays = {k: np.asarray(v).astype(str) if np.asarray(v).dtype == object else np.asarray(v)
                   for k, v in id_maps.items()}

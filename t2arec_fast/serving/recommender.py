@@ -13,6 +13,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
+from t2arec_fast import json_io
 from t2arec_fast.errors import InputError
 from t2arec_fast.model.block import BlockState
 
@@ -346,7 +347,7 @@ class OnlineRecommender:
                 "capacity_bytes": self.capacity_bytes, "dtype": self.dtype, "shards": self.shards,
                 "counters": self._counters, "backend": self.backend,
                 "ttt": None if self.ttt is None else dataclasses.asdict(self.ttt)}
-        (folder / "serving.json").write_text(json.dumps(meta, indent=2) + "\n")
+        json_io.write_json(folder / "serving.json", meta)
 
     @classmethod
     def load(cls, directory, device: str = "cpu", flush_denormal: bool = True) -> "OnlineRecommender":

@@ -37,6 +37,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from t2arec_fast import json_io
 from t2arec_fast.errors import (InputError, StoreConflictError, StoreCorruptError, StoreError,
                                 StoreUnavailableError)
 
@@ -310,7 +311,7 @@ class RedisStateStore:
         checkpoint therefore agree on its version without talking to each other.
 
         Raises: InputError when the fingerprint is registered with another layout."""
-        desc = json.dumps(layout, sort_keys=True)
+        desc = json_io.dumps(layout, indent=None, sort_keys=True)
         version = int(self._script("register", [self._key("models"), self._key("layouts"),
                                                 self._key("next_version")], [fingerprint, desc]))
         self._state_sizes[version] = int(layout["size"])

@@ -82,3 +82,29 @@ def test_every_command_module_is_registered_and_none_is_missing():
     assert on_disk == set(cli.COMMAND_MODULES)
     commands = cli.build_parser()._subparsers._group_actions[0].choices
     assert {"train", "evaluate", "export", "serve-replay", "demo"} <= set(commands)
+
+
+def test_no_training_target_is_refused_before_training(tmp_path, capsys):
+    """Issue 13, item 7: every user has 2 events, so leave-one-out leaves no training or validation target. train
+    used to exit 0 with `valid NDCG@10 nan`, claim a best/ it never wrote and write a bare NaN into results.json."""
+    rows = "".join(f"{u}\t{i}\t3\t{1_600_000_000 + 60 * k}\n" for u in range(5) for k, i in enumerate([1, 2]))
+    (tmp_path / "u.data").write_text(rows)
+    out = tmp_path / "run"
+    assert main(["train", str(tmp_path / "u.data"), "--out", str(out), "--epochs=1", "--min_count=1",
+                 "--progress=false", "--device=cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert ("no user has a training target or a validation target: of 5 users (history lengths 2-2 events after "
+            "min_count=1), 0 have training targets, 0 a validation target and 5 a test target") in err
+    assert not out.exists()                                  # refused up front: nothing written
+
+
+def test_train_names_only_a_checkpoint_it_wrote(tmp_path, capsys, monkeypatch):
+    """A run whose validation score is never finite writes no best/: train says so and exits 1."""
+    import t2arec_fast.train as train
+    monkeypatch.setattr(train, "_validate", lambda *a, **k: (float("nan"), {}))
+    out = tmp_path / "run"
+    rc = main(["train", SYNTHETIC, "--out", str(out), "--epochs=1", "--ttt=false", *TINY])
+    captured = capsys.readouterr()
+    assert rc == 1 and not (out / "best").exists() and "checkpoint " not in captured.out
+    assert "no checkpoint written" in captured.err and json.loads((out / "results.json").read_text())
