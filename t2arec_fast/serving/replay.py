@@ -6,6 +6,7 @@ import time
 import numpy as np
 
 from t2arec_fast.errors import InputError
+from t2arec_fast.metrics import metrics_from_ranks
 from t2arec_fast.progress import progress_bar
 
 from .events import int64_array
@@ -55,10 +56,9 @@ def replay(recommender: OnlineRecommender, user_ids, item_ids, timestamps, k: in
 
 
 def _replay_metrics(ranks: np.ndarray, k: int, prefix: str) -> dict:
-    if len(ranks) == 0:
-        return {f"{prefix}hit@{k}": float("nan"), f"{prefix}ndcg@10": float("nan")}
-    ndcg = np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0)
-    return {f"{prefix}hit@{k}": float((ranks < k).mean()), f"{prefix}ndcg@10": float(ndcg.mean())}
+    """hit@k (= Recall@k: one true item per event) and NDCG@10 from 0-based ranks, by metrics.py (NaN if none)."""
+    m = metrics_from_ranks(ranks, ks=sorted({k, 10}))
+    return {f"{prefix}hit@{k}": m[f"recall@{k}"], f"{prefix}ndcg@10": m["ndcg@10"]}
 
 
 def _percentiles(seconds: np.ndarray) -> dict:
