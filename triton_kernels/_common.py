@@ -1,5 +1,6 @@
-"""Helpers shared by the kernel families: output allocation (with optional NaN poisoning), dtype mapping and the
-interpreter guard. Launchers only; no kernels here."""
+"""Helpers shared by the kernel families: output allocation (with optional NaN poisoning), dtype mapping, the
+interpreter guard, and the one definition of the output gate SiLU and its derivative (@triton.jit, inlined into
+every kernel that gates)."""
 from __future__ import annotations
 
 import os
@@ -23,6 +24,20 @@ def new_output(shape, dtype, device) -> torch.Tensor:
 def accumulator_dtype(*dtypes: torch.dtype) -> torch.dtype:
     """float64 if any input is float64 (the test path), else float32 (bf16/fp16/fp32 inputs accumulate in fp32)."""
     return torch.float64 if torch.float64 in dtypes else torch.float32
+
+
+@triton.jit
+def silu(z):
+    """SiLU(z) = z·σ(z), elementwise, in z's dtype."""
+    return z / (1.0 + tl.exp(-z))
+
+
+@triton.jit
+def silu_with_grad(z):
+    """(SiLU(z), SiLU'(z)) elementwise: σ(z)(1 + z(1 − σ(z))) = σ + SiLU·(1 − σ); for backward kernels."""
+    sig = 1.0 / (1.0 + tl.exp(-z))
+    gate = z * sig
+    return gate, sig + gate * (1.0 - sig)
 
 
 def tl_dtype(dtype: torch.dtype):

@@ -35,17 +35,13 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import accumulator_dtype, check_device, interpreting, new_output, next_pow2, tl_dtype
+from ._common import (accumulator_dtype, check_device, interpreting, new_output, next_pow2, silu, silu_with_grad,
+                      tl_dtype)
 from .selective_scan_chunked import chunk_length, chunked_bwd, chunked_fwd
 
 # ---------------------------------------------------------------------------------------------------------------
 # Kernels
 # ---------------------------------------------------------------------------------------------------------------
-
-
-@triton.jit
-def _silu(z):
-    return z / (1.0 + tl.exp(-z))
 
 
 @triton.jit
@@ -106,7 +102,7 @@ def _scan_fwd_kernel(
         if HAS_D:
             y += D * x
         if HAS_Z:
-            y = y * _silu(z)
+            y = y * silu(z)
         tl.store(y_ptr + (seq * L + t) * d + offs_d, y.to(y_ptr.dtype.element_ty), mask=mask_d)
         x, dt, b, c, z = x_nx, dt_nx, b_nx, c_nx, z_nx
     tl.store(hT_ptr + state_offs, h.to(hT_ptr.dtype.element_ty), mask=state_mask)
@@ -148,12 +144,11 @@ def _scan_bwd_states_kernel(
         h = h * tl.exp(dt * A) + (dt * b)[:, None] * x[None, :]
         s = tl.sum(h * c[:, None], axis=0)                 # hᵀC: the scan's part of y (before skip and gate)
         if HAS_Z:
-            sig = 1.0 / (1.0 + tl.exp(-z))
-            gate = z * sig                                  # SiLU(z)
+            gate, dgate = silu_with_grad(z)
             y_pre = s
             if HAS_D:
                 y_pre += D * x
-            dz = dy * y_pre * (sig + gate * (1.0 - sig))    # SiLU'(z) = σ(z)(1 + z(1 − σ(z)))
+            dz = dy * y_pre * dgate
             tl.store(dz_ptr + (seq * L + t) * d + offs_d, dz.to(dz_ptr.dtype.element_ty), mask=mask_d)
             dyp = dy * gate
         else:
@@ -201,7 +196,7 @@ def _scan_bwd_adjoint_kernel(
         x_nx, dt_nx, b_nx, c_nx, z_nx, dy_nx = _load_step(x_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, dy_ptr, seq, t - 1, L,
                                                           d, n, offs_d, offs_n, mask_d, mask_n, HAS_Z, True, ACC)
         if HAS_Z:
-            dyp = dy * _silu(z)
+            dyp = dy * silu(z)
         else:
             dyp = dy
         g += c[:, None] * dyp[None, :]                      # now g = ∂L/∂h_t

@@ -36,7 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import accumulator_dtype, new_output, next_pow2, tl_dtype
+from ._common import accumulator_dtype, new_output, next_pow2, silu, silu_with_grad, tl_dtype
 
 DEFAULT_CHUNK = 32
 DEFAULT_BLOCK_D = 64
@@ -115,7 +115,7 @@ def _scan_chunked_fwd_kernel(
         if HAS_D:
             Y += D[None, :] * X
         if HAS_Z:
-            Y = Y * (Z / (1.0 + tl.exp(-Z)))
+            Y = Y * silu(Z)
         rows = t0 + offs_t
         tl.store(y_ptr + (seq * L + rows)[:, None] * d + offs_d[None, :], Y.to(y_ptr.dtype.element_ty),
                  mask=(rows < L)[:, None] & mask_d[None, :])
@@ -174,9 +174,8 @@ def _scan_chunked_bwd_kernel(
                 + tl.exp(s)[:, None] * tl.dot(Cm, h0, input_precision=PREC)
             if HAS_D:
                 y_pre += D[None, :] * X
-            sig = 1.0 / (1.0 + tl.exp(-Z))
-            gate = Z * sig
-            dZ = dY * y_pre * (sig + gate * (1.0 - sig))                         # SiLU'(z)
+            gate, dgate = silu_with_grad(Z)
+            dZ = dY * y_pre * dgate
             tl.store(dz_ptr + out_td, dZ.to(dz_ptr.dtype.element_ty), mask=mask_td)
             dYp = dY * gate
         else:

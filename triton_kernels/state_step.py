@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import accumulator_dtype, check_device, new_output, next_pow2, tl_dtype
+from ._common import accumulator_dtype, check_device, new_output, next_pow2, silu, tl_dtype
 
 STEP_BLOCK_D = 64
 STEP_NUM_WARPS = 4
@@ -66,7 +66,7 @@ def _state_step_kernel(
         y += tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(ACC) * x
     if HAS_Z:
         z = tl.load(z_ptr + i * d + offs_d, mask=mask_d, other=0.0).to(ACC)
-        y = y * z / (1.0 + tl.exp(-z))
+        y = y * silu(z)
     y = tl.where(active, y, 0.0)         # a skipped row outputs 0
 
     tl.store(h_out_ptr + state_offs, h.to(h_out_ptr.dtype.element_ty), mask=state_mask)
