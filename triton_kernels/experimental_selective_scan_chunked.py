@@ -1,7 +1,9 @@
-"""Chunked ("state-space dual") selective scan kernels: opt-in (`selective_scan(..., backend="triton",
-triton_impl="chunked")`), correct and tested, but slower than the sequential kernels on an H200 today
-(docs/kernels.md): the backward kernel holds a dozen (CHUNK × d) tiles at once, and float32 "ieee" dots run on FMA
-units. Kept as the starting point for a tensor-core path (fewer live tiles per program, bf16 operands).
+"""EXPERIMENTAL — chunked ("state-space dual") selective scan kernels: opt-in only (`selective_scan(...,
+backend="triton", triton_impl="chunked")`), never chosen by "auto". Correct and tested, but slower than the
+sequential kernels everywhere measured (H200, (4096, 200, 64, 32): fwd+bwd 51.5 ms vs 2.6 ms in float32, 5.0 vs
+2.8 ms in bfloat16; bench/results and docs/kernels.md): the backward kernel holds a dozen (CHUNK × d) tiles at
+once, and float32 "ieee" dots run on FMA units. Kept, behind this boundary, as the starting point for a tensor-core
+path (fewer live tiles per program, bf16 operands); nothing outside selective_scan.py's impl="chunked" imports it.
 
 Same recurrence and shapes as selective_scan.py. Each program owns one sequence and one slice of d and walks the
 sequence CHUNK steps at a time, doing the work of a chunk with matrix products (tl.dot) instead of CHUNK dependent

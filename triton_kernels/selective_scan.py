@@ -12,7 +12,8 @@ Two implementations, one op (docs/kernels.md has the long form and the measureme
     D skip and the SiLU gate. The next step's inputs are loaded before the current step is computed (a one-step
     software prefetch). One warp per program: each step's reductions then stay inside the warp. Accumulation is
     float32 for bf16/fp16/fp32 inputs, float64 for float64.
-  * "chunked" (selective_scan_chunked.py, opt-in): tl.dot over chunks of steps; correct (same tests), slower today.
+  * "chunked" (experimental_selective_scan_chunked.py, EXPERIMENTAL opt-in): tl.dot over chunks of steps;
+    correct (same tests), slower everywhere measured (docs/kernels.md).
 Sequential backward: no per-step state is stored. Two independent kernels, both fully parallel over (sequence,
 d slice):
   - `_scan_bwd_states_kernel` walks FORWARD in time recomputing h_t from the initial state and produces dz, dC and
@@ -37,7 +38,7 @@ import triton.language as tl
 
 from ._common import (accumulator_dtype, check_device, interpreting, new_output, next_pow2, silu, silu_with_grad,
                       tl_dtype)
-from .selective_scan_chunked import chunk_length, chunked_bwd, chunked_fwd
+from .experimental_selective_scan_chunked import chunk_length, chunked_bwd, chunked_fwd
 
 # ---------------------------------------------------------------------------------------------------------------
 # Kernels
@@ -223,7 +224,8 @@ SEQ_BLOCK_D = 64
 SEQ_NUM_WARPS = 1
 
 # Which kernels run: "sequential" (one step at a time, every dtype) or "chunked" (tl.dot per chunk, see
-# selective_scan_chunked.py). Measured on an H200 at (4096, 200, 64, 32) (docs/kernels.md), the sequential kernels
+# experimental_selective_scan_chunked.py).
+# Measured on an H200 at (4096, 200, 64, 32) (docs/kernels.md), the sequential kernels
 # win today: forward+backward 2.8 ms in float32 and bfloat16, against 53 ms (float32, exact FMA dots) and 4.9 ms
 # (bfloat16, TF32 dots) for the chunked ones, whose backward is the bottleneck. So the default is "sequential";
 # "chunked" is kept, tested and selectable per call (`selective_scan(..., triton_impl="chunked")`) as the starting
