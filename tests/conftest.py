@@ -29,6 +29,14 @@ def shared_datasets():
 
 
 @pytest.fixture(scope="session")
+def tiny_dataset():
+    """The tiny synthetic set of helpers.SYNTHETIC (80 users), loaded once."""
+    from helpers import SYNTHETIC
+    from t2arec_fast.data import load_dataset
+    return load_dataset(SYNTHETIC, min_count=1, verbose=False)
+
+
+@pytest.fixture(scope="session")
 def device():
     return "cuda" if _HAS_CUDA else "cpu"
 

@@ -1,5 +1,4 @@
-"""Tiny models and data for the training / adaptation / evaluation tests (seconds each on 2 shared cores)."""
-import pytest
+"""Tiny models and data for the training / adaptation / evaluation / CLI tests (seconds each on 2 shared cores)."""
 import torch
 
 from t2arec_fast.config import Config, ModelConfig
@@ -44,18 +43,3 @@ def random_batch(n_items=30, batch=6, length=12, seed=0) -> TorchBatch:
     target_times = times[:, -1] + torch.randint(1, 300_000, (batch,), generator=g)
     targets = torch.randint(1, n_items + 1, (batch,), generator=g)
     return TorchBatch(items, times, target_times, targets)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these tiny models gain nothing from two, and lose a lot on a busy shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
-def tiny_dataset():
-    from t2arec_fast.data import load_dataset
-    return load_dataset(SYNTHETIC, min_count=1, verbose=False)

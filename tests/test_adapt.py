@@ -8,7 +8,7 @@ import torch
 from t2arec_fast.adapt import PARAM_GROUPS, adaptable_parameter_names, adapt_parameters, adapted_scores, call_with
 from t2arec_fast.config import TTTConfig
 
-from .conftest import random_batch, tiny_model
+from helpers import random_batch, tiny_model
 
 OPTIONS = [{}, {"readout": "extrapolated"}, {"readout": "request_gap"}]
 OPTION_IDS = ["paper", "extrapolated_readout", "request_gap_readout"]

@@ -7,7 +7,7 @@ import torch
 from t2arec_fast.model import load_model
 from t2arec_fast.train import fit
 
-from .conftest import tiny_config
+from helpers import tiny_config
 
 
 def _same_weights(a, b):

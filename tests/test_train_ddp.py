@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 
 from t2arec_fast.train import fit
 
-from .conftest import tiny_config
+from helpers import tiny_config
 
 PER_RANK_BATCH = 48
 

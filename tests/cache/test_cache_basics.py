@@ -7,7 +7,7 @@ import t2arec_fast
 from t2arec_fast import _state_cache
 from t2arec_fast.cache import StateCache
 
-from cache_helpers import assert_same_state, cache_with_exactly, observable_state, rows_for
+from .helpers import assert_same_state, cache_with_exactly, observable_state, rows_for
 
 
 def test_package_exports_state_cache():

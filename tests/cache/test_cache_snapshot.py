@@ -12,7 +12,7 @@ import pytest
 
 from t2arec_fast.cache import SnapshotError, StateCache, snapshot_info
 
-from cache_helpers import rows_for
+from .helpers import rows_for
 
 
 def _filled_cache(state_size=5, dtype="float32", shards=2, n=7):

@@ -6,7 +6,7 @@ import torch
 from t2arec_fast.cli import main
 from t2arec_fast.export import OnnxEncoder
 
-from .conftest import assert_rel_close, mixed_batch, small_model
+from export.helpers import assert_rel_close, mixed_batch, small_model
 
 
 def test_cli_export_end_to_end(tmp_path, capsys):

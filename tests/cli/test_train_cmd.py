@@ -5,7 +5,7 @@ import pytest
 
 from t2arec_fast.cli import main
 
-from .conftest import SYNTHETIC
+from helpers import SYNTHETIC
 
 TINY = ["--min_count=1", "--max_len=20", "--d=16", "--d_state=8", "--batch_size=64", "--eval_batch_size=64",
         "--ttt_batch_size=40", "--progress=false", "--device=cpu"]

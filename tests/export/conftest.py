@@ -1,36 +1,7 @@
 """Shared set-up for the ONNX export tests: a small float32 model exported once per session."""
-import numpy as np
 import pytest
-import torch
 
-from t2arec_fast.model import T2ARec
-
-N_ITEMS = 60
-
-
-def small_model(n_blocks=1, seed=0, n_items=N_ITEMS):
-    torch.manual_seed(seed)
-    return T2ARec(n_items, d=16, d_state=8, n_blocks=n_blocks, dropout=0.0).eval()
-
-
-def mixed_batch(batch, length, n_items=N_ITEMS, seed=0):
-    """Left-padded (batch, length) ids with every length from 1 to `length` represented (row 0 is full)."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, n_items + 1, (batch, length), generator=g)
-    lengths = torch.randint(1, length + 1, (batch,), generator=g)
-    lengths[0] = length
-    for row, n in enumerate(lengths.tolist()):
-        ids[row, : length - n] = 0
-    return ids
-
-
-def assert_rel_close(got, want, rtol=1e-4):
-    """max |got − want| ≤ rtol · max |want| (the export's own acceptance rule)."""
-    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
-    assert got.shape == want.shape
-    scale = max(np.abs(want).max(), 1e-30)
-    err = np.abs(got - want).max() / scale
-    assert err <= rtol, f"relative error {err:.3g} > {rtol:g}"
+from .helpers import small_model
 
 
 @pytest.fixture(scope="session")

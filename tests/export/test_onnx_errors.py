@@ -10,7 +10,7 @@ from t2arec_fast.export import ExportValidationError, OnnxEncoder, OnnxModelErro
 from t2arec_fast.export.exporter import validate_graph
 from t2arec_fast.ops import export_scan
 
-from .conftest import N_ITEMS, mixed_batch, small_model
+from .helpers import N_ITEMS, mixed_batch, small_model
 
 
 def copy_export(exported, tmp_path):

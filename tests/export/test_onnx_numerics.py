@@ -10,7 +10,7 @@ import torch
 from t2arec_fast.export import OnnxEncoder, export_onnx
 from t2arec_fast.export.exporter import _build_graph, _cpu_copy
 
-from .conftest import N_ITEMS, assert_rel_close, mixed_batch, small_model
+from .helpers import N_ITEMS, assert_rel_close, mixed_batch, small_model
 
 
 def assert_states_close(got, want, rtol=1e-4):

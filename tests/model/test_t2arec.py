@@ -1,68 +1,13 @@
-"""T2ARec model: padding invariance, one-step = full sequence, causality, gradients, losses, checkpoints, bad input."""
-import numpy as np
+"""T2ARec model: gradients, losses, bad input, scan settings (the block's maths: test_block.py; saving:
+test_checkpoint.py)."""
 import pytest
 import torch
 
 from t2arec_fast.errors import InputError
-from t2arec_fast.model import T2ARec, build_model, load_model
+from t2arec_fast.model import build_model
 from t2arec_fast.config import ModelConfig
 
-
-def tiny_model(dtype=torch.float64, n_blocks=1, **options):
-    torch.manual_seed(0)
-    model = T2ARec(40, d=16, d_state=8, n_blocks=n_blocks, dropout=0.0, **options).to(dtype).eval()
-    model.set_time_margin(0.5)
-    return model
-
-
-def random_batch(batch=3, length=9, n_items=40, pads=(4, 2, 0), seed=1):
-    g = torch.Generator().manual_seed(seed)
-    items = torch.randint(1, n_items + 1, (batch, length), generator=g)
-    times = 1_700_000_000 + torch.cumsum(torch.randint(0, 20_000, (batch, length), generator=g), 1)
-    for row, p in enumerate(pads[:batch]):
-        items[row, :p] = 0
-        times[row, :p] = 0
-    target_times = times[:, -1] + 3_600
-    return items, times, target_times
-
-
-@pytest.mark.parametrize("n_blocks", [1, 2])
-def test_left_padding_gives_the_unpadded_state_and_output(n_blocks):
-    model = tiny_model(n_blocks=n_blocks)
-    items, times, _ = random_batch()
-    o, states = model.encode(items, times)
-    o_short, states_short = model.encode(items[:1, 4:], times[:1, 4:])
-    assert torch.equal(o[0], o_short[0]) or torch.allclose(o[0], o_short[0], rtol=0, atol=1e-14)
-    for full, short in zip(states, states_short):
-        torch.testing.assert_close(full.ssm[:1], short.ssm, rtol=0, atol=1e-14)
-        torch.testing.assert_close(full.conv[:1], short.conv, rtol=0, atol=1e-14)
-
-
-@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
-@pytest.mark.parametrize("n_blocks", [1, 2])
-def test_one_step_path_equals_full_sequence(dtype, tol, n_blocks):
-    model = tiny_model(dtype, n_blocks=n_blocks)
-    items, times, _ = random_batch(batch=3, length=12, pads=(0, 0, 0))
-    o_full, states_full = model.encode(items, times)
-    states = model.empty_states(3, dtype=dtype)
-    for t in range(items.shape[1]):
-        o_step, states = model.step(items[:, t], states)
-    torch.testing.assert_close(o_step, o_full, rtol=tol, atol=tol)
-    for a, b in zip(states, states_full):
-        torch.testing.assert_close(a.ssm, b.ssm, rtol=tol, atol=tol)
-        torch.testing.assert_close(a.conv, b.conv, rtol=tol, atol=tol)
-
-
-def test_causality_changing_item_i_plus_1_leaves_earlier_outputs_unchanged():
-    model = tiny_model()
-    items, _, _ = random_batch(pads=(0, 0, 0))
-    changed = items.clone()
-    changed[1, 5] = items[1, 5] % 40 + 1
-    o_a, _, _ = model._run_sequence(items)
-    o_b, _, _ = model._run_sequence(changed)
-    assert torch.equal(o_a[1, :5], o_b[1, :5])
-    assert not torch.allclose(o_a[1, 5:], o_b[1, 5:])
-    assert torch.equal(o_a[0], o_b[0])
+from .helpers import random_batch, tiny_model
 
 
 def test_gradcheck_through_scan_and_both_losses():
@@ -106,28 +51,6 @@ def test_backbone_has_no_alignment_losses():
     items, times, target_times = random_batch()
     out = model.losses(items, times, items.clamp_min(1) * (items != 0), target_times)
     assert out["time"].item() == 0.0 and out["state"].item() == 0.0 and out["rec"].item() > 0
-
-
-def test_checkpoint_round_trip_gives_identical_scores(tmp_path):
-    model = tiny_model(torch.float32, n_blocks=2, state_norm="relative")
-    items, times, _ = random_batch()
-    model.save(tmp_path / "ckpt", id_maps={"item_ids": np.array(["pad", "a", "b"], dtype=object)})
-    loaded = T2ARec.load(tmp_path / "ckpt")
-    assert loaded.config == model.config
-    assert float(loaded.time_margin) == 0.5
-    assert torch.equal(loaded.scores(items, times), model.scores(items, times))
-    assert list(loaded.id_maps["item_ids"]) == ["pad", "a", "b"]
-    assert torch.equal(load_model(tmp_path / "ckpt").scores(items, times), model.scores(items, times))
-
-
-def test_corrupted_checkpoint_is_a_clear_error(tmp_path):
-    model = tiny_model(torch.float32)
-    model.save(tmp_path / "ckpt")
-    (tmp_path / "ckpt" / "model.safetensors").write_bytes(b"garbage")
-    with pytest.raises(InputError, match="model.safetensors"):
-        T2ARec.load(tmp_path / "ckpt")
-    with pytest.raises(FileNotFoundError, match="config.json"):
-        T2ARec.load(tmp_path / "nothing")
 
 
 @pytest.mark.parametrize("make_bad,match", [

@@ -5,7 +5,7 @@ import torch
 from t2arec_fast.ops import (resolve_backend, selective_scan, selective_scan_chunked, selective_scan_loop,
                              selective_state_step, state_step_output, state_step_reference)
 
-from .scan_testing import SCAN_ARG_NAMES, make_scan_inputs, rel_err, run_with_grads
+from .helpers import SCAN_ARG_NAMES, make_scan_inputs, rel_err, run_with_grads
 
 
 @pytest.mark.parametrize("L, chunk", [(1, 64), (7, 3), (63, 64), (64, 64), (65, 64), (65, 1), (200, 16), (200, 200)])

@@ -14,7 +14,7 @@ import torch
 from t2arec_fast.ops import selective_scan, selective_scan_chunked, selective_scan_loop
 from t2arec_fast.triton_kernels import selective_scan as tk
 
-from .scan_testing import SCAN_ARG_NAMES, cast_inputs, make_scan_inputs, rel_err, run_with_grads
+from .helpers import SCAN_ARG_NAMES, cast_inputs, make_scan_inputs, rel_err, run_with_grads
 
 # (batch, seqlen, d, d_state, with_z, with_h0, with_D, pads per row)
 CASES = [

@@ -6,7 +6,7 @@ import torch
 from t2arec_fast.ops import selective_scan_loop, selective_state_step, state_step_reference
 from t2arec_fast.triton_kernels import state_step as ts
 
-from .scan_testing import rel_err
+from .helpers import rel_err
 
 
 def _step_inputs(rows, d, n, *, dtype=torch.float64, device="cpu", with_z=True, with_D=True, seed=0):

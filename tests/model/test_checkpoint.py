@@ -1,0 +1,31 @@
+"""model/checkpoint.py: a saved model (safetensors + JSON) loads back bit-identical; a damaged one is a clear error."""
+import numpy as np
+import pytest
+import torch
+
+from t2arec_fast.errors import InputError
+from t2arec_fast.model import T2ARec, load_model
+
+from .helpers import random_batch, tiny_model
+
+
+def test_checkpoint_round_trip_gives_identical_scores(tmp_path):
+    model = tiny_model(torch.float32, n_blocks=2, state_norm="relative")
+    items, times, _ = random_batch()
+    model.save(tmp_path / "ckpt", id_maps={"item_ids": np.array(["pad", "a", "b"], dtype=object)})
+    loaded = T2ARec.load(tmp_path / "ckpt")
+    assert loaded.config == model.config
+    assert float(loaded.time_margin) == 0.5
+    assert torch.equal(loaded.scores(items, times), model.scores(items, times))
+    assert list(loaded.id_maps["item_ids"]) == ["pad", "a", "b"]
+    assert torch.equal(load_model(tmp_path / "ckpt").scores(items, times), model.scores(items, times))
+
+
+def test_corrupted_checkpoint_is_a_clear_error(tmp_path):
+    model = tiny_model(torch.float32)
+    model.save(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(InputError, match="model.safetensors"):
+        T2ARec.load(tmp_path / "ckpt")
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        T2ARec.load(tmp_path / "nothing")
