@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from t2arec_fast.errors import InputError
-from t2arec_fast.model import build_model
+from t2arec_fast.model import T2ARec, build_model
 from t2arec_fast.config import ModelConfig
 
 from .helpers import random_batch, tiny_model
