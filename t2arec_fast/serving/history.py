@@ -7,7 +7,23 @@ import numpy as np
 
 from t2arec_fast.errors import InputError
 
-__all__ = ["HistoryStore"]
+__all__ = ["HistoryStore", "ring_in_time_order"]
+
+
+def ring_in_time_order(items: np.ndarray, times: np.ndarray, n_events: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Rings (m, H) holding event j of a user (0-based, over all time) at column j % H, and each user's event count
+    (m,) → items, times (m, L) int64 in time order, LEFT-padded with 0, L = the longest ring kept."""
+    H = items.shape[1]
+    length = np.minimum(n_events, H)
+    L = int(length.max()) if len(n_events) else 0
+    col = np.arange(L)[None, :]
+    pad = (L - length)[:, None]
+    event = (n_events - length)[:, None] + col - pad                # global event number shown in each column
+    valid = col >= pad
+    pos = np.where(valid, event, 0) % H
+    rows = np.arange(len(n_events))[:, None]
+    return (np.where(valid, items[rows, pos], 0).astype(np.int64),
+            np.where(valid, times[rows, pos], 0).astype(np.int64))
 
 
 class HistoryStore:
@@ -93,17 +109,7 @@ class HistoryStore:
 
     def recent(self, rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """The ring of each row in time order, LEFT-padded with 0: → items, times (m, L) int64, L = longest kept."""
-        n = self.n_events[rows]
-        length = np.minimum(n, self.history_len)
-        L = int(length.max()) if len(rows) else 0
-        col = np.arange(L)[None, :]
-        pad = (L - length)[:, None]
-        event = (n - length)[:, None] + col - pad                   # global event number shown in each column
-        valid = col >= pad
-        pos = np.where(valid, event, 0) % self.history_len
-        items = np.where(valid, self.items[rows[:, None], pos], 0).astype(np.int64)
-        times = np.where(valid, self.times[rows[:, None], pos], 0)
-        return items, times
+        return ring_in_time_order(self.items[rows], self.times[rows], self.n_events[rows])
 
     def seen(self, rows: np.ndarray) -> np.ndarray:
         """(m, history_len) int64 item ids in each ring (0 where the ring is not full yet)."""

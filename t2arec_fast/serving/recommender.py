@@ -8,7 +8,8 @@ import json
 import tempfile
 import threading
 from pathlib import Path
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import torch
@@ -24,9 +25,33 @@ from .folder import write_folder
 from .history import HistoryStore
 from .layout import StateLayout
 
-__all__ = ["OnlineRecommender", "BACKENDS"]
+__all__ = ["OnlineRecommender", "BACKENDS", "RequestView"]
 
 SERVING_FORMAT = 1          # serving.json "format" of a saved OnlineRecommender folder
+
+
+@dataclass
+class RequestView:
+    """What one recommend() call reads about its n requested users, from whichever tier holds them.
+
+    known (n,) bool; flat (m, size) float32: current states of the m distinct known users; pick (n_known,): the row
+    of flat for each known position in request order; last_ts (m,) int64; rings: (items, times) (m, L) int64 in time
+    order, LEFT-padded with 0, when asked for; popular: the cold-start answer (items (k,) int64, scores (k,)
+    float32) when some user is unknown."""
+    known: np.ndarray
+    pick: np.ndarray
+    flat: np.ndarray
+    last_ts: np.ndarray
+    rings: Optional[Tuple[np.ndarray, np.ndarray]]
+    popular: Optional[Tuple[np.ndarray, np.ndarray]]
+
+
+def last_times(groups: EventGroups, times: np.ndarray) -> np.ndarray:
+    """(U,) int64 time of each slot's last event in the call."""
+    last = groups.rank == groups.counts[groups.slot] - 1
+    out = np.empty(len(groups.users), np.int64)
+    out[groups.slot[last]] = times[last]
+    return out
 
 
 class OnlineRecommender:
@@ -50,11 +75,15 @@ class OnlineRecommender:
                     into denormals for large Δ·|A|, and x86 multiplies by denormals ~100× slower: measured 1.5 ms
                     → 0.9 ms per batch-64 step. Answers change by < 1e-38 absolute. Switched on around each
                     observe/recommend and back off after (torch's default), for the calling thread only.
+    store:          None (users' data in this process), or a redis:// URL or `RedisStateStore`: users' states,
+                    counts and rings in Redis, shared with every process serving the same store; this process's
+                    cache (capacity_bytes; 0 = none) is then the local tier in front of it (docs/serving.md,
+                    "Shared state").
     """
 
     def __init__(self, model, capacity_bytes: int = 256 << 20, history_len: int = 200, device: str = "cpu",
                  dtype: str = "float32", shards: Optional[int] = None, flush_denormal: bool = True,
-                 backend: str = "torch", onnx_dir=None, ttt=None):
+                 backend: str = "torch", onnx_dir=None, ttt=None, store=None):
         self._lock = threading.RLock()
         self.backend, self.onnx_dir = _check_backend(backend), onnx_dir
         self.ttt = _check_ttt(ttt, self.backend)
@@ -64,9 +93,14 @@ class OnlineRecommender:
         self.history = HistoryStore(history_len)
         self.version = 1
         self._counters = {"events": 0, "rebuilds": 0, "cold_starts": 0, "requests": 0, "adapted": 0}
+        self.shared = None
+        if store is not None:                 # users' data in Redis; this process's cache is the local tier
+            from .shared import SharedTier, open_store
+            self.shared = SharedTier(self, open_store(store, history_len), self.capacity_bytes)
+            self.history = None
         self._install_model(model)
         self.popularity = np.zeros(self.n_items + 1, np.int64)
-        self.cache = self._new_cache()
+        self.cache = self._new_cache() if self.shared is None else None
 
     @contextlib.contextmanager
     def _computing(self):
@@ -86,6 +120,9 @@ class OnlineRecommender:
         if not isinstance(model, StepModel):
             raise InputError(f"serving needs a model with a one-step update (model.protocol.StepModel: T2ARec); "
                              f"a {type(model).__name__} has none")
+        if self.shared is not None:             # the same weights get the same version in every process
+            self.layout = StateLayout.for_model(model)
+            self.version = self.shared.install_model(model)
         if self.backend == "onnx":
             model = _onnx_model(model, self.onnx_dir)
         self.model = model.to(self.device).eval()       # eval: dropout off, so steps are deterministic
@@ -110,6 +147,8 @@ class OnlineRecommender:
                                  f"{self.n_items} already in use (item ids must keep their meaning)")
             old_layout = self.layout
             self._install_model(model)
+            if self.shared is not None:
+                return                                    # the version comes from the store's registry
             if self.layout.size != old_layout.size:
                 self.cache = self._new_cache()            # another shape: old states are useless
             grown = np.zeros(self.n_items + 1, np.int64)
@@ -135,20 +174,32 @@ class OnlineRecommender:
         check_items(items, self.n_items)
         with self._computing():
             groups = group_events(users)
-            rows = self.history.rows_of(groups.users)
-            check_time_order(users, times, groups, self.history.lookup(rows)[1])
-            flat = self._advance(groups, rows, items)                 # (U, size), nothing committed yet
-            self._commit(groups, rows, items, times, flat)
+            if self.shared is not None:
+                self.shared.observe(groups, users, items, times)
+            else:
+                self._observe_here(groups, users, items, times)
+            self._counters["events"] += len(items)
 
-    @torch.inference_mode()
-    def _advance(self, groups: EventGroups, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """States of the call's users after their events: (U, size) float32 numpy, header not yet written."""
-        flat = np.zeros((len(groups.users), self.layout.size), np.float32)   # zeros = the empty state
+    def _observe_here(self, groups: EventGroups, users, items, times) -> None:
+        """observe() with the users' data in this process (history store + cache)."""
+        rows = self.history.rows_of(groups.users)
+        n_before, last_ts = self.history.lookup(rows)
+        check_time_order(users, times, groups, last_ts)
+        start = np.zeros((len(groups.users), self.layout.size), np.float32)   # zeros = the empty state
         known = np.flatnonzero(rows >= 0)
         if len(known):
-            flat[known] = self._states_for(groups.users[known], rows[known], cache_rebuilt=False)
-        state = torch.from_numpy(flat).to(self.device)
-        views, o = self.layout.views(state)       # writing into these writes `flat`
+            start[known] = self._states_for(groups.users[known], rows[known], cache_rebuilt=False)
+        flat = self._advance(groups, start, n_before, items, times)          # nothing committed yet
+        self._commit(groups, rows, items, times, flat)
+
+    @torch.inference_mode()
+    def _advance(self, groups: EventGroups, start: np.ndarray, n_before: np.ndarray, items: np.ndarray,
+                 times: np.ndarray) -> np.ndarray:
+        """States of the call's users after their events: (U, size) float32 numpy, header written (event count
+        and last time after the call), computed in place of `start` (U, size): their states before the call
+        (zeros for new users), with n_before (U,) events (per EventGroups slot)."""
+        state = torch.from_numpy(start).to(self.device)
+        views, o = self.layout.views(state)       # writing into these writes `start`
         step_items = torch.from_numpy(items[groups.step_order]).to(self.device)
         at = 0
         for m in groups.active.tolist():          # step r: users in slots [0, m), one event each
@@ -159,23 +210,19 @@ class OnlineRecommender:
                 view.ssm[:m].copy_(new.ssm)
             o[:m].copy_(o_new)
             at += m
-        return state.cpu().numpy() if state.device.type != "cpu" else flat
+        flat = state.cpu().numpy() if state.device.type != "cpu" else start
+        self.layout.write_header(flat, n_before + groups.counts, last_times(groups, times))
+        return flat
 
     def _commit(self, groups: EventGroups, rows, items, times, flat) -> None:
         # The cache put goes first: it stores all or nothing, and only after it succeeds is the history touched.
         known = rows >= 0
-        n_before, _ = self.history.lookup(rows)
-        last = groups.rank == groups.counts[groups.slot] - 1
-        last_ts = np.empty(len(groups.users), np.int64)
-        last_ts[groups.slot[last]] = times[last]
-        self.layout.write_header(flat, n_before + groups.counts, last_ts)
         self.cache.put(groups.users, flat, self.version)
         if not known.all():
             rows = rows.copy()
             rows[~known] = self.history.add(groups.users[~known])
         self.history.append(rows[groups.slot], groups.rank, groups.counts[groups.slot], items, times)
         np.add.at(self.popularity, items, 1)
-        self._counters["events"] += len(items)
 
     # -- states: cache first, else rebuild from the ring ----------------------------------------------------------
     def _states_for(self, users: np.ndarray, rows: np.ndarray, cache_rebuilt: bool = True) -> np.ndarray:
@@ -187,20 +234,26 @@ class OnlineRecommender:
         stale = np.flatnonzero(~usable)
         if len(stale):
             flat[stale] = self._rebuild(rows[stale])
-            self._counters["rebuilds"] += len(stale)
             if cache_rebuilt:
                 self.cache.put(users[stale], np.ascontiguousarray(flat[stale]), self.version)
         return flat
 
+    def _rebuild(self, rows: np.ndarray) -> np.ndarray:
+        return self.encode_histories(lambda part: self.history.recent(rows[part]), self.history.n_events[rows],
+                                     self.history.last_ts[rows])
+
     REBUILD_CHUNK = 256           # users per encode call during rebuilds (bounds the padded batch's memory)
 
     @torch.inference_mode()
-    def _rebuild(self, rows: np.ndarray) -> np.ndarray:
-        """Encode each user's ring with the full-sequence encoder → flat states (m, size), header written."""
-        flat = np.zeros((len(rows), self.layout.size), np.float32)
-        for start in range(0, len(rows), self.REBUILD_CHUNK):
-            part = rows[start:start + self.REBUILD_CHUNK]
-            items, times = self.history.recent(part)
+    def encode_histories(self, recent: Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]], n_events: np.ndarray,
+                         last_ts: np.ndarray) -> np.ndarray:
+        """Rebuild m states with the full-sequence encoder → flat (m, size), header written from n_events,
+        last_ts (m,). recent(part) gives the rings of users `part` (indices into 0..m-1) in time order, LEFT-padded:
+        items, times (len(part), L) int64."""
+        flat = np.zeros((len(n_events), self.layout.size), np.float32)
+        for start in range(0, len(n_events), self.REBUILD_CHUNK):
+            part = np.arange(start, min(start + self.REBUILD_CHUNK, len(n_events)))
+            items, times = recent(part)
             o, states = self.model.encode(torch.from_numpy(items).to(self.device),
                                           torch.from_numpy(times).to(self.device))
             out = torch.from_numpy(flat[start:start + len(part)])
@@ -208,7 +261,8 @@ class OnlineRecommender:
                 self.layout.pack(states, o, out)
             else:
                 out.copy_(self.layout.pack(states, o, torch.zeros(out.shape, device=self.device)).cpu())
-        self.layout.write_header(flat, self.history.n_events[rows], self.history.last_ts[rows])
+        self.layout.write_header(flat, n_events, last_ts)
+        self._counters["rebuilds"] += len(n_events)
         return flat
 
     # -- recommend ------------------------------------------------------------------------------------------------
@@ -223,33 +277,52 @@ class OnlineRecommender:
         users are scored after a test-time step that uses the gap T_{n+1} = at_time − last event. A model that
         scores at the request time (readout 'request_gap', or 'extrapolated' with a time-aware Δ) needs it and
         scores one step past each user's cached state at that time. Otherwise it is only checked.
+        With a shared store, everything a call reads about its users comes from one atomic read of the store
+        (docs/serving.md, "Shared state").
         """
         users = int64_array(user_ids, "user_ids")
         k = self._check_k(k)
         at_time = self._check_at_time(at_time, len(users))
         with self._computing():
             self._counters["requests"] += len(users)
-            items = np.empty((len(users), k), np.int64)
-            scores = np.empty((len(users), k), np.float32)
-            rows = self.history.rows_of(users)
-            known = np.flatnonzero(rows >= 0)
-            if len(known):
-                known_at = None if at_time is None else at_time[known]
-                if known_at is not None:
-                    self._check_request_after_history(users[known], rows[known], known_at)
-                model_scores = self._model_scores(users[known], rows[known], known_at)
-                if at_time is not None and self.ttt is not None:
-                    self._adapt(model_scores, users[known], rows[known], at_time[known])
-                if exclude_seen:
-                    seen = torch.from_numpy(self.history.seen(rows[known]))
-                    model_scores.scatter_(1, seen, float("-inf"))   # empty ring slots hold 0: the padding column
-                top = torch.topk(model_scores, k, dim=1)
-                items[known], scores[known] = top.indices.numpy(), top.values.numpy()
-            cold = np.flatnonzero(rows < 0)
-            if len(cold):
-                items[cold], scores[cold] = self._cold_start(k)
-                self._counters["cold_starts"] += len(cold)
-            return items, scores
+            need_rings = exclude_seen or (at_time is not None and self.ttt is not None)
+            tier = self if self.shared is None else self.shared
+            view = tier.request_view(users, need_rings, k)
+            return self._answer(users, view, k, exclude_seen, at_time)
+
+    def request_view(self, users: np.ndarray, need_rings: bool, k: int) -> RequestView:
+        """What recommend() reads about its users, here from this process's history store and cache."""
+        rows = self.history.rows_of(users)
+        known = rows >= 0
+        distinct, first, inverse = np.unique(users[known], return_index=True, return_inverse=True)
+        drows = rows[known][first]
+        return RequestView(known=known, pick=inverse.reshape(-1), flat=self._states_for(distinct, drows),
+                           last_ts=self.history.last_ts[drows],
+                           rings=self.history.recent(drows) if need_rings else None,
+                           popular=None if known.all() else self._cold_start(k))
+
+    def _answer(self, users: np.ndarray, view: RequestView, k: int, exclude_seen: bool, at_time):
+        items = np.empty((len(users), k), np.int64)
+        scores = np.empty((len(users), k), np.float32)
+        known = np.flatnonzero(view.known)
+        if len(known):
+            known_at = None if at_time is None else at_time[known]
+            last = view.last_ts[view.pick]
+            if known_at is not None:
+                self._check_request_after_history(users[known], last, known_at)
+            model_scores = self._model_scores(view.flat, view.pick, last, known_at)
+            if known_at is not None and self.ttt is not None:
+                self._adapt(model_scores, [r[view.pick] for r in view.rings], known_at)
+            if exclude_seen:
+                seen = torch.from_numpy(view.rings[0][view.pick])
+                model_scores.scatter_(1, seen, float("-inf"))   # ring padding holds 0: the padding column
+            top = torch.topk(model_scores, k, dim=1)
+            items[known], scores[known] = top.indices.numpy(), top.values.numpy()
+        cold = np.flatnonzero(~view.known)
+        if len(cold):
+            items[cold], scores[cold] = view.popular
+            self._counters["cold_starts"] += len(cold)
+        return items, scores
 
     def _check_k(self, k) -> int:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= self.n_items:
@@ -269,37 +342,37 @@ class OnlineRecommender:
         return arr
 
     @torch.no_grad()
-    def _model_scores(self, users: np.ndarray, rows: np.ndarray, at_time: Optional[np.ndarray]) -> torch.Tensor:
-        """(m, n_items + 1) float32 CPU scores of known users (duplicates allowed), as the model's readout reads
-        them from each cached state; column 0 is −inf."""
+    def _model_scores(self, flat: np.ndarray, pick: np.ndarray, last_ts: np.ndarray,
+                      at_time: Optional[np.ndarray]) -> torch.Tensor:
+        """(m, n_items + 1) float32 CPU scores of the states flat[pick] (m,) whose last events were at last_ts (m,),
+        as the model's readout reads them from each state; column 0 is −inf."""
         if at_time is None and self.model.needs_request_time:
             raise InputError("recommend: this model scores at the request time (readout 'request_gap'): pass at_time")
-        distinct, first, inverse = np.unique(users, return_index=True, return_inverse=True)
-        if len(distinct) == len(users):                  # the common case: each user once, no state to copy
-            flat = torch.from_numpy(self._states_for(users, rows))
+        if len(pick) == len(flat) and (pick == np.arange(len(flat))).all():   # each user once: no state to copy
+            chosen = torch.from_numpy(flat)
         else:
-            flat = torch.from_numpy(self._states_for(distinct, rows[first]))[torch.from_numpy(inverse.reshape(-1))]
-        states, o = self.layout.views(flat.to(self.device))
+            chosen = torch.from_numpy(flat)[torch.from_numpy(pick)]
+        states, o = self.layout.views(chosen.to(self.device))
         last = request = None
         if at_time is not None:
-            last = torch.from_numpy(self.history.last_ts[rows]).to(self.device)
+            last = torch.from_numpy(last_ts).to(self.device)
             request = torch.from_numpy(at_time).to(self.device)
         return self.model.scores_from_state(o, states, last, request).float().cpu()
 
-    def _check_request_after_history(self, users: np.ndarray, rows: np.ndarray, at_time: np.ndarray) -> None:
-        last = self.history.last_ts[rows]
+    @staticmethod
+    def _check_request_after_history(users: np.ndarray, last: np.ndarray, at_time: np.ndarray) -> None:
         early = np.flatnonzero(at_time < last)
         if len(early):
             u = early[0]
             raise InputError(f"recommend: at_time {at_time[u]} is before user {users[u]}'s last event "
                              f"({last[u]}); the request time must not precede the history it scores")
 
-    def _adapt(self, scores: torch.Tensor, users: np.ndarray, rows: np.ndarray, at_time: np.ndarray) -> None:
+    def _adapt(self, scores: torch.Tensor, rings, at_time: np.ndarray) -> None:
         """Overwrite the scores of users the test-time step applies to (all, or those the gate lets in) with their
-        adapted scores: one episode per user on its ring (adapt.adapted_scores, evaluation's route); the cached
-        states stay as they are."""
+        adapted scores: one episode per user on its ring (items, times (m, L), time order; adapt.adapted_scores,
+        evaluation's route); the cached states stay as they are."""
         from t2arec_fast.adapt import adapted_scores
-        items, times = (torch.from_numpy(a).to(self.device) for a in self.history.recent(rows))
+        items, times = (torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in rings)
         target = torch.from_numpy(at_time).to(self.device)
         result = adapted_scores(self.model, items, times, target, self.ttt, per_user=True, plain_scores=scores)
         self._counters["adapted"] += int(result.adapted.sum())
@@ -313,15 +386,20 @@ class OnlineRecommender:
     # -- housekeeping ---------------------------------------------------------------------------------------------
     def __contains__(self, user_id) -> bool:
         """True when the user has observed events (its state may still need a rebuild)."""
+        if self.shared is not None:
+            return self.shared.contains(int(user_id))
         return int(user_id) in self.history
 
     def __len__(self) -> int:
-        return len(self.history)
+        """Known users (with a shared store: a SCAN of Redis, O(keys) — not for the hot path)."""
+        return len(self.history) if self.shared is None else self.shared.store.n_users()
 
     def forget(self, user_ids) -> int:
         """Remove users entirely (state and history); → how many were known. Popularity counts are kept."""
         users = int64_array(user_ids, "user_ids")
         with self._lock:
+            if self.shared is not None:
+                return self.shared.forget(users)
             self.cache.delete(users)
             return self.history.forget(users)
 
@@ -329,13 +407,22 @@ class OnlineRecommender:
         """Cache counters (hits, misses, evictions, entries, bytes, ...) plus users, events, rebuilds, cold starts,
         model version, state size and history-store bytes."""
         with self._lock:
+            if self.shared is not None:
+                return {**self.shared.stats(), **self._counters, "model_version": self.version,
+                        "state_floats": self.layout.size}
             return {**self.cache.stats(), **self._counters, "users": len(self.history), "model_version": self.version,
                     "state_floats": self.layout.size, "history_bytes": self.history.nbytes}
 
     # -- persistence ----------------------------------------------------------------------------------------------
     def save(self, directory) -> None:
         """Model checkpoint + cache snapshot + history store + settings into `directory`, replaced as a whole:
-        everything is written to a sibling temporary folder first, then swapped in by renames."""
+        everything is written to a sibling temporary folder first, then swapped in by renames.
+
+        Raises: InputError with a shared store (the states live in Redis, made durable by its AOF: save the model
+        with model.save and serve it again with the same store)."""
+        if self.shared is not None:
+            raise InputError(f"save: this recommender's states live in {self.shared.store!r} (durable through "
+                             f"Redis' append-only file); save the model with model.save instead")
         with self._lock:
             write_folder(directory, self._write)
 
