@@ -1,6 +1,9 @@
 """Shared test set-up. Without a GPU, Triton kernels run in Triton's interpreter: the variable must be set before
 triton is first imported."""
+import contextlib
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -42,6 +45,23 @@ def device():
 
 
 # -- a real redis-server for the Redis state-store tests (tests/redis_server.py) -----------------------------------
+@contextlib.contextmanager
+def _redis_dir(fallback: Path):
+    """The server's folder: in /dev/shm (tmpfs) where there is one, else `fallback`. The AOF is still written and
+    fsynced before every reply (appendfsync always); on tmpfs the fsync costs nothing, on this machine's disk
+    ~5-10 ms per write, which would make the tests slow without testing more: they kill processes, not the machine,
+    and what a killed process wrote is in the page cache either way."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        folder = Path(tempfile.mkdtemp(prefix="t2arec-redis-", dir=shm))
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    else:
+        yield fallback
+
+
 def _start_redis(directory):
     from redis_server import RedisServer
     for attempt in range(3):               # a free port can be taken between choosing it and binding it
@@ -68,9 +88,10 @@ def redis_binary():
 
 @pytest.fixture(scope="session")
 def _shared_redis(redis_binary, tmp_path_factory):
-    server = _start_redis(tmp_path_factory.mktemp("redis-shared"))
-    yield server
-    server.stop()
+    with _redis_dir(tmp_path_factory.mktemp("redis-shared")) as folder:
+        server = _start_redis(folder)
+        yield server
+        server.stop()
 
 
 @pytest.fixture
@@ -85,6 +106,7 @@ def redis_url(_shared_redis):
 @pytest.fixture
 def redis_server(redis_binary, tmp_path):
     """A server of the test's own (tests that SIGKILL and restart it): `.kill()`, `.start()`, `.url`."""
-    server = _start_redis(tmp_path / "redis")
-    yield server
-    server.kill()
+    with _redis_dir(tmp_path / "redis") as folder:
+        server = _start_redis(folder)
+        yield server
+        server.kill()

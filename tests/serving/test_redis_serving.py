@@ -1,0 +1,188 @@
+"""OnlineRecommender(model, store=redis://...) against a real redis-server: the same answers as the in-process path
+and the full encoder, several recommenders on one store, the local tier never served stale, lazy rebuilds after a
+model swap, bad input and outages."""
+import numpy as np
+import pytest
+import redis
+import torch
+
+from t2arec_fast.errors import InputError, StoreCorruptError, StoreUnavailableError
+from t2arec_fast.serving import OnlineRecommender
+from t2arec_fast.serving.redis_store import RedisStateStore
+
+from .helpers import assert_close_scores, interleaved, random_histories, reference_scores, served_scores, small_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return small_model()
+
+
+@pytest.fixture(scope="module")
+def histories():
+    return random_histories(n_users=30, max_len=25)
+
+
+def _shared(model, url, **kw):
+    kw.setdefault("history_len", 64)
+    kw.setdefault("capacity_bytes", 4 << 20)
+    return OnlineRecommender(model, store=url, **kw)
+
+
+def _time_aware_model():
+    aware = small_model()
+    aware.config.time_aware_dt = True
+    for layer in aware.layers:
+        layer.block.dt_gap_weight = torch.nn.Parameter(torch.full((1,), 0.8))
+    return aware
+
+
+@pytest.mark.parametrize("capacity_bytes", [4 << 20, 0], ids=["with-local-tier", "redis-only"])
+@pytest.mark.parametrize("per_call", [1, 4])
+def test_the_redis_tier_answers_like_the_in_process_path_and_the_full_encoder(model, histories, redis_url,
+                                                                             capacity_bytes, per_call):
+    here = OnlineRecommender(model, capacity_bytes=4 << 20, history_len=64)
+    shared = _shared(model, redis_url, capacity_bytes=capacity_bytes)
+    for users, items, times in interleaved(histories, per_call=per_call):
+        here.observe(users, items, times)
+        shared.observe(users, items, times)
+    users = list(histories) + [12345]                                   # and one cold-start user
+    got, want = served_scores(shared, users), served_scores(here, users)
+    np.testing.assert_array_equal(got, want)                            # the same steps: bitwise
+    assert_close_scores(got[:-1], reference_scores(model, histories, users[:-1]))
+    for exclude_seen in (False, True):
+        a, b = here.recommend(np.array(users), k=7, exclude_seen=exclude_seen), \
+            shared.recommend(np.array(users), k=7, exclude_seen=exclude_seen)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    stats = shared.stats()
+    assert stats["events"] == here.stats()["events"] and stats["rebuilds"] == 0 and stats["cas_retries"] == 0
+
+
+def test_a_time_aware_model_through_redis_equals_the_full_encoder(histories, redis_url):
+    aware = _time_aware_model()
+    rec = _shared(aware, redis_url)
+    for users, items, times in interleaved(histories, per_call=3):
+        rec.observe(users, items, times)
+    users = list(histories)
+    assert_close_scores(served_scores(rec, users), reference_scores(aware, histories, users))
+
+
+def test_two_processes_on_one_store_see_each_others_events_and_never_a_stale_local_copy(model, histories, redis_url):
+    here = OnlineRecommender(model, capacity_bytes=4 << 20, history_len=64)
+    a, b = _shared(model, redis_url), _shared(model, redis_url)
+    assert a.version == b.version == 1                       # same weights, same version, without talking
+    for i, (users, items, times) in enumerate(interleaved(histories, per_call=2)):
+        here.observe(users, items, times)
+        (a if i % 2 else b).observe(users, items, times)
+        users = np.unique(users)
+        np.testing.assert_array_equal(served_scores(a, users), served_scores(here, users))   # a's local copies
+        np.testing.assert_array_equal(served_scores(b, users), served_scores(here, users))   # are never stale
+    assert a.stats()["local_current"] > 0 and a.stats()["cas_retries"] == 0
+    u, t = list(histories)[0], int(histories[list(histories)[0]][1][-1])
+    for rec in (b, a):                       # b moves u while a holds a local copy: a's commit loses, re-applies
+        here.observe([u], [5], [t + 1])
+        rec.observe([u], [5], [t + 1])
+        t += 1
+    assert a.stats()["cas_retries"] == 1
+    np.testing.assert_array_equal(served_scores(b, [u]), served_scores(here, [u]))
+
+
+def test_after_a_model_swap_states_are_rebuilt_once_from_the_rings(model, histories, redis_url):
+    old = _shared(model, redis_url)
+    for users, items, times in interleaved(histories, per_call=3):
+        old.observe(users, items, times)
+    new_model = small_model(seed=5)
+    users = list(histories)
+    want = reference_scores(new_model, histories, users)
+    first, second = _shared(new_model, redis_url), _shared(new_model, redis_url, capacity_bytes=0)
+    assert first.version == second.version == 2
+    assert_close_scores(served_scores(first, users), want)
+    assert first.stats()["rebuilds"] == len(users)
+    assert_close_scores(served_scores(second, users), want)
+    assert second.stats()["rebuilds"] == 0                    # the first process wrote the rebuilt states back
+    old.swap_model(new_model)                                 # a running process swaps: the same version
+    assert old.version == 2
+    assert_close_scores(served_scores(old, users), want)
+    assert old.stats()["rebuilds"] == 0
+    keep_old = _shared(model, redis_url)                      # the old model's states are still there, untouched
+    assert keep_old.version == 1 and keep_old.stats()["rebuilds"] == 0
+
+
+def test_events_older_than_the_stored_last_time_are_refused_naming_the_user_and_nothing_is_stored(model, redis_url):
+    a, b = _shared(model, redis_url), _shared(model, redis_url)
+    a.observe([1, 2], [3, 4], [100, 100])
+    b.observe([1], [5], [200])                                # a's local copy of user 1 is now behind
+    with pytest.raises(InputError, match=r"timestamp 150 of event 1 \(user 1\) is earlier than that user's last "
+                                         r"event at 200"):
+        a.observe([2, 1], [6, 7], [300, 150])
+    assert served_scores(a, [2]).tobytes() == served_scores(b, [2]).tobytes()
+    store = RedisStateStore(redis_url, history_len=64)
+    assert store.read(np.array([1, 2]), a.version).n_events.tolist() == [2, 1]     # user 2 did not move either
+
+
+def test_forget_removes_the_user_from_every_process(model, redis_url):
+    a, b = _shared(model, redis_url), _shared(model, redis_url)
+    a.observe([1, 2], [3, 4], [100, 100])
+    b.recommend([1], k=3)                                     # b caches user 1 locally
+    assert a.forget([1]) == 1
+    assert 1 not in b and 2 in b and len(b) == 1
+    items, scores = b.recommend([1], k=3)                     # cold start: the local copy is dropped, not served
+    assert scores.tolist() == [[1.0, 1.0, 0.0]] and items.tolist() == [[3, 4, 1]]
+    b.observe([1], [9], [50])                                 # a new life: earlier times are fine again
+    np.testing.assert_array_equal(served_scores(a, [1]), served_scores(b, [1]))
+
+
+def test_a_corrupted_state_header_is_refused_naming_the_key(model, redis_url):
+    rec = _shared(model, redis_url, capacity_bytes=0)
+    rec.observe([7], [3], [100])
+    raw = redis.Redis.from_url(redis_url)
+    state = np.frombuffer(raw.hget("t2arec:u:7", "s:1"), np.float32).copy()
+    state[0] = 9                                              # layout version word
+    raw.hset("t2arec:u:7", "s:1", state.tobytes())
+    with pytest.raises(StoreCorruptError, match=r"t2arec:u:7 field 's:1': the state's header \(readable=False"):
+        rec.recommend([7], k=3)
+    raw.hset("t2arec:u:7", "n", "2")                          # a count the state does not vouch for
+    state[0] = 1
+    raw.hset("t2arec:u:7", "s:1", state.tobytes())
+    with pytest.raises(StoreCorruptError, match="events 1, last time 100.*count 2"):
+        rec.observe([7], [4], [200])
+
+
+def test_a_ring_with_an_unknown_item_is_refused_naming_the_key(model, redis_url):
+    rec = _shared(model, redis_url, capacity_bytes=0)
+    rec.observe([7], [3], [100])
+    raw = redis.Redis.from_url(redis_url)
+    raw.hdel("t2arec:u:7", "s:1", "sw:1")                     # force a rebuild from the ring
+    raw.setrange("t2arec:r:7", 0, np.array([999], "<i4").tobytes())
+    with pytest.raises(StoreCorruptError, match=r"t2arec:r:7: item 999 is not a model item id"):
+        rec.recommend([7], k=3)
+
+
+def test_bad_store_arguments_are_refused(model, redis_url):
+    with pytest.raises(InputError, match="not a Redis URL"):
+        OnlineRecommender(model, store="http://127.0.0.1:1/0")
+    with pytest.raises(InputError, match="history_len=64.*history_len=200"):
+        OnlineRecommender(model, store=RedisStateStore(redis_url, history_len=64))
+    with pytest.raises(InputError, match="store must be a redis:// URL or a RedisStateStore"):
+        OnlineRecommender(model, store=42)
+    rec = _shared(model, redis_url)
+    with pytest.raises(InputError, match="states live in RedisStateStore"):
+        rec.save("anywhere")
+
+
+def test_redis_down_fails_fast_then_serving_resumes(model, redis_server):
+    store = RedisStateStore(redis_server.url, history_len=64, connect_timeout_s=0.2, socket_timeout_s=0.5,
+                            retries=1, retry_backoff_s=0.01)
+    rec = OnlineRecommender(model, store=store, capacity_bytes=4 << 20, history_len=64)
+    rec.observe([1, 2], [3, 4], [100, 100])
+    before = served_scores(rec, [1, 2])
+    redis_server.kill()
+    with pytest.raises(StoreUnavailableError, match="did not answer"):
+        rec.observe([1, 2], [5, 6], [200, 200])
+    with pytest.raises(StoreUnavailableError):
+        rec.recommend([1], k=3)                                # never answered from the local tier unchecked
+    redis_server.start()
+    np.testing.assert_array_equal(served_scores(rec, [1, 2]), before)   # the failed observe left nothing behind
+    rec.observe([1, 2], [5, 6], [200, 200])
+    assert rec.stats()["events"] == 4
