@@ -11,9 +11,9 @@ def user_error_types() -> tuple:
     """Exception types that mean bad input rather than a bug: shown as one line, exit code 2."""
     from t2arec_fast.config import ConfigError
     from t2arec_fast.data.errors import DataError
-    from t2arec_fast.errors import InputError
+    from t2arec_fast.errors import InputError, StoreError    # StoreError: Redis unreachable or unreadable
     from t2arec_fast.optional import MissingExtraError
-    return UserError, ConfigError, DataError, InputError, FileNotFoundError, MissingExtraError
+    return UserError, ConfigError, DataError, InputError, StoreError, FileNotFoundError, MissingExtraError
 
 
 def write_json(path, payload) -> None:

@@ -2,7 +2,7 @@
 
     t2arec serve-replay CHECKPOINT EVENTS.csv [--k 10] [--exclude-seen] [--history-len 200] [--capacity-mb 256]
                         [--limit N] [--skip-unknown] [--ttt [KEY=VALUE ...]] [--save DIR] [--threads 1] [--json P]
-                        [--quiet]
+                        [--quiet] [--store redis://HOST:PORT/DB [--store-prefix P]]
 
 For every event, in timestamp order: recommend for its user first (was the true item in the top-k?), then observe
 the event. Reports hit rate@k, NDCG@10 and per-event latency percentiles. All of it is `t2arec_fast.serving.replay`.
@@ -36,6 +36,10 @@ def register(subparsers) -> None:
     p.add_argument("--ttt", nargs="*", metavar="KEY=VALUE", default=None,
                    help="score each request after a per-user test-time step (request time = the event's time); "
                         "settings are TTT config keys, e.g. --ttt ttt_gate=20 ttt_lr=10 ttt_params=ssm")
+    p.add_argument("--store", metavar="URL", default=None,
+                   help="keep users' states in Redis (redis://host:port/db), shared with other serving processes; "
+                        "the state cache becomes the local tier (docs/serving.md, 'Shared state')")
+    p.add_argument("--store-prefix", metavar="P", default="t2arec", help="key prefix in Redis (default t2arec)")
     p.add_argument("--save", metavar="DIR", default=None, help="save the recommender here after the replay")
     p.add_argument("--json", metavar="P", default=None, help="write the results JSON here")
     p.add_argument("--threads", type=int, default=1,
@@ -52,6 +56,8 @@ def _serve_replay(args) -> int:
         raise UserError(f"--k must be ≥ 1, got {args.k}")
     if args.threads < 1:
         raise UserError(f"--threads must be ≥ 1, got {args.threads}")
+    if args.store and args.save:
+        raise UserError("--save writes a folder with the states; with --store they live in Redis: drop one")
     torch.set_num_threads(args.threads)
     recommender = _open_recommender(Path(args.checkpoint), args)
     if args.ttt is not None:
@@ -91,11 +97,18 @@ def _open_recommender(path: Path, args):
     from t2arec_fast.model import load_model
     from t2arec_fast.serving import OnlineRecommender
     if (path / "serving.json").is_file():
+        if args.store:
+            raise UserError(f"{path} is a saved recommender with its own states; --store needs a model checkpoint")
         return OnlineRecommender.load(path)
     if not (path / "config.json").is_file() and (path / "best" / "config.json").is_file():
         path = path / "best"
     model = load_model(path)                      # OnlineRecommender refuses a model without a one-step update
-    return OnlineRecommender(model, capacity_bytes=int(args.capacity_mb * (1 << 20)), history_len=args.history_len)
+    store = None
+    if args.store:
+        from t2arec_fast.serving.redis_store import RedisStateStore
+        store = RedisStateStore(args.store, prefix=args.store_prefix, history_len=args.history_len)
+    return OnlineRecommender(model, capacity_bytes=int(args.capacity_mb * (1 << 20)), history_len=args.history_len,
+                             store=store)
 
 
 def _read_events(path, item_map, n_items: int, skip_unknown: bool):
@@ -139,6 +152,9 @@ def _print_summary(r: dict) -> None:
             ("observe ms p50 / p99", f"{lat['observe']['p50']:.3f} / {lat['observe']['p99']:.3f}"),
             ("events/s (one at a time)", f"{r['events_per_s']:,.0f}"),
             ("state rebuilds", f"{r['stats']['rebuilds']:,}")]
+    if "cas_retries" in r["stats"]:
+        rows.append(("Redis round trips / CAS retries",
+                     f"{r['stats']['round_trips']:,} / {r['stats']['cas_retries']:,}"))
     if r.get("skipped_unknown_items"):
         rows.append(("skipped (unknown item)", f"{r['skipped_unknown_items']:,}"))
     width = max(len(name) for name, _ in rows)

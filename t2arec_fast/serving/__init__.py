@@ -30,6 +30,7 @@ One concern per module:
   replay.py       replay(): offline replay of an event log, as `t2arec serve-replay` runs it
   redis_store.py  RedisStateStore: users' states, counts and rings in Redis, shared by serving processes (needs
                   redis-py: extra "redis"; imported on use)
+  shared.py       the Redis tier behind OnlineRecommender(store=...), with this process's cache as the local tier
 """
 from __future__ import annotations
 

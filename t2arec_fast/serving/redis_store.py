@@ -220,7 +220,7 @@ class RedisStateStore:
                  ttl_s: Optional[float] = None, socket_timeout_s: float = 2.0, connect_timeout_s: float = 0.5,
                  retries: int = 2, retry_backoff_s: float = 0.05, max_connections: int = 32,
                  max_cas_retries: int = 64):
-        import redis
+        redis = _redis()
         from redis.backoff import ExponentialBackoff
         from redis.retry import Retry
         self.url = _check_url(url)
@@ -267,7 +267,7 @@ class RedisStateStore:
 
     # -- calls with the error mapping ----------------------------------------------------------------------------
     def _call(self, what: str, fn, *args, **kwargs):
-        import redis
+        redis = _redis()
         self.counters["round_trips"] += 1
         try:
             return fn(*args, **kwargs)
@@ -475,6 +475,11 @@ class RedisStateStore:
 
     def __repr__(self) -> str:
         return f"RedisStateStore({self._where()!r}, prefix={self.prefix!r}, history_len={self.history_len})"
+
+
+def _redis():
+    from t2arec_fast.optional import require
+    return require("redis", "redis", "The Redis state store")
 
 
 # -- decoding with checks: every refusal names the key ------------------------------------------------------------

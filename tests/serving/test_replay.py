@@ -98,3 +98,26 @@ def test_cli_serve_replay_with_test_time_alignment(checkpoint, tmp_path, capsys)
     assert (result["hit@10"], result["ndcg@10"]) == (api["hit@10"], api["ndcg@10"])
     assert main(["serve-replay", str(checkpoint), str(events), "--quiet", "--ttt", "lr=0.1"]) == 2
     assert "not test-time settings" in capsys.readouterr().err
+
+
+def test_cli_serve_replay_through_redis_gives_the_in_process_metrics(checkpoint, tmp_path, redis_url, capsys):
+    events = write_events(tmp_path / "events.csv", random_log())
+    here, shared = tmp_path / "here.json", tmp_path / "shared.json"
+    assert main(["serve-replay", str(checkpoint), str(events), "--quiet", "--json", str(here)]) == 0
+    assert main(["serve-replay", str(checkpoint), str(events), "--quiet", "--json", str(shared),
+                 "--store", redis_url, "--store-prefix", "replay"]) == 0
+    a, b = json.loads(here.read_text()), json.loads(shared.read_text())
+    assert (a["hit@10"], a["ndcg@10"], a["warm_events"]) == (b["hit@10"], b["ndcg@10"], b["warm_events"])
+    assert b["stats"]["store"]["prefix"] == "replay" and "CAS retries" in capsys.readouterr().out
+
+
+def test_cli_serve_replay_store_errors_are_one_line(checkpoint, tmp_path, redis_binary, capsys):
+    from redis_server import free_loopback_port
+    events = write_events(tmp_path / "events.csv", random_log(10))
+    assert main(["serve-replay", str(checkpoint), str(events), "--quiet", "--store", "http://x"]) == 2
+    assert "not a Redis URL" in capsys.readouterr().err
+    down = f"redis://127.0.0.1:{free_loopback_port()}/0"
+    assert main(["serve-replay", str(checkpoint), str(events), "--quiet", "--store", down]) == 2
+    assert f"Redis at {down} did not answer" in capsys.readouterr().err
+    assert main(["serve-replay", str(checkpoint), str(events), "--quiet", "--store", down, "--save", "x"]) == 2
+    assert "--save writes a folder" in capsys.readouterr().err
