@@ -29,14 +29,6 @@ def _shared(model, url, **kw):
     return OnlineRecommender(model, store=url, **kw)
 
 
-def _time_aware_model():
-    aware = small_model()
-    aware.config.time_aware_dt = True
-    for layer in aware.layers:
-        layer.block.dt_gap_weight = torch.nn.Parameter(torch.full((1,), 0.8))
-    return aware
-
-
 @pytest.mark.parametrize("capacity_bytes", [4 << 20, 0], ids=["with-local-tier", "redis-only"])
 @pytest.mark.parametrize("per_call", [1, 4])
 def test_the_redis_tier_answers_like_the_in_process_path_and_the_full_encoder(model, histories, redis_url,
@@ -57,15 +49,6 @@ def test_the_redis_tier_answers_like_the_in_process_path_and_the_full_encoder(mo
         np.testing.assert_array_equal(a[1], b[1])
     stats = shared.stats()
     assert stats["events"] == here.stats()["events"] and stats["rebuilds"] == 0 and stats["cas_retries"] == 0
-
-
-def test_a_time_aware_model_through_redis_equals_the_full_encoder(histories, redis_url):
-    aware = _time_aware_model()
-    rec = _shared(aware, redis_url)
-    for users, items, times in interleaved(histories, per_call=3):
-        rec.observe(users, items, times)
-    users = list(histories)
-    assert_close_scores(served_scores(rec, users), reference_scores(aware, histories, users))
 
 
 def test_two_processes_on_one_store_see_each_others_events_and_never_a_stale_local_copy(model, histories, redis_url):
@@ -186,3 +169,29 @@ def test_redis_down_fails_fast_then_serving_resumes(model, redis_server):
     np.testing.assert_array_equal(served_scores(rec, [1, 2]), before)   # the failed observe left nothing behind
     rec.observe([1, 2], [5, 6], [200, 200])
     assert rec.stats()["events"] == 4
+
+
+def test_request_time_readout_and_test_time_step_through_redis_equal_the_in_process_path(histories, redis_url):
+    """What recommend() reads besides the state — the last event time (readout at the request time) and the ring
+    (the per-user test-time step, exclude_seen) — comes from Redis and gives the in-process answers."""
+    from t2arec_fast.config import TTTConfig
+    from t2arec_fast.model import T2ARec
+    torch.manual_seed(0)
+    model = T2ARec(40, d=16, d_state=8, n_blocks=1, readout="request_gap").eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    ttt = TTTConfig(ttt_lr=0.5, ttt_mu_time=1.0, ttt_mu_state=1.0, ttt_params="all", ttt_batch_size=1)
+    here = OnlineRecommender(model, capacity_bytes=4 << 20, history_len=8, ttt=ttt)
+    shared = OnlineRecommender(model, capacity_bytes=4 << 20, history_len=8, ttt=ttt, store=redis_url)
+    for users, items, times in interleaved(histories, per_call=3):
+        here.observe(users, items, times)
+        shared.observe(users, items, times)
+    users = np.array(list(histories)[:10])
+    at = np.array([histories[u][1][-1] for u in users]) + 3_600
+    for exclude_seen in (False, True):
+        a = here.recommend(users, k=10, at_time=at, exclude_seen=exclude_seen)
+        b = shared.recommend(users, k=10, at_time=at, exclude_seen=exclude_seen)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_allclose(a[1], b[1], rtol=1e-6)
+    assert shared.stats()["adapted"] == here.stats()["adapted"] > 0
