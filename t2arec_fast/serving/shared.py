@@ -17,7 +17,6 @@ Rules (docs/serving.md, "Shared state", has the reasoning):
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,8 +40,8 @@ def model_fingerprint(model) -> str:
     digest = hashlib.sha256(type(model).__name__.encode())
     config = getattr(model, "config", None)
     if config is not None:
-        fields = config.__dict__ if hasattr(config, "__dict__") else config
-        digest.update(json.dumps(fields, sort_keys=True, default=str).encode())
+        fields = vars(config) if hasattr(config, "__dict__") else dict(config)
+        digest.update(repr(sorted(fields.items())).encode())
     for name, tensor in model.state_dict().items():
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
