@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
@@ -20,8 +21,17 @@ class ConfigError(ValueError):
     """A configuration key or value that cannot be used."""
 
 
+class _Checked:
+    """Every assignment to a config field is checked against CHOICES / LIMITS (below), so a bad value fails when
+    the config is built (or changed in Python), naming the allowed values, not epochs later."""
+
+    def __setattr__(self, key, value):
+        check_value(key, value)
+        super().__setattr__(key, value)
+
+
 @dataclass
-class DataConfig:
+class DataConfig(_Checked):
     dataset: str = "synthetic"
     format: Optional[str] = None          # reader override; None = auto-detect
     columns: Optional[str] = None         # "user=U,item=I,timestamp=T" for files with other column names
@@ -34,7 +44,7 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(_Checked):
     model: str = "t2arec"                 # "t2arec" | "backbone" | "sasrec"
     d: int = 64
     d_state: int = 32
@@ -60,7 +70,7 @@ class ModelConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_Checked):
     epochs: int = 50
     batch_size: int = 256
     eval_batch_size: int = 1024
@@ -78,7 +88,7 @@ class TrainConfig:
 
 
 @dataclass
-class TTTConfig:
+class TTTConfig(_Checked):
     ttt: bool = True                      # run the test-time step in evaluation
     ttt_lr: float = 0.005                 # α
     ttt_steps: int = 1                    # M
@@ -112,9 +122,15 @@ class Config:
             cfg.update(overrides, source="overrides")
         if args:
             cfg.update(parse_overrides(args), source="command line")
-        return cfg
+        return cfg.check()
 
     def update(self, values: dict, source: str = "config") -> "Config":
+        """Set keys (flat or grouped by section) from strings or typed values.
+
+        Raises:
+            ConfigError: an unknown key (with the closest known one), a value of the wrong type, outside its
+                range or not among its choices (listing them); `source` names where the value came from.
+        """
         for key, value in without_removed_options(_flatten(values, source), source).items():
             section = _SECTION_OF.get(key)
             if section is None:
@@ -122,7 +138,20 @@ class Config:
                 raise ConfigError(f"{source}: unknown config key {key!r}"
                                   + (f" (did you mean {hint[0]!r}?)" if hint else ""))
             target = getattr(self, section)
-            setattr(target, key, _coerce(key, value, _FIELD_TYPES[key], source))
+            try:
+                setattr(target, key, _coerce(key, value, _FIELD_TYPES[key], source))
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
+        return self
+
+    def check(self) -> "Config":
+        """Rules that involve two keys (single values are checked on assignment).
+
+        Raises:
+            ConfigError: SASRec with d not divisible by n_heads.
+        """
+        if self.model.model == "sasrec" and self.model.d % self.model.n_heads:
+            raise ConfigError(f"d={self.model.d} must be divisible by n_heads={self.model.n_heads} for SASRec")
         return self
 
     # -- views --------------------------------------------------------------------------------------------------
@@ -163,6 +192,87 @@ def without_removed_options(values: dict, source: str) -> dict:
             if value != off and str(value).strip().lower() not in (str(off).lower(), "0", "no", "off"):
                 raise ConfigError(f"{source}: {key}={value!r} is no longer an option: {why}")
     return kept
+
+
+# -- allowed values: the one place (a renamed key is a renamed line here) --------------------------------------------
+# Keys with a fixed set of choices. The modules that implement them hold the same names (tests/test_config.py checks
+# that these tuples equal losses.GAP_TRANSFORMS, losses.STATE_NORMS, readout.READOUTS, adapt.PARAM_GROUPS, ...).
+CHOICES = {
+    "format": (None, "recbole", "movielens-tab", "movielens-dat", "csv", "parquet", "seq-pair", "synthetic"),
+    "time_unit": (None, "auto", "s", "ms", "us", "ns"),
+    "split": ("loo", "global_time"),
+    "model": ("t2arec", "backbone", "sasrec"),
+    "backend": ("auto", "triton", "reference", "loop", "export"),   # loop: tests; export: ONNX tracing
+    "gap_transform": ("hours", "log1p_hours"),
+    "step_transform": ("linear", "log"),
+    "readout": ("last", "extrapolated", "request_gap"),
+    "state_norm": ("fro", "squared", "relative"),
+    "ttt_params": ("all", "block", "ssm", "norms"),
+}
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A numeric range: low/high bounds (None = open end), `strict` = the bound itself is excluded."""
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_strict: bool = False
+    high_strict: bool = False
+
+    def holds(self, value) -> bool:
+        if isinstance(value, float) and value != value:   # NaN is in no range
+            return False
+        above = self.low is None or (value > self.low if self.low_strict else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_strict else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_strict else '≥'} {self.low:g}"
+        return f"in {'(' if self.low_strict else '['}{self.low:g}, {self.high:g}{')' if self.high_strict else ']'}"
+
+
+AT_LEAST_0, AT_LEAST_1, POSITIVE = Limit(0), Limit(1), Limit(0, low_strict=True)
+LIMITS = {
+    "min_count": AT_LEAST_0, "max_len": AT_LEAST_1, "n_segments": AT_LEAST_1,
+    "d": AT_LEAST_1, "d_state": AT_LEAST_1, "n_blocks": AT_LEAST_1, "conv_kernel": AT_LEAST_1,
+    "dropout": Limit(0, 1, high_strict=True), "n_heads": AT_LEAST_1, "n_layers": AT_LEAST_1, "pair_block": AT_LEAST_1,
+    "time_margin": POSITIVE, "state_floor": POSITIVE,
+    "epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "eval_batch_size": AT_LEAST_1, "lr": AT_LEAST_0,
+    "weight_decay": AT_LEAST_0, "mu_time": AT_LEAST_0, "mu_state": AT_LEAST_0, "aux_warmup_epochs": AT_LEAST_0,
+    "patience": AT_LEAST_1,
+    "ttt_lr": AT_LEAST_0, "ttt_steps": AT_LEAST_0, "ttt_mu_time": AT_LEAST_0, "ttt_mu_state": AT_LEAST_0,
+    "ttt_batch_size": AT_LEAST_1, "ttt_gate": AT_LEAST_0,
+}
+# torch device strings the trainer accepts
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_value(key: str, value) -> None:
+    """Is `value` allowed for `key`? (None is allowed wherever the field is Optional; types are _coerce's job.)
+
+    Raises:
+        ConfigError: naming the key, the value and what is allowed.
+    """
+    if key in CHOICES and value not in CHOICES[key]:
+        allowed = ", ".join("none" if c is None else c for c in CHOICES[key])
+        hint = difflib.get_close_matches(str(value), [c for c in CHOICES[key] if c], n=1)
+        raise ConfigError(f"{key}={value!r} is not allowed; expected one of {allowed}"
+                          + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    if key in LIMITS and value is not None and not isinstance(value, bool) and isinstance(value, (int, float)):
+        if not LIMITS[key].holds(value):
+            raise ConfigError(f"{key}={value!r} is out of range; expected a value {LIMITS[key]}")
+    if key == "device" and not DEVICE_PATTERN.match(str(value)):
+        raise ConfigError(f"device={value!r} is not allowed; expected auto, cpu, mps, cuda or cuda:N")
+    if key == "columns" and value is not None:
+        _check_columns(value)
+
+
+def _check_columns(text: str) -> None:
+    parts = dict(part.partition("=")[::2] for part in str(text).split(","))
+    if sorted(k.strip() for k in parts) != ["item", "timestamp", "user"] or not all(v.strip() for v in parts.values()):
+        raise ConfigError(f"columns={text!r} is not allowed; expected user=U,item=I,timestamp=T (column names or "
+                          "0-based positions)")
 
 
 _SECTION_OF = {f.name: name for name, cls in SECTIONS.items() for f in fields(cls)}

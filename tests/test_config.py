@@ -1,4 +1,6 @@
 """Configuration: defaults < YAML file < overrides dict < --key=value; unknown keys and bad values are errors."""
+from typing import Optional
+
 import pytest
 
 from t2arec_fast.config import Config, ConfigError, parse_overrides
@@ -73,3 +75,60 @@ def test_yaml_round_trip(tmp_path):
     cfg.save_yaml(tmp_path / "saved.yaml")
     again = Config.from_sources(tmp_path / "saved.yaml")
     assert again.to_dict() == cfg.to_dict() and again.flat()["ttt_steps"] == 2
+
+
+# -- issue 13, item 12: every value with fixed choices or a range is checked when the config is built ---------------
+@pytest.mark.parametrize("arg, message", [
+    ("--step_transform=logg", "step_transform='logg' is not allowed; expected one of linear, log (did you mean 'log'?)"),
+    ("--state_norm=frobenius", "state_norm='frobenius' is not allowed; expected one of fro, squared, relative"),
+    ("--ttt_params=everything", "ttt_params='everything' is not allowed; expected one of all, block, ssm, norms"),
+    ("--gap_transform=log", "gap_transform='log' is not allowed; expected one of hours, log1p_hours"),
+    ("--readout=first", "readout='first' is not allowed; expected one of last, extrapolated, request_gap"),
+    ("--split=random", "split='random' is not allowed; expected one of loo, global_time"),
+    ("--model=gru4rec", "model='gru4rec' is not allowed; expected one of t2arec, backbone, sasrec"),
+    ("--time_unit=hours", "time_unit='hours' is not allowed; expected one of none, auto, s, ms, us, ns"),
+    ("--format=excel", "format='excel' is not allowed"),
+    ("--device=gpu", "device='gpu' is not allowed; expected auto, cpu, mps, cuda or cuda:N"),
+    ("--columns=user=a", "columns='user=a' is not allowed; expected user=U,item=I,timestamp=T"),
+    ("--lr=-0.001", "lr=-0.001 is out of range; expected a value ≥ 0"),
+    ("--dropout=1", "dropout=1.0 is out of range; expected a value in [0, 1)"),
+    ("--epochs=0", "epochs=0 is out of range; expected a value ≥ 1"),
+    ("--state_floor=0", "state_floor=0.0 is out of range; expected a value > 0"),
+    ("--ttt_lr=nan", "ttt_lr=nan is out of range; expected a value ≥ 0"),
+    ("--min_count=-1", "min_count=-1 is out of range"),
+])
+def test_bad_choices_and_ranges_fail_when_the_config_is_built(arg, message):
+    with pytest.raises(ConfigError) as info:
+        Config.from_sources(args=[arg])
+    assert str(info.value) == f"command line: {message}" or message in str(info.value)
+
+
+def test_yaml_and_python_assignments_are_checked_too(tmp_path):
+    with pytest.raises(ConfigError, match=r"config.yaml: state_norm='l2' is not allowed"):
+        Config.from_sources(_yaml(tmp_path, "model:\n  state_norm: l2\n"))
+    cfg = Config()
+    with pytest.raises(ConfigError, match="ttt_params='al' is not allowed"):
+        cfg.ttt.ttt_params = "al"
+    assert cfg.ttt.ttt_params == "all"                                     # a refused value changes nothing
+    with pytest.raises(ConfigError, match="d=30 must be divisible by n_heads=4 for SASRec"):
+        Config.from_sources(overrides={"model": "sasrec", "d": 30, "n_heads": 4})
+
+
+def test_choices_table_names_what_the_code_implements():
+    """config.CHOICES is the one place values are checked; it must list exactly what the modules implement."""
+    from t2arec_fast.adapt import PARAM_GROUPS
+    from t2arec_fast.config import CHOICES, LIMITS, _FIELD_TYPES
+    from t2arec_fast.data.sources import FORMATS
+    from t2arec_fast.data.time_units import TICKS_PER_SECOND
+    from t2arec_fast.model import MODEL_CLASSES
+    from t2arec_fast.model.losses import GAP_TRANSFORMS, STATE_NORMS
+    from t2arec_fast.model.readout import READOUTS
+    from t2arec_fast.ops import BACKENDS
+    assert CHOICES["gap_transform"] == GAP_TRANSFORMS and CHOICES["state_norm"] == STATE_NORMS
+    assert CHOICES["readout"] == READOUTS and CHOICES["backend"] == BACKENDS
+    assert set(CHOICES["ttt_params"]) == set(PARAM_GROUPS) and set(CHOICES["model"]) == set(MODEL_CLASSES)
+    assert CHOICES["format"] == (None, *FORMATS, "synthetic")
+    assert CHOICES["time_unit"] == (None, "auto", *TICKS_PER_SECOND)
+    assert set(CHOICES) | set(LIMITS) <= set(_FIELD_TYPES)                 # a renamed key cannot be left behind
+    numeric = {k for k, t in _FIELD_TYPES.items() if t in (int, float, Optional[int], Optional[float])}
+    assert numeric - set(LIMITS) == {"seed", "time_margin"} - set(LIMITS)  # every other number has a range
