@@ -293,15 +293,47 @@ def load_yaml(path: Union[str, Path]) -> dict:
     return data
 
 
+BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
 def parse_overrides(args: list) -> dict:
-    """['--epochs=5', '--lr=1e-3'] → {'epochs': '5', 'lr': '1e-3'} (strings; coerced by type later)."""
-    out = {}
-    for arg in args:
-        if not arg.startswith("--") or "=" not in arg:
-            raise ConfigError(f"command line: expected --key=value, got {arg!r}")
-        key, value = arg[2:].split("=", 1)
-        out[key.replace("-", "_")] = value
+    """Command-line settings → {key: text}, coerced by type later. Both argparse spellings work:
+    ['--epochs=5', '--lr', '1e-3', '--amp'] → {'epochs': '5', 'lr': '1e-3', 'amp': 'true'} (a yes/no key given
+    alone means true); dashes in keys are underscores (--min-count = --min_count).
+
+    Raises:
+        ConfigError: a token that is not --key[=value], or a key that needs a value and has none.
+    """
+    out, i = {}, 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise ConfigError(f"command line: expected --key=value or --key value, got {arg!r}")
+        key, eq, value = arg[2:].partition("=")
+        key = key.replace("-", "_")
+        if not eq:
+            taken = override_takes_next(key, args[i + 1] if i + 1 < len(args) else None)
+            if taken:
+                value, i = args[i + 1], i + 1
+            elif _FIELD_TYPES.get(key) is bool:
+                value = "true"
+            elif key in _SECTION_OF:
+                raise ConfigError(f"command line: --{key.replace('_', '-')} needs a value (--{key}=VALUE or "
+                                  f"--{key} VALUE)")
+        out[key] = value
+        i += 1
     return out
+
+
+def override_takes_next(key: str, following: Optional[str]) -> bool:
+    """Does `--key` take the token after it as its value? A yes/no key only a yes/no word (so `--amp DATA` keeps
+    DATA); any other key any token that is not itself an option."""
+    key = key.replace("-", "_")
+    if following is None or following.startswith("--"):
+        return False
+    if _FIELD_TYPES.get(key) is bool:
+        return following.lower() in BOOL_WORDS
+    return True
 
 
 def _flatten(values: dict, source: str) -> dict:
@@ -323,10 +355,8 @@ def _coerce(key: str, value: Any, typ, source: str):
             return None
         try:
             if base is bool:
-                if text.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if text.lower() in ("0", "false", "no", "off"):
-                    return False
+                if text.lower() in BOOL_WORDS:
+                    return BOOL_WORDS[text.lower()]
                 raise ValueError
             if base is int:
                 return int(text)

@@ -66,8 +66,17 @@ def test_bad_sources(tmp_path):
         Config.from_sources(_yaml(tmp_path, "epochs: [1\n"))
     with pytest.raises(ConfigError, match="expected a mapping"):
         Config.from_sources(_yaml(tmp_path, "- 1\n- 2\n"))
-    with pytest.raises(ConfigError, match="expected --key=value"):
-        parse_overrides(["--epochs", "5"])
+    with pytest.raises(ConfigError, match="expected --key=value or --key value, got 'epochs=5'"):
+        parse_overrides(["epochs=5"])
+    with pytest.raises(ConfigError, match="--epochs needs a value"):
+        parse_overrides(["--epochs"])
+
+
+def test_key_space_value_as_argparse_users_expect():
+    """Issue 13, item 11: `--epochs 2` used to fail with "expected --key=value"."""
+    assert parse_overrides(["--epochs", "5", "--lr=1e-3", "--min-count", "3", "--amp", "--deterministic", "no",
+                            "--ttt_lr", "-0.5"]) == {"epochs": "5", "lr": "1e-3", "min_count": "3", "amp": "true",
+                                                     "deterministic": "no", "ttt_lr": "-0.5"}
 
 
 def test_yaml_round_trip(tmp_path):

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from .common import user_error_types
+from .common import split_overrides, user_error_types
 
 # the modules under t2arec_fast.cli that provide register(subparsers), in the order `t2arec --help` lists them
 COMMAND_MODULES = ("data_cmd", "demo_cmd", "train_cmd", "export_cmd", "serve_cmd")
@@ -26,10 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "accepts_overrides", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.overrides = extra
+    args = parse_arguments(parser, sys.argv[1:] if argv is None else list(argv))
     try:
         return int(args.func(args) or 0)
     except user_error_types() as exc:
@@ -41,6 +38,20 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: list) -> argparse.Namespace:
+    """argparse, except that commands taking config settings (train, evaluate) accept any config key as
+    `--key=value` or `--key value` anywhere on the line; those land in `args.overrides`."""
+    commands = parser._subparsers._group_actions[0].choices
+    at = next((i for i, token in enumerate(argv) if token in commands), None)
+    overrides = []
+    if at is not None and commands[argv[at]].get_default("accepts_overrides"):
+        kept, overrides = split_overrides(commands[argv[at]], argv[at + 1:])
+        argv = argv[:at + 1] + kept
+    args = parser.parse_args(argv)
+    args.overrides = overrides
+    return args
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import UserError, write_json
+from .common import UserError, reader_options, reader_settings, write_json
 
 
 def register(subparsers) -> None:
@@ -21,11 +21,12 @@ def register(subparsers) -> None:
         "serve-replay", help="replay an event log through the O(1) online recommender (hit rate, NDCG, latency)",
         description="Replay events (CSV user,item,timestamp, or any format `t2arec data` reads) in timestamp order: "
         "for each event recommend for its user BEFORE observing it, then observe it. Reports hit rate@k, NDCG@10 "
-        "and latency percentiles of recommend and observe per event.")
+        "and latency percentiles of recommend and observe per event.", parents=[reader_options(min_count=False)])
     p.add_argument("checkpoint", metavar="CHECKPOINT",
                    help="model checkpoint folder, a train --out folder (uses best/), or a saved recommender folder "
                         "(serving.json: resumes its states)")
-    p.add_argument("events", metavar="EVENTS", help="event log: CSV with a header naming user, item, timestamp")
+    p.add_argument("events", metavar="EVENTS", help="event log in any format `t2arec data stats` reads (e.g. a CSV "
+                   "with a header naming user, item, timestamp); no k-core filter is applied to it")
     p.add_argument("--k", type=int, default=10, help="top-k cut-off for the hit rate (default 10)")
     p.add_argument("--exclude-seen", action="store_true", help="drop items already in the user's history")
     p.add_argument("--history-len", type=int, default=200, help="events kept per user for rebuilds (default 200)")
@@ -63,7 +64,7 @@ def _serve_replay(args) -> int:
     if args.ttt is not None:
         recommender.set_ttt(_ttt_config(args.ttt))
     users, items, times, skipped = _read_events(args.events, ItemIdMap.from_model(recommender.model),
-                                                recommender.n_items, args.skip_unknown)
+                                                recommender.n_items, args.skip_unknown, reader_settings(args))
     if args.limit is not None:
         first = np.argsort(times, kind="stable")[:max(args.limit, 0)]
         first.sort()
@@ -111,11 +112,11 @@ def _open_recommender(path: Path, args):
                              store=store)
 
 
-def _read_events(path, item_map, n_items: int, skip_unknown: bool):
+def _read_events(path, item_map, n_items: int, skip_unknown: bool, settings: dict):
     """→ users int64, model item ids int64, timestamps int64, number of skipped events."""
     from t2arec_fast.data.preprocess import ids_as_numpy
     from t2arec_fast.data.readers import read_interactions
-    raw = read_interactions(path)
+    raw = read_interactions(path, **settings)
     users = _as_user_keys(ids_as_numpy(raw.users))
     raw_items = items = ids_as_numpy(raw.items)
     times = np.asarray(raw.timestamps, np.int64)

@@ -1,9 +1,10 @@
 """`t2arec train` and `t2arec evaluate`.
 
-    t2arec train DATASET --model t2arec|backbone|sasrec [--config Y] [--key=value ...] --out DIR [--json P]
-    t2arec evaluate CHECKPOINT DATASET [--ttt/--no-ttt] [--config Y] [--key=value ...] [--json P]
+    t2arec train DATASET --model t2arec|backbone|sasrec [READER OPTIONS] [--config Y] [--key=value ...] --out DIR
+    t2arec evaluate CHECKPOINT DATASET [READER OPTIONS] [--ttt/--no-ttt] [--config Y] [--key=value ...] [--json P]
 
-Config precedence: defaults < YAML (--config) < --key=value. `evaluate` starts from the data and test-time settings
+READER OPTIONS (common.reader_options, as for `data stats`): --format, --columns, --time-unit, --min-count.
+Config precedence: defaults < YAML (--config) < --key=value or --key value < reader options. `evaluate` starts from the data and test-time settings
 saved with the checkpoint (min_count, max_len, ttt_*), so the same dataset maps to the same item ids.
 """
 from __future__ import annotations
@@ -12,17 +13,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import UserError, write_json
+from t2arec_fast.config import CHOICES
 
-MODELS = ("t2arec", "backbone", "sasrec")
+from .common import DATASET_HELP, UserError, reader_options, reader_settings, write_json
+
+MODELS = CHOICES["model"]
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="pre-train a model, then evaluate it (valid, test, test with TTT)",
                               description="Pre-train T2ARec, the backbone or SASRec with early stopping on "
                               "validation NDCG@10, then report valid/test metrics at the best epoch. Any config key "
-                              "can be given as --key=value (e.g. --epochs=20 --mu_time=0.1).")
-    p.add_argument("dataset", metavar="DATASET", help='data file or folder, or "synthetic:n_users=500,seed=0"')
+                              "can be given as --key=value or --key value (e.g. --epochs 20 --mu_time=0.1).",
+                              parents=[reader_options()])
+    p.add_argument("dataset", metavar="DATASET", help=DATASET_HELP)
     p.add_argument("--model", choices=MODELS, default=None, help="model to train (default: the config's, t2arec)")
     p.add_argument("--config", metavar="Y", default=None, help="YAML config file")
     p.add_argument("--out", metavar="DIR", required=True, help="output folder: best/, last/, config.yaml, results.json")
@@ -33,9 +37,12 @@ def register(subparsers) -> None:
     e = subparsers.add_parser("evaluate", help="evaluate a checkpoint (full ranking), with and without the TTT step",
                               description="Full-ranking evaluation (Recall/MRR/NDCG @ 5, 10, 20 and NDCG@10 per "
                               "test-time segment) of a saved model on valid and test, without and with test-time "
-                              "alignment. Settings as --key=value (e.g. --ttt_lr=0.01 --mask_history=true).")
+                              "alignment. Settings as --key=value or --key value (e.g. --ttt_lr 0.01 "
+                              "--mask_history=true). Reader options default to the ones the model was trained with.",
+                              parents=[reader_options()])
     e.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint folder (or a train --out folder: uses best/)")
-    e.add_argument("dataset", metavar="DATASET", help="the data the model was trained on")
+    e.add_argument("dataset", metavar="DATASET", help="the data to evaluate on, read with the model's id maps: "
+                   + DATASET_HELP)
     e.add_argument("--ttt", action=argparse.BooleanOptionalAction, default=None,
                    help="run the test-time step too (default: yes for t2arec, no for backbone and sasrec)")
     e.add_argument("--config", metavar="Y", default=None, help="YAML config file")
@@ -49,11 +56,10 @@ def _train(args) -> int:
     from t2arec_fast.evaluate import format_table
     from t2arec_fast.train import train_and_evaluate
     cfg = Config.from_sources(args.config, args=args.overrides)
+    cfg.update(reader_settings(args), source="command line")
     cfg.data.dataset = args.dataset
     if args.model:
         cfg.model.model = args.model
-    if cfg.model.model not in MODELS:
-        raise UserError(f"model={cfg.model.model!r}: expected one of {', '.join(MODELS)}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
@@ -95,6 +101,7 @@ def _evaluation_config(args, saved: dict):
         grouped = key in SECTIONS and isinstance(value, dict)          # YAML may be flat or grouped by section
         user.update(value if grouped else {key: value})
     user.update(parse_overrides(args.overrides))
+    user.update(reader_settings(args))
     model_keys = {f for f in vars(cfg.model)} - {"backend"}
     fixed = sorted(k for k in user if k in model_keys)
     if fixed:
@@ -114,7 +121,8 @@ def _evaluate(args) -> int:
     cfg = _evaluation_config(args, extra.get("train_config", {}))
     if cfg.model.backend != "auto" and isinstance(model, T2ARec):          # SASRec has no scan
         model.set_backend(cfg.model.backend)
-    ds = load_dataset(args.dataset, format=cfg.data.format, min_count=cfg.data.min_count, verbose=cfg.train.progress)
+    ds = load_dataset(args.dataset, format=cfg.data.format, min_count=cfg.data.min_count, columns=cfg.data.columns,
+                      time_unit=cfg.data.time_unit, verbose=cfg.train.progress)
     if ds.n_items != model.n_items:
         raise UserError(f"{directory} was trained on {model.n_items} items but {args.dataset} has {ds.n_items} after "
                         f"min_count={cfg.data.min_count}: use the same data and min_count")

@@ -15,7 +15,7 @@ import pyarrow.csv as pacsv
 from . import validate
 from .errors import DataError
 from .preprocess import Interactions
-from .sources import Source, canonical_format, resolve
+from .sources import Source, canonical_format, check_encoding, resolve
 from .time_units import canonical_unit
 
 ROLES = ("user", "item", "timestamp")
@@ -209,6 +209,9 @@ def _with_times(raw: Interactions, times: validate.EventTimes) -> Interactions:
 
 
 def _parse_error(source, data, delimiter, names, header_lines, quoting, exc, shown) -> DataError:
+    if "UTF8" in str(exc) or "UTF-8" in str(exc):
+        line_no, text = validate.first_non_utf8_line(data)
+        return DataError("not UTF-8 text; save the file as UTF-8", source.name, line=line_no, line_text=text)
     bad = validate.first_bad_field_count(data, delimiter, len(names), header_lines, quoting)
     if bad is None:
         return DataError(f"cannot parse ({exc})", source.name)
@@ -227,7 +230,7 @@ def _check_not_empty(source: Source) -> None:
 
 
 def _nonempty_bytes(source: Source) -> bytes:
-    data = source.read_bytes()
+    data = check_encoding(source.read_bytes(), source.name)
     if not data or data.isspace():
         raise DataError("file is empty; expected interactions (user, item, timestamp)", source.name)
     return data

@@ -59,14 +59,19 @@ class Source:
         return pa.BufferReader(self.read_bytes()) if self.compressed else pa.memory_map(str(self.path))
 
     def head(self, limit: int = 1 << 16) -> bytes:
-        """The first `limit` bytes of the (decompressed) content, without reading the whole file."""
+        """The first `limit` bytes of the (decompressed) content, without reading the whole file; a UTF-8 byte
+        order mark is left out (pyarrow skips it too).
+
+        Raises:
+            DataError: a damaged compressed file, or UTF-16 text (which no reader here parses).
+        """
         if self.member:
             with zipfile.ZipFile(self.path) as archive, archive.open(self.member) as handle:
-                return handle.read(limit)
+                return check_encoding(handle.read(limit), self.name)
         opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(self.path.suffix.lower(), open)
         try:
             with opener(self.path, "rb") as handle:
-                return handle.read(limit)
+                return check_encoding(handle.read(limit), self.name)
         except (OSError, EOFError, lzma.LZMAError) as exc:
             raise DataError(f"cannot decompress ({exc}); the file is damaged or not {self.path.suffix}",
                             self.name) from None
@@ -87,6 +92,16 @@ class Source:
         except (OSError, EOFError, ValueError, lzma.LZMAError) as exc:
             raise DataError(f"cannot decompress ({exc}); the file is damaged or not {self.path.suffix}",
                             self.name) from None
+
+
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def check_encoding(data: bytes, name: str) -> bytes:
+    """`data` without a UTF-8 byte order mark; UTF-16 (as Excel's "Unicode text" writes) is refused by name."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise DataError("the file is UTF-16 text; save it as UTF-8 (or plain ASCII) text", name)
+    return data[len(UTF8_BOM):] if data.startswith(UTF8_BOM) else data
 
 
 def canonical_format(format: Optional[str]) -> Optional[str]:
@@ -148,7 +163,8 @@ def sniff_format(source: Source) -> str:
     if "," in first or ";" in first:
         return "csv"
     raise DataError("unknown format: cannot tell from the name or the first line what this file holds; "
-                    f"pass format= one of {', '.join(FORMATS)}", source.name)
+                    f"name it with format= (Python) or --format (command line), one of {', '.join(FORMATS)}",
+                    source.name)
 
 
 def sha256(path: Path) -> str:

@@ -74,6 +74,16 @@ def first_bad_field_count(data: bytes, delimiter: str, n_fields: int, header_lin
 MISSING_ID_TEXT = ("", "NA", "N/A", "#N/A", "NaN", "nan", "-nan", "null", "NULL", "None", "<NA>")
 
 
+def first_non_utf8_line(data: bytes) -> tuple[int, bytes]:
+    """(line number, line) of the first line that is not UTF-8; (1, b"") if every line is."""
+    for line_no, line in enumerate(data.splitlines(keepends=True), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            return line_no, line
+    return 1, b""
+
+
 def ids(column, name: str, where) -> pa.Array:
     """A user or item id column as tokens (docs/data.md, "Ids"): dictionary-encoded text with surrounding spaces
     removed, or the integers of a typed (Parquet) integer column. Never through a float: two distinct ids never
