@@ -12,7 +12,6 @@ Writes latency_curves.json and latency_curves.png into --out DIR (default $OUT, 
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import torch
 
 from bench.bench_serving import CLOCKS, N_ITEMS, Clock, build, flushed_denormals, throughput, timed_both
-from bench.harness import add_out_argument, environment, write_json
+from bench.harness import cpu_benchmark_options, environment, write_json
 
 BATCHES = (1, 4, 16, 64, 256, 1024)
 LENGTHS = (10, 25, 50, 100, 200, 400, 800)
@@ -110,12 +109,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer shapes and runs (a smoke test, not numbers to quote)")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    add_out_argument(ap)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = cpu_benchmark_options(__doc__.split("\n")[0], argv, "fewer shapes and runs (a smoke run)")
     runs = 2 if args.quick else 5
     batches = (1, 16) if args.quick else BATCHES
     start = time.perf_counter()

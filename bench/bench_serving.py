@@ -17,7 +17,6 @@ warm-up excluded.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import statistics
 import sys
@@ -26,7 +25,7 @@ import time
 import numpy as np
 import torch
 
-from bench.harness import add_out_argument, environment, timed, write_json
+from bench.harness import cpu_benchmark_options, environment, timed, write_json
 from t2arec_fast.cache import StateCache
 from t2arec_fast.model import T2ARec
 from t2arec_fast.serving import HEADER_WORDS, OnlineRecommender
@@ -193,12 +192,7 @@ def memory(rec) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer users and runs (a smoke test, not numbers to quote)")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    add_out_argument(ap)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = cpu_benchmark_options(__doc__.split("\n")[0], argv, "fewer users and runs (a smoke run)")
     runs = 2 if args.quick else 7
     batches = (1, 64) if args.quick else BATCHES
     info = environment()

@@ -39,6 +39,21 @@ def add_out_argument(parser, default: Path | None = None) -> None:
                         metavar="DIR", help="folder for the result JSON (default: $OUT, else bench/results)")
 
 
+def cpu_benchmark_options(description: str, argv=None, quick_help: str = "a smoke run, not numbers to quote"):
+    """Parses the options of the single-process CPU latency benchmarks (serving, curves): --quick, --threads
+    (torch intra-op threads, default 1, applied here) and --out DIR."""
+    import argparse
+
+    import torch
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    add_out_argument(ap)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args
+
+
 def write_json(out_dir, name: str, obj) -> Path:
     """Writes obj as indented JSON to out_dir/name through a temporary file (never a half-written result).
 
