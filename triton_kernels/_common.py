@@ -40,6 +40,18 @@ def silu_with_grad(z):
     return gate, sig + gate * (1.0 - sig)
 
 
+@triton.jit
+def state_tile(row, block, d, n, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """One program's (BLOCK_N × BLOCK_D) tile of a row-major (rows, d_state = n, d) state, slice `block` of d:
+    → (offs_d, offs_n, mask_d, mask_n, the tile's element offsets in row `row`, the tile's mask)."""
+    offs_d = block * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_d = offs_d < d
+    mask_n = offs_n < n
+    return (offs_d, offs_n, mask_d, mask_n, row * n * d + offs_n[:, None] * d + offs_d[None, :],
+            mask_n[:, None] & mask_d[None, :])
+
+
 def tl_dtype(dtype: torch.dtype):
     return {torch.float32: tl.float32, torch.float64: tl.float64}[dtype]
 

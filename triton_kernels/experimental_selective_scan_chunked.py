@@ -38,7 +38,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import accumulator_dtype, new_output, next_pow2, silu, silu_with_grad, tl_dtype
+from ._common import accumulator_dtype, new_output, next_pow2, silu, silu_with_grad, state_tile, tl_dtype
 
 DEFAULT_CHUNK = 32
 DEFAULT_BLOCK_D = 64
@@ -87,13 +87,8 @@ def _scan_chunked_fwd_kernel(
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
 ):
     seq = tl.program_id(0).to(tl.int64)
-    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
+    offs_d, offs_n, mask_d, mask_n, state_offs, state_mask = state_tile(0, tl.program_id(1), d, n, BLOCK_N, BLOCK_D)
     offs_t = tl.arange(0, CHUNK)
-    mask_d = offs_d < d
-    mask_n = offs_n < n
-    state_offs = offs_n[:, None] * d + offs_d[None, :]
-    state_mask = mask_n[:, None] & mask_d[None, :]
     causal = offs_t[:, None] >= offs_t[None, :]
 
     A = tl.load(A_ptr).to(ACC)
@@ -138,13 +133,8 @@ def _scan_chunked_bwd_kernel(
 ):
     seq = tl.program_id(0).to(tl.int64)
     blk = tl.program_id(1)
-    offs_d = blk * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
+    offs_d, offs_n, mask_d, mask_n, state_offs, state_mask = state_tile(0, blk, d, n, BLOCK_N, BLOCK_D)
     offs_t = tl.arange(0, CHUNK)
-    mask_d = offs_d < d
-    mask_n = offs_n < n
-    state_offs = offs_n[:, None] * d + offs_d[None, :]
-    state_mask = mask_n[:, None] & mask_d[None, :]
     causal = offs_t[:, None] >= offs_t[None, :]         # [t, τ]: τ ≤ t
     part_row = blk * nseq + seq                          # this (slice, sequence) in the partial buffers
 

@@ -37,7 +37,7 @@ import triton
 import triton.language as tl
 
 from ._common import (accumulator_dtype, check_device, interpreting, new_output, next_pow2, silu, silu_with_grad,
-                      tl_dtype)
+                      state_tile, tl_dtype)
 from .experimental_selective_scan_chunked import chunk_length, chunked_bwd, chunked_fwd
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -77,12 +77,7 @@ def _scan_fwd_kernel(
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
 ):
     seq = tl.program_id(0).to(tl.int64)
-    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_d = offs_d < d
-    mask_n = offs_n < n
-    state_offs = seq * n * d + offs_n[:, None] * d + offs_d[None, :]
-    state_mask = mask_n[:, None] & mask_d[None, :]
+    offs_d, offs_n, mask_d, mask_n, state_offs, state_mask = state_tile(seq, tl.program_id(1), d, n, BLOCK_N, BLOCK_D)
 
     A = tl.load(A_ptr).to(ACC)
     if HAS_D:
@@ -120,12 +115,7 @@ def _scan_bwd_states_kernel(
     """Forward-in-time half of the backward: recompute h_t; emit dz, this slice's dC and Σ_d (hᵀC)_t·dyp_t."""
     seq = tl.program_id(0).to(tl.int64)
     blk = tl.program_id(1)
-    offs_d = blk * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_d = offs_d < d
-    mask_n = offs_n < n
-    state_offs = seq * n * d + offs_n[:, None] * d + offs_d[None, :]
-    state_mask = mask_n[:, None] & mask_d[None, :]
+    offs_d, offs_n, mask_d, mask_n, state_offs, state_mask = state_tile(seq, blk, d, n, BLOCK_N, BLOCK_D)
     part_row = blk * nseq + seq          # row of this (slice, sequence) in the partial buffers
 
     A = tl.load(A_ptr).to(ACC)
@@ -177,12 +167,7 @@ def _scan_bwd_adjoint_kernel(
     and d(initial_state) = g_0."""
     seq = tl.program_id(0).to(tl.int64)
     blk = tl.program_id(1)
-    offs_d = blk * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_d = offs_d < d
-    mask_n = offs_n < n
-    state_offs = seq * n * d + offs_n[:, None] * d + offs_d[None, :]
-    state_mask = mask_n[:, None] & mask_d[None, :]
+    offs_d, offs_n, mask_d, mask_n, state_offs, state_mask = state_tile(seq, blk, d, n, BLOCK_N, BLOCK_D)
     part_row = blk * nseq + seq
 
     A = tl.load(A_ptr).to(ACC)
