@@ -17,7 +17,6 @@ import torch
 from t2arec_fast import json_io
 from t2arec_fast.errors import InputError
 from t2arec_fast.model.block import BlockState
-
 from t2arec_fast.model.protocol import StepModel
 
 from .events import EventGroups, check_items, check_time_order, group_events, int64_array
