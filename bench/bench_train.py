@@ -4,7 +4,9 @@ test-time step's throughput on this machine.
 ml-100k (../shared/datasets/ml-100k), 10-core, max length 200, leave-one-out, batch 256, default model sizes. Each
 model trains --epochs epochs through `t2arec_fast.train.fit` (the product path; the per-epoch time excludes the
 validation pass) in its own subprocess, so that its peak resident memory (CPU: ru_maxrss; CUDA: max allocated) is
-its own. Reported: median seconds per epoch, peak memory, and the RSS before training (data + torch) for reference.
+its own. Reported: median seconds per epoch after the first (the first also compiles / warms up; for the
+`t2arec_compiled` row, torch.compile with inductor, compile s = first epoch − that median and "vs eager" = the
+t2arec row's s/epoch over this row's), peak memory, and the RSS before training (data + torch) for reference.
 Then the test-time step (bench_ttt.py's unit: forward, L_time/L_state, backward, adapted forward, full ranking) in
 batches/s at --ttt-batch × 200 on ml-100k's item count (random sequences: ml-100k has only 943 users).
 
@@ -30,7 +32,8 @@ from bench.harness import ROOT, add_out_argument, child_command, environment, wr
 DATA = ROOT.parent / "shared" / "datasets" / "ml-100k"
 MODELS = ("sasrec", "backbone", "t2arec")
 # rows beyond the study's three models (not run by default): name → config overrides
-EXTRA_MODELS = {"t2arec_request_gap": {"model": "t2arec", "readout": "request_gap"}}
+EXTRA_MODELS = {"t2arec_request_gap": {"model": "t2arec", "readout": "request_gap"},
+                "t2arec_compiled": {"model": "t2arec", "compile": True}}     # torch.compile (inductor)
 
 
 def _peak_memory_mib(device: str) -> float:
@@ -59,8 +62,11 @@ def train_worker(opts) -> dict:
     t0 = time.perf_counter()
     _, history = fit(cfg, dataset=ds)
     seconds = [e["seconds"] for e in history["epochs"]]
+    # steady state: epochs after the first (the first also compiles / warms up); compile_s = first − steady
+    steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
     return dict(model=opts.worker, device=device, n_users=ds.n_users, n_items=ds.n_items, epochs=len(seconds),
-                seconds_per_epoch=statistics.median(seconds), epoch_seconds=seconds,
+                seconds_per_epoch=steady, epoch_seconds=seconds, first_epoch_s=seconds[0],
+                compile_s=seconds[0] - steady if model.get("compile") else None,
                 eval_seconds=statistics.median(e["eval_seconds"] for e in history["epochs"]),
                 steps_per_epoch=history["epochs"][0]["steps"], wall_s=time.perf_counter() - t0,
                 valid_ndcg10=history["epochs"][-1]["valid_ndcg@10"],
@@ -91,15 +97,19 @@ def run_worker(name: str, opts) -> dict:
 
 
 def format_table(rows: list, ttt: dict) -> str:
-    lines = [f"{'model':<18} {'device':<6} {'s/epoch':>8} {'steps':>6} {'eval s':>7} {'peak MiB':>9} "
-             f"{'RSS before':>10} {'valid NDCG@10':>13}"]
+    lines = [f"{'model':<18} {'device':<6} {'s/epoch':>8} {'vs eager':>8} {'compile s':>9} {'steps':>6} "
+             f"{'eval s':>7} {'peak MiB':>9} {'RSS before':>10} {'valid NDCG@10':>13}"]
+    eager = {r["model"]: r["seconds_per_epoch"] for r in rows if "error" not in r}
     for r in rows:
         if "error" in r:
             lines.append(f"{r['model']:<18} ERROR {r['error']}")
             continue
-        lines.append(f"{r['model']:<18} {r['device']:<6} {r['seconds_per_epoch']:>8.2f} {r['steps_per_epoch']:>6} "
-                     f"{r['eval_seconds']:>7.2f} {r['peak_mem_mib']:>9.0f} {r['rss_before_training_mib']:>10.0f} "
-                     f"{r['valid_ndcg10']:>13.4f}")
+        base = eager.get(r["model"].removesuffix("_compiled"))
+        ratio = f"{base / r['seconds_per_epoch']:.2f}x" if base and r["model"].endswith("_compiled") else ""
+        compile_s = f"{r['compile_s']:.1f}" if r.get("compile_s") is not None else ""
+        lines.append(f"{r['model']:<18} {r['device']:<6} {r['seconds_per_epoch']:>8.2f} {ratio:>8} {compile_s:>9} "
+                     f"{r['steps_per_epoch']:>6} {r['eval_seconds']:>7.2f} {r['peak_mem_mib']:>9.0f} "
+                     f"{r['rss_before_training_mib']:>10.0f} {r['valid_ndcg10']:>13.4f}")
     if ttt:
         lines.append("")
         if "error" in ttt:

@@ -13,6 +13,9 @@ ops of one triton-backend step. CPU cases (reference; without CUDA, or with --cp
 try/except (an error is recorded, the run goes on); no new case starts after --total-budget seconds (the GPU check
 gives this script ~100 s), and the JSON is rewritten after every case.
 
+"ttt_compiled" is the same step with `ttt_compile` (torch.compile, inductor): its first call (compilation) is
+reported apart as compile s, and "vs eager" is the eager "ttt" row's median over its own.
+
 Prints a table and writes bench_ttt.json into --out DIR (default $OUT, else bench/results).
 Run from the repository root: python -m bench.bench_ttt
 """
@@ -73,10 +76,10 @@ def plain_step(model, batch, ttt_cfg=None):
         return target_ranks(model.scores(batch.items, batch.times), batch.targets)
 
 
-STEPS = {"ttt": ttt_step, "ttt_user": ttt_step, "plain": plain_step}
+STEPS = {"ttt": ttt_step, "ttt_user": ttt_step, "plain": plain_step, "ttt_compiled": ttt_step}
 # the test-time settings of each measured step: the paper's (per batch), and per-user episodes on L_time (every user
 # adapted: the gate of docs/results.md would only lower the work), vectorised with torch.func.vmap
-STEP_TTT = {"ttt": TTTConfig(), "plain": TTTConfig(),
+STEP_TTT = {"ttt": TTTConfig(), "plain": TTTConfig(), "ttt_compiled": TTTConfig(ttt_compile=True),
             "ttt_user": TTTConfig(**{**GATED_PER_USER_STEP, "ttt_gate": 0.0})}
 
 
@@ -94,9 +97,12 @@ def run_case(step: str, device: str, backend: str, batch: int, length: int, n_it
             torch.cuda.reset_peak_memory_stats()
         model = make_model(n_items, backend, device)
         data = random_batch(batch, length, n_items, device)
+        # the first call apart: it compiles (ttt_compiled) or warms up; compile_s = first call − steady median
+        first = time_step(STEPS[step], model, data, STEP_TTT[step], 1, 0, opts.budget)[0]
         times = time_step(STEPS[step], model, data, STEP_TTT[step], opts.reps, opts.warmup, opts.budget)
         median = statistics.median(times)
-        row.update(median_s=median, batches_per_s=1.0 / median, reps=len(times), times_s=times)
+        row.update(median_s=median, batches_per_s=1.0 / median, reps=len(times), times_s=times, first_call_s=first,
+                   compile_s=first - median if step.endswith("_compiled") else None)
         if device == "cuda":
             row["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
     except Exception as exc:                      # record and go on: one broken case must not lose the others
@@ -122,17 +128,23 @@ def profile_triton_step(batch: int, length: int, n_items: int, rows: int = 15) -
 
 
 def format_rows(rows: list) -> str:
-    head = f"{'step':<6} {'device':<6} {'backend':<10} {'batch':>6} {'L':>4} {'items':>6} {'batches/s':>10} " \
-           f"{'median s':>9} {'reps':>4} {'peak GiB':>8}"
+    head = f"{'step':<12} {'device':<6} {'backend':<10} {'batch':>6} {'L':>4} {'items':>6} {'batches/s':>10} " \
+           f"{'median s':>9} {'reps':>4} {'peak GiB':>8} {'vs eager':>8} {'compile s':>9}"
+    eager = {(r["device"], r["backend"], r["batch"]): r["median_s"] for r in rows
+             if r["step"] == "ttt" and "error" not in r}
     lines = [head, "-" * len(head)]
     for r in rows:
         if "error" in r:
-            lines.append(f"{r['step']:<6} {r['device']:<6} {r['backend']:<10} {r['batch']:>6} {r['length']:>4} "
+            lines.append(f"{r['step']:<12} {r['device']:<6} {r['backend']:<10} {r['batch']:>6} {r['length']:>4} "
                          f"{r['n_items']:>6}  ERROR {r['error'][:80]}")
             continue
         mem = f"{r['peak_mem_gib']:.2f}" if "peak_mem_gib" in r else "-"
-        lines.append(f"{r['step']:<6} {r['device']:<6} {r['backend']:<10} {r['batch']:>6} {r['length']:>4} "
-                     f"{r['n_items']:>6} {r['batches_per_s']:>10.3f} {r['median_s']:>9.4f} {r['reps']:>4} {mem:>8}")
+        base = eager.get((r["device"], r["backend"], r["batch"]))
+        ratio = f"{base / r['median_s']:.2f}x" if base and r["step"] == "ttt_compiled" else ""
+        compile_s = f"{r['compile_s']:.1f}" if r.get("compile_s") is not None else ""
+        lines.append(f"{r['step']:<12} {r['device']:<6} {r['backend']:<10} {r['batch']:>6} {r['length']:>4} "
+                     f"{r['n_items']:>6} {r['batches_per_s']:>10.3f} {r['median_s']:>9.4f} {r['reps']:>4} {mem:>8} "
+                     f"{ratio:>8} {compile_s:>9}")
     return "\n".join(lines)
 
 
@@ -157,13 +169,15 @@ def plan(opts) -> list:
     profile, then plain inference; CPU cases only without CUDA or with --cpu."""
     cases = []
     if torch.cuda.is_available():
-        cases += [("ttt", "cuda", "triton", opts.batch), ("ttt", "cuda", "reference", opts.batch)]
+        cases += [("ttt", "cuda", "triton", opts.batch), ("ttt_compiled", "cuda", "triton", opts.batch),
+                  ("ttt", "cuda", "reference", opts.batch)]
         if not opts.no_profile:
             cases.append(("profile", "cuda", "triton", opts.batch))
         cases += [("plain", "cuda", "triton", opts.batch), ("plain", "cuda", "reference", opts.batch),
                   ("ttt_user", "cuda", "reference", opts.batch)]
     if not torch.cuda.is_available() or opts.cpu:
-        cases += [("ttt", "cpu", "reference", opts.cpu_batch), ("plain", "cpu", "reference", opts.cpu_batch),
+        cases += [("ttt", "cpu", "reference", opts.cpu_batch), ("ttt_compiled", "cpu", "reference", opts.cpu_batch),
+                  ("plain", "cpu", "reference", opts.cpu_batch),
                   ("ttt_user", "cpu", "reference", opts.cpu_batch)]
     return cases
 

@@ -28,6 +28,7 @@ QUICK_OUT = RESULTS / "quick"
 # The small size of each benchmark: arguments that finish in about a minute on a 2-core CPU and exercise every path.
 SMALL = {
     "cache": ["--quick"],
+    "ce": ["--rows", "4000", "--items", "500", "--reps", "1"],
     "curves": ["--quick"],
     "load": ["--rows", "200000", "--runs", "1"],
     "onnx": ["--quick", "--no-compile"],

@@ -21,6 +21,7 @@ since Δ̂_{n+1} is computed from o_n detached), keep their trained values.
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import Callable, Dict, NamedTuple, Optional
 
@@ -81,22 +82,62 @@ def adapt_parameters(model: nn.Module, items: torch.Tensor, times: torch.Tensor,
 
     items, times: (batch, L) int64 LEFT-padded; target_times: (batch,) int64 = t_{n+1}.
     → {name: adapted tensor} for the adapted group only (others keep the model's values). No gradient history.
+    With `ttt_compile` each step runs as one compiled graph (t2arec_fast/compiled.py).
     """
     names = adaptable_parameter_names(model, ttt_cfg.ttt_params)
     own = dict(model.named_parameters())
     fast = {name: own[name].detach() for name in names}
+    if not model.uses_alignment:                       # backbone / SASRec: no alignment losses, nothing to adapt
+        return fast
+    step = _compiled(sgd_step, ttt_cfg) if ttt_cfg.ttt_compile else sgd_step
+    objective = _Bound(model, type(model).aux_losses)   # built here: a module built inside a graph would break it
     for _ in range(ttt_cfg.ttt_steps):
-        # fresh leaves that share storage with θ (or the previous θ') but are never written in place
-        leaves = {name: t.detach().requires_grad_(True) for name, t in fast.items()}
-        with torch.enable_grad():
-            aux = call_with(model, leaves, type(model).aux_losses, items, times, target_times)
-            loss = ttt_cfg.ttt_mu_time * aux["time"] + ttt_cfg.ttt_mu_state * aux["state"]
-            if not loss.requires_grad:                  # e.g. SASRec: no alignment losses, nothing to adapt
-                return fast
-            grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-        fast = {name: t.detach() if g is None else (t - ttt_cfg.ttt_lr * g).detach()
-                for (name, t), g in zip(leaves.items(), grads)}
+        fast = step(objective, fast, items, times, target_times, ttt_cfg.ttt_mu_time, ttt_cfg.ttt_mu_state,
+                    ttt_cfg.ttt_lr)
     return fast
+
+
+def alignment_objective(fast: Dict[str, torch.Tensor], aux_losses: nn.Module, items, times, target_times,
+                        mu_time: float, mu_state: float) -> torch.Tensor:
+    """μ1' L_time + μ2' L_state of the batch, with `fast` in place of those parameters (the step's objective);
+    aux_losses: `_Bound(model, type(model).aux_losses)`."""
+    aux = functional_call(aux_losses, {f"m.{k}": v for k, v in fast.items()}, (items, times, target_times))
+    return mu_time * aux["time"] + mu_state * aux["state"]
+
+
+def sgd_step(aux_losses: nn.Module, fast: Dict[str, torch.Tensor], items, times, target_times, mu_time: float,
+             mu_state: float, lr: float) -> Dict[str, torch.Tensor]:
+    """One test-time step θ ← θ − α ∇θ(μ1' L_time + μ2' L_state) on the parameters in `fast` (name → tensor),
+    through the functional gradient torch.func.grad, so that torch.compile captures forward, backward and update
+    as one graph. Parameters the losses do not reach get a zero gradient and keep their values."""
+    grads = torch.func.grad(alignment_objective)(fast, aux_losses, items, times, target_times, mu_time, mu_state)
+    return {name: t - lr * grads[name] for name, t in fast.items()}
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_fn(fn, backend: str):
+    from .compiled import compile_fn
+    return compile_fn(fn, backend)
+
+
+def _compiled(fn, ttt_cfg):
+    """fn compiled with the settings' backend, once per process (dynamo keeps one graph per model it meets)."""
+    return _compiled_fn(fn, ttt_cfg.ttt_compile_backend)
+
+
+def _unchecked_scores(scores: nn.Module, fast, items, times, target_times):
+    return functional_call(scores, {f"m.{k}": v for k, v in fast.items()}, (items, times, target_times))
+
+
+def _batch_scores(model, fast, items, times, target_times, ttt_cfg) -> torch.Tensor:
+    """Scores with the adapted parameters; compiled, the checks run eagerly first (their data-dependent branches
+    would break the graph)."""
+    if not ttt_cfg.ttt_compile:
+        return call_with(model, fast, type(model).scores, items, times, target_times)
+    model.check_inputs(items, times)
+    model.check_request_times(times, target_times)
+    return _compiled(_unchecked_scores, ttt_cfg)(_Bound(model, type(model).scores_unchecked), fast, items, times,
+                                                 target_times)
 
 
 class Adapted(NamedTuple):
@@ -162,7 +203,7 @@ def _episodes(model, items, times, target_times, ttt_cfg, per_user: bool) -> tor
                           for i in range(0, items.shape[0], PER_USER_CHUNK)])
     fast = adapt_parameters(model, items, times, target_times, ttt_cfg)
     with torch.no_grad():
-        return call_with(model, fast, type(model).scores, items, times, target_times)
+        return _batch_scores(model, fast, items, times, target_times, ttt_cfg)
 
 
 def shift_gate(items: torch.Tensor, times: torch.Tensor, target_times: torch.Tensor, factor: float) -> torch.Tensor:

@@ -54,6 +54,8 @@ class ModelConfig(_Checked):
     n_heads: int = 2                      # sasrec only
     n_layers: int = 2                     # sasrec only: Transformer blocks (RecBole's n_layers)
     backend: str = "auto"                 # scan backend: "auto" | "triton" | "reference"
+    ce_impl: str = "auto"                 # training CE over all items: "auto" | "plain" | "chunked" | "liger"
+                                          # (chunked/liger never hold batch × positions × items logits)
     # L_time (model-spec §3)
     gap_transform: str = "log1p_hours"    # "hours" (paper, linear) | "log1p_hours" (chosen on validation)
     pair_block: int = 16                  # b: pairs only inside blocks of b consecutive positions
@@ -83,6 +85,8 @@ class TrainConfig(_Checked):
     seed: int = 0
     deterministic: bool = False
     amp: bool = False                     # bf16 autocast on CUDA
+    compile: bool = False                 # torch.compile the training step and evaluation scoring (compiled.py)
+    compile_backend: str = "inductor"     # "inductor" | "aot_eager" (trace only) | "eager"
     device: str = "auto"
     progress: bool = True
 
@@ -98,6 +102,8 @@ class TTTConfig(_Checked):
     ttt_batch_size: int = 256             # users per test batch (the adaptation depends on it)
     ttt_gate: float = 0.0                 # adapt only users whose request gap T_{n+1} ≥ gate × their median gap
                                           # (0 = everyone, the paper); an extension, see docs/results.md
+    ttt_compile: bool = False             # torch.compile the per-batch step (functional gradient) and its scoring
+    ttt_compile_backend: str = "inductor" # "inductor" | "aot_eager" (trace only) | "eager"
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "ttt": TTTConfig}

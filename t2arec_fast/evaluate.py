@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
+from typing import Optional
+
 import numpy as np
 import torch
 
@@ -23,14 +25,15 @@ TABLE_COLUMNS = ("recall@5", "recall@10", "recall@20", "mrr@10", "ndcg@5", "ndcg
 
 def evaluate(model, split, which: str = "test", max_len: int = 200, batch_size: int = 1024, ttt=None,
              mask_history: bool = False, n_segments: int = 4, ks=DEFAULT_KS, device=None,
-             progress: bool = False, return_ranks: bool = False) -> dict:
+             progress: bool = False, return_ranks: bool = False, compile_backend: Optional[str] = None) -> dict:
     """Metrics of `model` on the `which` ("valid" | "test") targets of a leave-one-out `split`.
 
     ttt: None for plain scores, or a TTTConfig: each batch of `ttt.ttt_batch_size` users (NOT `batch_size`: the
     adaptation depends on it) is scored after the test-time step. → JSON-able dict: recall@K, mrr@K, ndcg@K,
     "ndcg@10_by_segment" (segments by target timestamp, earliest first), "ndcg@10_by_request_gap" ({bin: [NDCG@10,
     targets]} by t_{n+1} − t_n, request_gaps.REQUEST_GAP_BINS), n_users, split, mask_history, ties and, with TTT,
-    "ttt": its settings, batch size and user order.
+    "ttt": its settings, batch size and user order. compile_backend: plain scores through torch.compile with that
+    backend (t2arec_fast/compiled.py); None = eager.
     """
     from .data import eval_batches, time_segments
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -39,6 +42,10 @@ def evaluate(model, split, which: str = "test", max_len: int = 200, batch_size: 
     size = ttt.ttt_batch_size if use_ttt and ttt.ttt_batch_size > 1 else batch_size
     was_training = model.training
     model.eval()
+    scores_fn = model.scores
+    if compile_backend is not None:
+        from .compiled import compiled_scores
+        scores_fn = compiled_scores(model, compile_backend)
     ranks, target_times, request_gaps, users = [], [], [], []
     batches = eval_batches(split, which, max_len, size)
     if progress:
@@ -50,7 +57,7 @@ def evaluate(model, split, which: str = "test", max_len: int = 200, batch_size: 
                 scores = adapted_scores(model, tb.items, tb.times, tb.target_times, ttt).scores
             else:
                 with torch.no_grad():
-                    scores = model.scores(tb.items, tb.times, tb.target_times)
+                    scores = scores_fn(tb.items, tb.times, tb.target_times)
             history = tb.items if mask_history else None
             ranks.append(target_ranks(scores, tb.targets, history).cpu().numpy())
             target_times.append(np.asarray(batch.target_times))

@@ -296,7 +296,8 @@ def _validate(model, split, cfg: Config, max_len: int, ctx: DistContext) -> tupl
     score = torch.zeros(1, dtype=torch.float64)
     if ctx.is_main:
         metrics = evaluate(model, split, "valid", max_len=max_len, batch_size=cfg.train.eval_batch_size,
-                           mask_history=cfg.data.mask_history, n_segments=cfg.data.n_segments)
+                           mask_history=cfg.data.mask_history, n_segments=cfg.data.n_segments,
+                           compile_backend=cfg.train.compile_backend if cfg.train.compile else None)
         score[0] = metrics["ndcg@10"]
     if ctx.enabled:
         device = next(model.parameters()).device
@@ -348,6 +349,10 @@ def _fit(cfg, dataset, out_dir, resume, ctx, build_model):
         find_unused = isinstance(model, T2ARec) and not always_aux
         loss_module = DistributedDataParallel(loss_module, device_ids=[device.index] if device.type == "cuda" else None,
                                               find_unused_parameters=find_unused)
+    if cfg.train.compile:
+        from .compiled import compile_fn
+        # DDP splits the graph at its gradient buckets on purpose, so a full graph is required on one process only
+        loss_module = compile_fn(loss_module, cfg.train.compile_backend, fullgraph=not ctx.enabled)
     _log(cfg, ctx, f"training {cfg.model.model} on {ds.n_items} items, max_len {max_len}, device {device}"
          + (f", λ = {margin:.4g}" if margin is not None else "")
          + (f", {ctx.world_size} ranks" if ctx.enabled else ""))

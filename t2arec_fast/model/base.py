@@ -6,10 +6,10 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from t2arec_fast.config import without_removed_options
 from t2arec_fast.errors import InputError
+from t2arec_fast.ops.cross_entropy import IGNORE_INDEX, linear_cross_entropy
 
 from .checkpoint import load_checkpoint
 
@@ -83,10 +83,16 @@ class SequentialRecommender(nn.Module):
         return self.score_from(self.encode(item_ids, timestamps)[0])
 
     def recommendation_loss(self, o: torch.Tensor, mask: torch.Tensor, next_items: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy at every real position over the n_items real items (model-spec §2.4). Scoring columns
-        1..n_items only leaves no −inf padding column to fill and back-propagate through."""
-        logits = o[mask] @ self.item_emb.weight[1:].t()
-        return F.cross_entropy(logits, next_items[mask] - 1)
+        """Cross-entropy at every real position over the n_items real items (model-spec §2.4), through
+        `ops.linear_cross_entropy` (config `ce_impl`): the (positions × items) logits are never held at once.
+        Scoring columns 1..n_items only leaves no −inf padding column. Eager code keeps the real positions only
+        (fewer rows); under torch.compile every position enters with padding ignored, so shapes stay static."""
+        weight = self.item_emb.weight[1:]
+        impl = self.config.ce_impl
+        if torch.compiler.is_compiling():
+            targets = torch.where(mask, next_items - 1, IGNORE_INDEX).reshape(-1)
+            return linear_cross_entropy(o.reshape(-1, o.shape[-1]), weight, targets, impl=impl)
+        return linear_cross_entropy(o[mask], weight, next_items[mask] - 1, impl=impl)
 
     # -- persistence --------------------------------------------------------------------------------------------
     @classmethod

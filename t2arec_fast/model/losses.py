@@ -74,12 +74,12 @@ def time_pairs(gaps: torch.Tensor, valid: torch.Tensor, block: int, gap_transfor
     return d_gap, counted
 
 
-def time_interval_loss(steps: torch.Tensor, gaps: torch.Tensor, valid: torch.Tensor, margin: float,
+def time_interval_loss(steps: torch.Tensor, gaps: torch.Tensor, valid: torch.Tensor, margin,
                        block: int = 16, gap_transform: str = "hours", count_tied_pairs: bool = True) -> torch.Tensor:
     """L_time: pairwise hinge on the ordering of predicted steps Δ vs true gaps g(T).
 
     steps, gaps, valid: (batch, L+1) from the block (Δ_1..Δ_n, Δ̂_{n+1}) and `gap_sequence`.
-    L = Σ max(0, 1 − (Δ_i − Δ_j)(g(T_i) − g(T_j)) / λ) / (number of counted pairs).
+    L = Σ max(0, 1 − (Δ_i − Δ_j)(g(T_i) − g(T_j)) / λ) / (number of counted pairs); margin λ: float or 0-dim tensor.
     Pairs with equal gaps contribute a constant 1 and no gradient; `count_tied_pairs` decides whether they count.
     """
     d_gap, pair_ok = time_pairs(gaps, valid, block, gap_transform, count_tied_pairs, dtype=steps.dtype)

@@ -187,7 +187,7 @@ class T2ARec(SequentialRecommender):
             gaps = request_times - last_times
         return self.score_from(self.readout.output_from_state(self, o_n, states, gaps))
 
-    def _check_request_times(self, timestamps: Optional[torch.Tensor], request_times: Optional[torch.Tensor]) -> None:
+    def check_request_times(self, timestamps: Optional[torch.Tensor], request_times: Optional[torch.Tensor]) -> None:
         """Request times, when given: int64 (batch,), none before its row's last event."""
         if request_times is None or timestamps is None:
             return
@@ -212,7 +212,7 @@ class T2ARec(SequentialRecommender):
         """(batch, n_items + 1) scores for each row's next item; request_times (batch,) int64 = t_{n+1}, needed
         when `needs_request_time` (ignored otherwise)."""
         self.check_inputs(item_ids, timestamps)
-        self._check_request_times(timestamps, request_times)
+        self.check_request_times(timestamps, request_times)
         return self.scores_unchecked(item_ids, timestamps, request_times)
 
     def scores_unchecked(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None,
@@ -246,7 +246,8 @@ class T2ARec(SequentialRecommender):
         cfg = self.config
         gaps, valid = gap_sequence(timestamps, mask, target_times)
         _, _, next_internals = self.run_step(o_n.detach(), states)
-        margin = float(self.time_margin) if torch.isfinite(self.time_margin) else 1.0
+        # a tensor, not float(): no host sync and no graph break under torch.compile
+        margin = torch.where(torch.isfinite(self.time_margin), self.time_margin, 1.0)
         l_time = o_n.new_zeros(())
         l_state = o_n.new_zeros(())
         for layer, inner, nxt in zip(self.layers, internals, next_internals):
