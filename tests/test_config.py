@@ -141,3 +141,25 @@ def test_choices_table_names_what_the_code_implements():
     assert set(CHOICES) | set(LIMITS) <= set(_FIELD_TYPES)                 # a renamed key cannot be left behind
     numeric = {k for k, t in _FIELD_TYPES.items() if t in (int, float, Optional[int], Optional[float])}
     assert numeric - set(LIMITS) == {"seed", "time_margin"} - set(LIMITS)  # every other number has a range
+
+
+def test_the_removed_time_aware_dt_option_loads_when_off_and_is_refused_when_on(tmp_path):
+    """time_aware_dt was removed (docs/results.md): checkpoints and configs saved with it off still load."""
+    import json
+    import torch
+    from t2arec_fast.model import T2ARec
+    torch.manual_seed(0)
+    model = T2ARec(20, d=8, d_state=4, readout="request_gap")
+    model.save(tmp_path / "m")
+    meta_path = tmp_path / "m" / "config.json"
+    meta = json.loads(meta_path.read_text())
+    meta["config"]["time_aware_dt"] = False                  # as saved before the removal
+    meta_path.write_text(json.dumps(meta))
+    assert T2ARec.load(tmp_path / "m").readout.name == "request_gap"
+    assert Config.from_sources(overrides={"model": {"time_aware_dt": False}}).model.readout == "last"
+    meta["config"]["time_aware_dt"] = True
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="time_aware_dt.*no longer an option.*no gain"):
+        T2ARec.load(tmp_path / "m")
+    with pytest.raises(ConfigError, match="no longer an option"):
+        Config.from_sources(args=["--time_aware_dt=true"])

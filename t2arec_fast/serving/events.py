@@ -13,7 +13,11 @@ __all__ = ["int64_array", "EventGroups", "group_events", "consecutive_events", "
 
 
 def int64_array(x: Any, name: str) -> np.ndarray:
-    """A 1-D int64 numpy array from numpy / torch / list input; floats (incl. NaN) and bools are refused."""
+    """A 1-D int64 numpy array (n,) from numpy / torch / list input; `name` is what an error calls it.
+
+    Raises:
+        InputError: not 1-D, not integers (floats incl. NaN, bools), or beyond int64.
+    """
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     arr = np.asarray(x)
@@ -74,7 +78,11 @@ def consecutive_events(groups: EventGroups):
 
 
 def check_items(items: np.ndarray, n_items: int) -> None:
-    """Raises InputError naming the first of the (n,) item ids that is not a model item id 1..n_items."""
+    """Checks that the (n,) int64 item ids are model item ids 1..n_items.
+
+    Raises:
+        InputError: naming the first id that is not, and its position.
+    """
     bad = np.flatnonzero((items < 1) | (items > n_items))
     if len(bad):
         raise InputError(f"observe: item id {items[bad[0]]} at position {bad[0]} is not a model item id "
@@ -82,9 +90,13 @@ def check_items(items: np.ndarray, n_items: int) -> None:
 
 
 def check_time_order(users: np.ndarray, times: np.ndarray, groups: EventGroups, last_ts: np.ndarray) -> None:
-    """Raises InputError when a user's timestamps go backwards within the call, or its first event in the call is
-    earlier than its stored last event. users, times: (n,) int64 per event; last_ts: (U,) int64 per slot (the
-    smallest int64 for a user not seen before)."""
+    """Checks time order: users, times (n,) int64 per event (unix seconds); last_ts (U,) int64 per slot, the user's
+    stored last event (the smallest int64 for a user not seen before).
+
+    Raises:
+        InputError: a user's timestamps go backwards within the call, or its first event in the call is earlier
+            than its stored last event (naming the event and the user).
+    """
     if len(groups.active) > 1:              # only when some user has several events in the call
         _check_order_within_call(users, times, groups)
     first = np.flatnonzero(groups.rank == 0)

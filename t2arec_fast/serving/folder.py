@@ -12,7 +12,11 @@ __all__ = ["write_folder"]
 
 def write_folder(directory, write: Callable[[Path], None]) -> None:
     """Call write(tmp) on an empty sibling temporary folder of `directory`, then put it in place of `directory`
-    (which may not exist). On any error the temporary folder is removed and `directory` is left as it was."""
+    (which may not exist). On any error the temporary folder is removed and `directory` is left as it was.
+
+    Raises:
+        whatever `write` raises, and OSError when the folder cannot be created or renamed.
+    """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))

@@ -1,4 +1,4 @@
-"""The extrapolated readout (option readout='extrapolated', beyond the paper): scores come from ô_{n+1}, the one-step
+"""model/readout.py. The extrapolated readouts (option readout='extrapolated' / 'request_gap', beyond the paper): scores come from ô_{n+1}, the one-step
 update fed with o_n — the extrapolation the alignment losses already make for Δ̂_{n+1} — at the request time.
 
 Training scores ô_{i+1} at every position in one pass (`extrapolate_sequence`); that must equal scoring each prefix
@@ -123,22 +123,3 @@ def test_onnx_export_refuses_the_extrapolated_readout(tmp_path):
         with pytest.raises(InputError, match=f"readout='{readout}'"):
             export_onnx(readout_model(readout=readout), tmp_path / "onnx")
 
-
-def test_the_removed_time_aware_dt_option_loads_when_off_and_is_refused_when_on(tmp_path):
-    """time_aware_dt was removed (docs/results.md): checkpoints and configs saved with it off still load."""
-    import json
-    from t2arec_fast.config import Config, ConfigError
-    model = readout_model(readout="request_gap")
-    model.save(tmp_path / "m")
-    meta_path = tmp_path / "m" / "config.json"
-    meta = json.loads(meta_path.read_text())
-    meta["config"]["time_aware_dt"] = False                  # as saved before the removal
-    meta_path.write_text(json.dumps(meta))
-    assert T2ARec.load(tmp_path / "m").readout.name == "request_gap"
-    assert Config.from_sources(overrides={"model": {"time_aware_dt": False}}).model.readout == "last"
-    meta["config"]["time_aware_dt"] = True
-    meta_path.write_text(json.dumps(meta))
-    with pytest.raises(ConfigError, match="time_aware_dt.*no longer an option.*no gain"):
-        T2ARec.load(tmp_path / "m")
-    with pytest.raises(ConfigError, match="no longer an option"):
-        Config.from_sources(args=["--time_aware_dt=true"])
