@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from t2arec_fast.config import CHOICES
+from t2arec_fast.data.id_maps import UNKNOWN_IDS
 
 from .common import DATASET_HELP, UserError, reader_options, reader_settings, write_json
 
@@ -45,6 +46,9 @@ def register(subparsers) -> None:
                    + DATASET_HELP)
     e.add_argument("--ttt", action=argparse.BooleanOptionalAction, default=None,
                    help="run the test-time step too (default: yes for t2arec, no for backbone and sasrec)")
+    e.add_argument("--unknown-ids", choices=UNKNOWN_IDS, default="error",
+                   help="events whose item or user the model was not trained on: refuse (error) or drop them and "
+                        "say how many (drop)")
     e.add_argument("--config", metavar="Y", default=None, help="YAML config file")
     e.add_argument("--json", metavar="P", default=None, help="write the results JSON here")
     e.set_defaults(func=_evaluate, accepts_overrides=True)
@@ -121,11 +125,17 @@ def _evaluate(args) -> int:
     cfg = _evaluation_config(args, extra.get("train_config", {}))
     if cfg.model.backend != "auto" and isinstance(model, T2ARec):          # SASRec has no scan
         model.set_backend(cfg.model.backend)
+    maps = model.id_maps or None        # ids are read the way the model numbers them, never renumbered
     ds = load_dataset(args.dataset, format=cfg.data.format, min_count=cfg.data.min_count, columns=cfg.data.columns,
-                      time_unit=cfg.data.time_unit, verbose=cfg.train.progress)
-    if ds.n_items != model.n_items:
+                      time_unit=cfg.data.time_unit, id_maps=maps, unknown_ids=args.unknown_ids,
+                      verbose=cfg.train.progress)
+    if ds.n_items != model.n_items:     # a checkpoint without id maps, or synthetic data (numbered by the generator)
         raise UserError(f"{directory} was trained on {model.n_items} items but {args.dataset} has {ds.n_items} after "
-                        f"min_count={cfg.data.min_count}: use the same data and min_count")
+                        f"min_count={cfg.data.min_count}; the checkpoint has no id maps to read other data with")
+    unknown = ds.meta.get("unknown_ids")
+    if unknown and unknown["events_dropped"]:
+        print(f"note: dropped {unknown['events_dropped']:,} events with ids the model was not trained on "
+              f"({unknown['items']:,} unknown items, {unknown['users']:,} unknown users)", file=sys.stderr)
     device = resolve_device(cfg.train.device, DistContext())
     model = model.to(device)
     max_len = cfg.data.max_len or extra.get("max_len") or ds.default_max_len
@@ -137,7 +147,7 @@ def _evaluate(args) -> int:
                               ttt=cfg.ttt if run_ttt else None, mask_history=cfg.data.mask_history,
                               n_segments=cfg.data.n_segments, progress=cfg.train.progress)
     results.update(checkpoint=str(directory), model=model.config.model, dataset=str(args.dataset),
-                   max_len=max_len, config=cfg.to_dict())
+                   max_len=max_len, config=cfg.to_dict(), unknown_ids=unknown)
     print(format_table({k: v for k, v in results.items() if k in ("valid", "valid_ttt", "test", "test_ttt")}))
     write_json(args.json, results)
     return 0

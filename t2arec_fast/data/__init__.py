@@ -13,19 +13,19 @@ from typing import Optional, Union
 from .batches import Batch, Batches, eval_batches, gather, train_batches, training_windows
 from .dataset import SequenceDataset
 from .errors import DataError
-from .id_maps import ItemIdMap
+from .id_maps import ItemIdMap, UserIdMap
 from .preprocess import Interactions, build_dataset
 from .split import EvalPart, Split, global_time_split, leave_one_out, make_split, time_segments
 from .stats import CONTENT_KEYS, format_stats
 
 __all__ = ["load_dataset", "SequenceDataset", "Batch", "Batches", "DataError", "Interactions", "Split", "EvalPart",
            "leave_one_out", "global_time_split", "make_split", "train_batches", "eval_batches", "training_windows",
-           "gather", "time_segments", "build_dataset", "format_stats", "CONTENT_KEYS", "ItemIdMap"]
+           "gather", "time_segments", "build_dataset", "format_stats", "CONTENT_KEYS", "ItemIdMap", "UserIdMap"]
 
 
 def load_dataset(path_or_spec: Union[str, Path], format: Optional[str] = None, min_count: int = 10,
                  columns: Union[dict, str, None] = None, time_unit: Optional[str] = None,
-                 verbose: bool = True) -> SequenceDataset:
+                 id_maps: Optional[dict] = None, unknown_ids: str = "error", verbose: bool = True) -> SequenceDataset:
     """Load a data set: a file, a folder holding a known file, a .zip archive, or `synthetic[:key=value,...]`.
 
     format:    force a reader (recbole, movielens-tab, movielens-dat, csv, parquet, seq-pair); None = detect.
@@ -35,6 +35,10 @@ def load_dataset(path_or_spec: Union[str, Path], format: Optional[str] = None, m
     time_unit: unit of numeric timestamps in the file: "s", "ms", "us", "ns"; None or "auto" detects it from the
                magnitude of the values (docs/data.md). The data set is in int64 seconds either way;
                `ds.meta["time_unit"]` and the statistics say which unit was read.
+    id_maps:   a model's saved id maps (`model.id_maps`): number users and items as the model does, so that a new
+               or edited file is read the way the model was trained (evaluation); see build_dataset.
+    unknown_ids: with id_maps, "error" (default) refuses events whose ids the model does not know, "drop" drops
+               them (counted in `ds.meta["unknown_ids"]`).
     verbose:   print the statistics table.
 
     Ids are tokens: distinct ids in the file stay distinct (docs/data.md, "Ids").
@@ -49,7 +53,7 @@ def load_dataset(path_or_spec: Union[str, Path], format: Optional[str] = None, m
     else:
         from .readers import read_interactions
         ds = build_dataset(read_interactions(path_or_spec, format=format, columns=columns, time_unit=time_unit),
-                           min_count=min_count)
+                           min_count=min_count, id_maps=id_maps, unknown_ids=unknown_ids)
     if ds.n_interactions == 0:
         raise DataError(f"no interactions left after the {min_count}-core filter; try a smaller min_count", spec)
     if verbose:

@@ -1,31 +1,37 @@
 """Raw ids from a data file ↔ the model's contiguous ids (the layout of a checkpoint's id_maps; see
-data/dataset.py: `item_ids[i]` is the raw id of model item i, index 0 the padding placeholder)."""
+data/dataset.py: `item_ids[i]` is the raw id of model item i, index 0 the padding placeholder; `user_ids[u]` the raw
+id of user row u). Raw ids compare as tokens (docs/data.md, "Ids"): "007" is not 7, "12" is 12.
+"""
 from __future__ import annotations
 
 from typing import Optional
 
 import numpy as np
 
-__all__ = ["ItemIdMap"]
+__all__ = ["IdMap", "ItemIdMap", "UserIdMap", "UNKNOWN_IDS"]
+
+# what reading data through a model's maps does with ids the model does not know (load_dataset(unknown_ids=...),
+# --unknown-ids): refuse, naming them, or drop their events and count them
+UNKNOWN_IDS = ("error", "drop")
 
 
-class ItemIdMap:
-    """Raw item ids (from the data file) ↔ model ids 1..n_items, from an array whose index i holds the raw id of
-    model id i (index 0 = padding placeholder) — the layout of a checkpoint's id_maps["item_ids"]."""
+class IdMap:
+    """Raw ids ↔ contiguous ids `first`, `first` + 1, ... from an array whose index i holds the raw id of id i
+    (indices below `first` are placeholders). Unknown raw ids map to `first` − 1 (0 for items, −1 for users)."""
+
+    first = 0
 
     def __init__(self, raw_ids: np.ndarray):
         self.raw_ids = np.asarray(raw_ids)
-        body = self.raw_ids[1:]
+        body = self.raw_ids[self.first:]
         self._order = np.argsort(body, kind="stable")
         self._sorted = body[self._order]
 
-    @classmethod
-    def from_model(cls, model) -> Optional["ItemIdMap"]:
-        maps = model.id_maps or {}
-        return cls(maps["item_ids"]) if "item_ids" in maps else None
+    def __len__(self) -> int:
+        return len(self._sorted)
 
     def to_model(self, raw: np.ndarray) -> np.ndarray:
-        """(m,) raw ids → int64 model ids; 0 for ids the model does not know. Text and numbers compare as text when
+        """(m,) raw ids → int64 ids; `first` − 1 for ids not in the map. Text and numbers compare as text when
         either side is text (a CSV may give 12 where the map holds "12"), else as numbers of a common type."""
         raw = np.asarray(raw)
         keys = self._sorted
@@ -35,9 +41,31 @@ class ItemIdMap:
             common = np.result_type(keys.dtype, raw.dtype)
             keys, raw = keys.astype(common), raw.astype(common)
         if len(keys) == 0:
-            return np.zeros(len(raw), np.int64)
+            return np.full(len(raw), self.first - 1, np.int64)
         at = np.searchsorted(keys, raw).clip(0, len(keys) - 1)
-        return np.where(keys[at] == raw, self._order[at] + 1, 0).astype(np.int64)
+        return np.where(keys[at] == raw, self._order[at] + self.first, self.first - 1).astype(np.int64)
 
     def to_raw(self, ids: np.ndarray) -> np.ndarray:
         return self.raw_ids[np.asarray(ids)]
+
+
+class ItemIdMap(IdMap):
+    """Raw item ids ↔ model item ids 1..n_items (0 = padding; also what an unknown raw id maps to)."""
+
+    first = 1
+
+    @classmethod
+    def from_model(cls, model) -> Optional["ItemIdMap"]:
+        maps = model.id_maps or {}
+        return cls(maps["item_ids"]) if "item_ids" in maps else None
+
+
+class UserIdMap(IdMap):
+    """Raw user ids ↔ the user rows 0..n_users−1 of the data set a model was trained on (−1 = unknown)."""
+
+    first = 0
+
+    @classmethod
+    def from_model(cls, model) -> Optional["UserIdMap"]:
+        maps = model.id_maps or {}
+        return cls(maps["user_ids"]) if "user_ids" in maps else None

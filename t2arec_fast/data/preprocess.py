@@ -34,31 +34,92 @@ class Interactions:
         return len(self.timestamps)
 
 
-def build_dataset(raw: Interactions, min_count: int = 10, default_max_len: Optional[int] = None) -> SequenceDataset:
-    """k-core filter, contiguous ids (users 0..U-1 rows, items 1..I with 0 = padding) and per-user time order."""
+def build_dataset(raw: Interactions, min_count: int = 10, default_max_len: Optional[int] = None,
+                  id_maps: Optional[dict] = None, unknown_ids: str = "error") -> SequenceDataset:
+    """k-core filter, contiguous ids (users 0..U-1 rows, items 1..I with 0 = padding) and per-user time order.
+
+    id_maps:     a checkpoint's saved maps ({"item_ids": ..., "user_ids": ...}, model.id_maps): ids are numbered as
+                 the model knows them instead of afresh, so the same raw id is the same model id (evaluation on
+                 new or edited files); users of the map absent from the file get empty rows.
+    unknown_ids: what to do with events whose item or user is not in `id_maps` (after the k-core): "error"
+                 (refuse, naming how many and examples) or "drop" (remove them; counted in `ds.meta`).
+
+    Raises:
+        DataError: unknown ids with unknown_ids="error", or an unknown_ids value other than "error"/"drop".
+    """
     user_codes, user_vocab = factorize(raw.users)
     item_codes, item_vocab = factorize(raw.items)
     rows = kcore_rows(user_codes, item_codes, len(user_vocab), len(item_vocab), min_count)
-    timestamps, subsecond = raw.timestamps, raw.subsecond
-    extras = dict(raw.extras)
+    timestamps, subsecond, extras = raw.timestamps, raw.subsecond, dict(raw.extras)
     if rows is not None:
-        user_codes, item_codes, timestamps = user_codes[rows], item_codes[rows], timestamps[rows]
-        subsecond = subsecond[rows] if subsecond is not None else None
-        extras = {key: value[rows] for key, value in extras.items()}
-    dropped = _kcore_report(raw, user_vocab, item_vocab, user_codes, item_codes, min_count)
+        user_codes, item_codes, timestamps, subsecond, extras = _take(rows, user_codes, item_codes, timestamps,
+                                                                      subsecond, extras)
+    meta = {"time_unit": raw.time_unit, "time_unit_source": raw.time_unit_source,
+            **_kcore_report(raw, user_vocab, item_vocab, user_codes, item_codes, min_count)}
     user_codes, user_vocab = _compact(user_codes, user_vocab, first=0)
     item_codes, item_vocab = _compact(item_codes, item_vocab, first=1)
+    if id_maps:
+        user_codes, item_codes, user_vocab, item_ids, rows, meta["unknown_ids"] = through_saved_maps(
+            user_codes, item_codes, user_vocab, item_vocab, id_maps, unknown_ids, raw.name)
+        if rows is not None:
+            user_codes, item_codes, timestamps, subsecond, extras = _take(rows, user_codes, item_codes, timestamps,
+                                                                          subsecond, extras)
+    else:
+        item_ids = np.concatenate([_padding_placeholder(item_vocab), item_vocab])
     order = chronological_order(user_codes, timestamps, subsecond)
     if order is not None:
-        user_codes, item_codes, timestamps = user_codes[order], item_codes[order], timestamps[order]
-        extras = {key: value[order] for key, value in extras.items()}
+        user_codes, item_codes, timestamps, _, extras = _take(order, user_codes, item_codes, timestamps, None, extras)
     offsets = np.zeros(len(user_vocab) + 1, dtype=np.int64)
     np.cumsum(np.bincount(user_codes, minlength=len(user_vocab)), out=offsets[1:])
-    item_ids = np.concatenate([_padding_placeholder(item_vocab), item_vocab])
-    meta = {"time_unit": raw.time_unit, "time_unit_source": raw.time_unit_source, **dropped}
     return SequenceDataset(name=raw.name, offsets=offsets, items=item_codes.astype(np.int64), timestamps=timestamps,
                            user_ids=user_vocab, item_ids=item_ids, format=raw.format, files=list(raw.files),
                            min_count=min_count, default_max_len=default_max_len, extras=extras, meta=meta)
+
+
+def _take(rows, users, items, timestamps, subsecond, extras) -> tuple:
+    """The same rows of every per-event array."""
+    return (users[rows], items[rows], timestamps[rows], None if subsecond is None else subsecond[rows],
+            {key: value[rows] for key, value in extras.items()})
+
+
+def through_saved_maps(user_codes, item_codes, user_vocab, item_vocab, id_maps: dict, unknown_ids: str,
+                       name: str) -> tuple:
+    """Renumber a file's users and items (codes into its own vocabularies; items from 1) as a checkpoint's saved
+    maps number them. → (user rows, model item ids, user id map, item id map, rows kept or None, report).
+
+    Raises:
+        DataError: unknown ids and unknown_ids == "error"; a bad unknown_ids value.
+    """
+    from .errors import DataError
+    from .id_maps import UNKNOWN_IDS, ItemIdMap, UserIdMap
+    if unknown_ids not in UNKNOWN_IDS:
+        raise DataError(f"unknown_ids={unknown_ids!r}: expected one of {', '.join(UNKNOWN_IDS)}")
+    item_of = ItemIdMap(id_maps["item_ids"]).to_model(item_vocab)            # per vocabulary entry; 0 = unknown
+    items = item_of[item_codes - 1]
+    if "user_ids" in id_maps:
+        user_map = UserIdMap(id_maps["user_ids"])
+        users, user_ids = user_map.to_model(user_vocab)[user_codes], user_map.raw_ids
+    else:                                       # a checkpoint from before user maps were saved: rows as read
+        users, user_ids = user_codes.astype(np.int64), user_vocab
+    bad = (items == 0) | (users < 0)
+    unknown_items = item_vocab[np.unique(item_codes[items == 0]) - 1]
+    unknown_users = user_vocab[np.unique(user_codes[users < 0])]
+    report = {"policy": unknown_ids, "items": len(unknown_items), "users": len(unknown_users),
+              "events_dropped": int(bad.sum()) if unknown_ids == "drop" else 0}
+    if bad.any() and unknown_ids == "error":
+        raise DataError(f"{int(bad.sum()):,} events have ids the model was not trained on: {len(unknown_items):,} "
+                        f"unknown items{_examples(unknown_items)} and {len(unknown_users):,} unknown users"
+                        f"{_examples(unknown_users)}; drop those events with unknown_ids='drop' (Python) or "
+                        f"--unknown-ids drop (command line)", name or None)
+    rows = np.flatnonzero(~bad) if bad.any() else None
+    return users, items, user_ids, np.asarray(id_maps["item_ids"]), rows, report
+
+
+def _examples(ids: np.ndarray, limit: int = 3) -> str:
+    if len(ids) == 0:
+        return ""
+    shown = ", ".join(repr(v) for v in ids[:limit].tolist())
+    return f" ({shown}{', ...' if len(ids) > limit else ''})"
 
 
 def _kcore_report(raw: Interactions, user_vocab, item_vocab, user_codes, item_codes, min_count: int) -> dict:
