@@ -14,10 +14,11 @@ split = leave_one_out(ds)
 plain = evaluate(model, split, "test", max_len=50)                     # full ranking, no test-time step
 aligned = evaluate(model, split, "test", max_len=50, ttt=cfg.ttt)     # with the test-time step (Algorithm 1)
 print(f"test NDCG@10 {plain['ndcg@10']:.4f} -> with test-time alignment {aligned['ndcg@10']:.4f}")
-model.save("runs/quickstart")                                          # model.safetensors, config.json (config, λ)
+raw_ids = {"item_ids": ds.item_ids, "user_ids": ds.user_ids}          # the data file's ids of items and users
+model.save("runs/quickstart", id_maps=raw_ids)          # model.safetensors, config.json (config, λ), id_maps.npz
 t2a.export_onnx(model, "runs/quickstart/onnx")         # encode.onnx, step.onnx, step_topk.onnx, each checked vs PyTorch
 rec = t2a.OnlineRecommender(t2a.T2ARec.load("runs/quickstart"), capacity_bytes=64 << 20)
-# user ids: any int64; item ids: the model's own 1..n_items (the raw id of item i is ds.item_ids[i])
-rec.observe(np.array([7, 7, 8]), np.array([3, 5, 9]), np.array([1_700_000_000, 1_700_000_060, 1_700_000_100]))
-items, scores = rec.recommend(np.array([7, 8]), k=5)                   # O(1) per event, top-5 model item ids per user
-print(items)
+# raw ids as in the data file: items through the saved id map, users any ids (a new user starts cold)
+rec.observe_raw(["ann", "ann", "bob"], ds.item_ids[[3, 5, 9]], [1_700_000_000, 1_700_000_060, 1_700_000_100])
+items, scores = rec.recommend_raw(["ann", "bob"], k=5)                 # O(1) per event, top-5 raw item ids per user
+print(items)                       # rec.observe / rec.recommend take int64 user keys and model item ids 1..n_items

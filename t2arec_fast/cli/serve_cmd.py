@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from t2arec_fast.data.id_maps import UNKNOWN_IDS
+
 from .common import UserError, reader_options, reader_settings, write_json
 
 
@@ -32,8 +34,10 @@ def register(subparsers) -> None:
     p.add_argument("--history-len", type=int, default=200, help="events kept per user for rebuilds (default 200)")
     p.add_argument("--capacity-mb", type=float, default=256.0, help="state cache budget in MiB (default 256)")
     p.add_argument("--limit", type=int, default=None, help="replay only the first N events (in time order)")
-    p.add_argument("--skip-unknown", action="store_true",
-                   help="skip events whose item the model does not know (default: stop with an error)")
+    p.add_argument("--unknown-ids", choices=UNKNOWN_IDS, default="error",
+                   help="events whose item the model does not know: stop with an error, or drop them (counted). "
+                        "Users are never unknown: a user not seen before starts cold")
+    p.add_argument("--skip-unknown", action="store_true", help="the same as --unknown-ids drop")
     p.add_argument("--ttt", nargs="*", metavar="KEY=VALUE", default=None,
                    help="score each request after a per-user test-time step (request time = the event's time); "
                         "settings are TTT config keys, e.g. --ttt ttt_gate=20 ttt_lr=10 ttt_params=ssm")
@@ -50,7 +54,6 @@ def register(subparsers) -> None:
 
 
 def _serve_replay(args) -> int:
-    from t2arec_fast.data import ItemIdMap
     from t2arec_fast.serving import replay
     import torch
     if args.k < 1:
@@ -63,8 +66,8 @@ def _serve_replay(args) -> int:
     recommender = _open_recommender(Path(args.checkpoint), args)
     if args.ttt is not None:
         recommender.set_ttt(_ttt_config(args.ttt))
-    users, items, times, skipped = _read_events(args.events, ItemIdMap.from_model(recommender.model),
-                                                recommender.n_items, args.skip_unknown, reader_settings(args))
+    drop = args.skip_unknown or args.unknown_ids == "drop"
+    users, items, times, skipped = _read_events(args.events, recommender, drop, reader_settings(args))
     if args.limit is not None:
         first = np.argsort(times, kind="stable")[:max(args.limit, 0)]
         first.sort()
@@ -112,35 +115,30 @@ def _open_recommender(path: Path, args):
                              store=store)
 
 
-def _read_events(path, item_map, n_items: int, skip_unknown: bool, settings: dict):
-    """→ users int64, model item ids int64, timestamps int64, number of skipped events."""
+def _read_events(path, recommender, drop_unknown: bool, settings: dict):
+    """→ user keys int64, model item ids int64, timestamps int64, number of dropped events. Raw ids go through the
+    recommender's maps: items through the model's saved item map, users through its saved user keys (a user never
+    seen before gets a new key: a cold start, also after a save and load)."""
+    from t2arec_fast.data.id_maps import ItemIdMap
     from t2arec_fast.data.preprocess import ids_as_numpy
     from t2arec_fast.data.readers import read_interactions
     raw = read_interactions(path, **settings)
-    users = _as_user_keys(ids_as_numpy(raw.users))
     raw_items = items = ids_as_numpy(raw.items)
     times = np.asarray(raw.timestamps, np.int64)
-    if item_map is not None:
-        items = item_map.to_model(items)
-    elif items.dtype.kind in "iu":
-        items = np.where((items >= 1) & (items <= n_items), items, 0).astype(np.int64)
+    if ItemIdMap.from_model(recommender.model) is not None:
+        items = recommender.item_ids_of(items)
+    elif items.dtype.kind in "iu":            # a checkpoint without id maps: the file holds model ids
+        items = np.where((items >= 1) & (items <= recommender.n_items), items, 0).astype(np.int64)
     else:
         raise UserError(f"{path}: item ids are not integers and the checkpoint has no item id map (id_maps.npz)")
     unknown = items == 0
-    if unknown.any() and not skip_unknown:
+    if unknown.any() and not drop_unknown:
         first = int(np.flatnonzero(unknown)[0])
         raise UserError(f"{path}: event {first + 1} has item {raw_items[first]!r}, which the model "
-                        f"does not know ({int(unknown.sum())} such events; --skip-unknown skips them)")
+                        f"does not know ({int(unknown.sum())} such events; --unknown-ids drop skips them)")
     keep = ~unknown
-    return users[keep], items[keep], times[keep], int(unknown.sum())
-
-
-def _as_user_keys(users: np.ndarray) -> np.ndarray:
-    """Integer user ids are kept; any other raw ids are numbered (the recommender keys users by int64)."""
-    if users.dtype.kind in "iu":
-        return users.astype(np.int64)
-    _, codes = np.unique(users.astype(str), return_inverse=True)
-    return codes.astype(np.int64)
+    users = recommender.user_keys_of(ids_as_numpy(raw.users)[keep])
+    return users, items[keep], times[keep], int(unknown.sum())
 
 
 def _print_summary(r: dict) -> None:

@@ -23,6 +23,7 @@ from .events import EventGroups, check_items, check_time_order, group_events, in
 from .folder import write_folder
 from .history import HistoryStore
 from .layout import StateLayout
+from .raw_ids import RawIdServing, UserKeys
 
 __all__ = ["OnlineRecommender", "BACKENDS", "RequestView"]
 
@@ -53,8 +54,9 @@ def last_times(groups: EventGroups, times: np.ndarray) -> np.ndarray:
     return out
 
 
-class OnlineRecommender:
-    """Keeps every user's recurrent state and answers top-k requests after O(1) work per event.
+class OnlineRecommender(RawIdServing):
+    """Keeps every user's recurrent state and answers top-k requests after O(1) work per event. observe/recommend
+    take int64 user keys and model item ids; observe_raw/recommend_raw take a data file's ids (raw_ids.py).
 
     model:          a `model.protocol.StepModel` (T2ARec; SASRec is refused: no one-step update); put in eval mode.
     capacity_bytes: byte budget of the state cache (LRU beyond it; evicted users are rebuilt from their ring).
@@ -90,6 +92,7 @@ class OnlineRecommender:
         self.device = torch.device(device)
         self.capacity_bytes, self.dtype, self.shards = int(capacity_bytes), dtype, shards
         self.history = HistoryStore(history_len)
+        self.user_keys = UserKeys()           # raw user ids → keys, saved with the recommender (raw_ids.py)
         self.version = 1
         self._counters = {"events": 0, "rebuilds": 0, "cold_starts": 0, "requests": 0, "adapted": 0}
         self.shared = None
@@ -429,6 +432,7 @@ class OnlineRecommender:
         self.model.save(folder / "model", id_maps=self.model.id_maps or None)
         self.cache.save(folder / "states.cache")
         np.savez(folder / "history.npz", popularity=self.popularity, **self.history.to_arrays())
+        self.user_keys.save(folder / "user_keys.npz")
         meta = {"format": SERVING_FORMAT, "layout": self.layout.describe(), "model_version": self.version,
                 "capacity_bytes": self.capacity_bytes, "dtype": self.dtype, "shards": self.shards,
                 "counters": self._counters, "backend": self.backend,
@@ -458,6 +462,7 @@ class OnlineRecommender:
         rec._resume(version=int(meta["model_version"]), counters=meta["counters"],
                     popularity=arrays["popularity"].astype(np.int64), history=HistoryStore.from_arrays(arrays),
                     cache=StateCache.load(directory / "states.cache", state_size=rec.layout.size, dtype=rec.dtype))
+        rec.user_keys = UserKeys.load(directory / "user_keys.npz")
         return rec
 
     def _resume(self, version: int, counters: dict, popularity: np.ndarray, history: HistoryStore, cache) -> None:

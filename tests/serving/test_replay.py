@@ -82,7 +82,8 @@ def test_cli_maps_raw_item_ids_with_the_checkpoint_id_map(tmp_path):
     assert main(["serve-replay", str(tmp_path / "ckpt"), str(events), "--quiet", "--save",
                  str(tmp_path / "served")]) == 0
     back = OnlineRecommender.load(tmp_path / "served")
-    assert sorted(back.history.items[back.history.rows_of(np.array([0]))][0, :2].tolist()) == [3, 7]
+    alice = back.user_keys.keys_for(["alice"])                  # text ids keep their keys across save/load
+    assert sorted(back.history.items[back.history.rows_of(alice)][0, :2].tolist()) == [3, 7]
 
 
 def test_cli_serve_replay_with_test_time_alignment(checkpoint, tmp_path, capsys):
@@ -121,3 +122,47 @@ def test_cli_serve_replay_store_errors_are_one_line(checkpoint, tmp_path, redis_
     assert f"Redis at {down} did not answer" in capsys.readouterr().err
     assert main(["serve-replay", str(checkpoint), str(events), "--quiet", "--store", down, "--save", "x"]) == 2
     assert "--save writes a folder" in capsys.readouterr().err
+
+
+# -- issue 13, item 9: text user ids keep their keys across a restart; a new user is always cold ------------------------
+def _raw_checkpoint(tmp_path):
+    raw = np.array(["pad"] + [f"sku{i}" for i in range(1, N_ITEMS + 1)], dtype=object)
+    small_model().save(tmp_path / "ckpt", id_maps={"item_ids": raw, "user_ids": np.array(["alice", "bob"])})
+    return tmp_path / "ckpt"
+
+
+def test_cli_new_text_user_after_a_restart_is_cold(tmp_path, capsys):
+    """The issue: a second replay from the saved folder reported the new user's 3 events as "3 warm, 0 cold start"
+    — user ids were numbered per file, so carol took over alice's state."""
+    ckpt = _raw_checkpoint(tmp_path)
+    first = write_events(tmp_path / "e1.csv", [("alice", "sku3", 10), ("bob", "sku5", 11), ("alice", "sku7", 12)])
+    assert main(["serve-replay", str(ckpt), str(first), "--quiet", "--save", str(tmp_path / "saved")]) == 0
+    second = write_events(tmp_path / "e2.csv", [("carol", "sku3", 20), ("carol", "sku5", 21), ("carol", "sku7", 22)])
+    assert main(["serve-replay", str(tmp_path / "saved"), str(second), "--quiet", "--json", str(tmp_path / "r.json"),
+                 "--save", str(tmp_path / "saved")]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert (result["cold_events"], result["warm_events"]) == (1, 2)
+    assert "3 (2 warm, 1 cold start)" in capsys.readouterr().out
+    back = OnlineRecommender.load(tmp_path / "saved")
+    assert len(back) == 3 and len(back.user_keys) == 3                      # three users, three keys
+    alice = back.history.rows_of(back.user_keys.keys_for(["alice"]))
+    assert sorted(back.history.items[alice][0, :2].tolist()) == [3, 7]     # alice's own events, not carol's
+
+
+def test_python_raw_id_path_across_save_and_load(tmp_path):
+    from t2arec_fast.errors import InputError
+    from t2arec_fast.model import load_model
+    rec = OnlineRecommender(load_model(_raw_checkpoint(tmp_path)), capacity_bytes=4 << 20)
+    assert rec.observe_raw(["alice", "bob", "alice"], ["sku3", "sku5", "sku7"], [10, 11, 12]) == 0
+    with pytest.raises(InputError, match="item 'sku999' is not in the model's item map"):
+        rec.observe_raw(["bob"], ["sku999"], [13])
+    assert rec.observe_raw(["bob", "bob"], ["sku999", "sku9"], [13, 14], unknown_items="drop") == 1
+    items, scores = rec.recommend_raw(["alice", "bob"], k=5)
+    rec.save(tmp_path / "saved")
+    back = OnlineRecommender.load(tmp_path / "saved")
+    again, again_scores = back.recommend_raw(["alice", "bob"], k=5)
+    assert items.tolist() == again.tolist() and np.array_equal(scores, again_scores)
+    assert all(str(i).startswith("sku") for i in items.ravel())
+    cold, _ = back.recommend_raw(["carol"], k=3)                              # never seen: the most observed items
+    assert cold.tolist() == [["sku3", "sku5", "sku7"]]
+    assert back.user_keys.keys_for([42, 43]).tolist() == [42, 43]           # integer ids stay their own keys

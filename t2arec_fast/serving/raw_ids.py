@@ -1,0 +1,129 @@
+"""Raw ids at the serving boundary: users as any token, items as the data file names them.
+
+The recommender keys users by int64 and scores the model's item ids 1..n_items. `UserKeys` turns raw user ids
+(strings or numbers, as a data file has them) into int64 keys and is saved with the recommender, so that a user keeps
+their key across a restart and a user never seen before gets a fresh key (a cold start) — before, string ids were
+numbered per file, and a new user in a second file took over the state of the first user of the first.
+`RawIdServing` (mixed into OnlineRecommender) adds `observe_raw` / `recommend_raw`, which map items through the
+model's saved item map (`data.ItemIdMap`) and users through `UserKeys`.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from t2arec_fast.errors import InputError
+
+__all__ = ["UserKeys", "RawIdServing", "TOKEN_KEYS_FROM"]
+
+# Keys of text ids start here. An integer id below it is its own key (what the int64 Python API has always used),
+# so the two ranges never meet; an integer id at or above it is treated as text.
+TOKEN_KEYS_FROM = 1 << 62
+_CANONICAL_INTEGER = re.compile(r"^(0|-?[1-9][0-9]{0,18})$")
+
+
+class UserKeys:
+    """Raw user ids → int64 user keys, stable across save/load. A canonical decimal integer id (as a token: "12",
+    not "012") in [−2^62, 2^62) is its own key; any other id gets the next free key from 2^62 up, remembered."""
+
+    def __init__(self, tokens: Optional[np.ndarray] = None, keys: Optional[np.ndarray] = None):
+        tokens = [] if tokens is None else [str(t) for t in tokens]
+        keys = [] if keys is None else [int(k) for k in keys]
+        self._key_of = dict(zip(tokens, keys))
+        self._next = max(keys, default=TOKEN_KEYS_FROM - 1) + 1
+
+    def __len__(self) -> int:
+        """How many text ids have a key."""
+        return len(self._key_of)
+
+    def keys_for(self, raw_ids) -> np.ndarray:
+        """(n,) raw ids → (n,) int64 keys; a text id seen for the first time gets the next free key."""
+        raw = np.asarray(raw_ids)
+        if raw.dtype.kind in "iu" and (raw.size == 0 or (raw.min() >= -TOKEN_KEYS_FROM and raw.max() < TOKEN_KEYS_FROM)):
+            return raw.astype(np.int64)
+        tokens, inverse = np.unique(raw.astype(str), return_inverse=True)
+        keys = np.fromiter((self._key(t) for t in tokens.tolist()), np.int64, len(tokens))
+        return keys[inverse.reshape(-1)]
+
+    def _key(self, token: str) -> int:
+        if _CANONICAL_INTEGER.match(token) and -TOKEN_KEYS_FROM <= int(token) < TOKEN_KEYS_FROM:
+            return int(token)
+        key = self._key_of.get(token)
+        if key is None:
+            key = self._key_of[token] = self._next
+            self._next += 1
+        return key
+
+    def save(self, path) -> None:
+        tokens = np.array(list(self._key_of), dtype=str) if self._key_of else np.zeros(0, dtype="<U1")
+        keys = np.fromiter(self._key_of.values(), np.int64, len(self._key_of))
+        with open(path, "wb") as handle:
+            np.savez(handle, tokens=tokens, keys=keys)
+
+    @classmethod
+    def load(cls, path) -> "UserKeys":
+        """The saved keys, or an empty map when `path` does not exist (a folder saved before user keys were)."""
+        if not Path(path).is_file():
+            return cls()
+        with np.load(path, allow_pickle=False) as arrays:
+            return cls(arrays["tokens"], arrays["keys"])
+
+
+class RawIdServing:
+    """observe / recommend with the ids of a data file (mixed into OnlineRecommender; docs/serving.md)."""
+
+    def item_ids_of(self, raw_items) -> np.ndarray:
+        """(n,) raw item ids → model item ids (0 where the model does not know the item).
+
+        Raises:
+            InputError: the model was saved without an item id map.
+        """
+        from t2arec_fast.data.id_maps import ItemIdMap
+        item_map = ItemIdMap.from_model(self.model)
+        if item_map is None:
+            raise InputError("the model has no item id map (id_maps.npz in its checkpoint), so raw item ids cannot "
+                             "be read; pass model item ids to observe/recommend instead")
+        return item_map.to_model(np.asarray(raw_items))
+
+    def user_keys_of(self, raw_users) -> np.ndarray:
+        """(n,) raw user ids → int64 user keys through `self.user_keys` (new text ids get new keys).
+
+        Raises:
+            InputError: text user ids with a shared (Redis) store — their keys live in this process only, so
+                another process or a restart would give the same key to another user; use integer user ids there.
+        """
+        keys = self.user_keys.keys_for(raw_users)
+        if getattr(self, "shared", None) is not None and len(keys) and keys.max() >= TOKEN_KEYS_FROM:
+            raise InputError("text user ids need their keys shared by every serving process, which a Redis store "
+                             "does not do yet; with store=... use integer user ids (below 2^62)")
+        return keys
+
+    def observe_raw(self, user_ids, item_ids, timestamps, unknown_items: str = "error") -> int:
+        """observe() with raw ids: users through `self.user_keys` (new users get new keys), items through the
+        model's saved map. unknown_items: "error" (refuse the call, nothing observed) or "drop" (skip those events).
+        → how many events were dropped.
+
+        Raises:
+            InputError: an unknown item with unknown_items="error" (naming it), or any observe() error.
+        """
+        items = self.item_ids_of(item_ids)
+        unknown = items == 0
+        if unknown.any() and unknown_items != "drop":
+            first = int(np.flatnonzero(unknown)[0])
+            raise InputError(f"observe_raw: item {np.asarray(item_ids)[first].item()!r} is not in the model's item map "
+                             f"({int(unknown.sum())} such events; unknown_items='drop' skips them)")
+        keep = ~unknown
+        users = self.user_keys_of(np.asarray(user_ids)[keep])
+        self.observe(users, items[keep], np.asarray(timestamps)[keep])
+        return int(unknown.sum())
+
+    def recommend_raw(self, user_ids, k: int = 10, **options):
+        """recommend() for raw user ids, answering raw item ids: → ((n, k) raw item ids, (n, k) float32 scores).
+        A user never observed is a cold start (the most observed items), as in recommend()."""
+        from t2arec_fast.data.id_maps import ItemIdMap
+        items, scores = self.recommend(self.user_keys_of(user_ids), k=k, **options)
+        item_map = ItemIdMap.from_model(self.model)
+        return (items if item_map is None else item_map.to_raw(items)), scores
