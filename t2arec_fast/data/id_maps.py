@@ -20,6 +20,7 @@ class IdMap:
     (indices below `first` are placeholders). Unknown raw ids map to `first` − 1 (0 for items, −1 for users)."""
 
     first = 0
+    saved_as = ""                 # the key of this map in a checkpoint's id_maps
 
     def __init__(self, raw_ids: np.ndarray):
         self.raw_ids = np.asarray(raw_ids)
@@ -29,6 +30,12 @@ class IdMap:
 
     def __len__(self) -> int:
         return len(self._sorted)
+
+    @classmethod
+    def from_model(cls, model) -> Optional["IdMap"]:
+        """The map saved with `model`'s checkpoint, or None when it has none."""
+        maps = model.id_maps or {}
+        return cls(maps[cls.saved_as]) if cls.saved_as in maps else None
 
     def to_model(self, raw: np.ndarray) -> np.ndarray:
         """(m,) raw ids → int64 ids; `first` − 1 for ids not in the map. Text and numbers compare as text when
@@ -53,19 +60,11 @@ class ItemIdMap(IdMap):
     """Raw item ids ↔ model item ids 1..n_items (0 = padding; also what an unknown raw id maps to)."""
 
     first = 1
-
-    @classmethod
-    def from_model(cls, model) -> Optional["ItemIdMap"]:
-        maps = model.id_maps or {}
-        return cls(maps["item_ids"]) if "item_ids" in maps else None
+    saved_as = "item_ids"
 
 
 class UserIdMap(IdMap):
     """Raw user ids ↔ the user rows 0..n_users−1 of the data set a model was trained on (−1 = unknown)."""
 
     first = 0
-
-    @classmethod
-    def from_model(cls, model) -> Optional["UserIdMap"]:
-        maps = model.id_maps or {}
-        return cls(maps["user_ids"]) if "user_ids" in maps else None
+    saved_as = "user_ids"
