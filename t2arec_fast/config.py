@@ -50,9 +50,12 @@ class ModelConfig(_Checked):
     d_state: int = 32
     n_blocks: int = 1
     conv_kernel: int = 4
+    expand: int = 1                       # T2A-Mamba block width d_inner = expand·d (paper 1; Mamba4Rec 2)
     dropout: float = 0.2
     n_heads: int = 2                      # sasrec only
     n_layers: int = 2                     # sasrec only: Transformer blocks (RecBole's n_layers)
+    position_origin: str = "end"          # sasrec only: position 0 = first input ("start", RecBole) or the most
+                                          # recent input at max_len−1 ("end", original SASRec); docs/model.md
     backend: str = "auto"                 # scan backend: "auto" | "triton" | "reference"
     ce_impl: str = "auto"                 # training CE over all items: "auto" | "plain" | "chunked" | "liger"
                                           # (chunked/liger never hold batch × positions × items logits)
@@ -82,6 +85,9 @@ class TrainConfig(_Checked):
     mu_state: float = 0.1                 # μ2
     aux_warmup_epochs: int = 3            # auxiliary losses off for the first N epochs
     patience: int = 10
+    length_buckets: bool = True           # batch training samples of similar length together (less padding)
+    train_samples: str = "windows"        # "windows": one per user, a target at every position | "prefixes":
+                                          # every target its own sample (RecBole); data.train_batches
     seed: int = 0
     deterministic: bool = False
     amp: bool = False                     # bf16 autocast on CUDA

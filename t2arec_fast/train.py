@@ -23,7 +23,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -233,7 +233,8 @@ def _rank_batches(split, cfg: Config, max_len: int, epoch: int, ctx: DistContext
     """
     from .data import train_batches
     mine = train_batches(split, max_len, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed, epoch=epoch,
-                         rank=ctx.rank, world_size=ctx.world_size)
+                         rank=ctx.rank, world_size=ctx.world_size, bucket=cfg.train.length_buckets,
+                         samples=cfg.train.train_samples)
     rounds = -(-mine.n_global // ctx.world_size)
 
     def pairs():
@@ -307,20 +308,23 @@ def _validate(model, split, cfg: Config, max_len: int, ctx: DistContext) -> tupl
 
 
 # -- fit ---------------------------------------------------------------------------------------------------------------
-def fit(cfg: Config, dataset=None, out_dir=None, resume=None):
+def fit(cfg: Config, dataset=None, out_dir=None, resume=None, on_epoch: Optional[Callable[[dict], None]] = None):
     """Train the model `cfg.model.model` on `dataset` (a SequenceDataset, a path / "synthetic:..." spec, or None for
-    `cfg.data.dataset`). Returns (model at its best validation epoch, history dict)."""
+    `cfg.data.dataset`). Returns (model at its best validation epoch, history dict).
+
+    on_epoch: called on rank 0 after every epoch with that epoch's record (epoch, losses, "valid_ndcg@10",
+    seconds); an exception it raises stops training and propagates (`t2arec tune` prunes trials this way)."""
     from .model import build_model
     want_cuda = cfg.train.device.startswith("cuda") or (cfg.train.device == "auto" and torch.cuda.is_available())
     ctx = init_distributed("cuda" if want_cuda else "cpu")
     try:
-        return _fit(cfg, dataset, out_dir, resume, ctx, build_model)
+        return _fit(cfg, dataset, out_dir, resume, ctx, build_model, on_epoch)
     finally:
         if ctx.owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _fit(cfg, dataset, out_dir, resume, ctx, build_model):
+def _fit(cfg, dataset, out_dir, resume, ctx, build_model, on_epoch=None):
     device = resolve_device(cfg.train.device, ctx)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     ds = _load_dataset(cfg, dataset)
@@ -382,6 +386,8 @@ def _fit(cfg, dataset, out_dir, resume, ctx, build_model):
         _log(cfg, ctx, f"epoch {epoch + 1}: loss {losses['loss']:.4f} (rec {losses['rec']:.4f}, time "
              f"{losses['time']:.4g}, state {losses['state']:.4g})  valid NDCG@10 {score:.4f}"
              f"{' *' if improved else ''}  {train_seconds:.1f}s")
+        if on_epoch is not None and ctx.is_main:
+            on_epoch(state.epochs[-1])
 
     if state.best_state is not None:
         model.load_state_dict(state.best_state)

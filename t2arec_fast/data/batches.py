@@ -46,13 +46,14 @@ class Batches:
     """A re-iterable, sized sequence of batches (len() works, e.g. for progress bars)."""
 
     def __init__(self, ds: SequenceDataset, starts: np.ndarray, lengths: np.ndarray, users: np.ndarray,
-                 batch_size: int, rank: int = 0, world_size: int = 1):
+                 batch_size: int, rank: int = 0, world_size: int = 1, last_target_only: bool = False):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in 0..world_size-1, got rank={rank}, world_size={world_size}")
         self.ds, self.starts, self.lengths, self.users = ds, starts, lengths, users
         self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+        self.last_target_only = last_target_only
         self.n_global = -(-len(starts) // batch_size)
 
     def __len__(self) -> int:
@@ -62,18 +63,31 @@ class Batches:
         # rank r of w takes global batches r, r+w, ...: together the ranks see exactly the batches of one process
         for b in range(self.rank, self.n_global, self.world_size):
             chosen = slice(b * self.batch_size, (b + 1) * self.batch_size)
-            yield gather(self.ds, self.starts[chosen], self.lengths[chosen], self.users[chosen])
+            yield gather(self.ds, self.starts[chosen], self.lengths[chosen], self.users[chosen],
+                         self.last_target_only)
+
+
+TRAIN_SAMPLES = ("windows", "prefixes")
 
 
 def train_batches(split: Split, max_len: int, batch_size: int, shuffle: bool = True, seed: int = 0, epoch: int = 0,
-                  rank: int = 0, world_size: int = 1, bucket: bool = True) -> Batches:
-    """Training windows of at most max_len inputs, each training target used once per epoch.
+                  rank: int = 0, world_size: int = 1, bucket: bool = True, samples: str = "windows") -> Batches:
+    """Training samples of at most max_len inputs, each training target used once per epoch.
 
-    A training sequence of m events has m-1 targets; longer ones are cut into windows from the end, so the most
-    recent window is complete. With shuffle the order depends on (seed, epoch) only, identical on every rank;
-    `bucket` groups windows of similar length into the same batch (less padding) before the batches are shuffled.
+    A training sequence of m events has m-1 targets. samples="windows": one sample per user (longer sequences are
+    cut into windows from the end, so the most recent window is complete) with a target at every position — one
+    causal pass serves them all. samples="prefixes" (RecBole's augmentation): every target is its own sample, the
+    ≤ max_len events before it, with a target at the last position only (`next_items` is 0 elsewhere); batches
+    then hold `batch_size` targets from many users, each with its own dropout, at ≈ mean-length times the
+    compute. With shuffle the order depends on (seed, epoch) only, identical on every rank; `bucket` groups samples
+    of similar length into the same batch (less padding) before the batches are shuffled.
+
+    Raises:
+        ValueError: unknown `samples`, batch_size < 1 or max_len < 1.
     """
-    starts, lengths, users = training_windows(split, max_len)
+    if samples not in TRAIN_SAMPLES:
+        raise ValueError(f"train_samples must be one of {TRAIN_SAMPLES}, got {samples!r}")
+    starts, lengths, users = (training_windows if samples == "windows" else training_prefixes)(split, max_len)
     if shuffle:
         rng = np.random.default_rng([seed, epoch])
         order = rng.permutation(len(starts))
@@ -81,7 +95,8 @@ def train_batches(split: Split, max_len: int, batch_size: int, shuffle: bool = T
             # buckets of global batches (batch_size · world_size rows): the same rows as one process would use
             order = order[_length_buckets(lengths[order], batch_size * world_size, rng)]
         starts, lengths, users = starts[order], lengths[order], users[order]
-    return Batches(split.dataset, starts, lengths, users, batch_size, rank, world_size)
+    return Batches(split.dataset, starts, lengths, users, batch_size, rank, world_size,
+                   last_target_only=samples == "prefixes")
 
 
 def _length_buckets(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
@@ -125,18 +140,34 @@ def training_windows(split: Split, max_len: int) -> tuple[np.ndarray, np.ndarray
     return target_start - 1, target_end - target_start, users
 
 
-def gather(ds: SequenceDataset, starts: np.ndarray, lengths: np.ndarray, users: np.ndarray) -> Batch:
-    """Left-padded batch of inputs items[start:start+length]; the target is the event right after."""
+def training_prefixes(split: Split, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(input start, input length, user) with one sample per training target: the ≤ max_len events before it."""
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    first = split.dataset.offsets[:-1]
+    n_targets = np.maximum(split.train_stop - first - 1, 0)
+    users = np.repeat(np.arange(len(first), dtype=np.int64), n_targets)
+    nth = np.arange(len(users), dtype=np.int64) - np.repeat(np.cumsum(n_targets) - n_targets, n_targets)
+    target = first[users] + 1 + nth
+    starts = np.maximum(first[users], target - max_len)
+    return starts, target - starts, users
+
+
+def gather(ds: SequenceDataset, starts: np.ndarray, lengths: np.ndarray, users: np.ndarray,
+           last_target_only: bool = False) -> Batch:
+    """Left-padded batch of inputs items[start:start+length]; the target is the event right after.
+    `last_target_only`: next_items holds the target in the last column only (0 elsewhere)."""
     width = int(lengths.max()) if len(lengths) else 0
     pads = width - lengths
     column = np.arange(width, dtype=np.int64)
     real = column[None, :] >= pads[:, None]
     position = np.where(real, starts[:, None] + column[None, :] - pads[:, None], 0)
     after = starts + lengths
+    has_target = real & (column[None, :] == width - 1) if last_target_only else real
     return Batch(items=np.where(real, ds.items[position], 0),
                  times=np.where(real, ds.timestamps[position], 0),
                  lengths=lengths.astype(np.int64, copy=False),
-                 next_items=np.where(real, ds.items[np.minimum(position + 1, len(ds.items) - 1)], 0),
+                 next_items=np.where(has_target, ds.items[np.minimum(position + 1, len(ds.items) - 1)], 0),
                  targets=ds.items[after],
                  target_times=ds.timestamps[after],
                  users=users.astype(np.int64, copy=False))

@@ -59,21 +59,24 @@ class GatedRMSNorm(nn.Module):
 
 class T2AMambaBlock(nn.Module):
     def __init__(self, d: int = 64, d_state: int = 32, conv_kernel: int = 4, backend: str = "auto",
-                 dt_min: float = 1e-3, dt_max: float = 1e-1):
+                 dt_min: float = 1e-3, dt_max: float = 1e-1, expand: int = 1):
         super().__init__()
+        if expand < 1:
+            raise ValueError(f"T2AMambaBlock: expand must be ≥ 1, got {expand}")
         self.d, self.d_state, self.conv_kernel, self.backend = d, d_state, conv_kernel, backend
         self.export_form = "matrix"          # the scan's ONNX graph form under backend="export" (set_backend)
-        self.conv_dim = d + 2 * d_state
-        self.in_proj = nn.Linear(d, d + self.conv_dim + 1, bias=False)       # → z, xBC, dt
+        self.d_inner = expand * d
+        self.conv_dim = self.d_inner + 2 * d_state
+        self.in_proj = nn.Linear(d, self.d_inner + self.conv_dim + 1, bias=False)   # → z, xBC, dt
         self.conv = nn.Conv1d(self.conv_dim, self.conv_dim, conv_kernel, groups=self.conv_dim, bias=True)
         # Mamba-2 init: softplus(dt_bias) log-uniform in [dt_min, dt_max]; A = −exp(A_log), A_log = log U[1, 16].
         dt0 = math.exp(torch.empty(()).uniform_(math.log(dt_min), math.log(dt_max)).item())
         self.dt_bias = nn.Parameter(torch.tensor([dt0 + math.log(-math.expm1(-dt0))]))
         self.A_log = nn.Parameter(torch.log(torch.empty(1).uniform_(1.0, 16.0)))
-        self.D = nn.Parameter(torch.ones(d))
-        self.norm = GatedRMSNorm(d)
-        self.out_proj = nn.Linear(d, d, bias=False)
-        self.q_proj = nn.Linear(d, d_state, bias=False)                      # Q = Linear_2(x_n) of L_state
+        self.D = nn.Parameter(torch.ones(self.d_inner))
+        self.norm = GatedRMSNorm(self.d_inner)
+        self.out_proj = nn.Linear(self.d_inner, d, bias=False)
+        self.q_proj = nn.Linear(self.d_inner, d_state, bias=False)           # Q = Linear_2(x_n) of L_state
 
     # -- shared pieces ------------------------------------------------------------------------------------------
     @property
@@ -84,14 +87,14 @@ class T2AMambaBlock(nn.Module):
         p = self.in_proj.weight
         device, dtype = device or p.device, dtype or p.dtype
         return BlockState(torch.zeros(batch, self.conv_kernel - 1, self.conv_dim, device=device, dtype=dtype),
-                          torch.zeros(batch, self.d_state, self.d, device=device, dtype=dtype))
+                          torch.zeros(batch, self.d_state, self.d_inner, device=device, dtype=dtype))
 
     def _project(self, u: torch.Tensor):
-        z, xbc, dt_raw = torch.split(self.in_proj(u), [self.d, self.conv_dim, 1], dim=-1)
+        z, xbc, dt_raw = torch.split(self.in_proj(u), [self.d_inner, self.conv_dim, 1], dim=-1)
         return z, xbc, dt_raw.squeeze(-1)
 
     def _ssm_inputs(self, conv_out: torch.Tensor, dt_raw: torch.Tensor):
-        x, B, C = torch.split(F.silu(conv_out), [self.d, self.d_state, self.d_state], dim=-1)
+        x, B, C = torch.split(F.silu(conv_out), [self.d_inner, self.d_state, self.d_state], dim=-1)
         return x, B, C, F.softplus(dt_raw + self.dt_bias)
 
     def _output(self, y: torch.Tensor) -> torch.Tensor:

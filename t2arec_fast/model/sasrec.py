@@ -4,10 +4,15 @@ item embedding + learned position embedding → LayerNorm → Dropout → `n_lay
 (causal multi-head self-attention, GELU FFN of width 4d) → o_i; scores = o · Eᵀ (tied embedding); softmax
 cross-entropy over all items at every non-pad position (RecBole's loss_type="CE").
 
-Left padding and positions: like the original SASRec code, a batch of width L ≤ max_len uses positions
-max_len−L .. max_len−1, so the most recent item always has position max_len−1 and the output does not depend on how
-much padding a batch adds (a padded and an unpadded sequence give the same o_n). Longer inputs keep their last
-max_len items.
+Positions (option `position_origin`), both independent of how much left padding a batch adds (a padded and an
+unpadded sequence give the same o_n); longer inputs keep their last max_len items:
+  * "end" (the default; the original SASRec code): a batch of width L uses positions max_len−L .. max_len−1, so the
+    most recent input always has position max_len−1. Only the last column's query sees that layout at training
+    time: a query at column j < L−1 sees its history ending at position max_len−L+j, while at inference the
+    history always ends at max_len−1.
+  * "start" (RecBole): the first real input of each row has position 0, so position i means "the i-th event of the
+    history" for every query of the causal pass, in training and at inference alike. On amazon-beauty both give
+    the same validation curve (docs/results.md, "Why our SASRec trailed RecBole's").
 """
 from __future__ import annotations
 
@@ -23,6 +28,9 @@ from t2arec_fast.errors import InputError
 
 from .base import SequentialRecommender
 from .checkpoint import save_checkpoint
+
+
+POSITION_ORIGINS = ("start", "end")
 
 
 class CausalSelfAttentionBlock(nn.Module):
@@ -62,6 +70,9 @@ class SASRec(SequentialRecommender):
             raise InputError(f"SASRec: max_len must be ≥ 1, got {max_len}")
         options["model"] = self.model_name
         self.config = ModelConfig(d=d, n_layers=n_layers, n_heads=n_heads, dropout=dropout, **options)
+        if self.config.position_origin not in POSITION_ORIGINS:
+            raise InputError(f"SASRec: position_origin must be one of {POSITION_ORIGINS}, "
+                             f"got {self.config.position_origin!r}")
         self.n_items, self.max_len = n_items, max_len
         self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
         self.pos_emb = nn.Embedding(max_len, d)
@@ -87,7 +98,7 @@ class SASRec(SequentialRecommender):
         item_ids = item_ids[:, -self.max_len:]
         L = item_ids.shape[1]
         real = item_ids != 0
-        positions = torch.arange(self.max_len - L, self.max_len, device=item_ids.device)
+        positions = self._positions(real)
         h = self.emb_drop(self.emb_norm(self.item_emb(item_ids) + self.pos_emb(positions)))
         causal = torch.ones(L, L, dtype=torch.bool, device=item_ids.device).tril()
         # a pad query sees only itself (its output is never used); real queries never see pad keys
@@ -96,6 +107,13 @@ class SASRec(SequentialRecommender):
             h = layer(h, attn_mask)
         return h
 
+    def _positions(self, real: torch.Tensor) -> torch.Tensor:
+        """Position ids (batch, L) or (L,) of a LEFT-padded batch whose real inputs are `real` (batch, L) bool."""
+        L = real.shape[1]
+        if self.config.position_origin == "start":
+            return (real.cumsum(1) - 1).clamp_min(0)              # pads (left of the first input) share id 0
+        return torch.arange(self.max_len - L, self.max_len, device=real.device)
+
     def encode(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None):
         """→ (o_n (batch, d), None): SASRec keeps no recurrent state. Timestamps are checked but not used."""
         self.check_inputs(item_ids, timestamps)
@@ -103,10 +121,11 @@ class SASRec(SequentialRecommender):
 
     # -- losses -------------------------------------------------------------------------------------------------
     def losses(self, item_ids, timestamps, next_items, target_times, with_aux: bool = True):
-        """rec = CE over every non-pad position (mean); SASRec has no alignment losses (time = state = 0)."""
+        """rec = CE (mean) at every position that has a target (next_items ≠ 0: every non-pad position of a window,
+        the last one of a prefix sample); SASRec has no alignment losses (time = state = 0)."""
         o = self._run_sequence(item_ids)
-        mask = item_ids[:, -self.max_len:] != 0
-        rec = self.recommendation_loss(o, mask, next_items[:, -self.max_len:])
+        next_items = next_items[:, -self.max_len:]
+        rec = self.recommendation_loss(o, next_items != 0, next_items)
         zero = rec.new_zeros(())
         return {"rec": rec, "time": zero, "state": zero}
 

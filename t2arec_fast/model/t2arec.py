@@ -37,7 +37,7 @@ class T2ALayer(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.block = T2AMambaBlock(cfg.d, cfg.d_state, cfg.conv_kernel, backend=cfg.backend)
+        self.block = T2AMambaBlock(cfg.d, cfg.d_state, cfg.conv_kernel, backend=cfg.backend, expand=cfg.expand)
         self.drop = nn.Dropout(cfg.dropout)
         self.norm1 = nn.LayerNorm(cfg.d)
         self.ffn = nn.Sequential(nn.Linear(cfg.d, 4 * cfg.d), nn.GELU(), nn.Dropout(cfg.dropout),
@@ -263,11 +263,12 @@ class T2ARec(SequentialRecommender):
         return l_time / n, l_state / n
 
     def losses(self, item_ids, timestamps, next_items, target_times, with_aux: bool = True):
-        """Training objective pieces. rec = CE over all non-pad positions (mean); time, state on the last position."""
+        """Training objective pieces. rec = CE (mean) at every position with a target (next_items ≠ 0: all non-pad
+        positions of a window, the last of a prefix sample); time, state on the last position."""
         mask = item_ids != 0
         o, states, internals = self._run_sequence(item_ids)
-        rec = self.recommendation_loss(self._training_outputs(o, mask, timestamps, target_times, internals), mask,
-                                       next_items)
+        rec = self.recommendation_loss(self._training_outputs(o, mask, timestamps, target_times, internals),
+                                       next_items != 0, next_items)
         zero = rec.new_zeros(())
         if not (with_aux and self.uses_alignment):
             return {"rec": rec, "time": zero, "state": zero}

@@ -4,6 +4,7 @@ import pytest
 
 from t2arec_fast.data import (eval_batches, global_time_split, leave_one_out, time_segments, train_batches,
                               training_windows)
+from t2arec_fast.data.batches import training_prefixes
 
 from .helpers import dataset
 
@@ -52,6 +53,27 @@ def test_train_batch_is_left_padded_with_next_items():
     assert batch.target_times.tolist() == [90, 50, 10, 1020]
     for name in ("items", "times", "lengths", "next_items", "targets", "target_times", "users"):
         assert getattr(batch, name).dtype == np.int64
+
+
+def test_training_prefixes_make_every_target_its_own_sample():
+    """RecBole's augmentation: one sample per training target, the ≤ max_len events before it."""
+    ds = _ds()
+    starts, lengths, users = training_prefixes(leave_one_out(ds), max_len=4)
+    assert sorted((starts + lengths).tolist()) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 14]   # every target once
+    assert users.tolist() == [0] * 9 + [1, 1]
+    assert lengths.tolist() == [1, 2, 3, 4, 4, 4, 4, 4, 4, 1, 2]
+
+
+def test_prefix_batches_have_a_target_at_the_last_position_only():
+    ds = _ds()
+    batches = list(train_batches(leave_one_out(ds), max_len=4, batch_size=20, shuffle=False, samples="prefixes"))
+    batch = batches[0]
+    assert len(batches) == 1 and batch.items.shape == (11, 4)
+    assert _raw(ds, batch.items[3]).tolist() == [100, 101, 102, 103]
+    assert _raw(ds, batch.next_items[3]).tolist() == [0, 0, 0, 104]
+    assert (batch.next_items[:, :-1] == 0).all() and np.array_equal(batch.next_items[:, -1], batch.targets)
+    with pytest.raises(ValueError, match="train_samples must be one of"):
+        train_batches(leave_one_out(ds), max_len=4, batch_size=2, samples="users")
 
 
 def test_eval_batches_take_the_last_max_len_events():

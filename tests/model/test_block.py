@@ -6,9 +6,9 @@ import torch
 from .helpers import random_batch, tiny_model
 
 
-@pytest.mark.parametrize("n_blocks", [1, 2])
-def test_left_padding_gives_the_unpadded_state_and_output(n_blocks):
-    model = tiny_model(n_blocks=n_blocks)
+@pytest.mark.parametrize("n_blocks, expand", [(1, 1), (2, 1), (1, 2)])
+def test_left_padding_gives_the_unpadded_state_and_output(n_blocks, expand):
+    model = tiny_model(n_blocks=n_blocks, expand=expand)
     items, times, _ = random_batch()
     o, states = model.encode(items, times)
     o_short, states_short = model.encode(items[:1, 4:], times[:1, 4:])
@@ -19,9 +19,9 @@ def test_left_padding_gives_the_unpadded_state_and_output(n_blocks):
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
-@pytest.mark.parametrize("n_blocks", [1, 2])
-def test_one_step_path_equals_full_sequence(dtype, tol, n_blocks):
-    model = tiny_model(dtype, n_blocks=n_blocks)
+@pytest.mark.parametrize("n_blocks, expand", [(1, 1), (2, 1), (1, 2)])
+def test_one_step_path_equals_full_sequence(dtype, tol, n_blocks, expand):
+    model = tiny_model(dtype, n_blocks=n_blocks, expand=expand)
     items, times, _ = random_batch(batch=3, length=12, pads=(0, 0, 0))
     o_full, states_full = model.encode(items, times)
     states = model.empty_states(3, dtype=dtype)
@@ -43,3 +43,23 @@ def test_causality_changing_item_i_plus_1_leaves_earlier_outputs_unchanged():
     assert torch.equal(o_a[1, :5], o_b[1, :5])
     assert not torch.allclose(o_a[1, 5:], o_b[1, 5:])
     assert torch.equal(o_a[0], o_b[0])
+
+
+def test_expand_widens_the_block_state_and_round_trips(tmp_path):
+    from t2arec_fast.model import load_model
+    model = tiny_model(expand=2)
+    items, times, target_times = random_batch()
+    assert model.encode(items, times)[1][0].ssm.shape == (3, 8, 32)                   # (batch, d_state, 2·d)
+    out = model.losses(items, times, torch.where(items > 0, items % 40 + 1, 0), target_times)
+    assert all(torch.isfinite(v) for v in out.values())
+    model.save(tmp_path / "m")
+    loaded = load_model(tmp_path / "m").to(torch.float64)
+    assert loaded.config.expand == 2
+    torch.testing.assert_close(loaded.scores(items, times), model.scores(items, times))
+
+
+def test_onnx_export_refuses_a_wider_block(tmp_path):
+    from t2arec_fast.errors import InputError
+    from t2arec_fast.export import export_onnx
+    with pytest.raises(InputError, match="expand=2"):
+        export_onnx(tiny_model(torch.float32, expand=2), tmp_path / "onnx")

@@ -58,3 +58,29 @@ def test_bad_sizes_and_inputs_are_clear_errors():
         SASRec(5, max_len=0)
     with pytest.raises(InputError, match="outside"):
         tiny_sasrec().encode(torch.tensor([[1, 31]]))
+
+
+def test_left_padding_is_invisible_with_positions_from_the_start():
+    torch.manual_seed(0)
+    model = SASRec(30, max_len=10, d=16, dropout=0.0, position_origin="start").double().eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode(torch.tensor([[0, 0, 0, 4, 9, 2]]))[0],
+                                   model.encode(torch.tensor([[4, 9, 2]]))[0], rtol=1e-12, atol=1e-12)
+
+
+def test_positions_from_the_start_make_every_training_query_an_inference_query():
+    """o at column j of one causal pass over a window = o_n of the prefix items[:j+1] encoded on its own (RecBole's
+    positions); with positions anchored at the end this holds for the last column only."""
+    items = torch.tensor([[0, 0, 7, 3, 9, 4, 5]])
+    for origin, same in (("start", True), ("end", False)):
+        torch.manual_seed(0)
+        model = SASRec(30, max_len=8, d=16, dropout=0.0, position_origin=origin).double().eval()
+        with torch.no_grad():
+            o = model._run_sequence(items)
+            alone = torch.cat([model.encode(items[:, 2:j + 1])[0] for j in range(2, 7)])
+        assert torch.allclose(o[0, 2:], alone, atol=1e-10) == same, origin
+
+
+def test_unknown_position_origin():
+    with pytest.raises(InputError, match="position_origin"):
+        SASRec(30, max_len=8, position_origin="middle")
