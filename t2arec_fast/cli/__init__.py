@@ -9,7 +9,7 @@ import sys
 from .common import split_overrides, user_error_types
 
 # the modules under t2arec_fast.cli that provide register(subparsers), in the order `t2arec --help` lists them
-COMMAND_MODULES = ("data_cmd", "demo_cmd", "train_cmd", "export_cmd", "serve_cmd")
+COMMAND_MODULES = ("data_cmd", "demo_cmd", "train_cmd", "tune_cmd", "export_cmd", "serve_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

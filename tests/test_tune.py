@@ -1,0 +1,58 @@
+"""t2arec_fast.tune: search spaces checked against the config, pruning of trailing trials."""
+
+import pytest
+
+pytest.importorskip("optuna")
+
+from t2arec_fast.config import ConfigError                          # noqa: E402
+from t2arec_fast.tune import load_space, open_study, run_study      # noqa: E402
+
+from helpers import SYNTHETIC, tiny_config                          # noqa: E402
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_space_kinds(tmp_path):
+    space = load_space(write(tmp_path / "s.yaml", "lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n"
+                             "n_layers: {type: int, low: 1, high: 3}\n"
+                             "dropout: {type: float, low: 0.1, high: 0.5, step: 0.1}\n"
+                             "position_origin: [start, end]\n"))
+    assert space["lr"].kind == "float" and space["lr"].log and space["n_layers"].kind == "int"
+    assert space["dropout"].step == 0.1 and space["position_origin"].choices == ("start", "end")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("lrr: [0.001]\n", "did you mean 'lr'"),
+    ("epochs: [a, b]\n", "epochs"),
+    ("lr: {type: float, low: 0.1, high: 0.01}\n", "above high"),
+    ("lr: {type: float, low: 0, high: 0.01, log: true}\n", "low > 0"),
+    ("lr: {type: gaussian}\n", "type must be one of"),
+    ("lr: {type: float, low: 0.1, high: 1, steps: 2}\n", "unknown field"),
+    ("dropout: []\n", "non-empty list"),
+    ("n_layers: {type: int, low: 1.5, high: 3}\n", "finite integer"),
+    ("dataset: [a, b]\n", "cannot be searched"),
+    ("", "empty"),
+])
+def test_bad_space(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_space(write(tmp_path / "s.yaml", text))
+
+
+def test_trailing_trial_is_pruned(tmp_path):
+    """MedianPruner: after 2 complete trials, one that trails their median after `prune_after` epochs stops there."""
+    from optuna.trial import TrialState
+    space = load_space(write(tmp_path / "space.yaml", "lr: [0.01, 1.0e-7]\n"))
+    cfg = tiny_config("sasrec", epochs=4, patience=10)
+    from t2arec_fast.data import load_dataset
+    ds = load_dataset(SYNTHETIC, min_count=1)
+    study = open_study(space, cfg, study_name="p", prune_after=1)
+    for lr in (0.01, 0.01, 1e-7):
+        study.enqueue_trial({"lr": lr})
+    lines = []
+    study = run_study(ds, space, cfg, trials=3, study_name="p", prune_after=1, on_trial=lines.append,
+                      study=study)
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
+    assert len(study.trials[2].intermediate_values) < 4 and "pruned after epoch" in lines[2]
