@@ -225,7 +225,8 @@ def _resume(model, optimizer, resume) -> TrainState:
 
 # -- one epoch ---------------------------------------------------------------------------------------------------------
 def _rank_batches(split, cfg: Config, max_len: int, epoch: int, ctx: DistContext) -> tuple:
-    """(iterator of (batch, is_real), number of steps): this rank's batches, the same count on every rank.
+    """(iterator of (batch, is_real), number of steps, mean targets per step): this rank's batches, the same count
+    on every rank; the mean counts the targets of all ranks' batches of a step.
 
     Rank r takes global batches r, r+w, ... (`train_batches`); when the count does not divide evenly, the ranks that
     run out repeat a batch with weight 0 for the last round, so every rank joins every collective and the step's
@@ -246,13 +247,25 @@ def _rank_batches(split, cfg: Config, max_len: int, epoch: int, ctx: DistContext
             if filler is None:                # fewer global batches than ranks: borrow batch 0
                 filler = next(iter(train_batches(split, max_len, cfg.train.batch_size, shuffle=False)))
             yield filler, False
-    return pairs(), rounds
+    return pairs(), rounds, mine.n_targets / max(rounds, 1)
+
+
+def target_weight(batch, ctx: DistContext, mean_step_targets: float, real: bool = True) -> float:
+    """L_rec's weight under rec_weighting="target": n_local · world_size / (mean targets per step).
+
+    The models return CE averaged over a batch's targets, which gives every batch the same say however many
+    targets it holds: with length buckets a batch of short histories (≈ 2 targets per user) weighs as much as one
+    of long histories (≈ 50 per user), so a target of a short history counts many times more. With this weight
+    the step's loss is Σ CE / (mean targets per step) — every target counts the same, as in RecBole's batches of
+    2048 targets — and under DDP the ranks' average is that same sum (no collective needed).
+    """
+    return float((batch.next_items != 0).sum()) * ctx.world_size / mean_step_targets if real else 0.0
 
 
 def _train_epoch(loss_module, model, optimizer, split, cfg: Config, max_len: int, epoch: int, with_aux: bool,
                  device, ctx: DistContext) -> dict:
     loss_module.train()
-    batches, n_steps_total = _rank_batches(split, cfg, max_len, epoch, ctx)
+    batches, n_steps_total, mean_step_targets = _rank_batches(split, cfg, max_len, epoch, ctx)
     bar = _progress(batches, cfg, ctx, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", total=n_steps_total)
     mu_time, mu_state = (cfg.train.mu_time, cfg.train.mu_state) if with_aux else (0.0, 0.0)
     amp = cfg.train.amp and device.type == "cuda"
@@ -261,6 +274,8 @@ def _train_epoch(loss_module, model, optimizer, split, cfg: Config, max_len: int
     for step, (batch, real) in enumerate(bar):
         tb = batch.to_torch(device)
         weights = shard_weights(tb, ctx, model.config, real)
+        if cfg.train.rec_weighting == "target":
+            weights["rec"] = target_weight(tb, ctx, mean_step_targets, real)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
             out = loss_module(tb.items, tb.times, tb.next_items, tb.target_times, with_aux)
         loss = objective(out, mu_time, mu_state, weights)
@@ -307,6 +322,17 @@ def _validate(model, split, cfg: Config, max_len: int, ctx: DistContext) -> tupl
     return float(score[0]), metrics
 
 
+TRAIN_CHOICES = {"rec_weighting": ("batch", "target"), "train_samples": ("windows", "prefixes")}
+
+
+def _check_choices(cfg: Config) -> None:
+    """Raises ConfigError naming the key when a training choice is not one of its values."""
+    from .config import ConfigError
+    for key, allowed in TRAIN_CHOICES.items():
+        if getattr(cfg.train, key) not in allowed:
+            raise ConfigError(f"{key}={getattr(cfg.train, key)!r}: expected one of {', '.join(allowed)}")
+
+
 # -- fit ---------------------------------------------------------------------------------------------------------------
 def fit(cfg: Config, dataset=None, out_dir=None, resume=None, on_epoch: Optional[Callable[[dict], None]] = None):
     """Train the model `cfg.model.model` on `dataset` (a SequenceDataset, a path / "synthetic:..." spec, or None for
@@ -325,6 +351,7 @@ def fit(cfg: Config, dataset=None, out_dir=None, resume=None, on_epoch: Optional
 
 
 def _fit(cfg, dataset, out_dir, resume, ctx, build_model, on_epoch=None):
+    _check_choices(cfg)
     device = resolve_device(cfg.train.device, ctx)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     ds = _load_dataset(cfg, dataset)

@@ -81,3 +81,32 @@ def test_sasrec_trains_and_round_trips(tiny_dataset, tmp_path):
     items = torch.tensor([[0, 4, 5, 6], [1, 2, 3, 4]])
     times = torch.arange(4).expand(2, 4) * (items != 0)
     assert torch.equal(model.scores(items, times), loaded.scores(items, times))
+
+
+@pytest.mark.parametrize("model_name", ["sasrec", "t2arec"])
+def test_recbole_batch_composition_trains(tiny_dataset, model_name):
+    """Prefix samples (CE at each sample's last position) with every target weighted the same."""
+    cfg = tiny_config(model_name, epochs=2, lr=5e-3, train_samples="prefixes", rec_weighting="target",
+                      aux_warmup_epochs=0)
+    _, history = fit(cfg, dataset=tiny_dataset)
+    recs = [e["rec"] for e in history["epochs"]]
+    assert all(math.isfinite(r) for r in recs) and recs[-1] < recs[0]
+
+
+def test_target_weighting_counts_every_target_once():
+    """rec_weighting="target": a step's weight is its target count over the mean per step, so that weight × (CE
+    mean over the batch) = Σ CE / mean — a batch of short histories no longer outweighs its targets."""
+    from t2arec_fast.train import DistContext, target_weight
+
+    class B:
+        next_items = torch.tensor([[0, 0, 3], [4, 5, 6]])
+    assert target_weight(B, DistContext(), mean_step_targets=8.0) == pytest.approx(4 / 8)
+    assert target_weight(B, DistContext(rank=1, world_size=2), mean_step_targets=8.0) == pytest.approx(4 * 2 / 8)
+    assert target_weight(B, DistContext(), 8.0, real=False) == 0.0
+
+
+@pytest.mark.parametrize("key", ["rec_weighting", "train_samples"])
+def test_unknown_training_choice_is_a_config_error(tiny_dataset, key):
+    from t2arec_fast.config import ConfigError
+    with pytest.raises(ConfigError, match=key):
+        fit(tiny_config("sasrec", **{key: "sometimes"}), dataset=tiny_dataset)

@@ -59,6 +59,11 @@ class Batches:
     def __len__(self) -> int:
         return len(range(self.rank, self.n_global, self.world_size))
 
+    @property
+    def n_targets(self) -> int:
+        """Training targets over all ranks' batches: one per input of a window, one per prefix sample."""
+        return len(self.starts) if self.last_target_only else int(self.lengths.sum())
+
     def __iter__(self) -> Iterator[Batch]:
         # rank r of w takes global batches r, r+w, ...: together the ranks see exactly the batches of one process
         for b in range(self.rank, self.n_global, self.world_size):
