@@ -40,6 +40,7 @@ class DataConfig(_Checked):
     max_len: Optional[int] = None         # None = 200 for MovieLens-like data, 50 otherwise
     split: str = "loo"                    # "loo" (leave-one-out by time) | "global_time"
     n_segments: int = 4                   # test users cut into equal segments by test timestamp
+    tie_order: str = "file"               # events at the same time: "file" | "item" | "reversed" | "random"
     mask_history: bool = False            # evaluation: mask already-seen items (RecBole's default is not to)
 
 

@@ -177,7 +177,7 @@ def _load_dataset(cfg: Config, dataset):
     from .data import load_dataset
     if dataset is None or isinstance(dataset, (str, Path)):
         return load_dataset(str(dataset or cfg.data.dataset), format=cfg.data.format, min_count=cfg.data.min_count,
-                            columns=cfg.data.columns, time_unit=cfg.data.time_unit,
+                            columns=cfg.data.columns, time_unit=cfg.data.time_unit, tie_order=cfg.data.tie_order,
                             verbose=cfg.train.progress and os.environ.get("RANK", "0") == "0")
     return dataset
 

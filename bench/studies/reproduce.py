@@ -201,7 +201,7 @@ def main():
         raise SystemExit(f"{path} not found: the real data sets live in ../shared/datasets beside the checkout")
     extra = dict(kv.split("=", 1) for kv in args.set)
     data_over = {"dataset": str(path), "min_count": k_core, "max_len": max_len}
-    ds = load_dataset(str(path), min_count=k_core, verbose=False)
+    ds = load_dataset(str(path), min_count=k_core, verbose=False, tie_order=extra.get("tie_order", "file"))
     split = leave_one_out(ds)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -128,7 +128,7 @@ def _evaluate(args) -> int:
     maps = model.id_maps or None        # ids are read the way the model numbers them, never renumbered
     ds = load_dataset(args.dataset, format=cfg.data.format, min_count=cfg.data.min_count, columns=cfg.data.columns,
                       time_unit=cfg.data.time_unit, id_maps=maps, unknown_ids=args.unknown_ids,
-                      verbose=cfg.train.progress)
+                      verbose=cfg.train.progress, tie_order=cfg.data.tie_order)
     if ds.n_items != model.n_items:     # a checkpoint without id maps, or synthetic data (numbered by the generator)
         raise UserError(f"{directory} was trained on {model.n_items} items but {args.dataset} has {ds.n_items} after "
                         f"min_count={cfg.data.min_count}; the checkpoint has no id maps to read other data with")

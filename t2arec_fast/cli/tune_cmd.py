@@ -81,4 +81,5 @@ def _tune(args) -> int:
 
 def _load(dataset: str, cfg):
     from t2arec_fast.data import load_dataset
-    return load_dataset(dataset, format=cfg.data.format, min_count=cfg.data.min_count, verbose=False)
+    return load_dataset(dataset, format=cfg.data.format, min_count=cfg.data.min_count, columns=cfg.data.columns,
+                        time_unit=cfg.data.time_unit, tie_order=cfg.data.tie_order, verbose=False)

@@ -25,7 +25,8 @@ __all__ = ["load_dataset", "SequenceDataset", "Batch", "Batches", "DataError", "
 
 def load_dataset(path_or_spec: Union[str, Path], format: Optional[str] = None, min_count: int = 10,
                  columns: Union[dict, str, None] = None, time_unit: Optional[str] = None,
-                 id_maps: Optional[dict] = None, unknown_ids: str = "error", verbose: bool = True) -> SequenceDataset:
+                 id_maps: Optional[dict] = None, unknown_ids: str = "error", verbose: bool = True,
+                 tie_order: str = "file") -> SequenceDataset:
     """Load a data set: a file, a folder holding a known file, a .zip archive, or `synthetic[:key=value,...]`.
 
     format:    force a reader (recbole, movielens-tab, movielens-dat, csv, parquet, seq-pair); None = detect.
@@ -40,6 +41,8 @@ def load_dataset(path_or_spec: Union[str, Path], format: Optional[str] = None, m
     unknown_ids: with id_maps, "error" (default) refuses events whose ids the model does not know, "drop" drops
                them (counted in `ds.meta["unknown_ids"]`).
     verbose:   print the statistics table.
+    tie_order: order of a user's events with equal timestamps: "file" (as read), "item", "reversed", "random"
+               (data/ties.py; on day-resolution data it decides which item is the valid and test target).
 
     Ids are tokens: distinct ids in the file stay distinct (docs/data.md, "Ids").
 
@@ -54,6 +57,11 @@ def load_dataset(path_or_spec: Union[str, Path], format: Optional[str] = None, m
         from .readers import read_interactions
         ds = build_dataset(read_interactions(path_or_spec, format=format, columns=columns, time_unit=time_unit),
                            min_count=min_count, id_maps=id_maps, unknown_ids=unknown_ids)
+    if tie_order != "file":
+        from .ties import TIE_ORDERS, reorder_ties
+        if tie_order not in TIE_ORDERS:
+            raise DataError(f"tie_order={tie_order!r}: expected one of {', '.join(TIE_ORDERS)}", spec)
+        ds = reorder_ties(ds, tie_order)
     if ds.n_interactions == 0:
         raise DataError(f"no interactions left after the {min_count}-core filter; try a smaller min_count", spec)
     if verbose:
