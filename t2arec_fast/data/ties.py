@@ -1,4 +1,4 @@
-"""The order of a user's events that share a timestamp (option `tie_order`; docs/data.md, "Events at the same time").
+"""The order of a user's events that share a timestamp (option `tie_order`; docs/results.md, "Why the figures differ").
 
 Day-resolution data (the Amazon review sets) has many events with equal times: in amazon-beauty 44 % of
 consecutive events of a user share their timestamp, and for 43 % of users the test target shares it with the
