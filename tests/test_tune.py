@@ -9,6 +9,7 @@ from t2arec_fast.tune import load_space, open_study, run_study      # noqa: E402
 
 from helpers import SYNTHETIC, tiny_config                          # noqa: E402
 
+
 def write(path, text):
     path.write_text(text)
     return path
