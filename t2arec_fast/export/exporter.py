@@ -123,9 +123,6 @@ def _cpu_copy(model, backend: str, export_form: str = "matrix"):
         raise InputError(f"export_onnx: this model scores one more step after o_n at the request time "
                          f"(readout={model.config.readout!r}); the ONNX graphs score o_n, so they cannot serve it — "
                          "export a model with readout='last'")
-    if getattr(model.config, "expand", 1) != 1:
-        raise InputError(f"export_onnx: this model's blocks are expand={model.config.expand} times wider than d; the "
-                         "ONNX graphs and their runtime carry states of width d — export a model with expand=1")
     clone = copy.deepcopy(model).cpu().float().eval()
     clone.set_backend(backend, export_form=export_form)
     for p in clone.parameters():

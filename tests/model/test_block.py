@@ -58,8 +58,19 @@ def test_expand_widens_the_block_state_and_round_trips(tmp_path):
     torch.testing.assert_close(loaded.scores(items, times), model.scores(items, times))
 
 
-def test_onnx_export_refuses_a_wider_block(tmp_path):
-    from t2arec_fast.errors import InputError
-    from t2arec_fast.export import export_onnx
-    with pytest.raises(InputError, match="expand=2"):
-        export_onnx(tiny_model(torch.float32, expand=2), tmp_path / "onnx")
+def test_a_wider_block_exports_and_serves_the_same_scores(tmp_path):
+    """ONNX graphs of an expand=2 model: encode and one step equal PyTorch (state shapes travel in the metadata)."""
+    pytest.importorskip("onnxruntime")
+    from t2arec_fast.export import OnnxEncoder, export_onnx
+    model = tiny_model(torch.float32, expand=2)
+    export_onnx(model, tmp_path / "onnx")
+    encoder = OnnxEncoder(tmp_path / "onnx")
+    items, _, _ = random_batch()
+    o_ort, states_ort = encoder.encode(items)
+    step_ort, _ = encoder.step(items[:, -1], states_ort)
+    with torch.no_grad():
+        o_pt, states_pt = model.encode(items)
+        step_pt, _ = model.step(items[:, -1], states_pt)
+    assert states_ort[0].ssm.shape == (3, 8, 32)
+    torch.testing.assert_close(o_ort, o_pt, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(step_ort, step_pt, rtol=1e-4, atol=1e-5)
