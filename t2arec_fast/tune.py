@@ -21,7 +21,6 @@ storage and study continues it, up to `trials` finished (complete or pruned) tri
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -144,9 +143,8 @@ def open_study(space: dict, base_cfg: Config, storage: Optional[str] = None, stu
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if storage is not None:
         storage = RDBStorage(storage)
-    identity = json.loads(json.dumps({                          # as the storage returns it (tuples → lists)
-        "dataset": dataset_name, "space": {k: p.to_dict() for k, p in space.items()},
-        "fixed": _fixed_settings(base_cfg, space)}))
+    identity = _as_stored({"dataset": dataset_name, "space": {k: p.to_dict() for k, p in space.items()},
+                           "fixed": _fixed_settings(base_cfg, space)})
     # a trial is compared with the median of earlier trials at the same epoch, once 2 trials have finished
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=prune_after)
     study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", pruner=pruner,
@@ -159,6 +157,15 @@ def open_study(space: dict, base_cfg: Config, storage: Optional[str] = None, stu
                           f"settings ({_differences(stored, identity)}): resume it with the same settings, or pass "
                           "another --study-name")
     return study
+
+
+def _as_stored(value):
+    """`value` as the storage gives it back (JSON: tuples become lists), so that a stored identity compares equal."""
+    if isinstance(value, dict):
+        return {str(k): _as_stored(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_stored(v) for v in value]
+    return value
 
 
 def _differences(stored: dict, current: dict) -> str:

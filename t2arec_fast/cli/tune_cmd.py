@@ -1,11 +1,12 @@
 """`t2arec tune`: search hyperparameters on validation data with Optuna (t2arec_fast.tune, docs/tuning.md).
 
     t2arec tune DATASET --space SPACE.yaml --trials N [--storage sqlite:///study.db] [--study-name NAME]
-                [--model M] [--config Y] [--key=value ...] [--prune-after K] [--json P] [--save-config P.yaml]
+                [--model M] [--format F] [--columns ...] [--time-unit UNIT] [--min-count N] [--config Y]
+                [--key value ...] [--prune-after K] [--sampler-seed S] [--json P] [--save-config P.yaml]
 """
 from __future__ import annotations
 
-from .common import UserError, write_json
+from .common import DATASET_HELP, UserError, reader_options, reader_settings, write_json
 from .train_cmd import MODELS
 
 
@@ -16,8 +17,9 @@ def register(subparsers) -> None:
         "validation NDCG@10 (test data is never used), prune trials that trail the median after a few epochs, and "
         "print one line per trial. With --storage the study is kept in a database: running the same command again "
         "(another process, another day) continues it up to --trials finished trials. Settings that are not searched "
-        "come from --config and --key=value, as for `t2arec train`.")
-    p.add_argument("dataset", metavar="DATASET", help='data file or folder, or "synthetic:n_users=500,seed=0"')
+        "come from --config, the reader options and --key=value, as for `t2arec train`.",
+        parents=[reader_options()])
+    p.add_argument("dataset", metavar="DATASET", help=DATASET_HELP)
     p.add_argument("--space", metavar="SPACE.yaml", required=True,
                    help="search space: config key → {type: float|int, low, high, log, step} or a list of choices")
     p.add_argument("--trials", type=int, required=True, metavar="N",
@@ -51,10 +53,11 @@ def _tune(args) -> int:
     if args.prune_after < 0:
         raise UserError(f"--prune-after must be ≥ 0, got {args.prune_after}")
     space = load_space(args.space)
-    clash = sorted(set(space) & set(parse_overrides(args.overrides)))
+    clash = sorted(set(space) & (set(parse_overrides(args.overrides)) | set(reader_settings(args))))
     if clash:
         raise UserError(f"{', '.join(clash)}: both searched ({args.space}) and fixed on the command line")
     cfg = Config.from_sources(args.config, overrides={"progress": False}, args=args.overrides)
+    cfg.update(reader_settings(args), source="command line")
     cfg.data.dataset = args.dataset
     if args.model:
         cfg.model.model = args.model
