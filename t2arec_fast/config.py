@@ -223,6 +223,10 @@ CHOICES = {
     "readout": ("last", "extrapolated", "request_gap"),
     "state_norm": ("fro", "squared", "relative"),
     "ttt_params": ("all", "block", "ssm", "norms"),
+    "position_origin": ("end", "start"),
+    "tie_order": ("file", "item", "reversed", "random"),
+    "train_samples": ("windows", "prefixes"),
+    "rec_weighting": ("batch", "target"),
 }
 
 
@@ -250,7 +254,7 @@ class Limit:
 AT_LEAST_0, AT_LEAST_1, POSITIVE = Limit(0), Limit(1), Limit(0, low_strict=True)
 LIMITS = {
     "min_count": AT_LEAST_0, "max_len": AT_LEAST_1, "n_segments": AT_LEAST_1,
-    "d": AT_LEAST_1, "d_state": AT_LEAST_1, "n_blocks": AT_LEAST_1, "conv_kernel": AT_LEAST_1,
+    "d": AT_LEAST_1, "d_state": AT_LEAST_1, "n_blocks": AT_LEAST_1, "conv_kernel": AT_LEAST_1, "expand": AT_LEAST_1,
     "dropout": Limit(0, 1, high_strict=True), "n_heads": AT_LEAST_1, "n_layers": AT_LEAST_1, "pair_block": AT_LEAST_1,
     "time_margin": POSITIVE, "state_floor": POSITIVE,
     "epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "eval_batch_size": AT_LEAST_1, "lr": AT_LEAST_0,

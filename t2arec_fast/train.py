@@ -322,17 +322,6 @@ def _validate(model, split, cfg: Config, max_len: int, ctx: DistContext) -> tupl
     return float(score[0]), metrics
 
 
-TRAIN_CHOICES = {"rec_weighting": ("batch", "target"), "train_samples": ("windows", "prefixes")}
-
-
-def _check_choices(cfg: Config) -> None:
-    """Raises ConfigError naming the key when a training choice is not one of its values."""
-    from .config import ConfigError
-    for key, allowed in TRAIN_CHOICES.items():
-        if getattr(cfg.train, key) not in allowed:
-            raise ConfigError(f"{key}={getattr(cfg.train, key)!r}: expected one of {', '.join(allowed)}")
-
-
 # -- fit ---------------------------------------------------------------------------------------------------------------
 def fit(cfg: Config, dataset=None, out_dir=None, resume=None, on_epoch: Optional[Callable[[dict], None]] = None):
     """Train the model `cfg.model.model` on `dataset` (a SequenceDataset, a path / "synthetic:..." spec, or None for
@@ -351,7 +340,6 @@ def fit(cfg: Config, dataset=None, out_dir=None, resume=None, on_epoch: Optional
 
 
 def _fit(cfg, dataset, out_dir, resume, ctx, build_model, on_epoch=None):
-    _check_choices(cfg)
     device = resolve_device(cfg.train.device, ctx)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     ds = _load_dataset(cfg, dataset)

@@ -138,6 +138,11 @@ def test_choices_table_names_what_the_code_implements():
     assert set(CHOICES["ttt_params"]) == set(PARAM_GROUPS) and set(CHOICES["model"]) == set(MODEL_CLASSES)
     assert CHOICES["format"] == (None, *FORMATS, "synthetic")
     assert CHOICES["time_unit"] == (None, "auto", *TICKS_PER_SECOND)
+    from t2arec_fast.data.batches import TRAIN_SAMPLES
+    from t2arec_fast.data.ties import TIE_ORDERS
+    from t2arec_fast.model.sasrec import POSITION_ORIGINS
+    assert CHOICES["position_origin"] == POSITION_ORIGINS and CHOICES["tie_order"] == TIE_ORDERS
+    assert CHOICES["train_samples"] == TRAIN_SAMPLES
     assert set(CHOICES) | set(LIMITS) <= set(_FIELD_TYPES)                 # a renamed key cannot be left behind
     numeric = {k for k, t in _FIELD_TYPES.items() if t in (int, float, Optional[int], Optional[float])}
     assert numeric - set(LIMITS) == {"seed", "time_margin"} - set(LIMITS)  # every other number has a range

@@ -30,7 +30,7 @@ from .base import SequentialRecommender
 from .checkpoint import save_checkpoint
 
 
-POSITION_ORIGINS = ("start", "end")
+POSITION_ORIGINS = ("end", "start")
 
 
 class CausalSelfAttentionBlock(nn.Module):
