@@ -70,9 +70,6 @@ class SASRec(SequentialRecommender):
             raise InputError(f"SASRec: max_len must be ≥ 1, got {max_len}")
         options["model"] = self.model_name
         self.config = ModelConfig(d=d, n_layers=n_layers, n_heads=n_heads, dropout=dropout, **options)
-        if self.config.position_origin not in POSITION_ORIGINS:
-            raise InputError(f"SASRec: position_origin must be one of {POSITION_ORIGINS}, "
-                             f"got {self.config.position_origin!r}")
         self.n_items, self.max_len = n_items, max_len
         self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
         self.pos_emb = nn.Embedding(max_len, d)

@@ -82,5 +82,6 @@ def test_positions_from_the_start_make_every_training_query_an_inference_query()
 
 
 def test_unknown_position_origin():
-    with pytest.raises(InputError, match="position_origin"):
+    from t2arec_fast.config import ConfigError
+    with pytest.raises(ConfigError, match="position_origin"):
         SASRec(30, max_len=8, position_origin="middle")
