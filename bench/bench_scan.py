@@ -157,10 +157,31 @@ def copy_bandwidth_gbs():
 # modes
 # ---------------------------------------------------------------------------------------------------------------
 
+PEER_CHECK_SHAPE = (4, 64, 64, 32)      # (batch, L, d, d_state) of the correctness check before a peer is timed
+PEER_CHECK_TOL = 1e-3                   # relative to the largest |value|; float32 vs the float64 reference
+
+
+def check_against_reference(fn, device) -> float:
+    """Max relative error of fn's (y, final_state) against the chunked PyTorch reference in float64, on a small
+    float32 case with left padding: a peer's wrapper must compute OUR recurrence before its time means anything."""
+    from t2arec_fast.ops import selective_scan_chunked
+    args = make_inputs(PEER_CHECK_SHAPE, torch.float32, device)
+    ordered = [args[k] for k in ARG_ORDER]
+    with torch.no_grad():
+        got = fn(*ordered)
+        want = selective_scan_chunked(*[None if a is None else a.double() for a in ordered])
+    return max(((g.double() - w).abs().max() / w.abs().max().clamp_min(1e-30)).item() for g, w in zip(got, want))
+
+
 def bench_gpu_backend(backend, shape, dtype_name, budget_s):
     row = dict(backend=backend, shape=list(shape), dtype=dtype_name)
     try:
         fn = scan_fn(backend)
+        if backend == "fla_simple_gla":
+            row["check_rel_err"] = check_against_reference(fn, "cuda")
+            if not row["check_rel_err"] <= PEER_CHECK_TOL:
+                row["error"] = f"wrapper disagrees with our reference (rel err {row['check_rel_err']:.2e}): not timed"
+                return row
         args = make_inputs(shape, DTYPES[dtype_name], "cuda")
         fwd, bwd, both = phase_callables(fn, args)
         row.update(fwd_ms=cuda_median_ms(fwd, budget_s), bwd_ms=cuda_median_ms(bwd, budget_s),

@@ -161,6 +161,7 @@ def parse_args(argv=None):
     p.add_argument("--total-budget", type=float, default=75.0, help="start no new case after this many seconds")
     p.add_argument("--cpu", action="store_true", help="also run the CPU cases when CUDA is present")
     p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the ttt_compiled case")
     return p.parse_args(argv)
 
 
@@ -184,6 +185,7 @@ def plan(opts) -> list:
 
 def main(argv=None) -> int:
     opts = parse_args(argv)
+    STEP_TTT["ttt_compiled"] = TTTConfig(ttt_compile=True, ttt_compile_backend=opts.compile_backend)
     result = dict(meta=environment(), ttt=vars(TTTConfig()), rows=[])
     started = time.perf_counter()
     for step, device, backend, batch in plan(opts):

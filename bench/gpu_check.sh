@@ -3,16 +3,23 @@
 # setuptools and pybind11 present. Run from anywhere:   bash bench/gpu_check.sh
 #
 # Steps (each time-boxed; a failing step is recorded and the script goes on): nvidia-smi; versions; make the
-# package importable (editable install, else a staged copy on PYTHONPATH); pytest tests/ops on CUDA (no
-# interpreter); bench.bench_scan; bench.bench_ttt; a summary table LAST (bench_scan's own table, from its JSON).
+# package importable (editable install, else a staged copy on PYTHONPATH); pytest tests/ops and the compile tests
+# on CUDA (no interpreter); bench.bench_scan (Triton vs eager vs torch.compile vs fla's chunk_simple_gla, whose
+# wrapper is checked against our reference first); bench.bench_ttt (eager vs compiled); bench.bench_epoch (one
+# training epoch at the ML-1M shape, eager vs compiled, float32 and bf16 autocast); bench.bench_device_serving
+# (device-tier serving events/s, p50/p99 at batch 1, 64, 4096); then bench_scan's table and, LAST, one table of
+# every issue-17 target beside its measurement (bench.gpu_summary).
+#
+# GPU_CHECK_DRY=1: the same steps on CPU with tiny shapes and the kernels in Triton's interpreter — a session
+# without a GPU runs this to check the script end to end (numbers not to quote).
 # Everything is logged to ${OUT:-bench/results}/gpu_check.log next to the benchmarks' JSON.
 #
 # Optional peer kernels: wheels in <repo>/.whl/ (git-ignored; `bash bench/fetch_peer_wheels.sh` downloads
 # flash-linear-attention's fla-core and einops there) are installed into a private --target directory first, so that
 # bench_scan.py can time fla's simple_gla beside ours. Carry `.whl` with the checkout to an offline machine.
 #
-# Environment knobs: GPU_CHECK_BUDGET_S (whole-script wall-clock cap, default 345), GPU_CHECK_SWEEP=1 (also sweep
-# the kernels' launch shapes), PYTHON (default python3).
+# Environment knobs: GPU_CHECK_BUDGET_S (whole-script wall-clock cap, default 450: under 8 minutes with start-up),
+# GPU_CHECK_SWEEP=1 (also sweep the kernels' launch shapes), GPU_CHECK_DRY=1 (above), PYTHON (default python3).
 set -u
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -21,10 +28,16 @@ mkdir -p "$OUT_DIR"
 LOG="$OUT_DIR/gpu_check.log"
 : > "$LOG"
 PY="${PYTHON:-python3}"
-BUDGET_S="${GPU_CHECK_BUDGET_S:-345}"
-unset TRITON_INTERPRET          # the kernels must run natively, not in Triton's interpreter
+BUDGET_S="${GPU_CHECK_BUDGET_S:-450}"
+DRY="${GPU_CHECK_DRY:-0}"
 export PYTHONUNBUFFERED=1
-export T2AREC_RUN_SLOW=1        # the large L=200 test cases take seconds on a GPU
+if [[ "$DRY" == 1 ]]; then
+    export TRITON_INTERPRET=1   # no GPU: the kernels run in Triton's interpreter
+    export CUDA_VISIBLE_DEVICES=""
+else
+    unset TRITON_INTERPRET      # the kernels must run natively, not in Triton's interpreter
+    export T2AREC_RUN_SLOW=1    # the large L=200 test cases take seconds on a GPU
+fi
 STEPS=()
 
 log() { echo "$*" | tee -a "$LOG"; }
@@ -90,12 +103,25 @@ fi
 # pytest-xdist, when present, compiles the many kernel variants of the tests in parallel
 XDIST=()
 "$PY" -c "import xdist" 2>/dev/null && XDIST=(-n 8)
-run_step pytest 150 "${PYRUN[@]}" -m pytest tests/ops -q -x -p no:cacheprovider --durations=8 "${XDIST[@]}"
-BENCH_ARGS=(--out "$OUT_DIR" --compile-timeout 60)
-[[ "${GPU_CHECK_SWEEP:-0}" == 1 ]] && BENCH_ARGS+=(--sweep --sweep-budget 100)
-export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$BENCH_PATH"
-run_step bench_scan 200 "${PYRUN[@]}" -m bench.bench_scan "${BENCH_ARGS[@]}"
-run_step bench_ttt 100 "${PYRUN[@]}" -m bench.bench_ttt --out "$OUT_DIR"
+if [[ "$DRY" == 1 ]]; then
+    run_step pytest 240 "${PYRUN[@]}" -m pytest tests/ops/test_state_step_triton.py tests/ops/test_selective_scan_triton.py \
+        -q -x -p no:cacheprovider -k "L1 or opcheck or one_op or pooled"
+    export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$BENCH_PATH"
+    run_step bench_scan 120 "${PYRUN[@]}" -m bench.bench_scan --quick --out "$OUT_DIR"
+    run_step bench_ttt 120 "${PYRUN[@]}" -m bench.bench_ttt --out "$OUT_DIR" --cpu-batch 8 --length 20 --items 50 \
+        --reps 1 --no-profile --total-budget 60 --compile-backend aot_eager
+    run_step bench_epoch 200 "${PYRUN[@]}" -m bench.bench_epoch --dry --out "$OUT_DIR"
+    run_step serving 120 "${PYRUN[@]}" -m bench.bench_device_serving --dry --out "$OUT_DIR"
+else
+    run_step pytest 110 "${PYRUN[@]}" -m pytest tests/ops -q -x -p no:cacheprovider --durations=8 "${XDIST[@]}"
+    BENCH_ARGS=(--out "$OUT_DIR" --compile-timeout 40)
+    [[ "${GPU_CHECK_SWEEP:-0}" == 1 ]] && BENCH_ARGS+=(--sweep --sweep-budget 60)
+    export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$BENCH_PATH"
+    run_step bench_scan 110 "${PYRUN[@]}" -m bench.bench_scan "${BENCH_ARGS[@]}"
+    run_step bench_ttt 70 "${PYRUN[@]}" -m bench.bench_ttt --out "$OUT_DIR" --total-budget 50
+    run_step bench_epoch 100 "${PYRUN[@]}" -m bench.bench_epoch --out "$OUT_DIR"
+    run_step serving 45 "${PYRUN[@]}" -m bench.bench_device_serving --out "$OUT_DIR" --reps 100
+fi
 
 # ---- summary, printed last --------------------------------------------------------------------------------------
 {
@@ -103,5 +129,10 @@ run_step bench_ttt 100 "${PYRUN[@]}" -m bench.bench_ttt --out "$OUT_DIR"
     echo "================ GPU check summary (install: $INSTALL_MODE, ${SECONDS}s total) ================"
     printf '%s\n' "${STEPS[@]}"
     grep -E '^[0-9]+ (passed|failed)|^(FAILED|ERROR) |[0-9]+ (passed|failed|error)' "$LOG" | tail -n 3
-    "${PYRUN[@]}" -m bench.bench_scan --summary "$OUT_DIR/bench_scan.json" || echo "(no bench_scan.json)"
+    "${PYRUN[@]}" -m bench.bench_scan --summary "$OUT_DIR/bench_scan.json" 2>/dev/null \
+        || "${PYRUN[@]}" -m bench.bench_scan --summary "$OUT_DIR/bench_scan_cpu.json" 2>/dev/null \
+        || echo "(no bench_scan JSON)"
+    [[ "$DRY" == 1 ]] && echo "DRY RUN (GPU_CHECK_DRY=1): CPU, tiny shapes, interpreter — numbers not to quote"
+    "${PYRUN[@]}" -m bench.gpu_summary "$OUT_DIR" \
+        --pytest "$(grep -E '^[0-9]+ (passed|failed)|[0-9]+ (passed|failed|error)' "$LOG" | tail -n 1)"
 } 2>&1 | tee -a "$LOG"

@@ -30,6 +30,8 @@ SMALL = {
     "cache": ["--quick"],
     "ce": ["--rows", "4000", "--items", "500", "--reps", "1"],
     "curves": ["--quick"],
+    "device_serving": ["--dry"],
+    "epoch": ["--dry"],
     "load": ["--rows", "200000", "--runs", "1"],
     "onnx": ["--quick", "--no-compile"],
     "scan": ["--quick"],

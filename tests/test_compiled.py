@@ -11,7 +11,7 @@ from t2arec_fast.compiled import compile_fn
 from t2arec_fast.config import Config
 from t2arec_fast.model import T2ARec
 
-from tests.model.test_t2arec import random_batch, tiny_model
+from tests.model.helpers import random_batch, tiny_model
 
 
 # Inductor's code generation takes minutes on a small shared CPU: run with T2AREC_RUN_SLOW=1 (gpu_check.sh does).

@@ -137,13 +137,31 @@ class T2AMambaBlock(nn.Module):
         return self._output(state_step_output(carried, x, dt, self.A, B, C, self.D, z))
 
     # -- one step -----------------------------------------------------------------------------------------------
-    def step(self, u_t: torch.Tensor, state: BlockState):
-        """u_t: (batch, d) one new input per user. → (out_t, new_state, internals with dt (batch,))."""
+    def _step_inputs(self, u_t: torch.Tensor, conv: torch.Tensor):
+        """What one step needs from its input and the last k−1 conv inputs: → (window (batch, k, conv_dim), z, x,
+        B, C, dt), shared by `step` and `step_pooled`."""
         z, xbc, dt_raw = self._project(u_t)
-        window = torch.cat([state.conv, xbc[:, None]], dim=1)                # (batch, k, conv_dim)
+        window = torch.cat([conv, xbc[:, None]], dim=1)                      # (batch, k, conv_dim)
         taps = self.conv.weight[:, 0, :].t().contiguous()                    # (k, conv_dim)
         conv_out = (window * taps).sum(1) + self.conv.bias                   # 9× faster than einsum at batch 64
         x, B, C, dt = self._ssm_inputs(conv_out, dt_raw)
+        return window, z, x, B, C, dt
+
+    def step(self, u_t: torch.Tensor, state: BlockState):
+        """u_t: (batch, d) one new input per user. → (out_t, new_state, internals with dt (batch,))."""
+        window, z, x, B, C, dt = self._step_inputs(u_t, state.conv)
         y, h = selective_state_step(state.ssm, x, dt, self.A, B, C, self.D, z=z, backend=self.backend)
         new_state = BlockState(window[:, 1:], h)
         return self._output(y), new_state, BlockInternals(dt=dt, x_last=x, final_state=h)
+
+    def step_pooled(self, u_t: torch.Tensor, pool: BlockState, slots: torch.Tensor) -> torch.Tensor:
+        """`step` on states kept in a pool, updated IN PLACE: row i of the batch advances pool row slots[i]
+        (distinct; −1 skips the row, whose output is then not meaningful). pool.conv (P, k−1, conv_dim), pool.ssm
+        (P, d_state, d); u_t (batch, d); slots (batch,) int64. The SSM update is the pooled one-step kernel
+        (`ops.selective_state_step(..., slots=...)`, Triton on CUDA). → out_t (batch, d). Serving's device tier."""
+        keep = slots >= 0
+        rows = slots.clamp_min(0)
+        window, z, x, B, C, dt = self._step_inputs(u_t, pool.conv[rows])
+        y, _ = selective_state_step(pool.ssm, x, dt, self.A, B, C, self.D, z=z, slots=slots, backend=self.backend)
+        pool.conv[rows[keep]] = window[keep, 1:].to(pool.conv.dtype)
+        return self._output(y)

@@ -60,6 +60,9 @@ class T2ALayer(nn.Module):
         out, new_state, internals = self.block.step(u_t, state)
         return self._finish(u_t, out), new_state, internals
 
+    def step_pooled(self, u_t, pool, slots):
+        return self._finish(u_t, self.block.step_pooled(u_t, pool, slots))
+
 
 class T2ARec(SequentialRecommender):
     model_name = "t2arec"
@@ -235,6 +238,16 @@ class T2ARec(SequentialRecommender):
             raise InputError(f"step: item ids must lie in [1, {self.n_items}]")
         o, new_states, _ = self.run_step(self.embed(item_ids_t), states)
         return o, new_states
+
+    def step_pooled(self, item_ids_t: torch.Tensor, pools: List[BlockState], slots: torch.Tensor) -> torch.Tensor:
+        """`step` on states held in per-block pools (serving's device tier), updated IN PLACE: user i advances pool
+        row slots[i] (distinct; −1 skips). item_ids_t, slots: (batch,) int64; pools: one BlockState per block with
+        a leading pool axis (`empty_states(pool_size)`). → o (batch, d). Input checks are the caller's.
+        Source: docs/serving.md (device tier)."""
+        h = self.embed(item_ids_t)
+        for layer, pool in zip(self.layers, pools):
+            h = layer.step_pooled(h, pool, slots)
+        return h
 
     # -- losses -------------------------------------------------------------------------------------------------
     def _alignment_losses(self, o_n, timestamps, mask, target_times, states, internals):

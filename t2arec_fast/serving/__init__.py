@@ -28,6 +28,8 @@ One concern per module:
   recommender.py  OnlineRecommender: observe / recommend / swap_model / save / load
   folder.py       writing a saved folder as a whole (temporary sibling folder, then renames)
   replay.py       replay(): offline replay of an event log, as `t2arec serve-replay` runs it
+  device_tier.py  DeviceRecommender: hot users' states in device slot pools advanced in place by the pooled
+                  one-step kernel, evicted to and re-admitted from the cache above (docs/serving.md, "Device tier")
   redis_store.py  RedisStateStore: users' states, counts and rings in Redis, shared by serving processes (needs
                   redis-py: extra "redis"; imported on use)
   shared.py       the Redis tier behind OnlineRecommender(store=...), with this process's cache as the local tier
@@ -36,8 +38,9 @@ from __future__ import annotations
 
 from .history import HistoryStore
 from .layout import HEADER_WORDS, LAYOUT_VERSION, StateLayout, int64_to_words, words_to_int64
+from .device_tier import DeviceRecommender
 from .recommender import BACKENDS, OnlineRecommender
 from .replay import replay
 
-__all__ = ["OnlineRecommender", "replay", "StateLayout", "HistoryStore", "LAYOUT_VERSION", "HEADER_WORDS",
+__all__ = ["OnlineRecommender", "DeviceRecommender", "replay", "StateLayout", "HistoryStore", "LAYOUT_VERSION", "HEADER_WORDS",
            "BACKENDS", "int64_to_words", "words_to_int64"]

@@ -5,6 +5,7 @@ import torch
 
 from t2arec_fast.errors import InputError
 from t2arec_fast.model import T2ARec, build_model
+from t2arec_fast.model.block import BlockState
 from t2arec_fast.config import ModelConfig
 
 from .helpers import random_batch, tiny_model
@@ -102,3 +103,26 @@ def test_recommendation_loss_is_cross_entropy_at_real_positions(ce_impl):
     (g_got,) = torch.autograd.grad(got, [model.item_emb.weight])
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(g_got, g_want, rtol=1e-10, atol=1e-12)
+
+
+def test_pooled_step_equals_the_step_and_leaves_other_rows_alone():
+    """step_pooled advances pool rows in place exactly as step does; rows not named (and slot −1) stay as they were."""
+    model = tiny_model(n_blocks=2)
+    g = torch.Generator().manual_seed(3)
+    pools = model.empty_states(5)
+    for p in pools:
+        p.conv.copy_(torch.randn(p.conv.shape, generator=g, dtype=p.conv.dtype))
+        p.ssm.copy_(torch.randn(p.ssm.shape, generator=g, dtype=p.ssm.dtype))
+    before = [(p.conv.clone(), p.ssm.clone()) for p in pools]
+    slots = torch.tensor([3, -1, 0])
+    items = torch.tensor([7, 8, 9])
+    o = model.step_pooled(items, pools, slots)
+    keep = slots >= 0
+    states = [BlockState(c[slots[keep]], s[slots[keep]]) for c, s in before]
+    o_ref, new_ref = model.step(items[keep], states)
+    torch.testing.assert_close(o[keep], o_ref, rtol=1e-12, atol=1e-12)
+    for p, (c, s), new in zip(pools, before, new_ref):
+        torch.testing.assert_close(p.conv[slots[keep]], new.conv, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(p.ssm[slots[keep]], new.ssm, rtol=1e-12, atol=1e-12)
+        for row in (1, 2, 4):
+            assert torch.equal(p.conv[row], c[row]) and torch.equal(p.ssm[row], s[row])
