@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from t2arec_fast.errors import InputError
 from t2arec_fast.model.block import BlockState
 
 from .events import EventGroups, check_time_order
-from .recommender import OnlineRecommender
+from .recommender import OnlineRecommender, RequestView
 
 __all__ = ["DeviceRecommender", "DeviceStatePool"]
 
@@ -104,16 +104,10 @@ class DeviceStatePool:
 
 
 @dataclass
-class DeviceView:
-    """What one recommend() call reads about its users in the device tier (cf. recommender.RequestView): known (n,)
-    bool; slots: device slots of the distinct known users; pick (n_known,): the distinct user of each known
-    position; last_ts (m,) int64; rings as RequestView's; popular: the cold-start answer when some user is unknown."""
-    known: np.ndarray
-    pick: np.ndarray
-    slots: torch.Tensor
-    last_ts: np.ndarray
-    rings: Optional[Tuple[np.ndarray, np.ndarray]]
-    popular: Optional[Tuple[np.ndarray, np.ndarray]]
+class DeviceView(RequestView):
+    """recommender.RequestView of the device tier: `flat` stays None (no state leaves the device); slots: device
+    slots of the distinct known users, in the order `pick` indexes."""
+    slots: Optional[torch.Tensor] = None
 
 
 class DeviceRecommender(OnlineRecommender):
@@ -198,44 +192,23 @@ class DeviceRecommender(OnlineRecommender):
 
     # -- recommend: score and rank on the device --------------------------------------------------------------
     def request_view(self, users: np.ndarray, need_rings: bool, k: int) -> DeviceView:
-        rows = self.history.rows_of(users)
-        known = rows >= 0
-        distinct, first, inverse = np.unique(users[known], return_index=True, return_inverse=True)
-        drows = rows[known][first]
-        return DeviceView(known=known, pick=inverse.reshape(-1), slots=self._resident(distinct, drows),
+        known, pick, distinct, drows = self.request_rows(users)
+        return DeviceView(known=known, pick=pick, flat=None, slots=self._resident(distinct, drows),
                           last_ts=self.history.last_ts[drows],
                           rings=self.history.recent(drows) if need_rings else None,
                           popular=None if known.all() else self._cold_start(k))
 
     @torch.no_grad()
-    def _answer(self, users: np.ndarray, view: DeviceView, k: int, exclude_seen: bool, at_time):
-        items = np.empty((len(users), k), np.int64)
-        scores = np.empty((len(users), k), np.float32)
-        known = np.flatnonzero(view.known)
-        if len(known):
-            known_at = None if at_time is None else at_time[known]
-            last = view.last_ts[view.pick]
-            if known_at is not None:
-                self._check_request_after_history(users[known], last, known_at)
-            elif self.model.needs_request_time:
-                raise InputError("recommend: this model scores at the request time (readout 'request_gap'): "
-                                 "pass at_time")
-            states, o = self.pool.gather(view.slots[torch.from_numpy(view.pick).to(self.device)])
-            last_t = request = None
-            if known_at is not None:
-                last_t = torch.from_numpy(last).to(self.device)
-                request = torch.from_numpy(known_at).to(self.device)
-            model_scores = self.model.scores_from_state(o, states, last_t, request).float()
-            if exclude_seen:
-                seen = torch.from_numpy(view.rings[0][view.pick]).to(self.device)
-                model_scores.scatter_(1, seen, float("-inf"))   # ring padding holds 0: the padding column
-            top = torch.topk(model_scores, k, dim=1)           # on the device; only (n, k) comes back
-            items[known], scores[known] = top.indices.cpu().numpy(), top.values.cpu().numpy()
-        cold = np.flatnonzero(~view.known)
-        if len(cold):
-            items[cold], scores[cold] = view.popular
-            self._counters["cold_starts"] += len(cold)
-        return items, scores
+    def _scores_of(self, view: DeviceView, last: np.ndarray, known_at: Optional[np.ndarray]) -> torch.Tensor:
+        """Scores from the pools, left on the device: the base class's _answer takes the top-k there."""
+        if known_at is None and self.model.needs_request_time:
+            raise InputError("recommend: this model scores at the request time (readout 'request_gap'): pass at_time")
+        states, o = self.pool.gather(view.slots[torch.from_numpy(view.pick).to(self.device)])
+        last_t = request = None
+        if known_at is not None:
+            last_t = torch.from_numpy(last).to(self.device)
+            request = torch.from_numpy(known_at).to(self.device)
+        return self.model.scores_from_state(o, states, last_t, request).float()
 
     # -- housekeeping -----------------------------------------------------------------------------------------
     def forget(self, user_ids) -> int:

@@ -294,14 +294,19 @@ class OnlineRecommender(RawIdServing):
 
     def request_view(self, users: np.ndarray, need_rings: bool, k: int) -> RequestView:
         """What recommend() reads about its users, here from this process's history store and cache."""
-        rows = self.history.rows_of(users)
-        known = rows >= 0
-        distinct, first, inverse = np.unique(users[known], return_index=True, return_inverse=True)
-        drows = rows[known][first]
-        return RequestView(known=known, pick=inverse.reshape(-1), flat=self._states_for(distinct, drows),
+        known, pick, distinct, drows = self.request_rows(users)
+        return RequestView(known=known, pick=pick, flat=self._states_for(distinct, drows),
                            last_ts=self.history.last_ts[drows],
                            rings=self.history.recent(drows) if need_rings else None,
                            popular=None if known.all() else self._cold_start(k))
+
+    def request_rows(self, users: np.ndarray):
+        """→ (known (n,) bool, pick (n_known,): index into distinct for each known position, distinct known users
+        (m,), their history rows (m,))."""
+        rows = self.history.rows_of(users)
+        known = rows >= 0
+        distinct, first, inverse = np.unique(users[known], return_index=True, return_inverse=True)
+        return known, inverse.reshape(-1), distinct, rows[known][first]
 
     def _answer(self, users: np.ndarray, view: RequestView, k: int, exclude_seen: bool, at_time):
         items = np.empty((len(users), k), np.int64)
@@ -312,19 +317,23 @@ class OnlineRecommender(RawIdServing):
             last = view.last_ts[view.pick]
             if known_at is not None:
                 self._check_request_after_history(users[known], last, known_at)
-            model_scores = self._model_scores(view.flat, view.pick, last, known_at)
+            model_scores = self._scores_of(view, last, known_at)
             if known_at is not None and self.ttt is not None:
                 self._adapt(model_scores, [r[view.pick] for r in view.rings], known_at)
             if exclude_seen:
-                seen = torch.from_numpy(view.rings[0][view.pick])
+                seen = torch.from_numpy(view.rings[0][view.pick]).to(model_scores.device)
                 model_scores.scatter_(1, seen, float("-inf"))   # ring padding holds 0: the padding column
-            top = torch.topk(model_scores, k, dim=1)
-            items[known], scores[known] = top.indices.numpy(), top.values.numpy()
+            top = torch.topk(model_scores, k, dim=1)           # where the scores are (the device tier: on the GPU)
+            items[known], scores[known] = top.indices.cpu().numpy(), top.values.cpu().numpy()
         cold = np.flatnonzero(~view.known)
         if len(cold):
             items[cold], scores[cold] = view.popular
             self._counters["cold_starts"] += len(cold)
         return items, scores
+
+    def _scores_of(self, view: RequestView, last: np.ndarray, known_at: Optional[np.ndarray]) -> torch.Tensor:
+        """Scores (n_known, n_items + 1) of the view's known positions (a subclass may keep them on its device)."""
+        return self._model_scores(view.flat, view.pick, last, known_at)
 
     def _check_k(self, k) -> int:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= self.n_items:
