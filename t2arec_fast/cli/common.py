@@ -55,11 +55,14 @@ def reader_options(min_count: bool = True) -> argparse.ArgumentParser:
 
 def reader_settings(args) -> dict:
     """The reader options given on the command line, as config keys (data section); aliases of --format resolved."""
+    from t2arec_fast.config import check_value
     from t2arec_fast.data.sources import canonical_format
     settings = {key: getattr(args, key, None) for key in ("format", "columns", "time_unit", "min_count")}
     settings = {key: value for key, value in settings.items() if value is not None}
     if "format" in settings and settings["format"].lower() != "synthetic":
         settings["format"] = canonical_format(settings["format"])
+    for key, value in settings.items():              # the config's ranges and choices, also for `data stats`
+        check_value(key, value)
     return settings
 
 

@@ -93,8 +93,9 @@ def test_reader_options_are_the_same_everywhere(checkpoint, tmp_path, capsys, co
     (["train", "{data}", "--out", "{tmp}/r", "--epoch", "3"], "did you mean 'epochs'"),
     (["train", "{data}", "--out", "{tmp}/file.txt", "--min-count", "1"], "exists and is not a folder"),
     (["data", "stats", "{data}", "--json", "{tmp}", "--min-count", "1"], "Is a directory"),
-    (["data", "stats", "{data}", "--columns", "user"], "role=column"),
+    (["data", "stats", "{data}", "--columns", "user"], "expected user=U,item=I,timestamp=T"),
     (["data", "stats", "{data}", "--format", "excel"], "unknown format 'excel'"),
+    (["data", "stats", "{data}", "--min-count", "-1"], "min_count=-1 is out of range; expected a value ≥ 0"),
     (["evaluate", "{tmp}", "{data}"], "not a checkpoint"),
     (["serve-replay", "{tmp}/nothing", "{data}"], "nothing"),
 ])
