@@ -36,6 +36,7 @@ SMALL = {
     "onnx": ["--quick", "--no-compile"],
     "scan": ["--quick"],
     "serving": ["--quick"],
+    "shared_state": ["--quick"],
     "train": ["--data", "synthetic:n_users=300", "--min-count", "1", "--epochs", "1", "--max-len", "50", "--models",
               "sasrec", "t2arec", "--ttt-batch", "32", "--ttt-reps", "1"],
     "ttt": ["--batch", "256", "--cpu-batch", "16", "--length", "50", "--items", "500", "--reps", "1",

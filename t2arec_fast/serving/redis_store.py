@@ -86,29 +86,34 @@ return out
 _COMMIT = """
 -- KEYS: 1 popularity zset, 2 this commit's done-marker, then per user: hash, ring.
 -- ARGV: 1 state field, 2 state-stamp field, 3 new stamp, 4 TTL ms (0: none), 5 oldest model version whose fields
--- are kept, 6 users, then per user: expected stamp ('' = new user), new count, new last time, state, ring writes,
--- (byte offset, bytes) per ring write; then (item member, count) pairs for popularity.
-local nu = tonumber(ARGV[6])
-local at, base, lost = 7, {}, {}
+-- are kept, 6 users, 7 bytes per state, 8 all states (concatenated, user order), 9 all ring records (concatenated),
+-- then per user: expected stamp ('' = new user), new count, new last time, ring writes, and per ring write
+-- (byte offset in the ring, first byte in ARGV[9], length); then (item member, count) pairs for popularity.
+-- (Two blobs instead of one argument per state: the client packs and sends a handful of buffers, not hundreds.)
+local nu, size = tonumber(ARGV[6]), tonumber(ARGV[7])
+local at, base, lost = 10, {}, {}
 for i = 1, nu do
   base[i] = at
   local h = KEYS[2*i+1]
   local cur = redis.pcall('HGET', h, 'w')
   if type(cur) == 'table' then return redis.error_reply('CORRUPT ' .. h .. ' is not a hash') end
   if (cur or '') ~= ARGV[at] then lost[#lost+1] = i end
-  at = at + 5 + 2 * tonumber(ARGV[at+4])
+  at = at + 4 + 3 * tonumber(ARGV[at+3])
 end
 if #lost > 0 then
   if redis.call('EXISTS', KEYS[2]) == 1 then return {2} end    -- a retry of a commit that was applied
   table.insert(lost, 1, 0)
   return lost
 end
-local ttl, keep = tonumber(ARGV[4]), tonumber(ARGV[5])
+local ttl, keep, states, rings = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[8], ARGV[9]
 for i = 1, nu do
   local h, r, a = KEYS[2*i+1], KEYS[2*i+2], base[i]
-  redis.call('HSET', h, 'n', ARGV[a+1], 't', ARGV[a+2], 'w', ARGV[3], ARGV[1], ARGV[a+3], ARGV[2], ARGV[3])
-  for j = 0, tonumber(ARGV[a+4]) - 1 do
-    local ok = redis.pcall('SETRANGE', r, tonumber(ARGV[a+5+2*j]), ARGV[a+6+2*j])
+  local state = string.sub(states, (i - 1) * size + 1, i * size)
+  redis.call('HSET', h, 'n', ARGV[a+1], 't', ARGV[a+2], 'w', ARGV[3], ARGV[1], state, ARGV[2], ARGV[3])
+  for j = 0, tonumber(ARGV[a+3]) - 1 do
+    local w = a + 4 + 3 * j
+    local from = tonumber(ARGV[w+1])
+    local ok = redis.pcall('SETRANGE', r, tonumber(ARGV[w]), string.sub(rings, from + 1, from + tonumber(ARGV[w+2])))
     if type(ok) == 'table' then return redis.error_reply('CORRUPT ' .. r .. ' is not a string') end
   end
   if ttl > 0 then redis.call('PEXPIRE', h, ttl); redis.call('PEXPIRE', r, ttl) end
@@ -389,14 +394,15 @@ class RedisStateStore:
         if states.shape != (len(users), size):
             raise InputError(f"commit: states of shape {states.shape}, expected {(len(users), size)}")
         stamp = stamp or _new_stamp()
-        ring_writes = self._ring_writes(len(users), n_before, counts, event_user, event_rank, items, times)
-        args: list = [f"s:{version}", f"sw:{version}", str(stamp), self.ttl_ms, int(version) - 1, len(users)]
+        ring_blob, ring_writes = self._ring_writes(len(users), n_before, counts, event_user, event_rank, items, times)
+        args: list = [f"s:{version}", f"sw:{version}", str(stamp), self.ttl_ms, int(version) - 1, len(users),
+                      4 * size, states.tobytes(), ring_blob]
         for u in range(len(users)):
             writes = ring_writes[u]
             args += [str(expected_stamps[u]) if expected_stamps[u] else "", int(n_before[u] + counts[u]),
-                     int(last_ts[u]), states[u].tobytes(), len(writes)]
-            for offset, data in writes:
-                args += [offset, data]
+                     int(last_ts[u]), len(writes)]
+            for write in writes:
+                args += write
         popular_items, popular_counts = np.unique(items, return_counts=True)
         for item, count in zip(popular_items.tolist(), popular_counts.tolist()):
             args += [str(item).zfill(_ITEM_DIGITS), count]
@@ -409,7 +415,8 @@ class RedisStateStore:
         return CommitOutcome(True, np.zeros(0, np.int64), stamp)
 
     def _ring_writes(self, n_users, n_before, counts, event_user, event_rank, items, times):
-        """Per user: (byte offset, bytes) runs of consecutive ring slots holding its last min(count, H) events."""
+        """The ring records of the call's events as one blob, and per user its runs of consecutive ring slots:
+        [byte offset in the ring, first byte in the blob, length], covering its last min(count, H) events."""
         H = self.history_len
         keep = event_rank >= counts[event_user] - H          # only each user's last H events land
         order = np.lexsort((event_rank[keep], event_user[keep]))
@@ -418,11 +425,12 @@ class RedisStateStore:
         records["item"], records["time"] = items[keep][order], times[keep][order]
         slots = (n_before[u] + rank) % H
         writes: List[list] = [[] for _ in range(n_users)]
+        size = RING_RECORD.itemsize
         # a new run starts at each user's first kept event and wherever the ring wraps around to slot 0
         starts = np.flatnonzero(np.r_[True, (u[1:] != u[:-1]) | (slots[1:] != slots[:-1] + 1)])
         for a, b in zip(starts.tolist(), np.r_[starts[1:], len(u)].tolist()):
-            writes[int(u[a])].append((int(slots[a]) * RING_RECORD.itemsize, records[a:b].tobytes()))
-        return writes
+            writes[int(u[a])].append([int(slots[a]) * size, a * size, (b - a) * size])
+        return records.tobytes(), writes
 
     # -- rebuilt states, forgetting, popularity --------------------------------------------------------------------
     def put_states(self, users: np.ndarray, version: int, stamps: np.ndarray, states: np.ndarray) -> int:
