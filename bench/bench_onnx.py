@@ -172,7 +172,7 @@ def main(argv=None) -> int:
     env = environment(onnx=onnx.__version__, threads_option=args.threads)
     print(json_io.dumps(env, indent=1))
     torch.manual_seed(0)
-    model = T2ARec(N_ITEMS, d=D, d_state=D_STATE, n_blocks=1).eval()
+    model = T2ARec(N_ITEMS, d=D, d_state=D_STATE, n_layers=1).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     compile_log = {}
@@ -199,7 +199,7 @@ def main(argv=None) -> int:
         form_rows = bench_scan_forms(model, workdir, args.quick, args.threads)
     ratios = ratio_summary(rows)
     print("ORT / eager p50:", json_io.dumps(ratios, indent=None))
-    result = {"environment": env, "model": {"n_items": N_ITEMS, "d": D, "d_state": D_STATE, "n_blocks": 1},
+    result = {"environment": env, "model": {"n_items": N_ITEMS, "d": D, "d_state": D_STATE, "n_layers": 1},
               "export_validation": summary["validation"], "torch_compile": compile_log or "skipped",
               "results": rows, "scan_forms_opset27": form_rows, "ort_over_eager_p50": ratios,
               "total_seconds": round(time.perf_counter() - started, 1), "load_average_at_end": os.getloadavg()}

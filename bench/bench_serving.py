@@ -37,7 +37,7 @@ T0 = 1_700_000_000
 
 def build(n_users: int, seed: int = 0):
     torch.manual_seed(seed)
-    model = T2ARec(N_ITEMS, d=D, d_state=D_STATE, n_blocks=1).eval()
+    model = T2ARec(N_ITEMS, d=D, d_state=D_STATE, n_layers=1).eval()
     rec = OnlineRecommender(model, capacity_bytes=1 << 30, history_len=HISTORY)
     rng = np.random.default_rng(seed)
     users = np.arange(n_users, dtype=np.int64) * 7919 + 13            # sparse ids, like real ones
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
     model, rec, users, rng = build(max(batches))
     clock = Clock()
     print(f"set-up: {len(users)} users × {HISTORY - 1} events in {time.perf_counter() - start:.1f} s", flush=True)
-    result = {"machine": info, "config": {"n_items": N_ITEMS, "d": D, "d_state": D_STATE, "n_blocks": 1,
+    result = {"machine": info, "config": {"n_items": N_ITEMS, "d": D, "d_state": D_STATE, "n_layers": 1,
                                           "history": HISTORY, "runs": runs, "quick": args.quick}}
     result["same_answers"] = check_same_answers(model, rec, users, rng, clock)
     result["single_user_latency"] = single_user_latency(rec, users, rng, clock, runs, 30 if args.quick else 100)

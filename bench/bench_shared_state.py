@@ -57,7 +57,7 @@ def redis_server_class():
 
 def model():
     torch.manual_seed(0)
-    return T2ARec(N_ITEMS, d=D, d_state=D_STATE, n_blocks=1).eval()
+    return T2ARec(N_ITEMS, d=D, d_state=D_STATE, n_layers=1).eval()
 
 
 class Workload:

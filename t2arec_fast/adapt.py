@@ -1,6 +1,6 @@
-"""Test-time alignment (the paper's Algorithm 1, model-spec §5), implemented functionally.
+"""Test-time alignment (the paper's Algorithm 1, docs/model.md §5), implemented functionally.
 
-For each test batch, independently ("episodic"): starting from the trained parameters θ, take M plain gradient steps
+For each test batch, independently ("episodic"): starting from the trained parameters θ, take M plain gradient updates
     θ ← θ − α ∇θ (μ1' L_time + μ2' L_state)
 on the self-supervised alignment losses of that batch (no labels; model in eval mode), then score the batch with the
 adapted parameters θ' (the scores use the adapted item embedding too). θ' lives only in a dict of tensors evaluated
@@ -53,8 +53,8 @@ def adaptable_parameter_names(model: nn.Module, group: str) -> list:
 
 
 def ttt_is_active(ttt_cfg) -> bool:
-    """False when the step cannot change anything (no steps, α = 0, or μ1' = μ2' = 0)."""
-    return ttt_cfg.ttt_steps > 0 and ttt_cfg.ttt_lr != 0 and (ttt_cfg.ttt_mu_time != 0 or ttt_cfg.ttt_mu_state != 0)
+    """False when the step cannot change anything (no updates, α = 0, or μ1' = μ2' = 0)."""
+    return ttt_cfg.ttt_updates > 0 and ttt_cfg.ttt_lr != 0 and (ttt_cfg.ttt_mu_time != 0 or ttt_cfg.ttt_mu_state != 0)
 
 
 class _Bound(nn.Module):
@@ -78,7 +78,7 @@ def call_with(model: nn.Module, params: Dict[str, torch.Tensor], method: Callabl
 
 def adapt_parameters(model: nn.Module, items: torch.Tensor, times: torch.Tensor, target_times: torch.Tensor,
                      ttt_cfg) -> Dict[str, torch.Tensor]:
-    """θ' for one batch: M SGD steps of α on μ1' L_time + μ2' L_state over the `ttt_params` group.
+    """θ' for one batch: M SGD updates of α on μ1' L_time + μ2' L_state over the `ttt_params` group.
 
     items, times: (batch, L) int64 LEFT-padded; target_times: (batch,) int64 = t_{n+1}.
     → {name: adapted tensor} for the adapted group only (others keep the model's values). No gradient history.
@@ -91,7 +91,7 @@ def adapt_parameters(model: nn.Module, items: torch.Tensor, times: torch.Tensor,
         return fast
     step = _compiled(sgd_step, ttt_cfg) if ttt_cfg.ttt_compile else sgd_step
     objective = _Bound(model, type(model).aux_losses)   # built here: a module built inside a graph would break it
-    for _ in range(ttt_cfg.ttt_steps):
+    for _ in range(ttt_cfg.ttt_updates):
         fast = step(objective, fast, items, times, target_times, ttt_cfg.ttt_mu_time, ttt_cfg.ttt_mu_state,
                     ttt_cfg.ttt_lr)
     return fast
@@ -244,7 +244,7 @@ def _per_user_chunk(model, items, times, target_times, ttt_cfg) -> torch.Tensor:
     fast = {name: frozen[name].expand(items.shape[0], *frozen[name].shape) for name in names}
     step = vmap(grad(user_objective), in_dims=(0, 0, 0, 0))
     with torch.enable_grad():
-        for _ in range(ttt_cfg.ttt_steps):
+        for _ in range(ttt_cfg.ttt_updates):
             grads = step(fast, items, times, target_times)
             fast = {name: (fast[name] - ttt_cfg.ttt_lr * grads[name]).detach() for name in names}
     with torch.no_grad():

@@ -49,27 +49,27 @@ class ModelConfig(_Checked):
     model: str = "t2arec"                 # "t2arec" | "backbone" | "sasrec"
     d: int = 64
     d_state: int = 32
-    n_blocks: int = 1
     conv_kernel: int = 4
     expand: int = 1                       # T2A-Mamba block width d_inner = expand·d (paper 1; Mamba4Rec 2)
     dropout: float = 0.2
     n_heads: int = 2                      # sasrec only
-    n_layers: int = 2                     # sasrec only: Transformer blocks (RecBole's n_layers)
+    n_layers: Optional[int] = None        # layers: T2A-Mamba blocks (None = 1, the paper) or, for sasrec,
+                                          # Transformer blocks (None = 2, RecBole's)
     position_origin: str = "end"          # sasrec only: position 0 = first input ("start", RecBole) or the most
                                           # recent input at max_len−1 ("end", original SASRec); docs/model.md
     backend: str = "auto"                 # scan backend: "auto" | "triton" | "reference"
     ce_impl: str = "auto"                 # training CE over all items: "auto" | "plain" | "chunked" | "liger"
                                           # (chunked/liger never hold batch × positions × items logits)
-    # L_time (model-spec §3)
+    # L_time (docs/model.md §3)
     gap_transform: str = "log1p_hours"    # "hours" (paper, linear) | "log1p_hours" (chosen on validation)
     pair_block: int = 16                  # b: pairs only inside blocks of b consecutive positions
-    step_transform: str = "linear"        # compare Δ ("linear", paper) or log Δ ("log": scale-free ordering)
+    dt_transform: str = "linear"          # compare Δ ("linear", paper) or log Δ ("log": scale-free ordering)
     count_tied_pairs: bool = True         # pairs with equal gaps add a constant 1 (no gradient)
     readout: str = "last"                 # score o_n ("last", paper) or one step past it at the request (beyond
                                           # the paper): "extrapolated" feeds the step o_n, "request_gap" o_n + an
                                           # embedding of the request gap T_{n+1} (see docs/model.md)
     time_margin: Optional[float] = None   # λ; None = median |g(T_i) − g(T_j)| over training pairs
-    # L_state (model-spec §4)
+    # L_state (docs/model.md §4)
     state_floor: float = 1e-3             # δ in max(Δ̂, δ)²
     state_norm: str = "relative"          # "fro" (paper) | "squared" | "relative" (‖·‖ / ‖h_n‖; chosen)
     aux_stop_embedding: bool = True       # stop auxiliary-loss gradients at the embedding table (chosen)
@@ -104,7 +104,7 @@ class TrainConfig(_Checked):
 class TTTConfig(_Checked):
     ttt: bool = True                      # run the test-time step in evaluation
     ttt_lr: float = 0.005                 # α
-    ttt_steps: int = 1                    # M
+    ttt_updates: int = 1                  # M: gradient updates per test-time episode
     ttt_mu_time: float = 0.1              # μ1'
     ttt_mu_state: float = 0.1             # μ2'
     ttt_params: str = "all"               # "all" | "block" | "ssm" (A, dt_bias, in_proj) | "norms"
@@ -146,7 +146,7 @@ class Config:
             ConfigError: an unknown key (with the closest known one), a value of the wrong type, outside its
                 range or not among its choices (listing them); `source` names where the value came from.
         """
-        for key, value in without_removed_options(_flatten(values, source), source).items():
+        for key, value in upgrade_options(_flatten(values, source), source).items():
             section = _SECTION_OF.get(key)
             if section is None:
                 hint = difflib.get_close_matches(key, list(_SECTION_OF), n=1)
@@ -194,19 +194,50 @@ REMOVED_OPTIONS = {
 }
 
 
-def without_removed_options(values: dict, source: str) -> dict:
-    """`values` without the removed options that hold their "off" value.
+# Options that were renamed (issue 15: one name per meaning, docs/model.md's glossary): old key → new key. A saved
+# config, checkpoint or YAML file with an old key still loads, with a FutureWarning naming the new key.
+RENAMED_OPTIONS = {
+    "step_transform": "dt_transform",     # Δ is `dt`, as in mamba; "step" is one recurrent update
+    "ttt_steps": "ttt_updates",           # M gradient updates of a test-time episode
+    "n_blocks": "n_layers",               # one key for the number of layers of every model
+}
+
+
+def upgrade_options(values: dict, source: str) -> dict:
+    """`values` with renamed keys under their new names (RENAMED_OPTIONS, with a FutureWarning) and without the
+    removed options that hold their "off" value (REMOVED_OPTIONS).
+
+    A config saved before `n_blocks` became `n_layers` holds both (SASRec's `n_layers` beside T2ARec's `n_blocks`):
+    the one its model used is kept.
 
     Raises:
-        ConfigError: a removed option is switched on.
+        ConfigError: a removed option is switched on, or an old and a new key both given for another model.
     """
-    kept = dict(values)
+    kept = _renamed(dict(values), source)
     for key, (off, why) in REMOVED_OPTIONS.items():
         if key in kept:
             value = kept.pop(key)
             if value != off and str(value).strip().lower() not in (str(off).lower(), "0", "no", "off"):
                 raise ConfigError(f"{source}: {key}={value!r} is no longer an option: {why}")
     return kept
+
+
+def _renamed(values: dict, source: str) -> dict:
+    import warnings
+    for old, new in RENAMED_OPTIONS.items():
+        if old not in values:
+            continue
+        value = values.pop(old)
+        warnings.warn(f"{source}: config key {old!r} is now {new!r} (docs/model.md, glossary); the old name will "
+                      "stop working in a later release", FutureWarning, stacklevel=4)
+        if new in values and old == "n_blocks":
+            if str(values.get("model", "t2arec")) != "sasrec":     # a saved T2ARec config: n_layers was SASRec's
+                values[new] = value
+            continue
+        if new in values and values[new] != value:
+            raise ConfigError(f"{source}: both {old!r} (old name) and {new!r} are given, with different values")
+        values[new] = value
+    return values
 
 
 # -- allowed values: the one place (a renamed key is a renamed line here) --------------------------------------------
@@ -219,7 +250,7 @@ CHOICES = {
     "model": ("t2arec", "backbone", "sasrec"),
     "backend": ("auto", "triton", "reference", "loop", "export"),   # loop: tests; export: ONNX tracing
     "gap_transform": ("hours", "log1p_hours"),
-    "step_transform": ("linear", "log"),
+    "dt_transform": ("linear", "log"),
     "readout": ("last", "extrapolated", "request_gap"),
     "state_norm": ("fro", "squared", "relative"),
     "ttt_params": ("all", "block", "ssm", "norms"),
@@ -254,13 +285,13 @@ class Limit:
 AT_LEAST_0, AT_LEAST_1, POSITIVE = Limit(0), Limit(1), Limit(0, low_strict=True)
 LIMITS = {
     "min_count": AT_LEAST_0, "max_len": AT_LEAST_1, "n_segments": AT_LEAST_1,
-    "d": AT_LEAST_1, "d_state": AT_LEAST_1, "n_blocks": AT_LEAST_1, "conv_kernel": AT_LEAST_1, "expand": AT_LEAST_1,
+    "d": AT_LEAST_1, "d_state": AT_LEAST_1, "conv_kernel": AT_LEAST_1, "expand": AT_LEAST_1,
     "dropout": Limit(0, 1, high_strict=True), "n_heads": AT_LEAST_1, "n_layers": AT_LEAST_1, "pair_block": AT_LEAST_1,
     "time_margin": POSITIVE, "state_floor": POSITIVE,
     "epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "eval_batch_size": AT_LEAST_1, "lr": AT_LEAST_0,
     "weight_decay": AT_LEAST_0, "mu_time": AT_LEAST_0, "mu_state": AT_LEAST_0, "aux_warmup_epochs": AT_LEAST_0,
     "patience": AT_LEAST_1,
-    "ttt_lr": AT_LEAST_0, "ttt_steps": AT_LEAST_0, "ttt_mu_time": AT_LEAST_0, "ttt_mu_state": AT_LEAST_0,
+    "ttt_lr": AT_LEAST_0, "ttt_updates": AT_LEAST_0, "ttt_mu_time": AT_LEAST_0, "ttt_mu_state": AT_LEAST_0,
     "ttt_batch_size": AT_LEAST_1, "ttt_gate": AT_LEAST_0,
 }
 # torch device strings the trainer accepts

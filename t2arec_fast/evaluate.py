@@ -1,4 +1,4 @@
-"""Full-ranking evaluation (model-spec §7): every item is a candidate, Recall/MRR/NDCG @ {5, 10, 20}, NDCG@10 per
+"""Full-ranking evaluation (docs/model.md §7): every item is a candidate, Recall/MRR/NDCG @ {5, 10, 20}, NDCG@10 per
 test-time segment, with or without the test-time step.
 
 History items are NOT masked by default (RecBole's convention); `mask_history=True` masks them and the result says
@@ -136,7 +136,7 @@ def format_table(results: dict, columns=TABLE_COLUMNS) -> str:
             notes.append(f"{name}: history items masked")
         if "ttt" in r:
             t = r["ttt"]
-            notes.append(f"{name}: test-time step α={t['ttt_lr']} M={t['ttt_steps']} μ1'={t['ttt_mu_time']} "
+            notes.append(f"{name}: test-time step α={t['ttt_lr']} M={t['ttt_updates']} μ1'={t['ttt_mu_time']} "
                          f"μ2'={t['ttt_mu_state']} params={t['ttt_params']} batch={t['batch_size']} "
                          f"order sha1 {t['user_order_sha1'][:12]}")
     return "\n".join(lines + ([""] + notes if notes else []))

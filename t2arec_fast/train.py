@@ -1,4 +1,4 @@
-"""Pre-training (model-spec §5): L = L_rec + μ1 L_time + μ2 L_state with Adam, early stopping on validation NDCG@10.
+"""Pre-training (docs/model.md §5): L = L_rec + μ1 L_time + μ2 L_state with Adam, early stopping on validation NDCG@10.
 
     model, history = fit(cfg)                        # or fit(cfg, dataset=ds, out_dir="runs/x", resume="runs/x")
 
@@ -162,7 +162,7 @@ def _uses_alignment(model, cfg: Config) -> bool:
 
 
 def _estimate_margin(split, cfg: Config, max_len: int) -> float:
-    """λ = median |g(T_i) − g(T_j)| over the pairs L_time sees in the training batches (model-spec §3)."""
+    """λ = median |g(T_i) − g(T_j)| over the pairs L_time sees in the training batches (docs/model.md §3)."""
     from .data import train_batches
     from .model.losses import estimate_time_margin, gap_sequence
 

@@ -12,7 +12,7 @@ from helpers import random_batch, tiny_model
 
 OPTIONS = [{}, {"readout": "extrapolated"}, {"readout": "request_gap"}]
 OPTION_IDS = ["paper", "extrapolated_readout", "request_gap_readout"]
-TTT = TTTConfig(ttt_lr=0.05, ttt_steps=1, ttt_mu_time=1.0, ttt_mu_state=0.1)
+TTT = TTTConfig(ttt_lr=0.05, ttt_updates=1, ttt_mu_time=1.0, ttt_mu_state=0.1)
 
 
 def scores_after_step(model, batch, cfg):
@@ -37,7 +37,7 @@ def test_parameters_bit_identical_and_predictions_change():
     assert torch.equal(model.scores(batch.items, batch.times), plain)        # nothing leaks into the next batch
 
 
-@pytest.mark.parametrize("change", [dict(ttt_lr=0.0), dict(ttt_mu_time=0.0, ttt_mu_state=0.0), dict(ttt_steps=0)])
+@pytest.mark.parametrize("change", [dict(ttt_lr=0.0), dict(ttt_mu_time=0.0, ttt_mu_state=0.0), dict(ttt_updates=0)])
 def test_no_op_settings_equal_plain_scores(change):
     model, batch = tiny_model(), random_batch()
     cfg = dataclasses.replace(TTT, **change)
@@ -56,7 +56,7 @@ def test_no_op_settings_equal_plain_scores(change):
 def test_matches_an_explicit_sgd_step_on_a_copy(steps, options):
     """Same θ' as the literal algorithm: copy the model, SGD on μ1' L_time + μ2' L_state, score with the copy."""
     model, batch = tiny_model(**options), random_batch()
-    cfg = dataclasses.replace(TTT, ttt_steps=steps)
+    cfg = dataclasses.replace(TTT, ttt_updates=steps)
     twin = copy.deepcopy(model)
     opt = torch.optim.SGD(twin.parameters(), lr=cfg.ttt_lr)
     for _ in range(steps):
@@ -135,7 +135,7 @@ def test_gated_step_adapts_only_gated_users():
 def test_vectorised_per_user_steps_equal_batches_of_one_user(gate, options):
     """ttt_batch_size = 1 on a whole batch (vmap over users) gives each user's own single-user episode."""
     model, batch = tiny_model(**options).double(), random_batch()
-    cfg = dataclasses.replace(TTT, ttt_batch_size=1, ttt_lr=0.5, ttt_steps=2, ttt_gate=gate)
+    cfg = dataclasses.replace(TTT, ttt_batch_size=1, ttt_lr=0.5, ttt_updates=2, ttt_gate=gate)
     together = scores_after_step(model, batch, cfg)
     for row in range(batch.items.shape[0]):
         keep = batch.items[row] != 0

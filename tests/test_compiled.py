@@ -107,7 +107,7 @@ def test_test_time_step_compiles_with_its_functional_gradient_and_equals_eager()
     from t2arec_fast.config import TTTConfig
     model = tiny_model()
     items, times, target_times = random_batch()
-    settings = dict(ttt_lr=0.5, ttt_steps=2, ttt_mu_time=1.0, ttt_mu_state=1.0)
+    settings = dict(ttt_lr=0.5, ttt_updates=2, ttt_mu_time=1.0, ttt_mu_state=1.0)
     want = adapted_scores(model, items, times, target_times, TTTConfig(**settings)).scores
     got = adapted_scores(model, items, times, target_times,
                          TTTConfig(**settings, ttt_compile=True, ttt_compile_backend="aot_eager")).scores

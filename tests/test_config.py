@@ -80,15 +80,15 @@ def test_key_space_value_as_argparse_users_expect():
 
 
 def test_yaml_round_trip(tmp_path):
-    cfg = Config.from_sources(args=["--epochs=3", "--ttt_steps=2"])
+    cfg = Config.from_sources(args=["--epochs=3", "--ttt_updates=2"])
     cfg.save_yaml(tmp_path / "saved.yaml")
     again = Config.from_sources(tmp_path / "saved.yaml")
-    assert again.to_dict() == cfg.to_dict() and again.flat()["ttt_steps"] == 2
+    assert again.to_dict() == cfg.to_dict() and again.flat()["ttt_updates"] == 2
 
 
 # -- issue 13, item 12: every value with fixed choices or a range is checked when the config is built ---------------
 @pytest.mark.parametrize("arg, message", [
-    ("--step_transform=logg", "step_transform='logg' is not allowed; expected one of linear, log (did you mean 'log'?)"),
+    ("--dt_transform=logg", "dt_transform='logg' is not allowed; expected one of linear, log (did you mean 'log'?)"),
     ("--state_norm=frobenius", "state_norm='frobenius' is not allowed; expected one of fro, squared, relative"),
     ("--ttt_params=everything", "ttt_params='everything' is not allowed; expected one of all, block, ssm, norms"),
     ("--gap_transform=log", "gap_transform='log' is not allowed; expected one of hours, log1p_hours"),
@@ -168,3 +168,28 @@ def test_the_removed_time_aware_dt_option_loads_when_off_and_is_refused_when_on(
         T2ARec.load(tmp_path / "m")
     with pytest.raises(ConfigError, match="no longer an option"):
         Config.from_sources(args=["--time_aware_dt=true"])
+
+
+def test_renamed_keys_load_under_their_new_names_with_a_warning(tmp_path):
+    """Issue 15 item 7: configs written before the renames (YAML, --key=value, saved results) still load."""
+    old = tmp_path / "old.yaml"
+    old.write_text("model:\n  step_transform: log\n  n_blocks: 2\nttt:\n  ttt_steps: 3\n")
+    with pytest.warns(FutureWarning, match="'step_transform' is now 'dt_transform'"):
+        cfg = Config.from_sources(old)
+    assert (cfg.model.dt_transform, cfg.model.n_layers, cfg.ttt.ttt_updates) == ("log", 2, 3)
+    with pytest.warns(FutureWarning, match="'ttt_steps' is now 'ttt_updates'"):
+        assert Config.from_sources(args=["--ttt_steps=4"]).ttt.ttt_updates == 4
+
+
+@pytest.mark.parametrize("model, n_blocks, n_layers, want", [("t2arec", 2, 2, 2), ("backbone", 1, 2, 1),
+                                                              ("sasrec", 1, 3, 3)])
+def test_saved_configs_with_both_layer_keys_keep_the_one_their_model_used(model, n_blocks, n_layers, want):
+    """Before the rename every saved config held T2ARec's n_blocks AND SASRec's n_layers."""
+    with pytest.warns(FutureWarning):
+        cfg = Config.from_sources(overrides={"model": model, "n_blocks": n_blocks, "n_layers": n_layers})
+    assert cfg.model.n_layers == want
+
+
+def test_an_old_and_a_new_key_that_disagree_are_refused():
+    with pytest.warns(FutureWarning), pytest.raises(ConfigError, match="both 'ttt_steps'.*'ttt_updates'"):
+        Config.from_sources(overrides={"ttt_steps": 2, "ttt_updates": 3})

@@ -1,6 +1,6 @@
 """Data: readers for real interaction files, the synthetic interest-shift generator, preprocessing, splits, batches.
 
-    ds = load_dataset("../shared/datasets/ml-100k")            # file, folder, archive or "synthetic[:key=value,...]"
+    ds = load_dataset("data/ml-100k")                        # file, folder, archive or "synthetic[:key=value,...]"
     split = leave_one_out(ds)
     for batch in train_batches(split, max_len=ds.default_max_len, batch_size=256): ...
 """

@@ -1,6 +1,6 @@
 """Left-padded mini-batches for training and evaluation, gathered from the CSR arrays in one numpy pass each.
 
-Padding goes on the LEFT so the last column is every user's most recent event (model-spec §2): the model reads the
+Padding goes on the LEFT so the last column is every user's most recent event (docs/model.md §2): the model reads the
 final state after the last column, with no per-sequence offsets.
 """
 from __future__ import annotations

@@ -24,9 +24,9 @@ TOP_K = "k"
 SCORES, TOP_SCORES, TOP_ITEMS = "scores", "top_scores", "top_items"
 
 
-def state_names(n_blocks: int, prefix: str = "") -> List[str]:
+def state_names(n_layers: int, prefix: str = "") -> List[str]:
     """conv_0, ssm_0, conv_1, ... (with a prefix for the step graph's outputs, whose names must differ)."""
-    return [f"{prefix}{part}_{i}" for i in range(n_blocks) for part in ("conv", "ssm")]
+    return [f"{prefix}{part}_{i}" for i in range(n_layers) for part in ("conv", "ssm")]
 
 
 def flatten_states(states: Sequence[BlockState]) -> List[torch.Tensor]:
@@ -37,20 +37,20 @@ def unflatten_states(tensors: Sequence) -> List[BlockState]:
     return [BlockState(tensors[i], tensors[i + 1]) for i in range(0, len(tensors), 2)]
 
 
-def io_names(kind: str, n_blocks: int):
+def io_names(kind: str, n_layers: int):
     """→ (input names, output names) of one graph kind."""
     if kind == "encode":
-        return [ITEM_IDS], [OUTPUT, *state_names(n_blocks)]
-    inputs = [ITEM_IDS, *state_names(n_blocks)]
-    outputs = [OUTPUT, *state_names(n_blocks, prefix="next_")]
+        return [ITEM_IDS], [OUTPUT, *state_names(n_layers)]
+    inputs = [ITEM_IDS, *state_names(n_layers)]
+    outputs = [OUTPUT, *state_names(n_layers, prefix="next_")]
     if kind == "step_topk":
         return inputs + [TOP_K], outputs + [SCORES, TOP_SCORES, TOP_ITEMS]
     return inputs, outputs
 
 
-def dynamic_axes(kind: str, n_blocks: int) -> dict:
+def dynamic_axes(kind: str, n_layers: int) -> dict:
     """Batch is dynamic everywhere; the sequence length only on encode's input."""
-    inputs, outputs = io_names(kind, n_blocks)
+    inputs, outputs = io_names(kind, n_layers)
     axes = {name: {0: "batch"} for name in inputs + outputs if name != TOP_K}
     if kind == "encode":
         axes[ITEM_IDS] = {0: "batch", 1: "length"}

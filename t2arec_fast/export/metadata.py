@@ -34,7 +34,7 @@ def graph_metadata(model, opset: int, form: str) -> dict:
     shapes = [[list(st.conv.shape[1:]), list(st.ssm.shape[1:])] for st in model.empty_states(1)]
     return {"producer": "t2arec_fast", "package_version": __version__, "model_version": model_version(model),
             "model": cfg.model, "n_items": model.n_items, "d": cfg.d, "d_state": cfg.d_state,
-            "n_blocks": cfg.n_blocks, "conv_kernel": cfg.conv_kernel, "opset": int(opset), "scan_form": form,
+            "n_layers": cfg.n_layers, "conv_kernel": cfg.conv_kernel, "opset": int(opset), "scan_form": form,
             "dtype": "float32", "torch_version": torch.__version__, STATE_SHAPES: json_io.dumps(shapes, indent=None)}
 
 

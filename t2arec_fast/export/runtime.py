@@ -91,11 +91,11 @@ class OnnxEncoder:
         self.metadata = self._read_metadata(paths)
         self.n_items = int(self.metadata["n_items"])
         self.d, self.d_state = int(self.metadata["d"]), int(self.metadata["d_state"])
-        self.n_blocks, self.conv_kernel = int(self.metadata["n_blocks"]), int(self.metadata["conv_kernel"])
         self.state_shapes = state_shapes(self.metadata)
-        if self.state_shapes is None or len(self.state_shapes) != self.n_blocks:
+        if self.state_shapes is None or "n_layers" not in self.metadata:
             raise OnnxModelError(f"{directory}: the graphs' metadata lacks the state shapes (exported by an older "
                                  "t2arec_fast): re-export them")
+        self.n_layers, self.conv_kernel = int(self.metadata["n_layers"]), int(self.metadata["conv_kernel"])
         self.model_version = self.metadata["model_version"]
         self.dtype = np.dtype(self.metadata["dtype"])
         for kind, p in paths.items():
@@ -120,12 +120,12 @@ class OnnxEncoder:
 
     def _check_signature(self, kind: str, path) -> None:
         session = self.sessions[kind]
-        want_in, want_out = graphs.io_names(kind, self.n_blocks)
+        want_in, want_out = graphs.io_names(kind, self.n_layers)
         got_in = [i.name for i in session.get_inputs()]
         got_out = [o.name for o in session.get_outputs()]
         if got_in != want_in or got_out != want_out:
             raise OnnxModelError(f"{path}: unexpected inputs/outputs {got_in} → {got_out} for a {kind} graph of "
-                                 f"{self.n_blocks} block(s); it was written by another version: re-export it")
+                                 f"{self.n_layers} block(s); it was written by another version: re-export it")
 
     @property
     def kinds(self) -> tuple:
@@ -169,7 +169,7 @@ class OnnxEncoder:
         feeds = self._step_feeds(item_ids_t, states, kind="step_topk")
         feeds[graphs.TOP_K] = np.array([k], dtype=np.int64)
         out = self._run("step_topk", feeds)
-        n = 1 + 2 * self.n_blocks
+        n = 1 + 2 * self.n_layers
         return (out[0], graphs.unflatten_states(out[1:n]), *out[n:])
 
     def _run(self, kind: str, feeds: dict) -> List[torch.Tensor]:
@@ -198,12 +198,12 @@ class OnnxEncoder:
     def _step_feeds(self, item_ids_t, states, kind: str = "step") -> dict:
         ids = self._item_ids(item_ids_t, dim=1)
         tensors = self._state_arrays(states, batch=len(ids))
-        names = graphs.io_names(kind, self.n_blocks)[0]
+        names = graphs.io_names(kind, self.n_layers)[0]
         return {graphs.ITEM_IDS: ids, **dict(zip(names[1:], tensors))}
 
     def _state_arrays(self, states, batch: int) -> List[np.ndarray]:
-        if len(states) != self.n_blocks:
-            raise InputError(f"states: expected {self.n_blocks} block state(s), got {len(states)}")
+        if len(states) != self.n_layers:
+            raise InputError(f"states: expected {self.n_layers} block state(s), got {len(states)}")
         arrays = []
         for i, (st, block_shapes) in enumerate(zip(states, self.state_shapes)):
             pair = (st.conv, st.ssm) if isinstance(st, BlockState) else tuple(st)
@@ -226,7 +226,7 @@ def _torch_dtype(dtype: np.dtype) -> torch.dtype:
 
 
 class OnnxStepModel:
-    """A T2ARec whose recurrent work (encode, step) runs in ONNX Runtime, for `OnlineRecommender(backend="onnx")`.
+    """A T2ARec whose recurrent work (encode, step) runs in ONNX Runtime, for `OnlineRecommender(runtime="onnx")`.
 
     It implements `model.protocol.StepModel`, what serving uses of a model, with
     encode and step answered by the exported graphs and scoring (o · Eᵀ, one matmul) and saving by the PyTorch
@@ -258,7 +258,7 @@ class OnnxStepModel:
 
     def to(self, device):
         if torch.device(device).type != "cpu":
-            raise OnnxModelError("backend='onnx' keeps states on the host: use device='cpu' (ONNX Runtime still "
+            raise OnnxModelError("runtime='onnx' keeps states on the host: use device='cpu' (ONNX Runtime still "
                                  "runs on CUDA when its CUDA provider is available)")
         return self
 

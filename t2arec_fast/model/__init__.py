@@ -12,7 +12,7 @@ from .t2arec import T2ARec
 MODEL_CLASSES = {"t2arec": T2ARec, "backbone": T2ARec, "sasrec": SASRec}
 
 # options of ModelConfig that only SASRec uses / only T2ARec uses
-_T2AREC_ONLY = {"d_state", "conv_kernel", "backend", "gap_transform", "pair_block", "step_transform",
+_T2AREC_ONLY = {"d_state", "conv_kernel", "backend", "gap_transform", "pair_block", "dt_transform",
                 "count_tied_pairs", "time_margin", "state_floor", "state_norm", "aux_stop_embedding"}
 
 
@@ -22,10 +22,12 @@ def build_model(model_cfg, n_items: int, max_len: int = 200):
     name = fields["model"]
     if name in ("t2arec", "backbone"):
         fields.pop("n_heads")
-        d, d_state, n_blocks = fields.pop("d"), fields.pop("d_state"), fields.pop("n_blocks")
-        return T2ARec(n_items, d=d, d_state=d_state, n_blocks=n_blocks, **fields)
+        d, d_state, n_layers = fields.pop("d"), fields.pop("d_state"), fields.pop("n_layers")
+        return T2ARec(n_items, d=d, d_state=d_state, n_layers=1 if n_layers is None else n_layers, **fields)
     if name == "sasrec":
         kwargs = {k: v for k, v in fields.items() if k not in _T2AREC_ONLY and k != "model"}
+        if kwargs["n_layers"] is None:
+            kwargs["n_layers"] = 2
         return SASRec(n_items, max_len=max_len, **kwargs)
     raise ValueError(f"unknown model {name!r}; expected t2arec, backbone or sasrec")
 

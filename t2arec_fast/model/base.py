@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from t2arec_fast.config import without_removed_options
+from t2arec_fast.config import upgrade_options
 from t2arec_fast.errors import InputError
 from t2arec_fast.ops.cross_entropy import IGNORE_INDEX, linear_cross_entropy
 
@@ -83,7 +83,7 @@ class SequentialRecommender(nn.Module):
         return self.score_from(self.encode(item_ids, timestamps)[0])
 
     def recommendation_loss(self, o: torch.Tensor, mask: torch.Tensor, next_items: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy at every real position over the n_items real items (model-spec §2.4), through
+        """Cross-entropy at every real position over the n_items real items (docs/model.md §2.4), through
         `ops.linear_cross_entropy` (config `ce_impl`): the (positions × items) logits are never held at once.
         Scoring columns 1..n_items only leaves no −inf padding column. Eager code keeps the real positions only
         (fewer rows); under torch.compile every position enters with padding ignored, so shapes stay static."""
@@ -102,6 +102,7 @@ class SequentialRecommender(nn.Module):
     @classmethod
     def from_config(cls, cfg: dict):
         """The model a checkpoint's config.json describes (options removed since it was saved are dropped when
-        off, refused when on — config.REMOVED_OPTIONS)."""
-        cfg = without_removed_options(cfg, "checkpoint config")
+        off, refused when on — config.REMOVED_OPTIONS; renamed ones
+        load under their new names — config.RENAMED_OPTIONS)."""
+        cfg = upgrade_options(cfg, "checkpoint config")
         return cls(cfg.pop("n_items"), **cfg)

@@ -1,4 +1,4 @@
-"""The T2A-Mamba block (model-spec §2): a Mamba-2 block with one head of width d and one B/C group.
+"""The T2A-Mamba block (docs/model.md §2): a Mamba-2 block with one head of width d and one B/C group.
 
 Two forms share every weight and every helper below:
   * `forward(u, mask, state)`  — a whole left-padded sequence through the selective scan;

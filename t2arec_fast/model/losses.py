@@ -1,4 +1,4 @@
-"""The two self-supervised alignment losses of T2ARec (model-spec §3 and §4), and λ's estimate.
+"""The two self-supervised alignment losses of T2ARec (docs/model.md §3 and §4), and λ's estimate.
 
 Both act on a LEFT-padded batch: column j of an (batch, L) array is real when mask[:, j] is True.
 """
@@ -74,17 +74,17 @@ def time_pairs(gaps: torch.Tensor, valid: torch.Tensor, block: int, gap_transfor
     return d_gap, counted
 
 
-def time_interval_loss(steps: torch.Tensor, gaps: torch.Tensor, valid: torch.Tensor, margin,
+def time_interval_loss(dt: torch.Tensor, gaps: torch.Tensor, valid: torch.Tensor, margin,
                        block: int = 16, gap_transform: str = "hours", count_tied_pairs: bool = True) -> torch.Tensor:
-    """L_time: pairwise hinge on the ordering of predicted steps Δ vs true gaps g(T).
+    """L_time: pairwise hinge on the ordering of the predicted Δ (dt) vs the true gaps g(T).
 
-    steps, gaps, valid: (batch, L+1) from the block (Δ_1..Δ_n, Δ̂_{n+1}) and `gap_sequence`.
+    dt, gaps, valid: (batch, L+1) from the block (Δ_1..Δ_n, Δ̂_{n+1}) and `gap_sequence`.
     L = Σ max(0, 1 − (Δ_i − Δ_j)(g(T_i) − g(T_j)) / λ) / (number of counted pairs); margin λ: float or 0-dim tensor.
     Pairs with equal gaps contribute a constant 1 and no gradient; `count_tied_pairs` decides whether they count.
     """
-    d_gap, pair_ok = time_pairs(gaps, valid, block, gap_transform, count_tied_pairs, dtype=steps.dtype)
-    d_step, _ = block_pairs(steps, valid, block)
-    hinge = torch.relu(1.0 - d_step * d_gap / margin)
+    d_gap, pair_ok = time_pairs(gaps, valid, block, gap_transform, count_tied_pairs, dtype=dt.dtype)
+    d_dt, _ = block_pairs(dt, valid, block)
+    hinge = torch.relu(1.0 - d_dt * d_gap / margin)
     n_pairs = pair_ok.sum()
     return torch.where(pair_ok, hinge, torch.zeros_like(hinge)).sum() / n_pairs.clamp_min(1)
 
@@ -109,21 +109,21 @@ def estimate_time_margin(gap_batches, block: int = 16, gap_transform: str = "hou
     return float(torch.cat(diffs).float().median())
 
 
-def interest_state_loss(h_n: torch.Tensor, h_next: torch.Tensor, step_next: torch.Tensor, q: torch.Tensor,
+def interest_state_loss(h_n: torch.Tensor, h_next: torch.Tensor, dt_next: torch.Tensor, q: torch.Tensor,
                         x_n: torch.Tensor, A: torch.Tensor, floor: float = 1e-3, norm: str = "fro") -> torch.Tensor:
-    """L_state: reconstruct h_n backwards from the one-step extrapolation ĥ_{n+1} (model-spec §4).
+    """L_state: reconstruct h_n backwards from the one-step extrapolation ĥ_{n+1} (docs/model.md §4).
 
-    h_n, h_next: (batch, d_state, d); step_next = Δ̂_{n+1}: (batch,); q = Linear_2(x_n): (batch, d_state);
+    h_n, h_next: (batch, d_state, d); dt_next = Δ̂_{n+1}: (batch,); q = Linear_2(x_n): (batch, d_state);
     x_n: (batch, d). With P̄ = −1/A: ĥᵇ_n = P̄ ĥ_{n+1} + (Δ̂ Q) ⊗ x_n.
     "fro": ‖h_n − ĥᵇ_n‖_F / max(Δ̂, δ)²;  "squared": ‖·‖²_F / max(Δ̂, δ)²;  "relative": ‖·‖_F / ‖h_n‖_F.
     Averaged over the batch.
     """
     p_bar = -1.0 / A
-    h_back = p_bar * h_next + (step_next[:, None] * q)[:, :, None] * x_n[:, None, :]
+    h_back = p_bar * h_next + (dt_next[:, None] * q)[:, :, None] * x_n[:, None, :]
     err = (h_n - h_back).flatten(1).norm(dim=1)
     if norm == "relative":
         return (err / h_n.flatten(1).norm(dim=1).clamp_min(1e-6)).mean()
-    scale = step_next.clamp_min(floor).pow(2)
+    scale = dt_next.clamp_min(floor).pow(2)
     if norm == "fro":
         return (err / scale).mean()
     if norm == "squared":

@@ -1,8 +1,8 @@
-"""T2ARec (model-spec §2-§4): embedding → T2A-Mamba layers (block, Add&Norm, FFN) → tied scoring head,
+"""T2ARec (docs/model.md §2-§4): embedding → T2A-Mamba layers (block, Add&Norm, FFN) → tied scoring head,
 plus the two alignment losses computed from one forward pass.
 
 Public API (other code relies on these names):
-    T2ARec(n_items, d=64, d_state=32, n_blocks=1, **options)      options = ModelConfig fields
+    T2ARec(n_items, d=64, d_state=32, n_layers=1, **options)      options = ModelConfig fields
     encode(item_ids, timestamps) -> (o_n, states)                  LEFT-padded int64 (batch, L), 0 = padding
     scores(item_ids, timestamps, request_times=None) -> (batch, n_items + 1)   column 0 (padding) is −inf
     step(item_ids_t, states) -> (o, new_states)                    one more event per user, O(1)
@@ -33,7 +33,7 @@ from .readout import READOUTS, REQUEST_GAP_BUCKETS, make_readout
 
 
 class T2ALayer(nn.Module):
-    """A T2A-Mamba block followed by Add & Norm and a position-wise FFN (model-spec §2.3)."""
+    """A T2A-Mamba block followed by Add & Norm and a position-wise FFN (docs/model.md §2.3)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -67,19 +67,19 @@ class T2ALayer(nn.Module):
 class T2ARec(SequentialRecommender):
     model_name = "t2arec"
 
-    def __init__(self, n_items: int, d: int = 64, d_state: int = 32, n_blocks: int = 1, **options):
+    def __init__(self, n_items: int, d: int = 64, d_state: int = 32, n_layers: int = 1, **options):
         super().__init__()
         if n_items < 1:
             raise InputError(f"T2ARec: n_items must be ≥ 1, got {n_items}")
         if options.get("readout", "last") not in READOUTS:
             raise InputError(f"T2ARec: readout must be one of {READOUTS}, got {options['readout']!r}")
         options.setdefault("model", self.model_name)
-        self.config = ModelConfig(d=d, d_state=d_state, n_blocks=n_blocks, **options)
+        self.config = ModelConfig(d=d, d_state=d_state, n_layers=n_layers, **options)
         self.n_items = n_items
         self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
         self.emb_drop = nn.Dropout(self.config.dropout)
         self.emb_norm = nn.LayerNorm(d)
-        self.layers = nn.ModuleList(T2ALayer(self.config) for _ in range(n_blocks))
+        self.layers = nn.ModuleList(T2ALayer(self.config) for _ in range(n_layers))
         # readout "request_gap": the extrapolation's input is o_n + an embedding of the request gap's bucket
         self.request_gap_emb = nn.Embedding(REQUEST_GAP_BUCKETS, d) if self.config.readout == "request_gap" else None
         self.readout = make_readout(self.config.readout, self.request_gap_emb)     # model/readout.py
@@ -251,7 +251,7 @@ class T2ARec(SequentialRecommender):
 
     # -- losses -------------------------------------------------------------------------------------------------
     def _alignment_losses(self, o_n, timestamps, mask, target_times, states, internals):
-        """L_time and L_state from one pass (model-spec §3, §4), averaged over blocks.
+        """L_time and L_state from one pass (docs/model.md §3, §4), averaged over blocks.
 
         Δ̂_{n+1}, x̂, B̂ and ĥ_{n+1} come from the one-step update fed with o_n (detached), exactly as serving
         would advance the state — one definition of the block's maths.
@@ -264,10 +264,10 @@ class T2ARec(SequentialRecommender):
         l_time = o_n.new_zeros(())
         l_state = o_n.new_zeros(())
         for layer, inner, nxt in zip(self.layers, internals, next_internals):
-            steps = torch.cat([inner.dt, nxt.dt[:, None]], dim=1)
-            if cfg.step_transform == "log":   # the hinge compares orderings; log Δ makes its margin scale-free
-                steps = steps.clamp_min(1e-12).log()
-            l_time = l_time + time_interval_loss(steps, gaps, valid, margin, cfg.pair_block, cfg.gap_transform,
+            dts = torch.cat([inner.dt, nxt.dt[:, None]], dim=1)
+            if cfg.dt_transform == "log":   # the hinge compares orderings; log Δ makes its margin scale-free
+                dts = dts.clamp_min(1e-12).log()
+            l_time = l_time + time_interval_loss(dts, gaps, valid, margin, cfg.pair_block, cfg.gap_transform,
                                                  cfg.count_tied_pairs)
             q = layer.block.q_proj(inner.x_last)
             l_state = l_state + interest_state_loss(inner.final_state, nxt.final_state, nxt.dt, q, inner.x_last,

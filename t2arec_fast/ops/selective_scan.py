@@ -1,6 +1,6 @@
 """Selective scan (Mamba-2 style, one head, scalar decay per step): reference forms and the public dispatcher.
 
-Recurrence (model-spec §2), per sequence:
+Recurrence (docs/model.md §2), per sequence:
     h_t = exp(dt_t * A) * h_{t-1} + (dt_t * B_t) ⊗ x_t          h_t: (d_state, d)
     y_t = h_tᵀ C_t + D ⊙ x_t          then optionally y_t ← y_t ⊙ SiLU(z_t)
 

@@ -39,8 +39,8 @@ from __future__ import annotations
 from .history import HistoryStore
 from .layout import HEADER_WORDS, LAYOUT_VERSION, StateLayout, int64_to_words, words_to_int64
 from .device_tier import DeviceRecommender
-from .recommender import BACKENDS, OnlineRecommender
+from .recommender import RUNTIMES, OnlineRecommender
 from .replay import replay
 
 __all__ = ["OnlineRecommender", "DeviceRecommender", "replay", "StateLayout", "HistoryStore", "LAYOUT_VERSION", "HEADER_WORDS",
-           "BACKENDS", "int64_to_words", "words_to_int64"]
+           "RUNTIMES", "int64_to_words", "words_to_int64"]

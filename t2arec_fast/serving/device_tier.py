@@ -187,7 +187,7 @@ class DeviceRecommender(OnlineRecommender):
         if (rows < 0).any():
             rows = rows.copy()
             rows[rows < 0] = self.history.add(groups.users[rows < 0])
-        self.history.append(rows[groups.slot], groups.rank, groups.counts[groups.slot], items, times)
+        self.history.append(rows[groups.member], groups.rank, groups.counts[groups.member], items, times)
         np.add.at(self.popularity, items, 1)
 
     # -- recommend: score and rank on the device --------------------------------------------------------------

@@ -35,21 +35,21 @@ def int64_array(x: Any, name: str) -> np.ndarray:
 
 @dataclass
 class EventGroups:
-    """Events of one observe() call grouped by user. A 'slot' is a distinct user; slots are ordered by how many
-    events they have (most first), so the users taking part in step r are exactly slots [0, active[r])."""
-    users: np.ndarray        # (U,) user id of each slot
-    counts: np.ndarray       # (U,) events per slot
-    slot: np.ndarray         # (n,) slot of each event
+    """Events of one observe() call grouped by user. A member is a distinct user; members are ordered by how many
+    events they have (most first), so the users taking part in step r are exactly members [0, active[r])."""
+    users: np.ndarray        # (U,) user id of each member
+    counts: np.ndarray       # (U,) events per member
+    member: np.ndarray         # (n,) member of each event
     rank: np.ndarray         # (n,) rank of each event among its user's events (call order)
     active: np.ndarray       # (max count,) users stepping at step r
-    step_order: np.ndarray   # (n,) event indices sorted by (rank, slot): step r takes a contiguous run
+    step_order: np.ndarray   # (n,) event indices sorted by (rank, member): step r takes a contiguous run
 
 
 def group_events(user_ids: np.ndarray) -> EventGroups:
-    """Group the (n,) int64 user ids of one observe() call into slots and batched steps (see EventGroups)."""
+    """Group the (n,) int64 user ids of one observe() call into members and batched steps (see EventGroups)."""
     n = len(user_ids)
     if n == 1 or len(np.unique(user_ids)) == n:               # the common case: one event per user, one step
-        return EventGroups(users=user_ids, counts=np.ones(n, np.int64), slot=np.arange(n), rank=np.zeros(n, np.int64),
+        return EventGroups(users=user_ids, counts=np.ones(n, np.int64), member=np.arange(n), rank=np.zeros(n, np.int64),
                            active=np.array([n]), step_order=np.arange(n))
     order = np.argsort(user_ids, kind="stable")             # stable: a user's events keep their call order
     sorted_users = user_ids[order]
@@ -59,20 +59,20 @@ def group_events(user_ids: np.ndarray) -> EventGroups:
     rank = np.empty(n, np.int64)
     rank[order] = np.arange(n) - np.repeat(starts, counts)
     by_count = np.argsort(-counts, kind="stable")
-    slot_of_group = np.empty(len(starts), np.int64)
-    slot_of_group[by_count] = np.arange(len(starts))
-    slot = np.empty(n, np.int64)
-    slot[order] = slot_of_group[group]
-    counts_by_slot = counts[by_count]
-    active = (counts_by_slot[None, :] > np.arange(counts_by_slot[0])[:, None]).sum(1)
-    return EventGroups(users=sorted_users[starts][by_count], counts=counts_by_slot, slot=slot, rank=rank,
-                       active=active, step_order=np.lexsort((slot, rank)))
+    member_of_group = np.empty(len(starts), np.int64)
+    member_of_group[by_count] = np.arange(len(starts))
+    member = np.empty(n, np.int64)
+    member[order] = member_of_group[group]
+    counts_by_member = counts[by_count]
+    active = (counts_by_member[None, :] > np.arange(counts_by_member[0])[:, None]).sum(1)
+    return EventGroups(users=sorted_users[starts][by_count], counts=counts_by_member, member=member, rank=rank,
+                       active=active, step_order=np.lexsort((member, rank)))
 
 
 def consecutive_events(groups: EventGroups):
     """(earlier, later) event indices of every two consecutive events of one user within an observe() call."""
-    order = np.lexsort((groups.rank, groups.slot))            # each user's events together, in call order
-    same_user = groups.slot[order][1:] == groups.slot[order][:-1]
+    order = np.lexsort((groups.rank, groups.member))            # each user's events together, in call order
+    same_user = groups.member[order][1:] == groups.member[order][:-1]
     return order[:-1][same_user], order[1:][same_user]
 
 
@@ -90,7 +90,7 @@ def check_items(items: np.ndarray, n_items: int) -> None:
 
 
 def check_time_order(users: np.ndarray, times: np.ndarray, groups: EventGroups, last_ts: np.ndarray) -> None:
-    """Checks time order: users, times (n,) int64 per event (unix seconds); last_ts (U,) int64 per slot, the user's
+    """Checks time order: users, times (n,) int64 per event (unix seconds); last_ts (U,) int64 per member, the user's
     stored last event (the smallest int64 for a user not seen before).
 
     Raises:
@@ -100,7 +100,7 @@ def check_time_order(users: np.ndarray, times: np.ndarray, groups: EventGroups, 
     if len(groups.active) > 1:              # only when some user has several events in the call
         _check_order_within_call(users, times, groups)
     first = np.flatnonzero(groups.rank == 0)
-    last_of_first = last_ts[groups.slot[first]]
+    last_of_first = last_ts[groups.member[first]]
     earlier = np.flatnonzero(times[first] < last_of_first)
     if len(earlier):
         e = first[earlier[0]]

@@ -98,7 +98,7 @@ class HistoryStore:
         """Record events already validated. Per event: its user's row, its rank among that user's events in this
         call (call order), and that user's number of events in the call."""
         H = self.history_len
-        keep = ranks >= counts - H          # only each user's last H events land: no two writes hit one slot
+        keep = ranks >= counts - H          # only each user's last H events land: no two writes hit one ring position
         r, rank = rows[keep], ranks[keep]
         pos = (self.n_events[r] + rank) % H
         self.items[r, pos] = items[keep]

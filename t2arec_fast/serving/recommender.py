@@ -25,7 +25,7 @@ from .history import HistoryStore
 from .layout import StateLayout
 from .raw_ids import RawIdServing, UserKeys
 
-__all__ = ["OnlineRecommender", "BACKENDS", "RequestView"]
+__all__ = ["OnlineRecommender", "RUNTIMES", "RequestView"]
 
 SERVING_FORMAT = 1          # serving.json "format" of a saved OnlineRecommender folder
 
@@ -47,10 +47,10 @@ class RequestView:
 
 
 def last_times(groups: EventGroups, times: np.ndarray) -> np.ndarray:
-    """(U,) int64 time of each slot's last event in the call."""
-    last = groups.rank == groups.counts[groups.slot] - 1
+    """(U,) int64 time of each member's last event in the call."""
+    last = groups.rank == groups.counts[groups.member] - 1
     out = np.empty(len(groups.users), np.int64)
-    out[groups.slot[last]] = times[last]
+    out[groups.member[last]] = times[last]
     return out
 
 
@@ -65,7 +65,7 @@ class OnlineRecommender(RawIdServing):
     device:         where the model runs; states are stored on the host.
     dtype:          storage precision of the cache, "float32" (exact) or "float16" (half the memory, rounded).
     shards:         lock stripes of the cache (None: its default).
-    backend:        "torch" (the model itself) or "onnx" (encode and step in ONNX Runtime through the exported graphs;
+    runtime:        "torch" (the model itself) or "onnx" (encode and step in ONNX Runtime through the exported graphs;
                     `onnx_dir` names an `export_onnx` folder of this model, else the graphs are exported first).
     ttt:            test-time alignment for requests that give `at_time`: a TTTConfig (or a dict of its fields);
                     None = off. Each such user gets its own episode (the per-user form of the paper's step; a
@@ -84,10 +84,10 @@ class OnlineRecommender(RawIdServing):
 
     def __init__(self, model, capacity_bytes: int = 256 << 20, history_len: int = 200, device: str = "cpu",
                  dtype: str = "float32", shards: Optional[int] = None, flush_denormal: bool = True,
-                 backend: str = "torch", onnx_dir=None, ttt=None, store=None):
+                 runtime: str = "torch", onnx_dir=None, ttt=None, store=None):
         self._lock = threading.RLock()
-        self.backend, self.onnx_dir = _check_backend(backend), onnx_dir
-        self.ttt = _check_ttt(ttt, self.backend)
+        self.runtime, self.onnx_dir = _check_runtime(runtime), onnx_dir
+        self.ttt = _check_ttt(ttt, self.runtime)
         self.flush_denormal = flush_denormal
         self.device = torch.device(device)
         self.capacity_bytes, self.dtype, self.shards = int(capacity_bytes), dtype, shards
@@ -125,7 +125,7 @@ class OnlineRecommender(RawIdServing):
         if self.shared is not None:             # the same weights get the same version in every process
             self.layout = StateLayout.for_model(model)
             self.version = self.shared.install_model(model)
-        if self.backend == "onnx":
+        if self.runtime == "onnx":
             model = _onnx_model(model, self.onnx_dir)
         self.model = model.to(self.device).eval()       # eval: dropout off, so steps are deterministic
         self.n_items = int(model.n_items)
@@ -138,7 +138,7 @@ class OnlineRecommender(RawIdServing):
     def set_ttt(self, ttt) -> None:
         """Switch test-time alignment on (a TTTConfig or a dict of its fields) or off (None) for later requests."""
         with self._lock:
-            self.ttt = _check_ttt(ttt, self.backend)
+            self.ttt = _check_ttt(ttt, self.runtime)
 
     def swap_model(self, model) -> None:
         """Serve a newly trained model from now on. The version goes up, so every cached state becomes stale and is
@@ -199,12 +199,12 @@ class OnlineRecommender(RawIdServing):
                  times: np.ndarray) -> np.ndarray:
         """States of the call's users after their events: (U, size) float32 numpy, header written (event count
         and last time after the call), computed in place of `start` (U, size): their states before the call
-        (zeros for new users), with n_before (U,) events (per EventGroups slot)."""
+        (zeros for new users), with n_before (U,) events (per EventGroups member)."""
         state = torch.from_numpy(start).to(self.device)
         views, o = self.layout.views(state)       # writing into these writes `start`
         step_items = torch.from_numpy(items[groups.step_order]).to(self.device)
         at = 0
-        for m in groups.active.tolist():          # step r: users in slots [0, m), one event each
+        for m in groups.active.tolist():          # step r: users in members [0, m), one event each
             o_new, new_states = self.model.step(step_items[at:at + m],
                                                 [BlockState(v.conv[:m], v.ssm[:m]) for v in views])
             for view, new in zip(views, new_states):
@@ -223,7 +223,7 @@ class OnlineRecommender(RawIdServing):
         if not known.all():
             rows = rows.copy()
             rows[~known] = self.history.add(groups.users[~known])
-        self.history.append(rows[groups.slot], groups.rank, groups.counts[groups.slot], items, times)
+        self.history.append(rows[groups.member], groups.rank, groups.counts[groups.member], items, times)
         np.add.at(self.popularity, items, 1)
 
     # -- states: cache first, else rebuild from the ring ----------------------------------------------------------
@@ -444,7 +444,7 @@ class OnlineRecommender(RawIdServing):
         self.user_keys.save(folder / "user_keys.npz")
         meta = {"format": SERVING_FORMAT, "layout": self.layout.describe(), "model_version": self.version,
                 "capacity_bytes": self.capacity_bytes, "dtype": self.dtype, "shards": self.shards,
-                "counters": self._counters, "backend": self.backend,
+                "counters": self._counters, "runtime": self.runtime,
                 "ttt": None if self.ttt is None else dataclasses.asdict(self.ttt)}
         json_io.write_json(folder / "serving.json", meta)
 
@@ -465,7 +465,7 @@ class OnlineRecommender(RawIdServing):
             arrays = dict(arrays)
         rec = cls(model, capacity_bytes=meta["capacity_bytes"], history_len=int(arrays["history_len"]), device=device,
                   dtype=meta["dtype"], shards=meta["shards"], flush_denormal=flush_denormal,
-                  backend=meta.get("backend", "torch"), ttt=meta.get("ttt"))   # onnx: graphs re-exported
+                  runtime=meta.get("runtime", meta.get("backend", "torch")), ttt=meta.get("ttt"))   # onnx: graphs re-exported
         if rec.layout.describe() != meta["layout"]:
             raise InputError(f"{meta_path}: the saved state layout does not match the saved model's")
         rec._resume(version=int(meta["model_version"]), counters=meta["counters"],
@@ -481,10 +481,10 @@ class OnlineRecommender(RawIdServing):
         self.popularity, self.history, self.cache = popularity, history, cache
 
 
-BACKENDS = ("torch", "onnx")
+RUNTIMES = ("torch", "onnx")
 
 
-def _check_ttt(ttt, backend: str):
+def _check_ttt(ttt, runtime: str):
     """None, a TTTConfig or a dict of its fields → a TTTConfig that can change scores, or None."""
     from t2arec_fast.adapt import ttt_is_active
     from t2arec_fast.config import TTTConfig
@@ -500,16 +500,16 @@ def _check_ttt(ttt, backend: str):
         raise InputError(f"ttt must be a TTTConfig, a dict of its fields or None, got {type(ttt).__name__}")
     if not (ttt.ttt and ttt_is_active(ttt)):
         return None
-    if backend != "torch":
-        raise InputError("ttt: the test-time step differentiates the model, so it needs backend='torch', "
-                         f"not {backend!r}")
+    if runtime != "torch":
+        raise InputError("ttt: the test-time step differentiates the model, so it needs runtime='torch', "
+                         f"not {runtime!r}")
     return ttt
 
 
-def _check_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return backend
+def _check_runtime(runtime: str) -> str:
+    if runtime not in RUNTIMES:
+        raise InputError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    return runtime
 
 
 def _onnx_model(model, onnx_dir):

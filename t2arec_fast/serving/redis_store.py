@@ -415,7 +415,7 @@ class RedisStateStore:
         return CommitOutcome(True, np.zeros(0, np.int64), stamp)
 
     def _ring_writes(self, n_users, n_before, counts, event_user, event_rank, items, times):
-        """The ring records of the call's events as one blob, and per user its runs of consecutive ring slots:
+        """The ring records of the call's events as one blob, and per user its runs of consecutive ring positions:
         [byte offset in the ring, first byte in the blob, length], covering its last min(count, H) events."""
         H = self.history_len
         keep = event_rank >= counts[event_user] - H          # only each user's last H events land
@@ -423,13 +423,13 @@ class RedisStateStore:
         u, rank = event_user[keep][order], event_rank[keep][order]
         records = np.empty(len(u), RING_RECORD)
         records["item"], records["time"] = items[keep][order], times[keep][order]
-        slots = (n_before[u] + rank) % H
+        positions = (n_before[u] + rank) % H
         writes: List[list] = [[] for _ in range(n_users)]
         size = RING_RECORD.itemsize
-        # a new run starts at each user's first kept event and wherever the ring wraps around to slot 0
-        starts = np.flatnonzero(np.r_[True, (u[1:] != u[:-1]) | (slots[1:] != slots[:-1] + 1)])
+        # a new run starts at each user's first kept event and wherever the ring wraps around to position 0
+        starts = np.flatnonzero(np.r_[True, (u[1:] != u[:-1]) | (positions[1:] != positions[:-1] + 1)])
         for a, b in zip(starts.tolist(), np.r_[starts[1:], len(u)].tolist()):
-            writes[int(u[a])].append([int(slots[a]) * size, a * size, (b - a) * size])
+            writes[int(u[a])].append([int(positions[a]) * size, a * size, (b - a) * size])
         return records.tobytes(), writes
 
     # -- rebuilt states, forgetting, popularity --------------------------------------------------------------------

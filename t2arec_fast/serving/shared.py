@@ -63,7 +63,7 @@ def open_store(store, history_len: int) -> RedisStateStore:
 
 @dataclass
 class _Base:
-    """Where each user (slot) of an observe() call starts: state, event count, last time, commit stamp."""
+    """Where each user (member) of an observe() call starts: state, event count, last time, commit stamp."""
     flat: np.ndarray
     n_events: np.ndarray
     last_ts: np.ndarray
@@ -115,7 +115,7 @@ class SharedTier:
             flat = self.rec._advance(groups, base.flat.copy(), base.n_events, items, times)
             _, n_after, last_after = self.rec.layout.read_header(flat)
             outcome = self.store.commit(U, self.version, base.stamps, base.n_events, groups.counts, last_after, flat,
-                                        groups.slot, groups.rank, items, times)
+                                        groups.member, groups.rank, items, times)
             if outcome.applied:
                 self._put_local(U, flat, np.full(len(U), outcome.stamp, np.int64))
                 return

@@ -89,7 +89,7 @@ def test_reader_options_are_the_same_everywhere(checkpoint, tmp_path, capsys, co
 @pytest.mark.parametrize("argv, fragment", [
     (["train", "{data}", "--out", "{tmp}/r", "--epochs"], "--epochs needs a value"),
     (["train", "{data}", "--out", "{tmp}/r", "--dropout", "1"], "dropout=1.0 is out of range"),
-    (["train", "{data}", "--out", "{tmp}/r", "--step_transform", "logg"], "expected one of linear, log"),
+    (["train", "{data}", "--out", "{tmp}/r", "--dt_transform", "logg"], "expected one of linear, log"),
     (["train", "{data}", "--out", "{tmp}/r", "--epoch", "3"], "did you mean 'epochs'"),
     (["train", "{data}", "--out", "{tmp}/file.txt", "--min-count", "1"], "exists and is not a folder"),
     (["data", "stats", "{data}", "--json", "{tmp}", "--min-count", "1"], "Is a directory"),

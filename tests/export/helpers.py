@@ -7,9 +7,9 @@ from t2arec_fast.model import T2ARec
 N_ITEMS = 60
 
 
-def small_model(n_blocks=1, seed=0, n_items=N_ITEMS):
+def small_model(n_layers=1, seed=0, n_items=N_ITEMS):
     torch.manual_seed(seed)
-    return T2ARec(n_items, d=16, d_state=8, n_blocks=n_blocks, dropout=0.0).eval()
+    return T2ARec(n_items, d=16, d_state=8, n_layers=n_layers, dropout=0.0).eval()
 
 
 def mixed_batch(batch, length, n_items=N_ITEMS, seed=0):

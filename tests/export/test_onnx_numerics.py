@@ -118,7 +118,7 @@ def test_metadata(model, exported):
 
 
 def test_two_blocks(tmp_path):
-    model = small_model(n_blocks=2, seed=1)
+    model = small_model(n_layers=2, seed=1)
     export_onnx(model, tmp_path, kinds=("encode", "step"))
     enc = OnnxEncoder(tmp_path, providers=["CPUExecutionProvider"])
     ids = mixed_batch(7, 50, seed=9)

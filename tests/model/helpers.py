@@ -4,9 +4,9 @@ import torch
 from t2arec_fast.model import T2ARec
 
 
-def tiny_model(dtype=torch.float64, n_blocks=1, **options):
+def tiny_model(dtype=torch.float64, n_layers=1, **options):
     torch.manual_seed(0)
-    model = T2ARec(40, d=16, d_state=8, n_blocks=n_blocks, dropout=0.0, **options).to(dtype).eval()
+    model = T2ARec(40, d=16, d_state=8, n_layers=n_layers, dropout=0.0, **options).to(dtype).eval()
     model.set_time_margin(0.5)
     return model
 

@@ -6,9 +6,9 @@ import torch
 from .helpers import random_batch, tiny_model
 
 
-@pytest.mark.parametrize("n_blocks, expand", [(1, 1), (2, 1), (1, 2)])
-def test_left_padding_gives_the_unpadded_state_and_output(n_blocks, expand):
-    model = tiny_model(n_blocks=n_blocks, expand=expand)
+@pytest.mark.parametrize("n_layers, expand", [(1, 1), (2, 1), (1, 2)])
+def test_left_padding_gives_the_unpadded_state_and_output(n_layers, expand):
+    model = tiny_model(n_layers=n_layers, expand=expand)
     items, times, _ = random_batch()
     o, states = model.encode(items, times)
     o_short, states_short = model.encode(items[:1, 4:], times[:1, 4:])
@@ -19,9 +19,9 @@ def test_left_padding_gives_the_unpadded_state_and_output(n_blocks, expand):
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
-@pytest.mark.parametrize("n_blocks, expand", [(1, 1), (2, 1), (1, 2)])
-def test_one_step_path_equals_full_sequence(dtype, tol, n_blocks, expand):
-    model = tiny_model(dtype, n_blocks=n_blocks, expand=expand)
+@pytest.mark.parametrize("n_layers, expand", [(1, 1), (2, 1), (1, 2)])
+def test_one_step_path_equals_full_sequence(dtype, tol, n_layers, expand):
+    model = tiny_model(dtype, n_layers=n_layers, expand=expand)
     items, times, _ = random_batch(batch=3, length=12, pads=(0, 0, 0))
     o_full, states_full = model.encode(items, times)
     states = model.empty_states(3, dtype=dtype)

@@ -10,7 +10,7 @@ from .helpers import random_batch, tiny_model
 
 
 def test_checkpoint_round_trip_gives_identical_scores(tmp_path):
-    model = tiny_model(torch.float32, n_blocks=2, state_norm="relative")
+    model = tiny_model(torch.float32, n_layers=2, state_norm="relative")
     items, times, _ = random_batch()
     model.save(tmp_path / "ckpt", id_maps={"item_ids": np.array(["pad", "a", "b"], dtype=object)})
     loaded = T2ARec.load(tmp_path / "ckpt")
@@ -29,3 +29,22 @@ def test_corrupted_checkpoint_is_a_clear_error(tmp_path):
         T2ARec.load(tmp_path / "ckpt")
     with pytest.raises(FileNotFoundError, match="config.json"):
         T2ARec.load(tmp_path / "nothing")
+
+
+def test_a_checkpoint_saved_with_the_old_key_names_loads(tmp_path):
+    """config.json written before the renames: n_blocks beside SASRec's n_layers, step_transform."""
+    import json
+    model = tiny_model(torch.float32)                       # one layer; SASRec's old default beside it was 2
+    model.save(tmp_path / "ckpt")
+    path = tmp_path / "ckpt" / "config.json"
+    meta = json.loads(path.read_text())
+    cfg = meta["config"]
+    cfg["n_blocks"] = cfg.pop("n_layers")
+    cfg["n_layers"] = 2
+    cfg["step_transform"] = cfg.pop("dt_transform")
+    path.write_text(json.dumps(meta))
+    with pytest.warns(FutureWarning, match="'n_blocks' is now 'n_layers'"):
+        loaded = load_model(tmp_path / "ckpt")
+    assert loaded.config == model.config and len(loaded.layers) == 1
+    items, times, _ = random_batch()
+    assert torch.equal(loaded.scores(items, times), model.scores(items, times))

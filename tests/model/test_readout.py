@@ -14,9 +14,9 @@ from t2arec_fast.model.readout import REQUEST_GAP_BUCKETS
 from .test_t2arec import random_batch
 
 
-def readout_model(n_blocks=2, dtype=torch.float64, weight=0.7, readout="extrapolated"):
+def readout_model(n_layers=2, dtype=torch.float64, weight=0.7, readout="extrapolated"):
     torch.manual_seed(0)
-    model = T2ARec(40, d=16, d_state=8, n_blocks=n_blocks, dropout=0.0, readout=readout).to(dtype).eval()
+    model = T2ARec(40, d=16, d_state=8, n_layers=n_layers, dropout=0.0, readout=readout).to(dtype).eval()
     model.set_time_margin(0.5)
     with torch.no_grad():
         if model.request_gap_emb is not None:            # trained values, not the zero initialisation
@@ -33,9 +33,9 @@ def next_times(times, target_times):
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("readout", READOUTS)
-@pytest.mark.parametrize("n_blocks", [1, 2])
-def test_every_positions_readout_equals_scoring_its_prefix(n_blocks, readout, dtype, tol):
-    model = readout_model(n_blocks, dtype, readout=readout)
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_every_positions_readout_equals_scoring_its_prefix(n_layers, readout, dtype, tol):
+    model = readout_model(n_layers, dtype, readout=readout)
     items, times, target_times = random_batch()
     mask = items != 0
     o, _, internals = model._run_sequence(items)

@@ -18,7 +18,7 @@ def test_gradcheck_through_scan_and_both_losses():
     sees a path autograd rightly ignores; the losses are therefore checked w.r.t. q_proj (which o_n does not use)
     here and w.r.t. every input of the loss functions in test_losses.py."""
     from t2arec_fast.adapt import call_with
-    model = tiny_model(n_blocks=1)
+    model = tiny_model(n_layers=1)
     model.set_backend("loop")
     items, times, target_times = random_batch(batch=2, length=5, pads=(2, 0))
     params = dict(model.named_parameters())
@@ -75,7 +75,7 @@ def test_bad_input_gets_a_clear_error(make_bad, match):
 def test_scan_settings_are_the_models_own():
     """The scan backend and the ONNX graph form are stored on the model (set_backend), not read from globals: two
     models with different settings run side by side, and bad settings are refused when they are set."""
-    a, b = tiny_model(n_blocks=1), tiny_model(n_blocks=1)
+    a, b = tiny_model(n_layers=1), tiny_model(n_layers=1)
     a.set_backend("export", export_form="linear_attention")
     assert all(layer.block.export_form == "linear_attention" for layer in a.layers)
     assert all(layer.block.export_form == "matrix" and layer.block.backend == "auto" for layer in b.layers)
@@ -107,7 +107,7 @@ def test_recommendation_loss_is_cross_entropy_at_real_positions(ce_impl):
 
 def test_pooled_step_equals_the_step_and_leaves_other_rows_alone():
     """step_pooled advances pool rows in place exactly as step does; rows not named (and slot −1) stay as they were."""
-    model = tiny_model(n_blocks=2)
+    model = tiny_model(n_layers=2)
     g = torch.Generator().manual_seed(3)
     pools = model.empty_states(5)
     for p in pools:

@@ -26,7 +26,7 @@ def batch(n=3, length=7):
 
 def model(backend):
     torch.manual_seed(0)
-    return T2ARec(30, d=16, d_state=8, n_blocks=1, backend=backend).eval()
+    return T2ARec(30, d=16, d_state=8, n_layers=1, backend=backend).eval()
 
 
 def test_switch_gives_the_reference_inside_transforms_only():

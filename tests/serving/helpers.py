@@ -8,9 +8,9 @@ from t2arec_fast.model import T2ARec
 N_ITEMS = 40
 
 
-def small_model(seed: int = 0, n_blocks: int = 2) -> T2ARec:
+def small_model(seed: int = 0, n_layers: int = 2) -> T2ARec:
     torch.manual_seed(seed)
-    return T2ARec(N_ITEMS, d=16, d_state=8, n_blocks=n_blocks).eval()
+    return T2ARec(N_ITEMS, d=16, d_state=8, n_layers=n_layers).eval()
 
 
 def random_histories(n_users: int, max_len: int, seed: int = 0, t0: int = 1_700_000_000):

@@ -131,7 +131,7 @@ def test_model_swap_bumps_version_and_rebuilds_lazily(model, histories):
 def test_swap_to_a_model_with_another_state_size(model, histories):
     rec = OnlineRecommender(model, capacity_bytes=4 << 20, history_len=64)
     observe_all(rec, histories)
-    one_block = small_model(seed=2, n_blocks=1)
+    one_block = small_model(seed=2, n_layers=1)
     rec.swap_model(one_block)
     assert rec.layout.size == rec.cache.state_size
     users = list(histories)[:5]
@@ -177,7 +177,7 @@ def _readout_model(readout: str):
     import torch
     from t2arec_fast.model import T2ARec
     torch.manual_seed(0)
-    model = T2ARec(40, d=16, d_state=8, n_blocks=2, readout=readout).eval()
+    model = T2ARec(40, d=16, d_state=8, n_layers=2, readout=readout).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))              # trained-looking values: gap embedding ≠ 0

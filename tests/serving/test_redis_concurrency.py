@@ -22,7 +22,7 @@ THREADS = 4                   # per serving process
 def _tiny_model():
     from t2arec_fast.model import T2ARec
     torch.manual_seed(0)
-    return T2ARec(40, d=8, d_state=4, n_blocks=1).eval()
+    return T2ARec(40, d=8, d_state=4, n_layers=1).eval()
 
 
 def _final_states(url, users, version):

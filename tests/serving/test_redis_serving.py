@@ -177,7 +177,7 @@ def test_request_time_readout_and_test_time_step_through_redis_equal_the_in_proc
     from t2arec_fast.config import TTTConfig
     from t2arec_fast.model import T2ARec
     torch.manual_seed(0)
-    model = T2ARec(40, d=16, d_state=8, n_blocks=1, readout="request_gap").eval()
+    model = T2ARec(40, d=16, d_state=8, n_layers=1, readout="request_gap").eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))

@@ -19,7 +19,7 @@ USERS = np.array([11, 22, 33])
 
 
 def make(ttt=TTT, **kw):
-    rec = OnlineRecommender(small_model(n_blocks=1), capacity_bytes=4 << 20, history_len=6, ttt=ttt, **kw)
+    rec = OnlineRecommender(small_model(n_layers=1), capacity_bytes=4 << 20, history_len=6, ttt=ttt, **kw)
     rng = np.random.default_rng(0)
     for j in range(8):                                  # 8 events each, one minute apart: the ring keeps the last 6
         rec.observe(USERS, rng.integers(1, N_ITEMS + 1, 3), np.full(3, 1_700_000_000 + 60 * j))
@@ -75,8 +75,8 @@ def test_request_before_the_last_event_is_refused():
 def test_bad_settings_are_refused():
     with pytest.raises(InputError, match="unknown settings"):
         make(ttt={"ttt_lr": 0.1, "ttt_learning_rate": 1})
-    with pytest.raises(InputError, match="needs backend='torch'"):
-        OnlineRecommender(small_model(), ttt=TTT, backend="onnx")
+    with pytest.raises(InputError, match="needs runtime='torch'"):
+        OnlineRecommender(small_model(), ttt=TTT, runtime="onnx")
     assert make(ttt={"ttt_lr": 0.0}).ttt is None                     # a step that cannot change anything is off
 
 
