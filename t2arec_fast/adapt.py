@@ -87,8 +87,6 @@ def adapt_parameters(model: nn.Module, items: torch.Tensor, times: torch.Tensor,
     names = adaptable_parameter_names(model, ttt_cfg.ttt_params)
     own = dict(model.named_parameters())
     fast = {name: own[name].detach() for name in names}
-    if not model.uses_alignment:                       # backbone / SASRec: no alignment losses, nothing to adapt
-        return fast
     step = _compiled(sgd_step, ttt_cfg) if ttt_cfg.ttt_compile else sgd_step
     objective = _Bound(model, type(model).aux_losses)   # built here: a module built inside a graph would break it
     for _ in range(ttt_cfg.ttt_updates):
@@ -109,7 +107,8 @@ def sgd_step(aux_losses: nn.Module, fast: Dict[str, torch.Tensor], items, times,
              mu_state: float, lr: float) -> Dict[str, torch.Tensor]:
     """One test-time step θ ← θ − α ∇θ(μ1' L_time + μ2' L_state) on the parameters in `fast` (name → tensor),
     through the functional gradient torch.func.grad, so that torch.compile captures forward, backward and update
-    as one graph. Parameters the losses do not reach get a zero gradient and keep their values."""
+    as one graph. Parameters the losses do not reach get a zero gradient and keep their values (all of them for
+    SASRec, whose alignment losses are constant zeros)."""
     grads = torch.func.grad(alignment_objective)(fast, aux_losses, items, times, target_times, mu_time, mu_state)
     return {name: t - lr * grads[name] for name, t in fast.items()}
 
