@@ -89,8 +89,9 @@ class TrainConfig(_Checked):
     length_buckets: bool = True           # batch training samples of similar length together (less padding)
     train_samples: str = "windows"        # "windows": one per user, a target at every position | "prefixes":
                                           # every target its own sample (RecBole); data.train_batches
-    rec_weighting: str = "batch"          # L_rec of a step: mean over the batch's targets ("batch") or every
-                                          # target the same weight ("target"); train.target_weight
+    rec_weighting: str = "target"         # L_rec of a step: every target the same weight ("target", chosen on
+                                          # validation) or the mean over the batch's targets ("batch", before
+                                          # Nov 30 2026); train.target_weight, docs/results.md (issue 14)
     seed: int = 0
     deterministic: bool = False
     amp: bool = False                     # bf16 autocast on CUDA
