@@ -135,8 +135,11 @@ def open_study(space: dict, base_cfg: Config, storage: Optional[str] = None, stu
     """Create the study in `storage`, or load it when it exists there.
 
     A trial whose process was killed stays "running" in the storage and does not count as finished, so the next
-    process runs another in its place. Raises ConfigError if the stored study was created for another data set,
-    search space or fixed settings (so that its trials would not be comparable).
+    process runs another in its place. Source: docs/tuning.md.
+
+    Raises:
+        ConfigError: the stored study was created for another data set, search space or fixed settings (so that
+            its trials would not be comparable).
     """
     import optuna
     from optuna.storages import RDBStorage
@@ -192,8 +195,12 @@ def run_study(dataset, space: dict, base_cfg: Config, trials: int, storage: Opti
     dataset: a SequenceDataset (loaded once, shared by the trials); base_cfg: every setting that is not searched
     (its `seed` trains every trial, so that trials differ only in their parameters); on_trial: receives one
     progress line per finished trial; study: one already opened by `open_study` (e.g. with enqueued trials) instead
-    of opening it here. A trial whose loss becomes non-finite is recorded as failed and the study
-    goes on. Raises ConfigError when the stored study was created with other settings (`open_study`).
+    of opening it here. A trial whose loss becomes non-finite is recorded as failed (its user attribute "error"
+    says why) and counts against this call's budget, not against `trials`: a later call runs one in its place.
+    Source: docs/tuning.md.
+
+    Raises:
+        ConfigError: the stored study was created with other settings (`open_study`).
     """
     import optuna
     from optuna.samplers import TPESampler
@@ -229,7 +236,11 @@ def _objective(dataset, space: dict, base_cfg: Config):
             if trial.should_prune():
                 trial.set_user_attr("seconds", time.perf_counter() - t0)
                 raise optuna.TrialPruned(f"pruned at epoch {record['epoch']}")
-        _, history = fit(cfg, dataset=dataset, on_epoch=report)
+        try:
+            _, history = fit(cfg, dataset=dataset, on_epoch=report)
+        except FloatingPointError as exc:        # run_study's catch marks the trial failed; keep the reason
+            trial.set_user_attr("error", str(exc))
+            raise
         trial.set_user_attr("best_epoch", history["best_epoch"])
         trial.set_user_attr("seconds", time.perf_counter() - t0)
         best = history["best_valid_ndcg@10"]
@@ -238,7 +249,8 @@ def _objective(dataset, space: dict, base_cfg: Config):
 
 
 def trial_line(study, trial, trials: int) -> str:
-    """One line per finished trial: state, score, epochs, time, parameters, and the study's best so far."""
+    """One line per finished trial: state (with the reason of a failed one), score, epochs, time (seconds),
+    parameters, and the study's best so far."""
     from optuna.trial import TrialState
     params = " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
     attrs = trial.user_attrs

@@ -57,3 +57,20 @@ def test_trailing_trial_is_pruned(tmp_path):
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
     assert len(study.trials[2].intermediate_values) < 4 and "pruned after epoch" in lines[2]
+
+
+def test_non_finite_trial_fails_with_its_reason(tmp_path):
+    """A trial whose loss diverges is recorded as failed, its line says why, and the study goes on."""
+    from optuna.trial import TrialState
+    space = load_space(write(tmp_path / "space.yaml", "lr: [1.0e+30, 0.01]\n"))
+    cfg = tiny_config("sasrec", epochs=1)
+    from t2arec_fast.data import load_dataset
+    ds = load_dataset(SYNTHETIC, min_count=1, verbose=False)
+    study = open_study(space, cfg, study_name="f")
+    for lr in (1e30, 0.01):
+        study.enqueue_trial({"lr": lr})
+    lines = []
+    study = run_study(ds, space, cfg, trials=2, study_name="f", on_trial=lines.append, study=study)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert "non-finite loss" in study.trials[0].user_attrs["error"]
+    assert lines[0].startswith("trial 0 [0/2]: fail (non-finite loss at epoch 1")
