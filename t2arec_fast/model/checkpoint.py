@@ -1,7 +1,7 @@
 """Checkpoint directories shared by every model: model.safetensors + config.json (+ id_maps.npz).
 
-config.json holds {"model": name, "config": {...constructor kwargs...}, "versions": {...}, "extra": {...}}; `load_checkpoint`
-dispatches on "model" so that one call loads any model the package trains.
+config.json holds {"model": name, "config": {...constructor kwargs...}, "versions": {...}, "extra": {...}};
+`load_checkpoint` dispatches on "model" so that one call loads any model the package trains.
 """
 from __future__ import annotations
 
@@ -26,7 +26,13 @@ def _versions() -> dict:
 
 def save_checkpoint(model, directory, config: dict, id_maps: Optional[dict] = None,
                     extra: Optional[dict] = None) -> Path:
-    """Write atomically enough for a training loop: every file goes through a temporary name and a rename."""
+    """Write `model` into `directory` (created if needed): model.safetensors, config.json ({"model", "config",
+    "versions", "extra"}) and, when given, id_maps.npz. Atomic enough for a training loop: every file goes through a
+    temporary name and a rename. → directory.
+
+    Raises:
+        OSError: the directory cannot be created or written.
+    """
     from safetensors.torch import save_file
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -48,18 +54,36 @@ def _atomic(path: Path, write) -> None:
 
 
 def read_meta(directory) -> dict:
+    """A checkpoint's config.json: {"model", "config", "versions", "extra"}.
+
+    Raises:
+        FileNotFoundError: `directory` holds no config.json.
+        InputError: config.json is not JSON, or not an object with a "config" object inside.
+    """
     directory = Path(directory)
     path = directory / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"not a t2arec_fast checkpoint: {path} is missing")
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: corrupted checkpoint config ({exc})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise InputError(f"{path}: not a checkpoint config (expected an object with \"model\" and a \"config\" "
+                         "object, as model.save writes)")
+    return meta
 
 
 def load_checkpoint(directory, map_location="cpu", expect=None):
-    """Load any saved model. `expect` (a class) makes a mismatch an error instead of a surprise."""
+    """Load any saved model (the class named in config.json) onto `map_location`, in eval mode, with its
+    `checkpoint_meta` and `id_maps` set. `expect` (a class) makes a mismatch an error instead of a surprise.
+
+    Raises:
+        FileNotFoundError: config.json or model.safetensors is missing.
+        InputError: an unreadable or inconsistent file (naming it), an unknown model type, a model that is not
+            `expect`, or weights that do not match the config.
+        ConfigError: the config switches on an option that has been removed (config.REMOVED_OPTIONS).
+    """
     from safetensors.torch import load_file
     from . import MODEL_CLASSES
     directory = Path(directory)
@@ -70,7 +94,11 @@ def load_checkpoint(directory, map_location="cpu", expect=None):
     cls = MODEL_CLASSES[name]
     if expect is not None and not issubclass(cls, expect):
         raise InputError(f"{directory} holds a {name!r} model, not {expect.__name__}")
-    model = cls.from_config(meta["config"])
+    try:
+        model = cls.from_config(meta["config"])
+    except (TypeError, KeyError) as exc:     # an option this version does not know, or n_items missing
+        raise InputError(f"{directory / 'config.json'}: cannot build a {name!r} model from its config "
+                         f"({type(exc).__name__}: {exc})") from None
     weights = directory / "model.safetensors"
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} is missing")
@@ -87,6 +115,8 @@ def load_checkpoint(directory, map_location="cpu", expect=None):
 
 
 def load_id_maps(directory) -> dict:
+    """{"item_ids": (n_items + 1,), "user_ids": (n_users,)} raw-id arrays of a checkpoint (data/id_maps.py), or {}
+    when it has no id_maps.npz."""
     path = Path(directory) / "id_maps.npz"
     if not path.is_file():
         return {}

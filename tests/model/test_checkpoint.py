@@ -48,3 +48,20 @@ def test_a_checkpoint_saved_with_the_old_key_names_loads(tmp_path):
     assert loaded.config == model.config and len(loaded.layers) == 1
     items, times, _ = random_batch()
     assert torch.equal(loaded.scores(items, times), model.scores(items, times))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda meta: [meta], "not a checkpoint config"),
+    (lambda meta: {k: v for k, v in meta.items() if k != "config"}, "not a checkpoint config"),
+    (lambda meta: meta | {"config": meta["config"] | {"bogus_option": 1}}, "bogus_option"),
+    (lambda meta: meta | {"config": {k: v for k, v in meta["config"].items() if k != "n_items"}}, "n_items"),
+])
+def test_a_config_json_that_does_not_describe_a_model_is_a_clear_error(tmp_path, edit, message):
+    """Valid JSON that is not what model.save writes: an InputError naming config.json, never a KeyError/TypeError."""
+    import json
+    tiny_model(torch.float32).save(tmp_path / "ckpt")
+    path = tmp_path / "ckpt" / "config.json"
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    with pytest.raises(InputError, match=message) as info:
+        load_model(tmp_path / "ckpt")
+    assert "config.json" in str(info.value)
