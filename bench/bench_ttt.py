@@ -60,8 +60,6 @@ def make_model(n_items: int, backend: str, device, seed: int = 0):
     torch.manual_seed(seed)
     model = build_model(ModelConfig(model="t2arec", backend=backend), n_items, max_len=200).to(device)
     model.set_time_margin(1.0)
-    if hasattr(model, "set_backend"):
-        model.set_backend(backend)
     return model.eval()
 
 

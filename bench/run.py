@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import ast
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench.harness import RESULTS, ROOT, child_command
+from bench.harness import RESULTS, ROOT, child_command, default_out
 
 BENCH_DIR = Path(__file__).resolve().parent
 QUICK_OUT = RESULTS / "quick"
@@ -82,7 +81,7 @@ def main(argv=None) -> int:
     if unknown:
         print(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(known)}", file=sys.stderr)
         return 2
-    out = opts.out or (Path(os.environ.get("OUT") or RESULTS) if opts.full else QUICK_OUT)
+    out = opts.out or (default_out() if opts.full else QUICK_OUT)
     failed = []
     for name in names:
         argv = command(name, opts.full, out)

@@ -8,10 +8,13 @@ from __future__ import annotations
 from typing import Iterable, Optional
 
 
-def progress_bar(iterable: Iterable, desc: str, total: Optional[int] = None, unit: str = "it") -> Iterable:
+def progress_bar(iterable: Iterable, desc: str, total: Optional[int] = None, unit: str = "it",
+                 enabled: bool = True):
+    """A tqdm bar over `iterable`: live on a terminal, silent when stderr is not one or when `enabled` is False
+    (it then still iterates and accepts `set_postfix`, so callers never ask which they got)."""
     from tqdm.auto import tqdm
     return tqdm(iterable, desc=desc, total=total, unit=unit, leave=False, dynamic_ncols=True, mininterval=1.0,
-                disable=None)
+                disable=None if enabled else True)
 
 
 def write_line(message: str) -> None:

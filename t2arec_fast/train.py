@@ -33,6 +33,7 @@ import torch.nn as nn
 from .config import Config
 from .evaluate import evaluate
 from .model import T2ARec
+from .model.losses import estimate_time_margin, gap_sequence, time_pairs
 from .progress import progress_bar, write_line
 
 TRAINER_STATE = "trainer.pt"
@@ -115,8 +116,9 @@ class _LossModule(nn.Module):
 
 
 def time_pair_count(items: torch.Tensor, times: torch.Tensor, target_times: torch.Tensor, model_cfg) -> torch.Tensor:
-    """How many pairs L_time averages over in this batch (its denominator; data only, no parameters)."""
-    from .model.losses import gap_sequence, time_pairs
+    """How many pairs L_time averages over in this batch (its denominator; data only, no parameters): a 0-dim
+    int64 tensor. items, times: (batch, L) int64 LEFT-padded ids and unix seconds; target_times: (batch,) int64.
+    The pairs are `model.losses.time_pairs`, the one definition the loss and λ's estimate use too."""
     gaps, valid = gap_sequence(times, items != 0, target_times)
     return time_pairs(gaps, valid, model_cfg.pair_block, model_cfg.gap_transform, model_cfg.count_tied_pairs)[1].sum()
 
@@ -164,7 +166,6 @@ def _uses_alignment(model, cfg: Config) -> bool:
 def _estimate_margin(split, cfg: Config, max_len: int) -> float:
     """λ = median |g(T_i) − g(T_j)| over the pairs L_time sees in the training batches (docs/model.md §3)."""
     from .data import train_batches
-    from .model.losses import estimate_time_margin, gap_sequence
 
     def gaps():
         for b in train_batches(split, max_len, max(cfg.train.batch_size, 1024), shuffle=False):
@@ -290,15 +291,13 @@ def _train_epoch(loss_module, model, optimizer, split, cfg: Config, max_len: int
             for k, v in values.items():
                 sums[k] += v
             n_steps += 1
-        if hasattr(bar, "set_postfix") and step % 10 == 0:
+        if step % 10 == 0:
             bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
     return {k: v / max(n_steps, 1) for k, v in sums.items()} | {"steps": n_steps}
 
 
 def _progress(iterable, cfg: Config, ctx: DistContext, desc: str, total: Optional[int] = None):
-    if not (cfg.train.progress and ctx.is_main):
-        return iterable
-    return progress_bar(iterable, desc, total)
+    return progress_bar(iterable, desc, total, enabled=cfg.train.progress and ctx.is_main)
 
 
 def _log(cfg: Config, ctx: DistContext, message: str) -> None:

@@ -10,3 +10,11 @@ def test_bar_yields_every_item_and_is_silent_without_a_terminal(capsys):
     assert list(bar) == [0, 1, 2, 3, 4]
     assert bar.disable
     assert capsys.readouterr().err == ""
+
+
+def test_a_disabled_bar_still_iterates_and_takes_postfixes(capsys):
+    """train.py's loop calls set_postfix on whatever _progress gave it, bar shown or not."""
+    bar = progress_bar(range(3), "work", enabled=False)
+    for _ in bar:
+        bar.set_postfix({"loss": "1"}, refresh=False)
+    assert bar.disable and capsys.readouterr().err == ""

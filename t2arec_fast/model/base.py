@@ -1,5 +1,6 @@
 """What every sequential recommender of the package shares: input checks, tied-embedding scoring, the
-recommendation loss and checkpoint loading. Subclasses provide `item_emb`, `n_items`, `encode` and `_run_sequence`."""
+recommendation loss and checkpoint loading (docs/architecture.md, "Contracts"). Subclasses provide `item_emb`,
+`n_items`, `config` (a ModelConfig), `model_name`, `encode`, `losses`, `aux_losses` and `save`."""
 from __future__ import annotations
 
 from typing import Optional
@@ -7,7 +8,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from t2arec_fast.config import upgrade_options
+from t2arec_fast.config import ModelConfig, upgrade_options
 from t2arec_fast.errors import InputError
 from t2arec_fast.ops.cross_entropy import IGNORE_INDEX, linear_cross_entropy
 
@@ -32,8 +33,12 @@ def check_left_padded(item_ids: torch.Tensor) -> torch.Tensor:
 
 
 class SequentialRecommender(nn.Module):
-    item_emb: nn.Embedding
+    """Base class of T2ARec and SASRec: what train, evaluate, adapt and the CLI may use of any model."""
+
+    item_emb: nn.Embedding                   # (n_items + 1, d), row 0 = padding; also the scoring head (tied)
     n_items: int
+    config: ModelConfig
+    model_name: str                          # the key of model.MODEL_CLASSES a checkpoint is loaded by
     id_maps: Optional[dict] = None           # raw ids by model id, set when loaded from a checkpoint that has them
     checkpoint_meta: Optional[dict] = None   # the checkpoint's config.json, set when loaded from one
     uses_alignment: bool = False             # has the alignment losses (and so a test-time step that changes it)

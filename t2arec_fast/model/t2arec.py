@@ -63,6 +63,10 @@ class T2ALayer(nn.Module):
     def step_pooled(self, u_t, pool, slots):
         return self._finish(u_t, self.block.step_pooled(u_t, pool, slots))
 
+    def extrapolate(self, u_next, internals):
+        """`step` at every position at once (T2AMambaBlock.extrapolate), then Add&Norm and FFN: (batch, L, d)."""
+        return self._finish(u_next, self.block.extrapolate(u_next, internals))
+
 
 class T2ARec(SequentialRecommender):
     model_name = "t2arec"
@@ -169,7 +173,7 @@ class T2ARec(SequentialRecommender):
         (batch, L, d) → (batch, L, d) (training of the extrapolated readouts)."""
         h = u_next
         for layer, inner in zip(self.layers, internals):
-            h = layer._finish(h, layer.block.extrapolate(h, inner))
+            h = layer.extrapolate(h, inner)
         return h
 
     def scores_from_state(self, o_n: torch.Tensor, states: List[BlockState],
