@@ -1,7 +1,9 @@
 """Test-time alignment (the paper's Algorithm 1, docs/model.md §5), implemented functionally.
 
 For each test batch, independently ("episodic"): starting from the trained parameters θ, take M plain gradient updates
-    θ ← θ − α ∇θ (μ1' L_time + μ2' L_state)
+    θ ← θ − α ∇θ (μ1' L_time + μ2' L_state)                  (ttt_rule="sgd", the paper)
+or, scale-free, a step of a chosen relative size ρ = ttt_lr along each parameter tensor's normalised gradient
+    θ ← θ − ρ ‖θ‖ ∇θ / ‖∇θ‖                                   (ttt_rule="relative", an extension)
 on the self-supervised alignment losses of that batch (no labels; model in eval mode), then score the batch with the
 adapted parameters θ' (the scores use the adapted item embedding too). θ' lives only in a dict of tensors evaluated
 with `torch.func.functional_call`: the model's own parameters are never written, so they are bit-identical
@@ -78,7 +80,7 @@ def call_with(model: nn.Module, params: Dict[str, torch.Tensor], method: Callabl
 
 def adapt_parameters(model: nn.Module, items: torch.Tensor, times: torch.Tensor, target_times: torch.Tensor,
                      ttt_cfg) -> Dict[str, torch.Tensor]:
-    """θ' for one batch: M SGD updates of α on μ1' L_time + μ2' L_state over the `ttt_params` group.
+    """θ' for one batch: M updates (`ttt_rule`, size `ttt_lr`) on μ1' L_time + μ2' L_state over the `ttt_params` group.
 
     items, times: (batch, L) int64 LEFT-padded; target_times: (batch,) int64 = t_{n+1}.
     → {name: adapted tensor} for the adapted group only (others keep the model's values). No gradient history.
@@ -87,11 +89,11 @@ def adapt_parameters(model: nn.Module, items: torch.Tensor, times: torch.Tensor,
     names = adaptable_parameter_names(model, ttt_cfg.ttt_params)
     own = dict(model.named_parameters())
     fast = {name: own[name].detach() for name in names}
-    step = _compiled(sgd_step, ttt_cfg) if ttt_cfg.ttt_compile else sgd_step
+    step = _compiled(alignment_update, ttt_cfg) if ttt_cfg.ttt_compile else alignment_update
     objective = _Bound(model, type(model).aux_losses)   # built here: a module built inside a graph would break it
     for _ in range(ttt_cfg.ttt_updates):
         fast = step(objective, fast, items, times, target_times, ttt_cfg.ttt_mu_time, ttt_cfg.ttt_mu_state,
-                    ttt_cfg.ttt_lr)
+                    ttt_cfg.ttt_lr, ttt_cfg.ttt_rule)
     return fast
 
 
@@ -103,14 +105,33 @@ def alignment_objective(fast: Dict[str, torch.Tensor], aux_losses: nn.Module, it
     return mu_time * aux["time"] + mu_state * aux["state"]
 
 
-def sgd_step(aux_losses: nn.Module, fast: Dict[str, torch.Tensor], items, times, target_times, mu_time: float,
-             mu_state: float, lr: float) -> Dict[str, torch.Tensor]:
-    """One test-time step θ ← θ − α ∇θ(μ1' L_time + μ2' L_state) on the parameters in `fast` (name → tensor),
-    through the functional gradient torch.func.grad, so that torch.compile captures forward, backward and update
-    as one graph. Parameters the losses do not reach get a zero gradient and keep their values (all of them for
-    SASRec, whose alignment losses are constant zeros)."""
+def alignment_update(aux_losses: nn.Module, fast: Dict[str, torch.Tensor], items, times, target_times, mu_time: float,
+             mu_state: float, lr: float, rule: str = "sgd") -> Dict[str, torch.Tensor]:
+    """One test-time update of the parameters in `fast` (name → tensor) on μ1' L_time + μ2' L_state (`update`
+    says how), through the functional gradient torch.func.grad, so that torch.compile captures forward, backward
+    and update as one graph. Parameters the losses do not reach get a zero gradient and keep their values (all of
+    them for SASRec, whose alignment losses are constant zeros)."""
     grads = torch.func.grad(alignment_objective)(fast, aux_losses, items, times, target_times, mu_time, mu_state)
-    return {name: t - lr * grads[name] for name, t in fast.items()}
+    return {name: update(t, grads[name], lr, rule) for name, t in fast.items()}
+
+
+def update(param: torch.Tensor, grad: torch.Tensor, lr: float, rule: str, batch_dims: int = 0) -> torch.Tensor:
+    """θ' from θ = param and its gradient — the one definition of the test-time update.
+
+    rule "sgd": θ − lr ∇ (the paper's α). rule "relative": θ − lr ‖θ‖ ∇/‖∇‖, norms per tensor, so that lr is the
+    relative size of the change whatever the losses' scale (LARS-style trust ratio, You et al. 2017); a zero
+    gradient, or a tensor that is all zeros, is left unchanged. batch_dims: leading dimensions that index separate episodes (per-user steps:
+    1), each normalised on its own.
+    """
+    if rule == "sgd":
+        return param - lr * grad
+    if rule != "relative":
+        raise ValueError(f"unknown ttt_rule {rule!r}; expected 'sgd' or 'relative'")
+    dims = tuple(range(batch_dims, param.dim()))
+    param_norm = torch.linalg.vector_norm(param, dim=dims, keepdim=True)
+    grad_norm = torch.linalg.vector_norm(grad, dim=dims, keepdim=True)
+    scale = torch.where(grad_norm > 0, lr * param_norm / grad_norm.clamp_min(torch.finfo(grad.dtype).tiny), 0.0)
+    return param - scale * grad
 
 
 @functools.lru_cache(maxsize=None)
@@ -245,6 +266,7 @@ def _per_user_chunk(model, items, times, target_times, ttt_cfg) -> torch.Tensor:
     with torch.enable_grad():
         for _ in range(ttt_cfg.ttt_updates):
             grads = step(fast, items, times, target_times)
-            fast = {name: (fast[name] - ttt_cfg.ttt_lr * grads[name]).detach() for name in names}
+            fast = {name: update(fast[name], grads[name], ttt_cfg.ttt_lr, ttt_cfg.ttt_rule, batch_dims=1).detach()
+                    for name in names}
     with torch.no_grad():
         return vmap(user_scores, in_dims=(0, 0, 0, 0))(fast, items, times, target_times)

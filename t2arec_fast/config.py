@@ -104,7 +104,8 @@ class TrainConfig(_Checked):
 @dataclass
 class TTTConfig(_Checked):
     ttt: bool = True                      # run the test-time step in evaluation
-    ttt_lr: float = 0.005                 # α
+    ttt_lr: float = 0.005                 # α (ttt_rule=sgd) or the relative size ρ (ttt_rule=relative)
+    ttt_rule: str = "sgd"                 # "sgd": θ − α∇ (the paper) | "relative": θ − ρ‖θ‖ ∇/‖∇‖ per tensor
     ttt_updates: int = 1                  # M: gradient updates per test-time episode
     ttt_mu_time: float = 0.1              # μ1'
     ttt_mu_state: float = 0.1             # μ2'
@@ -255,6 +256,7 @@ CHOICES = {
     "readout": ("last", "extrapolated", "request_gap"),
     "state_norm": ("fro", "squared", "relative"),
     "ttt_params": ("all", "block", "ssm", "norms"),
+    "ttt_rule": ("sgd", "relative"),
     "position_origin": ("end", "start"),
     "tie_order": ("file", "item", "reversed", "random"),
     "train_samples": ("windows", "prefixes"),

@@ -43,6 +43,13 @@ def history_mask(history: torch.Tensor, targets: torch.Tensor, n_columns: int) -
     return seen
 
 
+def ndcg_per_example(ranks: np.ndarray, k: int = 10) -> np.ndarray:
+    """NDCG@k of each example from its 0-based target rank: 1/log2(rank + 2) inside the top k, else 0 (one relevant
+    item, so the ideal DCG is 1). ranks: (n,) int → (n,) float64; per-example values feed paired tests."""
+    ranks = np.asarray(ranks, dtype=np.int64)
+    return np.where(ranks < k, 1.0 / np.log2(ranks + 2), 0.0)
+
+
 def metrics_from_ranks(ranks: np.ndarray, ks: Iterable[int] = DEFAULT_KS) -> Dict[str, float]:
     """Recall@K (= HR@K: one target per user), MRR@K and NDCG@K averaged over users, from 0-based ranks."""
     ranks = np.asarray(ranks, dtype=np.int64)
@@ -51,7 +58,7 @@ def metrics_from_ranks(ranks: np.ndarray, ks: Iterable[int] = DEFAULT_KS) -> Dic
         hit = ranks < k
         out[f"recall@{k}"] = float(hit.mean()) if ranks.size else float("nan")
         out[f"mrr@{k}"] = float(np.where(hit, 1.0 / (ranks + 1), 0.0).mean()) if ranks.size else float("nan")
-        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2), 0.0).mean()) if ranks.size else float("nan")
+        out[f"ndcg@{k}"] = float(ndcg_per_example(ranks, k).mean()) if ranks.size else float("nan")
     return out
 
 

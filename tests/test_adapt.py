@@ -131,11 +131,14 @@ def test_gated_step_adapts_only_gated_users():
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=OPTION_IDS)
+@pytest.mark.parametrize("rule", ["sgd", "relative"])
 @pytest.mark.parametrize("gate", [0.0, 1.0])
-def test_vectorised_per_user_steps_equal_batches_of_one_user(gate, options):
-    """ttt_batch_size = 1 on a whole batch (vmap over users) gives each user's own single-user episode."""
+def test_vectorised_per_user_steps_equal_batches_of_one_user(gate, rule, options):
+    """ttt_batch_size = 1 on a whole batch (vmap over users) gives each user's own single-user episode — with the
+    relative rule too, whose norms must be taken per user, not over the stacked copies."""
     model, batch = tiny_model(**options).double(), random_batch()
-    cfg = dataclasses.replace(TTT, ttt_batch_size=1, ttt_lr=0.5, ttt_updates=2, ttt_gate=gate)
+    cfg = dataclasses.replace(TTT, ttt_batch_size=1, ttt_lr=0.5 if rule == "sgd" else 0.05, ttt_updates=2,
+                              ttt_gate=gate, ttt_rule=rule)
     together = scores_after_step(model, batch, cfg)
     for row in range(batch.items.shape[0]):
         keep = batch.items[row] != 0
@@ -145,3 +148,49 @@ def test_vectorised_per_user_steps_equal_batches_of_one_user(gate, options):
         torch.testing.assert_close(together[row:row + 1], alone, rtol=1e-9, atol=1e-9)
     plain = model.scores(batch.items, batch.times, batch.target_times)
     assert (together[:, 1:] - plain[:, 1:]).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_relative_rule_by_hand(steps):
+    """ttt_rule=relative: θ ← θ − ρ‖θ‖ ∇/‖∇‖ per tensor, computed here with autograd on a copy (float64)."""
+    model, batch = tiny_model().double(), random_batch()
+    cfg = dataclasses.replace(TTT, ttt_rule="relative", ttt_lr=0.01, ttt_updates=steps)
+    twin = copy.deepcopy(model)
+    for _ in range(steps):
+        aux = twin.aux_losses(batch.items, batch.times, batch.target_times)
+        params = [p for p in twin.parameters()]
+        grads = torch.autograd.grad(cfg.ttt_mu_time * aux["time"] + cfg.ttt_mu_state * aux["state"], params,
+                                    allow_unused=True)
+        with torch.no_grad():
+            for p, g in zip(params, grads):
+                if g is not None and g.norm() > 0:
+                    p -= cfg.ttt_lr * p.norm() * g / g.norm()
+    fast = adapt_parameters(model, batch.items, batch.times, batch.target_times, cfg)
+    for name, p in twin.named_parameters():
+        torch.testing.assert_close(fast[name], p.detach(), rtol=1e-10, atol=1e-12)
+
+
+def test_relative_rule_moves_each_reached_tensor_by_rho():
+    """The point of the rule: a chosen relative change whatever the losses' scale (the paper's α = 0.005 moves
+    the tamed model's parameters by ~1e-5 relative, docs/results.md); tensors the losses do not reach stay."""
+    model, batch = tiny_model().double(), random_batch()
+    rho = 0.02
+    for mu in (1e-6, 1.0):                                    # a million times smaller losses: the same change
+        cfg = dataclasses.replace(TTT, ttt_rule="relative", ttt_lr=rho, ttt_mu_time=mu, ttt_mu_state=mu)
+        fast = adapt_parameters(model, batch.items, batch.times, batch.target_times, cfg)
+        own = {k: v.detach() for k, v in model.named_parameters()}
+        zero = [k for k in fast if float(own[k].norm()) == 0.0]          # ‖θ‖ = 0: a relative step is no step
+        assert all(torch.equal(fast[k], own[k]) for k in zero)
+        moved = {k: float((fast[k] - own[k]).norm() / own[k].norm()) for k in fast if k not in zero}
+        assert any(v > 0 for v in moved.values())
+        for name, change in moved.items():
+            assert change == 0.0 or abs(change - rho) < 1e-9, (name, change)
+        assert all(moved[k] == 0.0 for k in moved if ".ffn." in k)
+
+
+def test_unknown_rule_is_refused_with_the_choices():
+    from t2arec_fast.adapt import update
+    with pytest.raises(ValueError, match="ttt_rule.*relative"):
+        update(torch.ones(2), torch.ones(2), 0.1, "adam")
+    with pytest.raises(ValueError, match="ttt_rule"):
+        TTTConfig(ttt_rule="adam")

@@ -70,3 +70,11 @@ def test_ndcg_by_request_gap_bins_by_seconds_since_the_last_event():
     assert out["< 1 h"] == [pytest.approx((1 + 1 / np.log2(3)) / 2), 2]
     assert out["1 h – 1 d"] == [1.0, 1]
     assert out["≥ 30 d"] == [pytest.approx(1 / np.log2(7) / 2), 2]
+
+
+def test_ndcg_per_example_is_what_the_mean_metric_averages():
+    from t2arec_fast.metrics import metrics_from_ranks, ndcg_per_example
+    ranks = np.array([0, 1, 9, 10, 500])
+    per = ndcg_per_example(ranks, k=10)
+    assert per.tolist() == pytest.approx([1.0, 1 / np.log2(3), 1 / np.log2(11), 0.0, 0.0])
+    assert metrics_from_ranks(ranks, ks=(10,))["ndcg@10"] == pytest.approx(per.mean())

@@ -1,0 +1,143 @@
+"""How large must the test-time step be to do anything, and does it pay off? Chosen on VALIDATION data only.
+
+The paper's step (α = 0.005 on μ1' L_time + μ2' L_state, batches of 256 users) moves the tamed models' parameters
+by ~1e-5 relative: a numerical no-op (docs/results.md). This study takes models trained by the reproduction study
+(`python -m bench.studies.reproduce DATA ... --keep DIR`), evaluates a grid of step sizes on validation — plain SGD
+α over four decades and the scale-free rule (`ttt_rule=relative`: a chosen relative change ρ of every adapted
+tensor) — and runs on test only the paper's step and the one validation chose (if it beat "no step" there).
+
+    python -m bench.studies.ttt_step amazon-beauty --keep DIR --seeds 0 1 2 [--model t2arec] [--out DIR]
+
+For every setting it records NDCG@10, the mean relative parameter change ‖θ'−θ‖/‖θ‖ on the first batch and the
+share of users whose target rank moved, so that "no effect" and "no change" can be told apart.
+Writes DIR/ttt_step_<data>_<model>.json (default bench/results); `python -m bench.studies.report` is not needed:
+the table is printed.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.harness import add_out_argument, code_version, environment, write_json
+from bench.studies.reproduce import DATASETS, paired_t
+from t2arec_fast.adapt import adapt_parameters
+from t2arec_fast.config import TTTConfig
+from t2arec_fast.data import eval_batches, leave_one_out, load_dataset
+from t2arec_fast.evaluate import evaluate
+from t2arec_fast.metrics import ndcg_per_example
+from t2arec_fast.model import load_model
+
+PAPER = ("sgd", 0.005)
+# (rule, size): the paper's α first, then SGD two and four decades up, then the scale-free rule's relative sizes
+GRID = [PAPER, ("sgd", 0.5), ("sgd", 5.0), ("sgd", 50.0),
+        ("relative", 0.001), ("relative", 0.01), ("relative", 0.03), ("relative", 0.1)]
+
+
+def setting(rule: str, size: float) -> TTTConfig:
+    """The paper's test-time step (all parameters, μ1' = μ2' = 0.1, one update, 256 users per episode) with
+    the update rule and size changed — nothing else, so the size is the only question asked."""
+    return TTTConfig(ttt_rule=rule, ttt_lr=size)
+
+
+def relative_change(model, split, max_len: int, ttt: TTTConfig) -> float:
+    """Mean over the adapted tensors of ‖θ'−θ‖/‖θ‖ after the step on the first validation batch (tensors the
+    losses do not reach, such as the FFN, count with 0)."""
+    batch = next(iter(eval_batches(split, "valid", max_len, ttt.ttt_batch_size))).to_torch("cpu")
+    model.eval()
+    fast = adapt_parameters(model, batch.items, batch.times, batch.target_times, ttt)
+    own = {k: v.detach() for k, v in model.named_parameters()}
+    changes = [float((fast[k] - own[k]).norm() / own[k].norm()) for k in fast if float(own[k].norm()) > 0]
+    return statistics.mean(changes)
+
+
+def study_seed(model, split, max_len: int) -> dict:
+    """Validation grid, then test for no step, the paper's step and validation's choice."""
+    plain = {w: evaluate(model, split, w, max_len, return_ranks=True) for w in ("valid", "test")}
+    plain_valid = ndcg_per_example(plain["valid"]["ranks"])
+    grid = []
+    for rule, size in GRID:
+        cfg = setting(rule, size)
+        t0 = time.perf_counter()
+        res = evaluate(model, split, "valid", max_len, ttt=cfg, return_ranks=True)
+        grid.append({"rule": rule, "size": size, "valid_ndcg@10": res["ndcg@10"],
+                     "valid_vs_no_step": float((ndcg_per_example(res["ranks"]) - plain_valid).mean()),
+                     "share_of_ranks_moved": float(np.mean(np.asarray(res["ranks"]) != plain["valid"]["ranks"])),
+                     "relative_parameter_change": relative_change(model, split, max_len, cfg),
+                     "seconds": time.perf_counter() - t0})
+    best = max(grid, key=lambda g: g["valid_ndcg@10"])
+    chosen = best if best["valid_ndcg@10"] > plain["valid"]["ndcg@10"] else None
+    out = {"valid": plain["valid"]["ndcg@10"], "test": plain["test"]["ndcg@10"], "grid": grid,
+           "chosen": None if chosen is None else {"rule": chosen["rule"], "size": chosen["size"]}}
+    paper = evaluate(model, split, "test", max_len, ttt=setting(*PAPER), return_ranks=True)
+    out["test_paper_step"] = paper["ndcg@10"]
+    out["test_chosen"] = plain["test"]["ndcg@10"]
+    if chosen is not None:
+        out["test_chosen"] = evaluate(model, split, "test", max_len, ttt=setting(chosen["rule"], chosen["size"]))[
+            "ndcg@10"]
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("dataset", choices=sorted(DATASETS))
+    ap.add_argument("--keep", metavar="DIR", required=True, type=Path,
+                    help="the reproduction study's --keep folder (DIR/<dataset>/<model>/seed<k>/best)")
+    ap.add_argument("--model", default="t2arec", help="model label in the study (t2arec, backbone, ...)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    add_out_argument(ap)
+    args = ap.parse_args(argv)
+    path, k_core, max_len = DATASETS[args.dataset]
+    split = leave_one_out(load_dataset(str(path), min_count=k_core, verbose=False))
+    torch.set_num_threads(1)
+    seeds = {}
+    for seed in args.seeds:
+        folder = args.keep / args.dataset / args.model.replace(" ", "_") / f"seed{seed}" / "best"
+        if not folder.exists():
+            raise SystemExit(f"no kept model at {folder}: run the reproduction study with --keep {args.keep} first")
+        seeds[seed] = study_seed(load_model(folder), split, max_len)
+        print(f"seed {seed}: " + summary_line(seeds[seed]), flush=True)
+    report = {"dataset": args.dataset, "model": args.model, "keep": str(args.keep), "code": code_version(),
+              "environment": environment(), "grid": [list(g) for g in GRID], "seeds": seeds,
+              "paired": paired_summary(seeds)}
+    write_json(args.out, f"ttt_step_{args.dataset}_{args.model.replace(' ', '_')}.json", report)
+    print_table(report)
+
+
+def summary_line(r: dict) -> str:
+    chosen = "no step" if r["chosen"] is None else f"{r['chosen']['rule']} {r['chosen']['size']:g}"
+    return (f"valid {r['valid']:.4f} test {r['test']:.4f}; paper's step test {r['test_paper_step']:.4f}; "
+            f"validation chose {chosen}: test {r['test_chosen']:.4f}")
+
+
+def paired_summary(seeds: dict) -> dict:
+    """Paired t-tests over seeds of test NDCG@10: the paper's step and validation's choice vs no step."""
+    base = [r["test"] for r in seeds.values()]
+    out = {}
+    for key in ("test_paper_step", "test_chosen"):
+        other = [r[key] for r in seeds.values()]
+        t, p = paired_t(other, base)
+        out[key] = {"mean_difference": statistics.mean(o - b for o, b in zip(other, base)), "t": t, "p": p}
+    return out
+
+
+def print_table(report: dict) -> None:
+    print("| rule | size | valid NDCG@10 (mean over seeds) | valid vs no step | ranks moved | ‖θ'−θ‖/‖θ‖ |")
+    print("|---|---|---|---|---|---|")
+    for i, (rule, size) in enumerate(GRID):
+        rows = [r["grid"][i] for r in report["seeds"].values()]
+        mean = lambda key: statistics.mean(g[key] for g in rows)   # noqa: E731
+        print(f"| {rule} | {size:g} | {mean('valid_ndcg@10'):.4f} | {mean('valid_vs_no_step'):+.5f} | "
+              f"{100 * mean('share_of_ranks_moved'):.1f} % | {mean('relative_parameter_change'):.1e} |")
+    for key, res in report["paired"].items():
+        p = "—" if res["p"] is None else f"{res['p']:.2f}"
+        print(f"{key}: test NDCG@10 vs no step {res['mean_difference']:+.5f} (p = {p})")
+
+
+if __name__ == "__main__":
+    main()
