@@ -150,3 +150,12 @@ def test_shift_curve_pools_valid_and_test_targets_weighted_by_count(tmp_path):
     assert curve["no test-time step"][0] == pytest.approx((0.25, 4))
     report.plot_shift_curve(curve, tmp_path / "curve.png", seeds=2)
     assert (tmp_path / "curve.png").stat().st_size > 1000
+
+
+def test_before_after_compares_the_means_per_model():
+    before, after = study(), study()
+    after["runs"]["sasrec"] = [run(0, 0.06), run(1, 0.07), run(2, 0.08)]
+    text = report.before_after(before, after)
+    assert "| sasrec | 0.0500 ± 0.0000 | 0.0700 ± 0.0100 | +0.0200 |" in text
+    assert "| backbone | 0.1100 ± 0.0100 | 0.1100 ± 0.0100 | +0.0000 |" in text
+    assert "| t2arec + test-time step | 0.1300 ± 0.0200 | 0.1300 ± 0.0200 | +0.0000 |" in text

@@ -322,12 +322,39 @@ def readme_table() -> str:
     return "\n".join(lines)
 
 
+# The studies run before `rec_weighting=target` became the default (2026-11-30, docs/results.md) are kept under
+# this suffix once the data set is rerun with the new defaults: reproduce_<data>_batch_weighting.json.
+BEFORE = "_batch_weighting"
+
+
+def before_after(before: dict, after: dict) -> str:
+    """Test NDCG@10 per model, the study before the default change against the one after (mean ± std over seeds),
+    and the difference of the means (different seeds' runs are not paired: the code changed in between)."""
+    lines = [f"Before / after the new defaults (`rec_weighting=target`), test NDCG@10; before: `{command_of(before)}`"
+             " (its JSON: bench/results/reproduce_" + before["dataset"] + BEFORE + ".json):", "",
+             "| model | before | after | difference of the means |", "|---|---|---|---|"]
+    for label, split in (("sasrec", "test"), ("backbone", "test"), ("t2arec", "test"), ("t2arec", "test_ttt")):
+        old, new = before["runs"].get(label) or [], after["runs"].get(label) or []
+        if not old or not new or not all(split in r for r in old + new):
+            continue
+        a, b = [r[split]["ndcg@10"] for r in old], [r[split]["ndcg@10"] for r in new]
+        name = label if split == "test" else "t2arec + test-time step"
+        lines.append(f"| {name} | {fmt(a)} | {fmt(b)} | {statistics.mean(b) - statistics.mean(a):+.4f} |")
+    return "\n".join(lines)
+
+
 def render() -> str:
     sections = []
     for name in DATASETS:
         path = RESULTS / f"reproduce_{name}.json"
+        before = RESULTS / f"reproduce_{name}{BEFORE}.json"
         if path.exists():
             sections.append(dataset_section(json.loads(path.read_text())))
+            if before.exists():
+                sections.append(before_after(json.loads(before.read_text()), json.loads(path.read_text())))
+            else:
+                sections.append(f"Not yet rerun with the new defaults (`rec_weighting=target`): the table above is "
+                                f"the study before them (`rec_weighting=batch`, then the default).")
         else:
             sections.append(f"### {name}\n\nNot run yet (`python -m bench.studies.reproduce {name}`).")
     return "\n\n".join(sections)
