@@ -48,37 +48,75 @@ assert RING_RECORD.itemsize == 12
 INT64_MIN = np.iinfo(np.int64).min
 DONE_TTL_MS = 600_000          # how long an applied commit's stamp is remembered (longer than any retry sequence)
 _ITEM_DIGITS = 10              # popularity members are zero-padded so that Redis' lexical tie order is numeric
+FIELD = 20                     # bytes of one decimal int64 field in a script's argument or reply (19 digits + sign)
+_READ_RECORD = np.dtype([("known", "S1"), ("n", f"S{FIELD}"), ("t", f"S{FIELD}"), ("w", f"S{FIELD}"),
+                         ("status", "S1"), ("ring", "S1")])        # one user in the read script's reply
+_COMMIT_RECORD = np.dtype([("expected", f"S{FIELD}"), ("n", f"S{FIELD}"), ("t", f"S{FIELD}"),
+                           ("slot", f"S{FIELD}"), ("records", f"S{FIELD}")])   # one user in the commit's arguments
+_POPULAR_RECORD = np.dtype([("member", f"S{_ITEM_DIGITS}"), ("count", f"S{FIELD}")])
 
 # -- Lua scripts: each runs atomically inside Redis; errors name the key -------------------------------------------
+# Per-user numbers travel as fixed-width decimal fields (FIELD bytes each, left-aligned, padded with NUL or spaces)
+# inside one argument or reply string, and states and ring records as concatenated blobs: a batch of any size is a
+# handful of arguments, packed and parsed by numpy on the client instead of hundreds of per-user values. Decimal
+# text, not binary, because Lua's numbers are doubles: a 63-bit stamp or an int64 time would not survive them.
 _READ = """
 -- KEYS: per user: hash, ring; then the popularity zset.  ARGV: 1 state field, 2 state-stamp field,
--- 3 ring mode ('all' | 'missing' | 'none'), 4 top-k of popularity (0: none), then per user the stamp of the
--- caller's local copy ('' when it has none).
-local nu = #ARGV - 4
-local out = {}
+-- 3 ring mode ('all' | 'missing' | 'none'), 4 top-k of popularity (0: none), 5 bytes per state, 6 bytes per ring
+-- (12 * history_len), 7 the caller's local stamp per user (FIELD bytes each; '0': no local copy).
+-- Returns {records, states, rings[, top]}: one RECORD-byte record per user: known ('0'/'1'), n, t, w (FIELD bytes
+-- each, space-padded), status ('0': no current state here, '1': the caller's copy is current, '2': the state is
+-- shipped), ring ('0'/'1'); the shipped states concatenated in user order; the shipped rings zero-padded to the
+-- ring size, concatenated in user order.
+local size, ringbytes, mine, mode = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[3]
+local nu = (#KEYS - 1) / 2
+local records, states, rings = {}, {}, {}
+local unknown = '0' .. string.rep(' ', 3 * FIELD + 2)
+local function pad(x) return x .. string.rep(' ', FIELD - #x) end
 for i = 1, nu do
-  local h, r, mine = KEYS[2*i-1], KEYS[2*i], ARGV[4+i]
+  local h, r = KEYS[2*i-1], KEYS[2*i]
   local v = redis.pcall('HMGET', h, 'n', 't', 'w', ARGV[2])
   if v.err then return redis.error_reply('CORRUPT ' .. h .. ' is not a hash: ' .. v.err) end
-  local n, w = v[1], v[3]
-  local status, state, ring = 0, false, false
-  if n and w == mine then
-    status = 1                                  -- the caller's copy is current: nothing to ship
-  elseif n and v[4] == w then
-    status, state = 2, redis.call('HGET', h, ARGV[1])
+  if not v[1] then
+    records[i] = unknown
+  else
+    for j, name in ipairs({'n', 't', 'w'}) do
+      if v[j] and #v[j] > FIELD then
+        return redis.error_reply('CORRUPT ' .. h .. " field '" .. name .. "' holds " .. #v[j] ..
+                                 ' bytes, not an int64')
+      end
+    end
+    local w, status, ring = v[3], '0', '0'
+    if w and w == string.match(string.sub(mine, FIELD * (i - 1) + 1, FIELD * i), '^%d+') then
+      status = '1'                                -- the caller's copy is current: nothing to ship
+    elseif w and v[4] == w then
+      local s = redis.call('HGET', h, ARGV[1])
+      if not s or #s ~= size then
+        return redis.error_reply('CORRUPT ' .. h .. " field '" .. ARGV[1] .. "' holds " .. (s and #s or 0) ..
+                                 ' bytes, expected ' .. size .. ' (a state of ' .. size / 4 .. ' float32)')
+      end
+      status = '2'
+      states[#states+1] = s
+    end
+    if mode == 'all' or (mode == 'missing' and status == '0') then
+      local g = redis.pcall('GET', r)
+      if type(g) == 'table' then return redis.error_reply('CORRUPT ' .. r .. ' is not a string') end
+      g = g or ''
+      if #g > ringbytes or #g % 12 ~= 0 then
+        return redis.error_reply('CORRUPT ' .. r .. ' holds ' .. #g .. ' bytes: not a ring of at most ' ..
+                                 ringbytes / 12 .. ' events of 12 bytes')
+      end
+      ring = '1'
+      rings[#rings+1] = g .. string.rep('\\0', ringbytes - #g)
+    end
+    records[i] = '1' .. pad(v[1]) .. pad(v[2] or '') .. pad(w or '') .. status .. ring
   end
-  if n and (ARGV[3] == 'all' or (ARGV[3] == 'missing' and status == 0)) then
-    ring = redis.pcall('GET', r)
-    if type(ring) == 'table' then return redis.error_reply('CORRUPT ' .. r .. ' is not a string') end
-    ring = ring or ''
-  end
-  out[#out+1] = n or false; out[#out+1] = v[2] or false; out[#out+1] = w or false
-  out[#out+1] = status; out[#out+1] = state; out[#out+1] = ring
 end
+local out = {table.concat(records), table.concat(states), table.concat(rings)}
 if ARGV[4] ~= '0' then
   local top = redis.pcall('ZRANGE', KEYS[#KEYS], 0, tonumber(ARGV[4]) - 1, 'WITHSCORES')
   if top.err then return redis.error_reply('CORRUPT ' .. KEYS[#KEYS] .. ' is not a sorted set') end
-  out[#out+1] = top
+  out[4] = top
 end
 return out
 """
@@ -86,68 +124,95 @@ return out
 _COMMIT = """
 -- KEYS: 1 popularity zset, 2 this commit's done-marker, then per user: hash, ring.
 -- ARGV: 1 state field, 2 state-stamp field, 3 new stamp, 4 TTL ms (0: none), 5 oldest model version whose fields
--- are kept, 6 users, 7 bytes per state, 8 all states (concatenated, user order), 9 all ring records (concatenated),
--- then per user: expected stamp ('' = new user), new count, new last time, ring writes, and per ring write
--- (byte offset in the ring, first byte in ARGV[9], length); then (item member, count) pairs for popularity.
--- (Two blobs instead of one argument per state: the client packs and sends a handful of buffers, not hundreds.)
-local nu, size = tonumber(ARGV[6]), tonumber(ARGV[7])
-local at, base, lost = 10, {}, {}
+-- are kept, 6 bytes per state, 7 history_len, 8 the new states (concatenated, user order), 9 the ring records to
+-- write (12 bytes each, user order), 10 per user 5 fields of FIELD bytes: expected stamp ('0' = a new user), new
+-- count, new last time, ring slot of the user's first record, records of the user in ARGV[9];
+-- 11 popularity: per item a zero-padded ITEM_DIGITS-byte member and a FIELD-byte count.
+local size, H, states, rings, users, pop = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local nu = (#KEYS - 2) / 2
+local function field(i, j)                     -- field j of user i's record, as the decimal string it holds
+  local at = 5 * FIELD * (i - 1) + FIELD * (j - 1)
+  return string.match(string.sub(users, at + 1, at + FIELD), '^%-?%d+')
+end
+local lost = {}
 for i = 1, nu do
-  base[i] = at
   local h = KEYS[2*i+1]
   local cur = redis.pcall('HGET', h, 'w')
   if type(cur) == 'table' then return redis.error_reply('CORRUPT ' .. h .. ' is not a hash') end
-  if (cur or '') ~= ARGV[at] then lost[#lost+1] = i end
-  at = at + 4 + 3 * tonumber(ARGV[at+3])
+  if (cur or '0') ~= field(i, 1) then lost[#lost+1] = i end
 end
 if #lost > 0 then
   if redis.call('EXISTS', KEYS[2]) == 1 then return {2} end    -- a retry of a commit that was applied
   table.insert(lost, 1, 0)
   return lost
 end
-local ttl, keep, states, rings = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[8], ARGV[9]
+local ttl, keep, from = tonumber(ARGV[4]), tonumber(ARGV[5]), 0
 for i = 1, nu do
-  local h, r, a = KEYS[2*i+1], KEYS[2*i+2], base[i]
-  local state = string.sub(states, (i - 1) * size + 1, i * size)
-  redis.call('HSET', h, 'n', ARGV[a+1], 't', ARGV[a+2], 'w', ARGV[3], ARGV[1], state, ARGV[2], ARGV[3])
-  for j = 0, tonumber(ARGV[a+3]) - 1 do
-    local w = a + 4 + 3 * j
-    local from = tonumber(ARGV[w+1])
-    local ok = redis.pcall('SETRANGE', r, tonumber(ARGV[w]), string.sub(rings, from + 1, from + tonumber(ARGV[w+2])))
-    if type(ok) == 'table' then return redis.error_reply('CORRUPT ' .. r .. ' is not a string') end
-  end
-  if ttl > 0 then redis.call('PEXPIRE', h, ttl); redis.call('PEXPIRE', r, ttl) end
-  if redis.call('HLEN', h) > 7 then           -- states of model versions older than the previous one: drop
+  local h, r = KEYS[2*i+1], KEYS[2*i+2]
+  local added = redis.call('HSET', h, 'n', field(i, 2), 't', field(i, 3), 'w', ARGV[3],
+                          ARGV[1], string.sub(states, (i - 1) * size + 1, i * size), ARGV[2], ARGV[3])
+  if added > 0 and added < 5 then              -- a first state of this version: drop versions before the previous
     for _, f in ipairs(redis.call('HKEYS', h)) do
       local ver = string.match(f, '^sw?:(%d+)$')
       if ver and tonumber(ver) < keep then redis.call('HDEL', h, f) end
     end
   end
+  local slot, k = tonumber(field(i, 4)), tonumber(field(i, 5))
+  local first = math.min(k, H - slot)              -- records up to the ring's end, the rest from slot 0
+  local ok = redis.pcall('SETRANGE', r, 12 * slot, string.sub(rings, from + 1, from + 12 * first))
+  if type(ok) == 'table' then return redis.error_reply('CORRUPT ' .. r .. ' is not a string') end
+  if k > first then redis.call('SETRANGE', r, 0, string.sub(rings, from + 12 * first + 1, from + 12 * k)) end
+  from = from + 12 * k
+  if ttl > 0 then redis.call('PEXPIRE', h, ttl); redis.call('PEXPIRE', r, ttl) end
 end
-for p = at, #ARGV, 2 do
-  local ok = redis.pcall('ZINCRBY', KEYS[1], -tonumber(ARGV[p+1]), ARGV[p])
-  if type(ok) == 'table' then return redis.error_reply('CORRUPT ' .. KEYS[1] .. ' is not a sorted set') end
+-- popularity: read every item's score in one call, write them back in one (not one ZINCRBY per item)
+local width, members, counts = ITEM_DIGITS + FIELD, {}, {}
+for p = 0, #pop / width - 1 do
+  members[#members+1] = string.sub(pop, p * width + 1, p * width + ITEM_DIGITS)
+  counts[#counts+1] = tonumber(string.match(string.sub(pop, p * width + ITEM_DIGITS + 1, (p + 1) * width), '^%d+'))
+end
+for at = 1, #members, 1000 do                  -- chunks: Lua's unpack() has a bounded stack
+  local part = {unpack(members, at, math.min(at + 999, #members))}
+  local scores = redis.pcall('ZMSCORE', KEYS[1], unpack(part))
+  if scores.err then return redis.error_reply('CORRUPT ' .. KEYS[1] .. ' is not a sorted set') end
+  local args = {}
+  for j, m in ipairs(part) do
+    args[#args+1] = (tonumber(scores[j]) or 0) - counts[at + j - 1]
+    args[#args+1] = m
+  end
+  redis.call('ZADD', KEYS[1], unpack(args))
 end
 redis.call('SET', KEYS[2], '1', 'PX', DONE_TTL_MS)
 return {1}
-""".replace("DONE_TTL_MS", str(DONE_TTL_MS))
+"""
 
 _PUT_STATES = """
 -- Write back rebuilt states: only where the user still carries the stamp they were rebuilt for and holds no
 -- current state of this version yet (so a state is written once per stamp and version).
--- KEYS: per user hash.  ARGV: 1 state field, 2 state-stamp field, then per user: stamp, state.
+-- KEYS: per user hash.  ARGV: 1 state field, 2 state-stamp field, 3 bytes per state, 4 the stamps (FIELD bytes
+-- each), 5 the states (concatenated).
+local size = tonumber(ARGV[3])
 local written = 0
 for i = 1, #KEYS do
   local v = redis.pcall('HMGET', KEYS[i], 'w', ARGV[2])
   if v.err then return redis.error_reply('CORRUPT ' .. KEYS[i] .. ' is not a hash') end
-  local stamp = ARGV[2*i+1]
+  local stamp = string.match(string.sub(ARGV[4], FIELD * (i - 1) + 1, FIELD * i), '^%d+')
   if v[1] == stamp and v[2] ~= stamp then
-    redis.call('HSET', KEYS[i], ARGV[1], ARGV[2*i+2], ARGV[2], stamp)
+    redis.call('HSET', KEYS[i], ARGV[1], string.sub(ARGV[5], (i - 1) * size + 1, i * size), ARGV[2], stamp)
     written = written + 1
   end
 end
 return written
 """
+
+
+
+def _fill(script: str) -> str:
+    return (script.replace("ITEM_DIGITS", str(_ITEM_DIGITS)).replace("FIELD", str(FIELD))
+            .replace("RECORD", str(_READ_RECORD.itemsize)).replace("DONE_TTL_MS", str(DONE_TTL_MS)))
+
+
+_READ, _COMMIT, _PUT_STATES = _fill(_READ), _fill(_COMMIT), _fill(_PUT_STATES)
 
 _REGISTER = """
 -- KEYS: 1 models (fingerprint -> version), 2 layouts (version -> layout), 3 version counter.
@@ -349,30 +414,30 @@ class RedisStateStore:
         Raises: StoreCorruptError naming the key of an unreadable value; InputError for an unregistered version;
         StoreUnavailableError.
         """
-        size = self.state_size(version)
+        size, H = self.state_size(version), self.history_len
         m = len(users)
-        mine = [""] * m if local_stamps is None else [str(s) if s else "" for s in local_stamps.tolist()]
+        mine = np.zeros(m, np.int64) if local_stamps is None else np.asarray(local_stamps, np.int64)
         keys = self._user_keys(users) + [self._key("pop")]
-        reply = self._script("read", keys, [f"s:{version}", f"sw:{version}", rings, int(top_k)] + mine)
-        got = _empty_read(m, size, self.history_len)
-        for i in range(m):
-            n, t, w, status, state, ring = reply[6 * i:6 * i + 6]
-            if n is None:
-                continue
-            hkey = keys[2 * i]
-            got.known[i] = True
-            got.n_events[i] = _int_field(n, hkey, "n", minimum=1)
-            got.last_ts[i] = _int_field(t, hkey, "t")
-            got.stamps[i] = _int_field(w, hkey, "w", minimum=1)
-            got.local_current[i] = status == 1
-            if status == 2:
-                got.shipped[i] = True
-                got.states[i] = _state_value(state, size, hkey, f"s:{version}")
-            if ring is not None:
-                got.has_ring[i] = True
-                got.ring_items[i], got.ring_times[i] = _ring_value(ring, self.history_len, keys[2 * i + 1])
+        reply = self._script("read", keys, [f"s:{version}", f"sw:{version}", rings, int(top_k), 4 * size,
+                                            RING_RECORD.itemsize * H, _decimal(mine)])
+        records = np.frombuffer(reply[0], _READ_RECORD)
+        hashes = keys[0:2 * m:2]
+        got = _empty_read(m, size, H)
+        got.known[:] = records["known"] == b"1"
+        known = np.flatnonzero(got.known)
+        got.n_events[known] = _int_column(records["n"][known], [hashes[i] for i in known], "n", minimum=1)
+        got.last_ts[known] = _int_column(records["t"][known], [hashes[i] for i in known], "t")
+        got.stamps[known] = _int_column(records["w"][known], [hashes[i] for i in known], "w", minimum=1)
+        got.local_current[:] = records["status"] == b"1"
+        got.shipped[:] = records["status"] == b"2"
+        shipped = np.flatnonzero(got.shipped)
+        got.states[shipped] = np.frombuffer(reply[1], "<f4").reshape(len(shipped), size)
+        _check_finite(got.states[shipped], [hashes[i] for i in shipped], f"s:{version}")
+        got.has_ring[:] = records["ring"] == b"1"
+        ring = np.frombuffer(reply[2], RING_RECORD).reshape(-1, H)
+        got.ring_items[got.has_ring], got.ring_times[got.has_ring] = ring["item"], ring["time"]
         if top_k:
-            got.popular = _popular(reply[6 * m], self._key("pop"))
+            got.popular = _popular(reply[3], self._key("pop"))
         return got
 
     # -- commit --------------------------------------------------------------------------------------------------
@@ -394,43 +459,32 @@ class RedisStateStore:
         if states.shape != (len(users), size):
             raise InputError(f"commit: states of shape {states.shape}, expected {(len(users), size)}")
         stamp = stamp or _new_stamp()
-        ring_blob, ring_writes = self._ring_writes(len(users), n_before, counts, event_user, event_rank, items, times)
-        args: list = [f"s:{version}", f"sw:{version}", str(stamp), self.ttl_ms, int(version) - 1, len(users),
-                      4 * size, states.tobytes(), ring_blob]
-        for u in range(len(users)):
-            writes = ring_writes[u]
-            args += [str(expected_stamps[u]) if expected_stamps[u] else "", int(n_before[u] + counts[u]),
-                     int(last_ts[u]), len(writes)]
-            for write in writes:
-                args += write
+        H = self.history_len
+        kept = np.minimum(counts, H)                     # only each user's last H events land in its ring
+        first = counts - kept                            # rank of the first of them
+        per_user = np.empty(len(users), _COMMIT_RECORD)
+        per_user["expected"], per_user["n"], per_user["t"] = (np.asarray(expected_stamps, np.int64).astype(
+            _COMMIT_RECORD["expected"]), (n_before + counts).astype(_COMMIT_RECORD["n"]),
+            np.asarray(last_ts, np.int64).astype(_COMMIT_RECORD["t"]))
+        per_user["slot"] = ((n_before + first) % H).astype(_COMMIT_RECORD["slot"])
+        per_user["records"] = kept.astype(_COMMIT_RECORD["records"])
+        keep = event_rank >= first[event_user]
+        order = np.lexsort((event_rank[keep], event_user[keep]))        # user by user, in call order
+        records = np.empty(len(order), RING_RECORD)
+        records["item"], records["time"] = items[keep][order], times[keep][order]
         popular_items, popular_counts = np.unique(items, return_counts=True)
-        for item, count in zip(popular_items.tolist(), popular_counts.tolist()):
-            args += [str(item).zfill(_ITEM_DIGITS), count]
+        popular = np.empty(len(popular_items), _POPULAR_RECORD)
+        popular["member"] = np.char.zfill(popular_items.astype(_POPULAR_RECORD["member"]), _ITEM_DIGITS)
+        popular["count"] = popular_counts.astype(_POPULAR_RECORD["count"])
         keys = [self._key("pop"), self._key("done", stamp)] + self._user_keys(users)
-        reply = self._script("commit", keys, args)
+        reply = self._script("commit", keys, [f"s:{version}", f"sw:{version}", str(stamp), self.ttl_ms,
+                                              int(version) - 1, 4 * size, H, states.tobytes(), records.tobytes(),
+                                              per_user.tobytes(), popular.tobytes()])
         self.counters["commits"] += 1
         if reply[0] == 0:
             self.counters["cas_conflicts"] += 1
             return CommitOutcome(False, np.asarray(reply[1:], np.int64) - 1, stamp)
         return CommitOutcome(True, np.zeros(0, np.int64), stamp)
-
-    def _ring_writes(self, n_users, n_before, counts, event_user, event_rank, items, times):
-        """The ring records of the call's events as one blob, and per user its runs of consecutive ring positions:
-        [byte offset in the ring, first byte in the blob, length], covering its last min(count, H) events."""
-        H = self.history_len
-        keep = event_rank >= counts[event_user] - H          # only each user's last H events land
-        order = np.lexsort((event_rank[keep], event_user[keep]))
-        u, rank = event_user[keep][order], event_rank[keep][order]
-        records = np.empty(len(u), RING_RECORD)
-        records["item"], records["time"] = items[keep][order], times[keep][order]
-        positions = (n_before[u] + rank) % H
-        writes: List[list] = [[] for _ in range(n_users)]
-        size = RING_RECORD.itemsize
-        # a new run starts at each user's first kept event and wherever the ring wraps around to position 0
-        starts = np.flatnonzero(np.r_[True, (u[1:] != u[:-1]) | (positions[1:] != positions[:-1] + 1)])
-        for a, b in zip(starts.tolist(), np.r_[starts[1:], len(u)].tolist()):
-            writes[int(u[a])].append([int(positions[a]) * size, a * size, (b - a) * size])
-        return records.tobytes(), writes
 
     # -- rebuilt states, forgetting, popularity --------------------------------------------------------------------
     def put_states(self, users: np.ndarray, version: int, stamps: np.ndarray, states: np.ndarray) -> int:
@@ -440,10 +494,9 @@ class RedisStateStore:
         states = np.ascontiguousarray(states, dtype="<f4")
         if states.shape != (len(users), size):
             raise InputError(f"put_states: states of shape {states.shape}, expected {(len(users), size)}")
-        args: list = [f"s:{version}", f"sw:{version}"]
-        for u in range(len(users)):
-            args += [str(stamps[u]), states[u].tobytes()]
-        written = int(self._script("put_states", [f"{self.prefix}:u:{u}" for u in users.tolist()], args))
+        written = int(self._script("put_states", self._user_keys(users)[0::2],
+                                   [f"s:{version}", f"sw:{version}", 4 * size,
+                                    _decimal(np.asarray(stamps, np.int64)), states.tobytes()]))
         self.counters["states_written_back"] += written
         return written
 
@@ -498,35 +551,40 @@ def _empty_read(m: int, size: int, H: int) -> StoreRead:
                      ring_items=np.zeros((m, H), np.int64), ring_times=np.zeros((m, H), np.int64))
 
 
-def _int_field(raw, key: str, field: str, minimum: Optional[int] = None) -> int:
+def _decimal(values: np.ndarray) -> bytes:
+    """int64 values as FIELD-byte decimal fields (NUL-padded), the scripts' per-user number format."""
+    return values.astype(f"S{FIELD}").tobytes()
+
+
+def _int_column(raw: np.ndarray, keys: List[str], field: str, minimum: Optional[int] = None) -> np.ndarray:
+    """Decimal fields (m,) of a read reply → (m,) int64; the first bad one is refused naming its key."""
     try:
-        value = int(raw)
-        if not -(2 ** 63) <= value < 2 ** 63 or (minimum is not None and value < minimum):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise StoreCorruptError(f"{key} field {field!r} holds {raw!r}, not an int64"
-                                + (f" >= {minimum}" if minimum is not None else "")) from None
-    return value
+        values = raw.astype(np.int64)
+    except (ValueError, OverflowError):            # the error path only: find the first bad field
+        values = None
+    if values is None:
+        bad = [i for i in range(len(raw)) if not _parses_as_int64(raw[i])] or [0]
+    else:
+        bad = np.flatnonzero(values < minimum) if minimum is not None else []
+    if len(bad):
+        i = bad[0]
+        raise StoreCorruptError(f"{keys[i]} field {field!r} holds {raw[i].strip()!r}, not an int64"
+                                + (f" >= {minimum}" if minimum is not None else ""))
+    return values
 
 
-def _state_value(raw: bytes, size: int, key: str, field: str) -> np.ndarray:
-    if not isinstance(raw, bytes) or len(raw) != 4 * size:
-        raise StoreCorruptError(f"{key} field {field!r} holds {len(raw) if isinstance(raw, bytes) else raw!r} "
-                                f"bytes, expected {4 * size} (a state of {size} float32)")
-    state = np.frombuffer(raw, "<f4")
-    if not np.isfinite(state).all():
-        raise StoreCorruptError(f"{key} field {field!r} holds a non-finite value at position "
-                                f"{int(np.flatnonzero(~np.isfinite(state))[0])}")
-    return state
+def _parses_as_int64(raw: bytes) -> bool:
+    try:
+        return -(2 ** 63) <= int(raw) < 2 ** 63
+    except ValueError:
+        return False
 
 
-def _ring_value(raw: bytes, H: int, key: str) -> Tuple[np.ndarray, np.ndarray]:
-    if len(raw) > H * RING_RECORD.itemsize or len(raw) % RING_RECORD.itemsize:
-        raise StoreCorruptError(f"{key} holds {len(raw)} bytes: not a ring of at most {H} events of "
-                                f"{RING_RECORD.itemsize} bytes")
-    records = np.zeros(H, RING_RECORD)
-    records[:len(raw) // RING_RECORD.itemsize] = np.frombuffer(raw, RING_RECORD)
-    return records["item"].astype(np.int64), records["time"]
+def _check_finite(states: np.ndarray, keys: List[str], field: str) -> None:
+    bad = np.argwhere(~np.isfinite(states))
+    if len(bad):
+        row, position = bad[0]
+        raise StoreCorruptError(f"{keys[row]} field {field!r} holds a non-finite value at position {int(position)}")
 
 
 def _popular(flat: list, key: str) -> Tuple[np.ndarray, np.ndarray]:

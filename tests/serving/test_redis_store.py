@@ -164,6 +164,33 @@ def test_popularity_orders_by_count_then_by_lower_id(redis_url):
     assert got.popular[0].tolist() == [3, 12]
 
 
+def test_a_large_batch_is_one_round_trip_and_counts_every_item_and_every_ring(redis_url):
+    """2,500 distinct items in one commit (the script updates popularity in chunks of 1,000), users whose events
+    wrap their ring within the call, and one read of them all: exact counts, rings, states; two round trips."""
+    store = _store(redis_url)                                    # history_len 4
+    v = store.register_model("fp-a", LAYOUT)
+    users = np.arange(600, dtype=np.int64) * 3 + 1
+    events = [[(1 + (5 * u + j) % 2500, 100 + j) for j in range(u % 7 + 1)] for u in range(len(users))]
+    events[0] = [(i, 100) for i in range(1, 2501)]                # every item once, ring wrapped many times
+    before = store.counters["round_trips"]
+    assert _commit(store, v, users, np.zeros(len(users)), np.zeros(len(users)), events,
+                   _states(*range(len(users)))).applied
+    got = store.read(users, v, rings="all", top_k=3000)
+    assert store.counters["round_trips"] - before == 2
+    want = np.zeros(2501, np.int64)
+    for per_user in events:
+        for item, _ in per_user:
+            want[item] += 1
+    items, counts = got.popular
+    assert len(items) == 2500 and (counts == want[items]).all() and (np.diff(counts) <= 0).all()
+    assert got.n_events.tolist() == [len(e) for e in events]
+    np.testing.assert_array_equal(got.states, _states(*range(len(users))))
+    for u, per_user in enumerate(events):
+        n = len(per_user)
+        for j in range(max(0, n - 4), n):                        # the last 4 events, event j at slot j % 4
+            assert (got.ring_items[u, j % 4], got.ring_times[u, j % 4]) == per_user[j]
+
+
 def test_forget_and_ttl_remove_a_user_whole(redis_url):
     store = _store(redis_url, ttl_s=0.3)
     v = store.register_model("fp-a", LAYOUT)
@@ -178,6 +205,8 @@ def test_forget_and_ttl_remove_a_user_whole(redis_url):
 @pytest.mark.parametrize("field, value, message", [
     ("n", "seven", r"t2arec:u:7 field 'n' holds b'seven', not an int64"),
     ("w", "-3", r"t2arec:u:7 field 'w' holds b'-3'"),
+    ("t", "1" * 25, r"t2arec:u:7 field 't' holds 25 bytes, not an int64"),
+    ("t", "99999999999999999999", r"t2arec:u:7 field 't' holds b'99999999999999999999', not an int64"),
     ("s:1", "short", r"t2arec:u:7 field 's:1' holds 5 bytes, expected 24"),
 ])
 def test_corrupted_values_are_refused_naming_the_key(redis_url, field, value, message):
