@@ -1,7 +1,8 @@
 """Shared serving state: the in-process cache against the Redis tier (with and without the local tier), and 1, 2, 4
 serving processes against one Redis.
 
-    python -m bench.bench_shared_state [--quick] [--aof disk tmpfs] [--out DIR]   # DIR/bench_shared_state.json
+    python -m bench.bench_shared_state [--quick] [--aof disk tmpfs] [--fsync always everysec] [--out DIR]
+                                                                                  # DIR/bench_shared_state.json
 
 Model: ml-100k-sized T2ARec (n_items 1682, d 64, d_state 32, 1 block), random weights, eval, float32, 1 torch
 thread, as bench_serving. A pool of users is observed first (a few events each); one measured call is
@@ -13,22 +14,26 @@ Configurations, measured in one run with their repetitions interleaved (a busy m
                 (the users' current states are local here, so observe is one compare-and-set round trip and
                 recommend one read that ships no state)
   redis-only    the same with capacity_bytes=0: every state travels from Redis and back on every call
-and P = 1, 2, 4 serving processes (redis+local, batch 64) run at once for a fixed time, each serving its own share
-of the pool (as a load balancer with user affinity routes them): events/s of all together, per-call latency.
-(Contention on the same users, and its compare-and-set retries, is what tests/serving/test_redis_concurrency.py
-exercises.)
+and P = 1, 2, 4 serving processes of each configuration (batch 64) run at once for a fixed time, each serving its
+own share of the pool (as a load balancer with user affinity routes them): events/s of all together, per-call
+latency. (Contention on the same users, and its compare-and-set retries, is what
+tests/serving/test_redis_concurrency.py exercises.)
 
-The Redis server is started here (tests/redis_server.py: loopback, appendonly yes, appendfsync always). --aof picks
-where its append-only file lives: "disk" (a temporary folder on this machine's disk: every write waits for a disk
-fsync, the durable set-up docs/serving.md prescribes) and/or "tmpfs" (/dev/shm: the same commands, the fsync costs
-nothing: what the round trips and scripts themselves cost). Reported per configuration and batch: events/s (median
-over runs) and p50/p99 ms per call (over all calls).
+The Redis server is started here (tests/redis_server.py: loopback, appendonly yes), one per (--aof, --fsync) pair.
+--aof picks where its append-only file lives: "disk" (a temporary folder on this machine's disk) and/or "tmpfs"
+(/dev/shm: an fsync costs nothing there: what the round trips and scripts themselves cost). --fsync sets Redis'
+appendfsync: "always" (every write is fsynced before Redis replies: what docs/serving.md's durability guarantee
+needs) and/or "everysec" (fsynced once a second by a background thread: a crash of the machine can lose the last
+second of acknowledged events; a crash of Redis alone loses nothing). Reported per configuration and batch:
+events/s (median over runs), p50/p99 ms per call (over all calls), and CPU ms per call of the serving thread and of
+the Redis server (read from /proc: steadier than wall time on a shared machine), with the ratios to in-process.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import multiprocessing as mp
+import os
 import shutil
 import statistics
 import tempfile
@@ -81,33 +86,64 @@ def prefill(rec, users: np.ndarray, events: int) -> None:
             rec.observe(u, rng.integers(1, N_ITEMS + 1, len(u)), np.full(len(u), T0 + 60 * j, np.int64))
 
 
-def summary(batch: int, per_run: list) -> dict:
-    """per_run: lists of seconds per call → events/s (median over runs) and p50/p99 ms over all calls."""
+def summary(batch: int, per_run: list, cpu: list, redis_cpu: list) -> dict:
+    """per_run: lists of seconds per call → events/s (median over runs), p50/p99 ms over all calls, and the median
+    CPU ms per call of the serving thread (cpu) and of the Redis server (redis_cpu: per run, seconds per call)."""
     every = np.concatenate(per_run)
     return {"batch": batch, "events_per_s": batch / statistics.median([statistics.median(r) for r in per_run]),
             "p50_ms": float(np.percentile(every, 50) * 1e3), "p99_ms": float(np.percentile(every, 99) * 1e3),
+            "cpu_ms": float(np.median(np.concatenate(cpu)) * 1e3),
+            "redis_cpu_ms": float(statistics.median(redis_cpu) * 1e3) if redis_cpu else 0.0,
             "calls": int(len(every))}
 
 
-def single_process(recs: dict, users, batches, runs: int, reps: dict) -> list:
+class ServerCpu:
+    """CPU seconds (user + system) the redis-server process has used so far, from /proc (Linux); None elsewhere."""
+
+    def __init__(self, pid: int):
+        self.path = Path(f"/proc/{pid}/stat")
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def __call__(self) -> float:
+        try:
+            fields = self.path.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / self.tick          # utime, stime
+
+
+def single_process(recs: dict, users, batches, runs: int, reps: dict, server_cpu) -> list:
     work = Workload(users, seed=2)
     times = {(name, b): [] for name in recs for b in batches}
+    cpus = {(name, b): [] for name in recs for b in batches}
+    redis_cpu = {(name, b): [] for name in recs for b in batches}
     for run in range(runs + 1):                                   # run 0 = warm-up
         for b in batches:
             for name, rec in recs.items():
-                t = timed(lambda: work.call(rec, b), reps[b])["wall"]
+                before = server_cpu()
+                t = timed(lambda: work.call(rec, b), reps[b], clocks=("wall", "cpu"))
                 if run:
-                    times[name, b].append(t)
-    return [{"config": name, **summary(b, times[name, b]),
+                    times[name, b].append(t["wall"])
+                    cpus[name, b].append(t["cpu"])
+                    if name != "in-process":
+                        redis_cpu[name, b].append((server_cpu() - before) / reps[b])
+    return [{"config": name, **summary(b, times[name, b], cpus[name, b], redis_cpu[name, b]),
              **({"cas_retries": recs[name].stats().get("cas_retries", 0)} if name != "in-process" else {})}
             for name in recs for b in batches]
 
 
-def _serving_process(url, users, batch, seconds, round_, start, results):
+def recommender(config: str, url: str, prefix: str):
+    """One serving configuration: "in-process", "redis+local" or "redis-only" (this model, HISTORY events)."""
+    if config == "in-process":
+        return OnlineRecommender(model(), capacity_bytes=1 << 30, history_len=HISTORY)
+    return OnlineRecommender(model(), store=RedisStateStore(url, prefix=prefix, history_len=HISTORY),
+                             capacity_bytes=1 << 30 if config == "redis+local" else 0, history_len=HISTORY)
+
+
+def _serving_process(config, url, users, batch, seconds, round_, start, results):
     try:
         torch.set_num_threads(1)
-        rec = OnlineRecommender(model(), store=RedisStateStore(url, prefix="procs", history_len=HISTORY),
-                                capacity_bytes=1 << 30, history_len=HISTORY)
+        rec = recommender(config, url, prefix=f"procs-{config}")
         work = Workload(users, seed=round_)
         work.t += round_ * 10 ** 7            # a later round's events are later than any earlier round's
         work.call(rec, batch)                 # warm-up (imports, scripts loaded, local tier filled)
@@ -118,102 +154,125 @@ def _serving_process(url, users, batch, seconds, round_, start, results):
             work.call(rec, batch)
             calls.append(time.perf_counter() - t0)
         results.put({"calls": calls, "seconds": time.perf_counter() - began,
-                     "cas_retries": rec.stats()["cas_retries"]})
+                     "cas_retries": rec.stats().get("cas_retries", 0)})
     except Exception as exc:                  # reported to the parent instead of leaving it waiting
         results.put({"error": f"{type(exc).__name__}: {exc}"})
 
 
 def processes(url, users, batch: int, counts, seconds: float) -> list:
-    """P processes at once against one Redis, for `seconds` each round; → events/s of all, latency, CAS retries."""
+    """P processes of each configuration at once (one configuration at a time) against one Redis, for `seconds`
+    each round; → events/s of all together, per-call latency, CAS retries."""
     ctx = mp.get_context("spawn")
     rows = []
     for P in counts:
-        start, results = ctx.Event(), ctx.Queue()
-        shares = np.array_split(users, P)   # each process its own users
-        procs = [ctx.Process(target=_serving_process, args=(url, shares[i], batch, seconds, P, start, results))
-                 for i in range(P)]
-        for p in procs:
-            p.start()
-        time.sleep(2.0 + 2.0 * P)             # let every process import torch and warm up before the clock starts
-        start.set()
-        got = [results.get(timeout=120 + 2 * seconds) for _ in procs]
-        for p in procs:
-            p.join()
-        errors = [g["error"] for g in got if "error" in g]
-        if errors:
-            raise RuntimeError(f"a serving process failed: {errors[0]}")
-        every = np.concatenate([g["calls"] for g in got])
-        rows.append({"processes": P, "batch": batch,
-                     "events_per_s": batch * len(every) / max(g["seconds"] for g in got),
-                     "p50_ms": float(np.percentile(every, 50) * 1e3), "p99_ms": float(np.percentile(every, 99) * 1e3),
-                     "calls": int(len(every)), "cas_retries": int(sum(g["cas_retries"] for g in got))})
+        for config in CONFIGS:
+            start, results = ctx.Event(), ctx.Queue()
+            shares = np.array_split(users, P)   # each process its own users
+            procs = [ctx.Process(target=_serving_process,
+                                 args=(config, url, shares[i], batch, seconds, P, start, results)) for i in range(P)]
+            for p in procs:
+                p.start()
+            time.sleep(2.0 + 2.0 * P)             # let every process import torch and warm up before the clock
+            start.set()
+            got = [results.get(timeout=120 + 2 * seconds) for _ in procs]
+            for p in procs:
+                p.join()
+            errors = [g["error"] for g in got if "error" in g]
+            if errors:
+                raise RuntimeError(f"a serving process failed: {errors[0]}")
+            every = np.concatenate([g["calls"] for g in got])
+            rows.append({"config": config, "processes": P, "batch": batch,
+                         "events_per_s": batch * len(every) / max(g["seconds"] for g in got),
+                         "p50_ms": float(np.percentile(every, 50) * 1e3),
+                         "p99_ms": float(np.percentile(every, 99) * 1e3),
+                         "calls": int(len(every)), "cas_retries": int(sum(g["cas_retries"] for g in got))})
     return rows
 
 
-def one_server(aof: str, args, m, users, batches, reps) -> dict:
+CONFIGS = ("in-process", "redis+local", "redis-only")
+
+
+def one_server(aof: str, fsync: str, args, users, batches, reps) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="t2arec-bench-redis-", dir="/dev/shm" if aof == "tmpfs" else None))
     server = redis_server_class()(folder).start()
     try:
-        here = OnlineRecommender(m, capacity_bytes=1 << 30, history_len=HISTORY)
-        local = OnlineRecommender(m, store=RedisStateStore(server.url, prefix="local", history_len=HISTORY),
-                                  capacity_bytes=1 << 30, history_len=HISTORY)
-        only = OnlineRecommender(m, store=RedisStateStore(server.url, prefix="only", history_len=HISTORY),
-                                 capacity_bytes=0, history_len=HISTORY)
-        for rec in (here, local, only):           # each its own users' data (prefixes), so no one's copy goes stale
+        _redis_client(server.url).config_set("appendfsync", fsync)
+        recs = {config: recommender(config, server.url, prefix=config) for config in CONFIGS}
+        for rec in recs.values():                 # each its own users' data (prefixes), so no one's copy goes stale
             prefill(rec, users, args.prefill)
-        rows = single_process({"in-process": here, "redis+local": local, "redis-only": only}, users, batches,
-                              args.runs, reps)
+        rows = single_process(recs, users, batches, args.runs, reps, ServerCpu(server.process.pid))
         multi = processes(server.url, users, 64, (1, 2, 4), args.seconds)
-        return {"aof": aof, "aof_folder": str(folder), "single_process": rows, "processes": multi}
+        aof_info = _redis_client(server.url).info("persistence")
+        return {"aof": aof, "appendfsync": fsync, "aof_folder": str(folder), "single_process": rows,
+                "processes": multi, "aof_rewrites": int(aof_info.get("aof_rewrites", 0))}
     finally:
         server.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _redis_client(url: str):
+    import redis
+    return redis.Redis.from_url(url)
+
+
 def print_table(result: dict) -> None:
     for part in result["servers"]:
-        print(f"\nRedis AOF on {part['aof']} (appendfsync always)")
-        base = {r["batch"]: r["events_per_s"] for r in part["single_process"] if r["config"] == "in-process"}
-        print(f"{'config':<12} {'batch':>5} {'events/s':>10} {'× in-process cost':>17} {'p50 ms':>8} {'p99 ms':>8}")
+        print(f"\nRedis AOF on {part['aof']}, appendfsync {part['appendfsync']} "
+              f"({part['aof_rewrites']} AOF rewrites during the run)")
+        base = {r["batch"]: r for r in part["single_process"] if r["config"] == "in-process"}
+        print(f"{'config':<12} {'batch':>5} {'events/s':>10} {'cost':>6} {'p50 ms':>8} {'p99 ms':>8} "
+              f"{'CPU ms':>7} {'Redis CPU':>9} {'CPU cost':>8}")
         for r in part["single_process"]:
+            b = base[r["batch"]]
             print(f"{r['config']:<12} {r['batch']:>5} {r['events_per_s']:>10,.0f} "
-                  f"{base[r['batch']] / r['events_per_s']:>17.2f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}")
+                  f"{b['events_per_s'] / r['events_per_s']:>5.2f}x {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                  f"{r['cpu_ms']:>7.2f} {r['redis_cpu_ms']:>9.2f} "
+                  f"{(r['cpu_ms'] + r['redis_cpu_ms']) / b['cpu_ms']:>7.2f}x")
         for r in part["processes"]:
-            print(f"{r['processes']} process(es), batch {r['batch']}: {r['events_per_s']:,.0f} events/s, "
-                  f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, CAS retries {r['cas_retries']}")
+            print(f"{r['config']:<12} {r['processes']} process(es), batch {r['batch']}: {r['events_per_s']:,.0f} "
+                  f"events/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, CAS retries {r['cas_retries']}")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small pool, few calls (a smoke test, not numbers to quote)")
     ap.add_argument("--aof", nargs="+", choices=("disk", "tmpfs"), default=None,
-                    help="where Redis' append-only file lives (default: both; --quick: tmpfs)")
+                    help="where Redis' append-only file lives (default: disk; --quick: tmpfs)")
+    ap.add_argument("--fsync", nargs="+", choices=("always", "everysec"), default=None,
+                    help="Redis' appendfsync policy (default: always and everysec; --quick: always)")
     ap.add_argument("--users", type=int, default=None, help="users in the pool (default 4096; --quick 1024)")
     ap.add_argument("--prefill", type=int, default=None, help="events per user before timing (default 20; quick 2)")
     ap.add_argument("--runs", type=int, default=None, help="timed runs per configuration (default 3; quick 1)")
-    ap.add_argument("--seconds", type=float, default=None, help="per multi-process round (default 10; quick 2)")
+    ap.add_argument("--seconds", type=float, default=None, help="per multi-process round (default 5; quick 1)")
     add_out_argument(ap)
     args = ap.parse_args(argv)
     q = args.quick
     args.users = args.users or (1024 if q else 4096)
     args.prefill = args.prefill or (2 if q else 20)
     args.runs = args.runs or (1 if q else 3)
-    args.seconds = args.seconds or (2.0 if q else 10.0)
-    aofs = args.aof or (["tmpfs"] if q else ["disk", "tmpfs"])
+    args.seconds = args.seconds or (1.0 if q else 5.0)
+    aofs = args.aof or (["tmpfs"] if q else ["disk"])
+    fsyncs = args.fsync or (["always"] if q else ["always", "everysec"])
     torch.set_num_threads(1)
     batches = (1, 64, 1024)
     reps = {1: 40, 64: 10, 1024: 2} if q else {1: 300, 64: 60, 1024: 8}
     users = np.arange(args.users, dtype=np.int64) * 7919 + 13
-    env = environment(redis_server=_redis_version())
-    m = model()
+    env = environment(redis_server=_redis_version(), redis_py=_redis_py_version())
     result = {"environment": env, "config": {"quick": q, "users": args.users, "prefill_events": args.prefill,
                                              "runs": args.runs, "reps": reps, "seconds_per_round": args.seconds,
                                              "model": {"n_items": N_ITEMS, "d": D, "d_state": D_STATE, "blocks": 1}},
-              "servers": [one_server(aof, args, m, users, batches, reps) for aof in aofs]}
-    result["environment"]["load_average_end"] = list(__import__("os").getloadavg())
+              "servers": [one_server(aof, fsync, args, users, batches, reps) for aof in aofs for fsync in fsyncs]}
+    result["environment"]["load_average_end"] = list(os.getloadavg())
     print_table(result)
     write_json(args.out, "bench_shared_state.json", result)
     return 0
+
+
+def _redis_py_version() -> str:
+    """redis-py's version, and whether hiredis (its optional C parser and command packer) is in use."""
+    import redis
+    from redis.utils import HIREDIS_AVAILABLE
+    return f"{redis.__version__} ({'with' if HIREDIS_AVAILABLE else 'without'} hiredis)"
 
 
 def _redis_version() -> str:
