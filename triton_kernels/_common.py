@@ -53,16 +53,23 @@ def state_tile(row, block, d, n, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
 
 
 def tl_dtype(dtype: torch.dtype):
+    """The Triton dtype of an accumulator dtype (float32 or float64; KeyError for any other)."""
     return {torch.float32: tl.float32, torch.float64: tl.float64}[dtype]
 
 
 def interpreting() -> bool:
+    """Whether Triton's CPU interpreter is on (TRITON_INTERPRET=1, which triton reads once, at import)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def check_device(name: str, *tensors) -> None:
     """Triton kernels run on CUDA, or on CPU tensors only inside Triton's interpreter (TRITON_INTERPRET=1, set
-    before triton is imported)."""
+    before triton is imported). `name` is the launcher named in the error; None tensors are skipped.
+
+    Raises:
+        ValueError: the tensors are on more than one device.
+        RuntimeError: CPU tensors outside the interpreter.
+    """
     devices = {t.device for t in tensors if t is not None}
     if len(devices) > 1:
         raise ValueError(f"{name}: all tensors must be on one device, got {sorted(map(str, devices))}")
@@ -74,4 +81,5 @@ def check_device(name: str, *tensors) -> None:
 
 
 def next_pow2(n: int) -> int:
+    """The smallest power of two ≥ max(n, 1) (block sizes must be powers of two)."""
     return triton.next_power_of_2(max(int(n), 1))

@@ -433,11 +433,13 @@ def selective_scan_triton(x, dt, A, B, C, D=None, z=None, initial_state=None, *,
 
     x, z: (batch, seqlen, d); dt: (batch, seqlen); A: scalar tensor; B, C: (batch, seqlen, d_state); D: (d,);
     initial_state: (batch, d_state, d). y has x's dtype; final_state has initial_state's dtype (x's if None).
-    impl: "sequential" (default) | "chunked"; chunk: the chunked kernels' chunk length (None = DEFAULT_CHUNK).
-    Shapes are checked by the caller (t2arec_fast.ops.selective_scan); docs/kernels.md describes both kernels.
+    impl: "sequential" (default) | "chunked"; chunk: the chunked kernels' chunk length (None = that module's
+    DEFAULT_CHUNK, 32). Shapes are checked by the caller (t2arec_fast.ops.selective_scan); docs/kernels.md
+    describes both kernels.
 
     Raises:
-        ValueError: unknown `impl`.
+        ValueError: unknown `impl`, or tensors on several devices.
+        RuntimeError: CPU tensors outside Triton's interpreter.
     """
     acc = accumulator_dtype(x.dtype, dt.dtype, B.dtype, C.dtype)
     impl, chunk = choose_impl(impl, acc), chunk_length(chunk)     # resolved once: the op sees concrete values

@@ -74,7 +74,13 @@ def _state_step_kernel(
 
 
 def state_step_launch(h, x, dt, A, B, C, D=None, z=None, slots=None):
-    """Launch the step kernel (no autograd, no shape checks: the caller checks). Returns (y, h_out)."""
+    """Launch the step kernel (no autograd, no shape checks: the caller checks). Returns (y (batch, d) in x's
+    dtype, h_out): a new (batch, d_state, d) state, or the pool `h` itself, updated in place, when slots are given.
+
+    Raises:
+        ValueError: tensors on several devices, or a pool that is not contiguous (it could not be updated in place).
+        RuntimeError: CPU tensors outside Triton's interpreter.
+    """
     check_device("state_step_triton", h, x, dt, A, B, C, D, z, slots)
     x, dt, B, C = x.contiguous(), dt.contiguous(), B.contiguous(), C.contiguous()
     D = None if D is None else D.contiguous()
@@ -132,8 +138,13 @@ def _(pool, slots, x, dt, A, B, C, D, z):
 
 
 def state_step_triton(h, x, dt, A, B, C, D=None, z=None, slots=None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """One step → (y, h). slots None: h is (batch, d_state, d) and a NEW state is returned. slots (batch,) int:
-    h is a pool (pool_size, d_state, d) updated in place at rows slots[i] (−1 = skip, y row 0) and returned."""
+    """One step → (y (batch, d), h). slots None: h is (batch, d_state, d) and a NEW state is returned. slots
+    (batch,) int: h is a pool (pool_size, d_state, d) updated in place at rows slots[i] (−1 = skip, y row 0) and
+    returned. Shapes are checked by the caller (t2arec_fast.ops.selective_state_step); docs/kernels.md.
+
+    Raises:
+        ValueError, RuntimeError: as `state_step_launch` (devices, a non-contiguous pool).
+    """
     if not torch.is_tensor(A):
         A = torch.tensor(float(A), dtype=dt.dtype, device=x.device)
     elif A.device != x.device:

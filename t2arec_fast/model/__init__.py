@@ -17,7 +17,12 @@ _T2AREC_ONLY = {"d_state", "conv_kernel", "backend", "gap_transform", "pair_bloc
 
 
 def build_model(model_cfg, n_items: int, max_len: int = 200):
-    """A fresh model from a ModelConfig: "t2arec" | "backbone" | "sasrec"."""
+    """A fresh model from a ModelConfig: "t2arec" | "backbone" (T2ARec) or "sasrec" (SASRec, with max_len
+    positions), for items 1..n_items. n_layers None means each model's default (1 for T2ARec, 2 for SASRec).
+
+    Raises:
+        ValueError: an unknown model name (or what the model's constructor raises).
+    """
     fields = dataclasses.asdict(model_cfg)
     name = fields["model"]
     if name in ("t2arec", "backbone"):
@@ -33,7 +38,12 @@ def build_model(model_cfg, n_items: int, max_len: int = 200):
 
 
 def load_model(directory, map_location="cpu"):
-    """Load any model saved by `model.save(directory)`."""
+    """Load any model saved by `model.save(directory)`, in eval mode on `map_location`.
+
+    Raises:
+        FileNotFoundError, InputError, ConfigError: as checkpoint.load_checkpoint (a missing file; an unreadable,
+            inconsistent or unknown checkpoint, named; a removed option switched on).
+    """
     return load_checkpoint(directory, map_location=map_location)
 
 

@@ -45,7 +45,12 @@ class SequentialRecommender(nn.Module):
 
     # -- input checks (public entry points only; the training loop uses the unchecked paths) -------------------
     def check_inputs(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None) -> None:
-        """A valid batch: int64 (batch, L), LEFT-padded with 0, ids in [0, n_items], int64 non-decreasing times."""
+        """A valid batch: item_ids int64 (batch, L), LEFT-padded with 0, ids in [0, n_items]; timestamps, when
+        given, int64 (batch, L) unix seconds, non-decreasing along each row's real events (docs/data.md).
+
+        Raises:
+            InputError: the first violation, naming the row and column (or the shape and dtype found).
+        """
         if not isinstance(item_ids, torch.Tensor) or item_ids.dim() != 2:
             raise InputError(f"item_ids must be a (batch, L) tensor, got {getattr(item_ids, 'shape', type(item_ids))}")
         if item_ids.dtype != torch.int64:
@@ -77,14 +82,20 @@ class SequentialRecommender(nn.Module):
 
     # -- scoring ------------------------------------------------------------------------------------------------
     def score_from(self, o: torch.Tensor) -> torch.Tensor:
-        """Tied-embedding scores for output vectors o (..., d) → (..., n_items + 1); padding column = −inf."""
+        """Tied-embedding scores o · Eᵀ for output vectors o (..., d) float → (..., n_items + 1); padding column 0
+        = −inf. Unchecked (o comes from the model)."""
         logits = o @ self.item_emb.weight.t()
         logits[..., 0] = float("-inf")
         return logits
 
     def scores(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None,
                request_times: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """request_times (t_{n+1}) matter only to a model that scores at the request time; ignored here."""
+        """(batch, n_items + 1) scores of each row's next item from `encode`; inputs as in `check_inputs`.
+        request_times (t_{n+1}) matter only to a model that scores at the request time; ignored here.
+
+        Raises:
+            InputError: a batch `check_inputs` refuses.
+        """
         return self.score_from(self.encode(item_ids, timestamps)[0])
 
     def recommendation_loss(self, o: torch.Tensor, mask: torch.Tensor, next_items: torch.Tensor) -> torch.Tensor:
@@ -102,6 +113,8 @@ class SequentialRecommender(nn.Module):
     # -- persistence --------------------------------------------------------------------------------------------
     @classmethod
     def load(cls, directory, map_location="cpu"):
+        """The model saved in `directory`, which must be a `cls` (else InputError); see checkpoint.load_checkpoint,
+        whose errors it raises."""
         return load_checkpoint(directory, map_location=map_location, expect=cls)
 
     @classmethod

@@ -29,6 +29,7 @@ class BlockState:
     ssm: torch.Tensor
 
     def detach(self) -> "BlockState":
+        """The same state cut from the autograd graph (no copy)."""
         return BlockState(self.conv.detach(), self.ssm.detach())
 
 
@@ -54,10 +55,22 @@ class GatedRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d))
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
+        """y (..., d) float → RMS-normalised y of the same shape and dtype."""
         return y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
 class T2AMambaBlock(nn.Module):
+    """One T2A-Mamba block (docs/model.md §2): in_proj → (z, xBC, Δ) → causal depthwise conv → SiLU → selective scan
+    with skip D and gate SiLU(z) → gated RMSNorm → out_proj. Also holds q_proj, the Linear_2 of L_state (§4).
+
+    d: model width; d_state: state size n; conv_kernel: k; backend: the scan/step implementation
+    (ops.BACKENDS); dt_min, dt_max: range of Δ at initialisation; expand: inner width d_inner = expand·d.
+    Shapes below: batch b, length L; inputs and outputs float (b, L, d) or (b, d) in the weights' dtype.
+
+    Raises:
+        ValueError: expand < 1.
+    """
+
     def __init__(self, d: int = 64, d_state: int = 32, conv_kernel: int = 4, backend: str = "auto",
                  dt_min: float = 1e-3, dt_max: float = 1e-1, expand: int = 1):
         super().__init__()
@@ -81,9 +94,12 @@ class T2AMambaBlock(nn.Module):
     # -- shared pieces ------------------------------------------------------------------------------------------
     @property
     def A(self) -> torch.Tensor:
+        """The scalar decay rate A = −exp(A_log) < 0 (0-dim tensor)."""
         return -torch.exp(self.A_log[0])
 
     def empty_state(self, batch: int, device=None, dtype=None) -> BlockState:
+        """The all-zero state before any event: conv (batch, k−1, conv_dim), ssm (batch, d_state, d_inner), on the
+        weights' device and dtype unless given."""
         p = self.in_proj.weight
         device, dtype = device or p.device, dtype or p.dtype
         return BlockState(torch.zeros(batch, self.conv_kernel - 1, self.conv_dim, device=device, dtype=dtype),
@@ -102,7 +118,13 @@ class T2AMambaBlock(nn.Module):
 
     # -- full sequence ------------------------------------------------------------------------------------------
     def forward(self, u: torch.Tensor, mask: torch.Tensor, state: Optional[BlockState] = None):
-        """u: (batch, L, d); mask: (batch, L) bool, False at left pads. → (out, new_state, internals)."""
+        """A whole left-padded sequence: u (batch, L, d) float; mask (batch, L) bool, False at left pads; state: the
+        state before the first column (None = empty). → (out (batch, L, d), state after the last column,
+        BlockInternals for the alignment losses and `extrapolate`).
+
+        Raises:
+            ValueError: shapes that do not fit (from ops.selective_scan).
+        """
         batch, L, _ = u.shape
         state = state or self.empty_state(batch, u.device, u.dtype)
         z, xbc, dt_raw = self._project(u)
@@ -122,8 +144,9 @@ class T2AMambaBlock(nn.Module):
         """`step` applied at EVERY position at once: out[:, i] = step(u_next[:, i], state after position i)[0].
 
         u_next: (batch, L, d) the input of the extra step after each position; inner: this block's internals from
-        `forward`. The states after each
-        position are never materialised: h_iᵀĈ_{i+1} is the scan's output with C replaced by Ĉ.
+        `forward`. → (batch, L, d). The states after each position are never materialised: h_iᵀĈ_{i+1} is the
+        scan's output with C replaced by Ĉ, and `ops.state_step_output` finishes the step from it (the one-step
+        formula lives in ops/state_step.py only). Source: docs/model.md (readout "extrapolated").
         """
         z, xbc, dt_raw = self._project(u_next)
         taps = self.conv.weight
@@ -148,7 +171,12 @@ class T2AMambaBlock(nn.Module):
         return window, z, x, B, C, dt
 
     def step(self, u_t: torch.Tensor, state: BlockState):
-        """u_t: (batch, d) one new input per user. → (out_t, new_state, internals with dt (batch,))."""
+        """One more event per user in O(1): u_t (batch, d) float, state: the state after the previous event.
+        → (out_t (batch, d), new state, BlockInternals with dt (batch,)). Equal to `forward` on the longer sequence.
+
+        Raises:
+            ValueError: shapes that do not fit (from ops.selective_state_step).
+        """
         window, z, x, B, C, dt = self._step_inputs(u_t, state.conv)
         y, h = selective_state_step(state.ssm, x, dt, self.A, B, C, self.D, z=z, backend=self.backend)
         new_state = BlockState(window[:, 1:], h)

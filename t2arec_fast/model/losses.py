@@ -11,7 +11,12 @@ STATE_NORMS = ("fro", "squared", "relative")
 
 
 def transform_gaps(gaps_seconds: torch.Tensor, kind: str) -> torch.Tensor:
-    """g(T): "hours" (the paper's linear gaps) or "log1p_hours" (compresses the heavy tail of real gaps)."""
+    """g(T) of gaps in seconds (any shape, int or float) → float tensor of the same shape: "hours" (the paper's
+    linear gaps) or "log1p_hours" (compresses the heavy tail of real gaps). Source: docs/model.md §3.
+
+    Raises:
+        ValueError: an unknown kind.
+    """
     hours = gaps_seconds.to(torch.float32 if not gaps_seconds.is_floating_point() else gaps_seconds.dtype) / 3600.0
     if kind == "hours":
         return hours
@@ -21,7 +26,10 @@ def transform_gaps(gaps_seconds: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def gap_sequence(times: torch.Tensor, mask: torch.Tensor, target_times: torch.Tensor):
-    """True gaps T_2..T_{n+1} laid out as (batch, L+1) with their validity.
+    """True gaps T_2..T_{n+1} laid out as (batch, L+1) with their validity (docs/model.md §3).
+
+    times: (batch, L) int64 unix seconds, LEFT-padded; mask: (batch, L) bool, True at real events; target_times:
+    (batch,) int64 = t_{n+1}. → (gaps (batch, L+1) int64 seconds, valid (batch, L+1) bool).
 
     Column j < L holds T at input position j (t_j − t_{j−1}); it is valid when both j and j−1 are real, so the
     first real event (T_1, unused) is invalid. Column L holds T_{n+1} = target_time − t_n (always valid).
@@ -116,7 +124,10 @@ def interest_state_loss(h_n: torch.Tensor, h_next: torch.Tensor, dt_next: torch.
     h_n, h_next: (batch, d_state, d); dt_next = Δ̂_{n+1}: (batch,); q = Linear_2(x_n): (batch, d_state);
     x_n: (batch, d). With P̄ = −1/A: ĥᵇ_n = P̄ ĥ_{n+1} + (Δ̂ Q) ⊗ x_n.
     "fro": ‖h_n − ĥᵇ_n‖_F / max(Δ̂, δ)²;  "squared": ‖·‖²_F / max(Δ̂, δ)²;  "relative": ‖·‖_F / ‖h_n‖_F.
-    Averaged over the batch.
+    Averaged over the batch → 0-dim tensor; A: the block's scalar decay (< 0); floor δ.
+
+    Raises:
+        ValueError: an unknown norm.
     """
     p_bar = -1.0 / A
     h_back = p_bar * h_next + (dt_next[:, None] * q)[:, :, None] * x_n[:, None, :]

@@ -56,6 +56,7 @@ class ExtrapolatedReadout:
 
     @property
     def needs_request_time(self) -> bool:
+        """True for "request_gap": the extra step is fed the request gap's embedding."""
         return self.gap_embedding is not None
 
     def _step_input(self, o: torch.Tensor, gaps: Optional[torch.Tensor]) -> torch.Tensor:

@@ -59,6 +59,17 @@ class CausalSelfAttentionBlock(nn.Module):
 
 
 class SASRec(SequentialRecommender):
+    """The SASRec baseline (module docstring). n_items: real items 1..n_items (0 = padding); max_len: positions
+    (longer inputs keep their last max_len items); d, n_layers, n_heads, dropout; options: other ModelConfig fields
+    (position_origin, ce_impl). Keeps no recurrent state, so it is not a model.StepModel (serving refuses it).
+
+    Raises:
+        InputError: n_items < 1 or max_len < 1.
+        ValueError: d not divisible by n_heads.
+        ConfigError: an option value that ModelConfig refuses.
+        TypeError: an option ModelConfig does not have.
+    """
+
     model_name = "sasrec"
 
     def __init__(self, n_items: int, max_len: int = 200, d: int = 64, n_layers: int = 2, n_heads: int = 2,
@@ -112,7 +123,12 @@ class SASRec(SequentialRecommender):
         return torch.arange(self.max_len - L, self.max_len, device=real.device)
 
     def encode(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None):
-        """→ (o_n (batch, d), None): SASRec keeps no recurrent state. Timestamps are checked but not used."""
+        """item_ids (batch, L) int64 LEFT-padded; timestamps (batch, L) int64 seconds, optional, checked but not
+        used. → (o_n (batch, d), None): SASRec keeps no recurrent state.
+
+        Raises:
+            InputError: a batch `check_inputs` refuses (naming row and column).
+        """
         self.check_inputs(item_ids, timestamps)
         return self._run_sequence(item_ids)[:, -1], None
 
@@ -134,5 +150,6 @@ class SASRec(SequentialRecommender):
 
     # -- persistence --------------------------------------------------------------------------------------------
     def save(self, directory, id_maps: Optional[dict] = None, extra: Optional[dict] = None) -> None:
+        """Weights and config into `directory` (model/checkpoint.py); read back by `SASRec.load` / `load_model`."""
         config = {"n_items": self.n_items, "max_len": self.max_len, **dataclasses.asdict(self.config)}
         save_checkpoint(self, directory, config, id_maps=id_maps, extra=extra)

@@ -57,10 +57,12 @@ class T2ALayer(nn.Module):
         return self._finish(u, out), new_state, internals
 
     def step(self, u_t, state):
+        """One event: u_t (batch, d) → (o (batch, d), new BlockState, BlockInternals)."""
         out, new_state, internals = self.block.step(u_t, state)
         return self._finish(u_t, out), new_state, internals
 
     def step_pooled(self, u_t, pool, slots):
+        """One event on pooled states, updated in place (T2AMambaBlock.step_pooled): → o (batch, d)."""
         return self._finish(u_t, self.block.step_pooled(u_t, pool, slots))
 
     def extrapolate(self, u_next, internals):
@@ -69,6 +71,18 @@ class T2ALayer(nn.Module):
 
 
 class T2ARec(SequentialRecommender):
+    """T2ARec and its backbone (option model="backbone": the same network, no alignment losses); docs/model.md.
+
+    n_items: real items 1..n_items (0 = padding); d: width; d_state: SSM state size; n_layers: T2A layers;
+    options: the other ModelConfig fields (readout, backend, losses' settings, ...). Implements model.StepModel.
+    Inputs everywhere: item_ids (batch, L) int64 LEFT-padded with 0, timestamps (batch, L) int64 unix seconds.
+
+    Raises:
+        InputError: n_items < 1 or an unknown readout.
+        ConfigError: an option value that ModelConfig refuses.
+        TypeError: an option ModelConfig does not have.
+    """
+
     model_name = "t2arec"
 
     def __init__(self, n_items: int, d: int = 64, d_state: int = 32, n_layers: int = 1, **options):
@@ -105,6 +119,11 @@ class T2ARec(SequentialRecommender):
         return self.config.model != "backbone"
 
     def set_time_margin(self, lam: float) -> None:
+        """Store λ, L_time's margin (in units of g(T), docs/model.md §3), in the `time_margin` buffer (saved).
+
+        Raises:
+            ValueError: λ not a positive finite number.
+        """
         if not (lam > 0 and math.isfinite(lam)):
             raise ValueError(f"time margin λ must be a positive finite number, got {lam}")
         self.time_margin.fill_(float(lam))
@@ -139,6 +158,7 @@ class T2ARec(SequentialRecommender):
         return self.emb_norm(self.emb_drop(emb.detach() if stop_grad else emb))
 
     def empty_states(self, batch: int, device=None, dtype=None) -> List[BlockState]:
+        """The state before any event: one all-zero BlockState per layer (T2AMambaBlock.empty_state)."""
         return [layer.block.empty_state(batch, device, dtype) for layer in self.layers]
 
     def _run_sequence(self, item_ids: torch.Tensor, states: Optional[List[BlockState]] = None,
@@ -195,7 +215,11 @@ class T2ARec(SequentialRecommender):
         return self.score_from(self.readout.output_from_state(self, o_n, states, gaps))
 
     def check_request_times(self, timestamps: Optional[torch.Tensor], request_times: Optional[torch.Tensor]) -> None:
-        """Request times, when given: int64 (batch,), none before its row's last event."""
+        """Request times, when given: int64 (batch,) unix seconds, none before its row's last event.
+
+        Raises:
+            InputError: wrong dtype or shape, or a request time before its row's last event (naming the row).
+        """
         if request_times is None or timestamps is None:
             return
         if request_times.dtype != torch.int64 or request_times.shape != timestamps.shape[:1]:
@@ -209,15 +233,25 @@ class T2ARec(SequentialRecommender):
 
     # -- public inference API -----------------------------------------------------------------------------------
     def encode(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None):
-        """→ (o_n (batch, d), states: one BlockState per block)."""
+        """item_ids (batch, L) int64, LEFT-padded; timestamps (batch, L) int64 seconds, optional (checked, not used
+        by the encoder). → (o_n (batch, d) float, states: one BlockState per layer, after the last event).
+
+        Raises:
+            InputError: a batch that `check_inputs` refuses (naming row and column).
+        """
         self.check_inputs(item_ids, timestamps)
         o, states, _ = self._run_sequence(item_ids, last_only=True)
         return o[:, -1], states
 
     def scores(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None,
                request_times: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """(batch, n_items + 1) scores for each row's next item; request_times (batch,) int64 = t_{n+1}, needed
-        when `needs_request_time` (ignored otherwise)."""
+        """(batch, n_items + 1) float scores for each row's next item, column 0 (padding) = −inf. item_ids,
+        timestamps as in `encode`; request_times (batch,) int64 unix seconds = t_{n+1}, needed when
+        `needs_request_time` (ignored otherwise).
+
+        Raises:
+            InputError: a batch `check_inputs` refuses, bad request times, or none where the readout needs them.
+        """
         self.check_inputs(item_ids, timestamps)
         self.check_request_times(timestamps, request_times)
         return self.scores_unchecked(item_ids, timestamps, request_times)
@@ -231,7 +265,8 @@ class T2ARec(SequentialRecommender):
         return self.scores_from_state(o[:, -1], states, last_times, request_times)
 
     def step(self, item_ids_t: torch.Tensor, states: List[BlockState]):
-        """One new event per user: item_ids_t (batch,) int64 (no padding) → (o (batch, d), new states).
+        """One new event per user: item_ids_t (batch,) int64 (no padding); states from `encode`, `step` or
+        `empty_states`. → (o (batch, d), new states), equal to `encode` of the longer sequence. O(1) per event.
 
         Raises:
             InputError: item ids not int64 (batch,) in [1, n_items].
@@ -280,8 +315,13 @@ class T2ARec(SequentialRecommender):
         return l_time / n, l_state / n
 
     def losses(self, item_ids, timestamps, next_items, target_times, with_aux: bool = True):
-        """Training objective pieces. rec = CE (mean) at every position with a target (next_items ≠ 0: all non-pad
-        positions of a window, the last of a prefix sample); time, state on the last position."""
+        """Training objective pieces (docs/model.md §5) → {"rec", "time", "state"}, 0-dim float tensors.
+
+        item_ids, next_items (batch, L) int64 (next_items: the item after each position, 0 = none); timestamps
+        (batch, L) int64 seconds; target_times (batch,) int64 = t_{n+1}. rec = CE (mean) at every position with a
+        target (all non-pad positions of a window, the last of a prefix sample); time, state on the last position
+        (0 when `with_aux` is False or for the backbone). Inputs are not checked (the training loop's batches are
+        well formed by construction)."""
         mask = item_ids != 0
         o, states, internals = self._run_sequence(item_ids)
         rec = self.recommendation_loss(self._training_outputs(o, mask, timestamps, target_times, internals),
@@ -302,7 +342,8 @@ class T2ARec(SequentialRecommender):
         return self.readout.training_outputs(self, o, internals, next_gaps)
 
     def aux_losses(self, item_ids, timestamps, target_times):
-        """Self-supervised alignment losses only (no labels), for test-time alignment. → {"time", "state", "o_n"}."""
+        """Self-supervised alignment losses only (no labels), for test-time alignment (docs/model.md §6). Inputs as
+        in `losses`, unchecked. → {"time": 0-dim, "state": 0-dim, "o_n": (batch, d)}."""
         mask = item_ids != 0
         o, states, internals = self._run_sequence(item_ids, last_only=True)
         o_n = o[:, -1]
@@ -311,6 +352,11 @@ class T2ARec(SequentialRecommender):
 
     # -- persistence --------------------------------------------------------------------------------------------
     def save(self, directory, id_maps: Optional[dict] = None, extra: Optional[dict] = None) -> None:
-        """Weights (safetensors), config, λ, id maps and versions into `directory`."""
+        """Weights (safetensors), config, λ, id maps and versions into `directory` (model/checkpoint.py); read back
+        by `T2ARec.load` / `model.load_model`.
+
+        Raises:
+            OSError: the directory cannot be written.
+        """
         save_checkpoint(self, directory, {"n_items": self.n_items, **dataclasses.asdict(self.config)},
                         id_maps=id_maps, extra=extra)

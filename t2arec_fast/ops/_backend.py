@@ -12,6 +12,7 @@ BACKENDS = ("auto", "triton", "reference", "loop", "export")
 
 @functools.lru_cache(maxsize=None)
 def triton_available() -> bool:
+    """Whether `import triton` works here (cached for the process)."""
     try:
         import triton  # noqa: F401
     except Exception:  # pragma: no cover - depends on the platform
@@ -39,7 +40,11 @@ def check_choice(what: str, value: str, choices) -> str:
 
 
 def check_backend(backend: str) -> str:
-    """→ backend, if it is one of BACKENDS (else ValueError)."""
+    """→ backend, if it is one of BACKENDS.
+
+    Raises:
+        ValueError: any other value, naming the choices.
+    """
     return check_choice("backend", backend, BACKENDS)
 
 
@@ -48,6 +53,11 @@ def resolve_backend(backend: str, tensor) -> str:
 
     "auto" and "triton" both give the chunked reference inside torch.func transforms: the Triton custom ops have an
     autograd formula but no batching rule, so vmap(grad(...)) cannot run them, while the reference is plain PyTorch.
+    → "triton" | "reference" | "loop" | "export".
+
+    Raises:
+        ValueError: an unknown backend.
+        RuntimeError: backend="triton" where triton cannot be imported.
     """
     check_backend(backend)
     if backend in ("auto", "triton") and inside_func_transform():

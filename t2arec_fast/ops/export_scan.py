@@ -28,7 +28,11 @@ SCAN_FORMS = ("matrix", "linear_attention")
 
 
 def check_scan_form(form: str) -> str:
-    """→ form, if it is one of SCAN_FORMS (else ValueError)."""
+    """→ form, if it is one of SCAN_FORMS.
+
+    Raises:
+        ValueError: any other form, naming the choices.
+    """
     return check_choice("scan form", form, SCAN_FORMS)
 
 
@@ -36,7 +40,12 @@ def selective_scan_export(x, dt, A, B, C, D=None, z=None, initial_state=None, fo
     """Same contract as `selective_scan`: → (y (batch, L, d), final_state (batch, d_state, d)).
 
     form: "matrix" or "linear_attention" (the latter emits its ONNX node only while exporting; in eager PyTorch it
-    evaluates the matrix form). Raises ValueError for an unknown form or bad shapes."""
+    evaluates the matrix form). Source: docs/onnx.md.
+
+    Raises:
+        ValueError: an unknown form, or shapes that do not fit.
+        TypeError: dt, B or C not floating point.
+    """
     check_scan_form(form)
     check_scan_inputs(x, dt, A, B, C, D, z, initial_state)
     if initial_state is None:

@@ -27,7 +27,13 @@ DEFAULT_CHUNK = 64
 
 
 def selective_scan_loop(x, dt, A, B, C, D=None, z=None, initial_state=None):
-    """The recurrence as written, one step at a time. Slow; the ground truth for tests."""
+    """The recurrence as written, one step at a time → (y (batch, seqlen, d), final_state (batch, d_state, d)) in
+    the inputs' dtype (shapes: module docstring). Slow; the ground truth for tests.
+
+    Raises:
+        ValueError: shapes that do not fit each other (naming the tensor and the shape expected).
+        TypeError: dt, B or C not floating point.
+    """
     check_scan_inputs(x, dt, A, B, C, D, z, initial_state)
     b, L, d = x.shape
     n = B.shape[-1]
@@ -48,6 +54,11 @@ def selective_scan_chunked(x, dt, A, B, C, D=None, z=None, initial_state=None, c
         y_t   = exp(s_t) C_t·h_0 + Σ_{τ≤t} exp(s_t − s_τ) (C_t·B_τ) dt_τ x_τ
         h_end = exp(s_Q) h_0     + Σ_τ   exp(s_Q − s_τ) dt_τ B_τ ⊗ x_τ
     and a short sequential pass carries h across chunks. exp() only ever sees non-positive arguments.
+    → (y (batch, seqlen, d), final_state (batch, d_state, d)) as `selective_scan_loop`; chunk_size Q ≥ 1.
+
+    Raises:
+        ValueError: shapes that do not fit each other (naming the tensor and the shape expected).
+        TypeError: dt, B or C not floating point.
     """
     check_scan_inputs(x, dt, A, B, C, D, z, initial_state)
     b, L, d = x.shape

@@ -41,7 +41,9 @@ def _check_step_inputs(h, x, dt, A, B, C, D, z, slots):
 
 
 def state_step_reference(h, x, dt, A, B, C, D=None, z=None):
-    """Functional single step: the one definition the pooled and Triton forms are tested against."""
+    """Functional single step: h (batch, d_state, d), other inputs as in the module docstring → (y (batch, d),
+    h_new (batch, d_state, d)); h is not modified. The one definition the pooled and Triton forms are tested
+    against. Unchecked (callers check: `selective_state_step`)."""
     decay = torch.exp(dt * A)[:, None, None]
     h_new = decay * h + (dt[:, None] * B)[:, :, None] * x[:, None, :]
     y = torch.bmm(C[:, None, :], h_new)[:, 0]         # hᵀC; 6× faster than the einsum on CPU (no transposed copy)
@@ -60,7 +62,17 @@ def state_step_output(carried, x, dt, A, B, C, D=None, z=None):
 
 
 def selective_state_step(h, x, dt, A, B, C, D=None, z=None, slots=None, backend="auto"):
-    """See the module docstring. backend: "auto" | "triton" | "reference"."""
+    """One step for a batch of users → (y (batch, d), h): the new state, or the pool `h` itself updated in place
+    when `slots` is given (module docstring). backend: "auto" | "triton" | "reference" (others run the reference).
+    The Triton kernel runs only without autograd (serving); with grad enabled the reference runs.
+    Source: docs/model.md (the recurrence), docs/serving.md (the pooled device tier).
+
+    Raises:
+        ValueError: shapes that do not fit, or slots not an int (batch,) tensor; an unknown backend.
+        IndexError: a slot outside [−1, pool_size − 1].
+        RuntimeError: backend="triton" without an importable triton, or (Triton) tensors not on CUDA outside
+            Triton's interpreter.
+    """
     _check_step_inputs(h, x, dt, A, B, C, D, z, slots)
     backend = resolve_backend(backend, x)
     if slots is None:
