@@ -35,6 +35,7 @@ class Batch:
         return len(self.targets)
 
     def to_torch(self, device=None, non_blocking: bool = False) -> "Batch":
+        """The same batch as torch tensors (int64, as the arrays) on `device`."""
         import torch
         moved = {f.name: None if getattr(self, f.name) is None
                  else torch.as_tensor(getattr(self, f.name)).to(device, non_blocking=non_blocking)
@@ -123,7 +124,12 @@ def _length_buckets(lengths: np.ndarray, batch_size: int, rng: np.random.Generat
 
 def eval_batches(split: Split, part: str, max_len: int, batch_size: int, rank: int = 0,
                  world_size: int = 1) -> Batches:
-    """Validation or test examples in user order: the last max_len events before each target."""
+    """Validation or test examples in user order: the last max_len events before each target (`Batch`, whose
+    next_items is 0 except its last column).
+
+    Raises:
+        ValueError: `part` not "valid" or "test", batch_size < 1, or a rank outside 0..world_size−1.
+    """
     examples = split.part(part)
     first = split.dataset.offsets[examples.users]
     starts = np.maximum(first, examples.stops - max_len)
@@ -131,7 +137,12 @@ def eval_batches(split: Split, part: str, max_len: int, batch_size: int, rank: i
 
 
 def training_windows(split: Split, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(input start, input length, user) of every training window; window j counts back from the end."""
+    """(input start, input length, user) of every training window, int64 (n_windows,) each (start: an index
+    into the dataset's CSR arrays); window j counts back from the end.
+
+    Raises:
+        ValueError: max_len < 1.
+    """
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
     first = split.dataset.offsets[:-1]
@@ -146,7 +157,12 @@ def training_windows(split: Split, max_len: int) -> tuple[np.ndarray, np.ndarray
 
 
 def training_prefixes(split: Split, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(input start, input length, user) with one sample per training target: the ≤ max_len events before it."""
+    """(input start, input length, user), int64 (n_targets,) each, with one sample per training target: the
+    ≤ max_len events before it.
+
+    Raises:
+        ValueError: max_len < 1.
+    """
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
     first = split.dataset.offsets[:-1]

@@ -41,22 +41,27 @@ class SequenceDataset:
 
     @property
     def n_users(self) -> int:
+        """Users (rows)."""
         return len(self.offsets) - 1
 
     @property
     def n_items(self) -> int:
+        """Real items; model ids are 1..n_items."""
         return len(self.item_ids) - 1
 
     @property
     def n_interactions(self) -> int:
+        """Events over all users."""
         return len(self.items)
 
     @property
     def lengths(self) -> np.ndarray:
+        """int64 (n_users,) events per user."""
         return np.diff(self.offsets)
 
     @property
     def mean_length(self) -> float:
+        """Mean events per user (0.0 without users)."""
         return float(self.n_interactions / self.n_users) if self.n_users else 0.0
 
     def user_of_event(self) -> np.ndarray:

@@ -53,6 +53,7 @@ class IdMap:
         return np.where(keys[at] == raw, self._order[at] + self.first, self.first - 1).astype(np.int64)
 
     def to_raw(self, ids: np.ndarray) -> np.ndarray:
+        """(m,) int model ids → their raw ids (IndexError for an id outside the map)."""
         return self.raw_ids[np.asarray(ids)]
 
 

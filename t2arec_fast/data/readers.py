@@ -87,7 +87,11 @@ def read_movielens_dat(source: Source, columns=None, time_unit=None) -> Interact
 
 def read_recbole(source: Source, columns=None, time_unit=None) -> Interactions:
     """RecBole atomic `.inter`: tab-separated, typed header `user_id:token item_id:token ... timestamp:float`.
-    Id columns are tokens whatever type the header gives them (RecBole's own rule for `:token`)."""
+    Id columns are tokens whatever type the header gives them (RecBole's own rule for `:token`).
+
+    Raises:
+        DataError: an untyped header, or any bad field (naming file, line and column).
+    """
     _check_not_empty(source)
     header = source.first_line().split("\t")
     untyped = [h for h in header if ":" not in h]
@@ -118,6 +122,11 @@ def read_csv(source: Source, columns=None, time_unit=None) -> Interactions:
 
 
 def read_parquet(source: Source, columns=None, time_unit=None) -> Interactions:
+    """A Parquet file with user, item and timestamp columns (typed integer, text or date-time columns).
+
+    Raises:
+        DataError: not readable as Parquet, a missing column, or a bad value (naming the row and column).
+    """
     import pyarrow.parquet as pq
     try:
         handle = pa.BufferReader(source.read_bytes()) if source.compressed else str(source.path)
@@ -133,7 +142,12 @@ def read_parquet(source: Source, columns=None, time_unit=None) -> Interactions:
 
 
 def read_sequence_pair(item_source: Source, time_source: Source, columns=None, time_unit=None) -> Interactions:
-    """`<name>_item_*.txt` + `<name>_time_*.txt`: line k of each is `user_id v_1 ... v_n` / `user_id t_1 ... t_n`."""
+    """`<name>_item_*.txt` + `<name>_time_*.txt`: line k of each is `user_id v_1 ... v_n` / `user_id t_1 ... t_n`.
+
+    Raises:
+        DataError: files with different line counts, lines that do not pair up, or a bad token (naming file, line
+            and field).
+    """
     item_lines = _lines(item_source)
     time_lines = _lines(time_source)
     if len(item_lines) != len(time_lines):

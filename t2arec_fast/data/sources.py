@@ -51,6 +51,7 @@ class Source:
 
     @property
     def compressed(self) -> bool:
+        """True for a .gz/.bz2/.xz file or a zip member: its bytes must be read (and inflated) before parsing."""
         return self.member is not None or self.path.suffix.lower() in _DECOMPRESS
 
     def arrow_input(self):
@@ -77,9 +78,19 @@ class Source:
                             self.name) from None
 
     def first_line(self) -> str:
+        """The content's first line as text (undecodable bytes replaced), without its line end.
+
+        Raises:
+            DataError: as `head`.
+        """
         return self.head().split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
 
     def read_bytes(self) -> bytes:
+        """The whole (decompressed) content.
+
+        Raises:
+            DataError: a damaged compressed file.
+        """
         if self.member:
             with zipfile.ZipFile(self.path) as archive:
                 return archive.read(self.member)
@@ -98,13 +109,22 @@ UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def check_encoding(data: bytes, name: str) -> bytes:
-    """`data` without a UTF-8 byte order mark; UTF-16 (as Excel's "Unicode text" writes) is refused by name."""
+    """`data` without a UTF-8 byte order mark.
+
+    Raises:
+        DataError: UTF-16 text (as Excel's "Unicode text" writes), naming the file.
+    """
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise DataError("the file is UTF-16 text; save it as UTF-8 (or plain ASCII) text", name)
     return data[len(UTF8_BOM):] if data.startswith(UTF8_BOM) else data
 
 
 def canonical_format(format: Optional[str]) -> Optional[str]:
+    """The canonical name of a format= spelling (FORMAT_ALIASES: "u.data" → "movielens-tab"); None stays None.
+
+    Raises:
+        DataError: an unknown format, listing the known ones.
+    """
     if format is None:
         return None
     canonical = FORMAT_ALIASES.get(format.lower())
@@ -114,7 +134,12 @@ def canonical_format(format: Optional[str]) -> Optional[str]:
 
 
 def resolve(path: Path, format: Optional[str] = None) -> tuple[str, list[Source]]:
-    """The format and the file(s) to read for a user-given path (file, folder or .zip archive)."""
+    """The format and the file(s) to read for a user-given path (file, folder or .zip archive); docs/data.md.
+
+    Raises:
+        DataError: a missing or empty path, no or several candidate files in a folder or archive, a bad archive,
+            a sequence-pair file without its partner, or a file whose format cannot be told.
+    """
     if not path.exists():
         raise DataError("file or folder not found", path)
     if path.is_dir():
@@ -131,6 +156,7 @@ def resolve(path: Path, format: Optional[str] = None) -> tuple[str, list[Source]
 
 
 def format_from_name(basename: str) -> Optional[str]:
+    """The format a file name implies (`*.inter`, `u.data`, `ratings.dat`, pairs, `*.parquet`, `*.csv`), or None."""
     lower = basename.lower()
     if lower.endswith(".inter"):
         return "recbole"
@@ -148,7 +174,11 @@ def format_from_name(basename: str) -> Optional[str]:
 
 
 def sniff_format(source: Source) -> str:
-    """Guess the format of a file with an unknown name from its first line."""
+    """Guess the format of a file with an unknown name from its first line.
+
+    Raises:
+        DataError: nothing recognisable; the message says how to name the format.
+    """
     head = source.head()
     if head[:4] == b"PAR1":
         return "parquet"
@@ -168,6 +198,7 @@ def sniff_format(source: Source) -> str:
 
 
 def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 4 MiB blocks), for the statistics' provenance."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):

@@ -15,6 +15,7 @@ from .errors import DataError
 
 @dataclass
 class EvalPart:
+    """The examples of one evaluation part (valid or test): one target per listed user."""
     users: np.ndarray   # int64 (n,) user rows
     stops: np.ndarray   # int64 (n,) absolute index of each target; inputs end just before it
 
@@ -24,6 +25,7 @@ class EvalPart:
 
 @dataclass
 class Split:
+    """A split of `dataset` into training prefixes and valid/test examples, as indices (kind "loo" | "global_time")."""
     dataset: SequenceDataset
     train_stop: np.ndarray  # int64 (n_users,): training sequence of u = offsets[u] .. train_stop[u] (exclusive)
     valid: EvalPart
@@ -31,6 +33,11 @@ class Split:
     kind: str
 
     def part(self, name: str) -> EvalPart:
+        """The EvalPart called `name`.
+
+        Raises:
+            ValueError: `name` not "valid" or "test".
+        """
         if name not in ("valid", "test"):
             raise ValueError(f"evaluation part must be 'valid' or 'test', got {name!r}")
         return getattr(self, name)
@@ -72,6 +79,7 @@ class Split:
                         self.dataset.name or None)
 
     def sizes(self) -> dict:
+        """{"split", "train_users", "train_targets", "valid_users", "test_users"} for reports."""
         return {"split": self.kind, "train_users": int((self.train_stop - self.dataset.offsets[:-1] >= 2).sum()),
                 "train_targets": self.n_train_targets(), "valid_users": len(self.valid),
                 "test_users": len(self.test)}
@@ -95,7 +103,11 @@ def global_time_split(ds: SequenceDataset, valid_frac: float = 0.1, test_frac: f
     """Cut the timeline at two global moments so the last `test_frac` of all events fall in the test period and the
     `valid_frac` before them in the validation period. Training uses only events before the validation cut. Each
     user with history before a cut and an event after it is evaluated once on that first later event (validation:
-    only if it falls before the test cut)."""
+    only if it falls before the test cut).
+
+    Raises:
+        DataError: fractions outside 0 < valid_frac, test_frac with valid_frac + test_frac < 1.
+    """
     if not (0 < valid_frac and 0 < test_frac and valid_frac + test_frac < 1):
         raise DataError(f"global time split needs 0 < valid_frac, test_frac and a sum < 1; "
                         f"got {valid_frac}, {test_frac}")
@@ -130,7 +142,11 @@ def time_segments(target_times: np.ndarray, n_segments: int = 4) -> np.ndarray:
 
 
 def make_split(ds: SequenceDataset, kind: str = "loo", valid_frac: float = 0.1, test_frac: float = 0.1) -> Split:
-    """The split named in the config (`split: loo | global_time`)."""
+    """The split named in the config (`split: loo | global_time`).
+
+    Raises:
+        DataError: an unknown kind, or bad fractions for "global_time".
+    """
     if kind == "loo":
         return leave_one_out(ds)
     if kind == "global_time":

@@ -14,6 +14,10 @@ CONTENT_KEYS = ("users", "items", "interactions", "mean_length", "median_length"
 
 
 def dataset_stats(ds, with_hash: bool = True) -> dict:
+    """JSON-able statistics of a SequenceDataset: sizes, history lengths, sparsity, time span (UTC dates, days),
+    the share of zero gaps, the share of users per request-gap bin of their last event, the rows read, dropped by
+    the k-core and exactly repeated, default_max_len and, with `with_hash`, each input file's path, size in bytes
+    and sha256 (docs/data.md)."""
     lengths = ds.lengths
     n = ds.n_interactions
     stats = {

@@ -86,7 +86,12 @@ def generate(n_users: int = 2000, n_items: int = 1000, n_clusters: int = 20, mea
 
 
 def from_spec(spec: str, min_count: int = 1) -> SequenceDataset:
-    """`synthetic` or `synthetic:n_users=500,seed=3` -> generate(...). Values are converted to the defaults' types."""
+    """`synthetic` or `synthetic:n_users=500,seed=3` -> generate(...). Values are converted to the defaults' types.
+
+    Raises:
+        DataError: an option that is not key=value, an unknown key, or a value of the wrong type (or what
+            `generate` refuses).
+    """
     _, _, options = spec.partition(":")
     params = inspect.signature(generate).parameters
     kwargs = {}
@@ -275,6 +280,7 @@ def baseline_check(ds: SequenceDataset, k: int = 10, break_hours: float = 24.0) 
 
 
 def format_baseline_check(report: dict) -> str:
+    """The report of `baseline_check` as a printed table (HR@k of each simple predictor, overall and by shift)."""
     k = report["k"]
     lines = [f"  {'predictor':<14} {'HR@' + str(k) + ' all':>11} {'after shift':>12} {'no shift':>10}"]
     for name in ("popular", "last_session", "gap_aware", "oracle"):

@@ -31,6 +31,8 @@ class RowLocator:
         self.column_numbers = column_numbers  # column name -> 1-based position in the file
 
     def error(self, row: int, column: Optional[str], message: str) -> DataError:
+        """The DataError for data row `row` (0-based) and `column`: file, line, column and the line's text (Parquet:
+        the row number). Returned, not raised."""
         col = None
         if column is not None:
             number = self.column_numbers.get(column)
@@ -136,7 +138,11 @@ def _float_ids(values: np.ndarray, name: str, where) -> pa.Array:
 
 
 def as_text(array: pa.Array, name: str, where) -> pa.Array:
-    """Binary tokens as UTF-8 text; a token that is not UTF-8 is an error naming its row."""
+    """Binary tokens as UTF-8 text.
+
+    Raises:
+        DataError: a token that is not UTF-8, naming its row.
+    """
     try:
         return array.cast(pa.string())
     except pa.ArrowInvalid:
