@@ -33,7 +33,11 @@ def evaluate(model, split, which: str = "test", max_len: int = 200, batch_size: 
     "ndcg@10_by_segment" (segments by target timestamp, earliest first), "ndcg@10_by_request_gap" ({bin: [NDCG@10,
     targets]} by t_{n+1} − t_n, request_gaps.REQUEST_GAP_BINS), n_users, split, mask_history, ties and, with TTT,
     "ttt": its settings, batch size and user order. compile_backend: plain scores through torch.compile with that
-    backend (t2arec_fast/compiled.py); None = eager.
+    backend (t2arec_fast/compiled.py); None = eager. Source: docs/model.md §7.
+
+    Raises:
+        ValueError: `which` not "valid" or "test", or batch_size < 1.
+        InputError: batches the model refuses (ids beyond its n_items: data read without its id maps).
     """
     from .data import eval_batches, time_segments
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -87,7 +91,12 @@ def evaluate(model, split, which: str = "test", max_len: int = 200, batch_size: 
 def evaluate_splits(model, split, max_len: int, batch_size: int = 1024, ttt=None, mask_history: bool = False,
                     n_segments: int = 4, device=None, progress: bool = False) -> dict:
     """valid and test without the test-time step and, when `ttt` is given and active, valid_ttt and test_ttt with it
-    (valid_ttt is there to choose μ1', μ2', α on validation data, never on test)."""
+    (valid_ttt is there to choose μ1', μ2', α on validation data, never on test). → {"valid", "test",
+    ["valid_ttt", "test_ttt"]}: each as `evaluate` returns it.
+
+    Raises:
+        InputError: as `evaluate`.
+    """
     common = dict(max_len=max_len, mask_history=mask_history, n_segments=n_segments, device=device,
                   progress=progress)
     out = {}

@@ -51,7 +51,8 @@ def ndcg_per_example(ranks: np.ndarray, k: int = 10) -> np.ndarray:
 
 
 def metrics_from_ranks(ranks: np.ndarray, ks: Iterable[int] = DEFAULT_KS) -> Dict[str, float]:
-    """Recall@K (= HR@K: one target per user), MRR@K and NDCG@K averaged over users, from 0-based ranks."""
+    """Recall@K (= HR@K: one target per user), MRR@K and NDCG@K averaged over users, from 0-based ranks (n,)
+    int → {"recall@K", "mrr@K", "ndcg@K"} floats; NaN for each when n = 0 (docs/model.md §7)."""
     ranks = np.asarray(ranks, dtype=np.int64)
     out = {}
     for k in ks:
@@ -63,7 +64,7 @@ def metrics_from_ranks(ranks: np.ndarray, ks: Iterable[int] = DEFAULT_KS) -> Dic
 
 
 def ndcg_by_segment(ranks: np.ndarray, segments: np.ndarray, n_segments: int, k: int = 10) -> list:
-    """NDCG@k per segment id 0..n_segments−1 (NaN for an empty segment)."""
+    """NDCG@k per segment id 0..n_segments−1 (NaN for an empty segment); ranks, segments: (n,) int."""
     ranks, segments = np.asarray(ranks), np.asarray(segments)
     return [metrics_from_ranks(ranks[segments == s], ks=(k,))[f"ndcg@{k}"] for s in range(n_segments)]
 

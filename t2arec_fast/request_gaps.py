@@ -11,6 +11,6 @@ REQUEST_GAP_LABELS = tuple(label for _, label in REQUEST_GAP_BINS)
 
 
 def request_gap_bin(gaps_seconds) -> np.ndarray:
-    """Index into REQUEST_GAP_BINS of each gap (int64 seconds ≥ 0)."""
+    """Index into REQUEST_GAP_BINS of each gap: gaps (any shape) int64 seconds ≥ 0 → int64 indices, same shape."""
     edges = np.array([high for high, _ in REQUEST_GAP_BINS if high is not None], dtype=np.int64)
     return np.searchsorted(edges, np.asarray(gaps_seconds, dtype=np.int64), side="right")

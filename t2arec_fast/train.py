@@ -42,6 +42,7 @@ TRAINER_STATE = "trainer.pt"
 # -- environment -----------------------------------------------------------------------------------------------------
 @dataclass
 class DistContext:
+    """This process's place in a torchrun job (rank 0 of 1 without one)."""
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -49,10 +50,12 @@ class DistContext:
 
     @property
     def enabled(self) -> bool:
+        """More than one process: DDP and collectives are on."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """Rank 0, which validates, checkpoints and logs."""
         return self.rank == 0
 
 
@@ -68,6 +71,11 @@ def init_distributed(device_type: str) -> DistContext:
 
 
 def resolve_device(spec: str, ctx: DistContext) -> torch.device:
+    """The device of config `device`: "auto" = CUDA when available; a bare "cuda" is this rank's local GPU.
+
+    Raises:
+        RuntimeError: a device string torch does not know.
+    """
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(spec)
@@ -151,6 +159,7 @@ def objective(out: dict, mu_time: float, mu_state: float, weights: Optional[dict
 # -- training state ----------------------------------------------------------------------------------------------------
 @dataclass
 class TrainState:
+    """Early-stopping and resume state of `fit`, saved in out_dir/last/trainer.pt."""
     epoch: int = 0                                  # next epoch to run
     best_score: float = -math.inf
     best_epoch: int = -1
@@ -327,7 +336,15 @@ def fit(cfg: Config, dataset=None, out_dir=None, resume=None, on_epoch: Optional
     `cfg.data.dataset`). Returns (model at its best validation epoch, history dict).
 
     on_epoch: called on rank 0 after every epoch with that epoch's record (epoch, losses, "valid_ndcg@10",
-    seconds); an exception it raises stops training and propagates (`t2arec tune` prunes trials this way)."""
+    seconds); an exception it raises stops training and propagates (`t2arec tune` prunes trials this way).
+    The history holds every epoch's record, best_epoch (1-based), best_valid_ndcg@10, time_margin (λ, in units
+    of g(T)), max_len and seconds_per_epoch (median). Source: docs/model.md §5.
+
+    Raises:
+        DataError: the data cannot be read, or the split gives no training or no validation example.
+        FileNotFoundError: `resume` names no trainer state.
+        FloatingPointError: a non-finite loss (naming the epoch and step).
+    """
     from .model import build_model
     want_cuda = cfg.train.device.startswith("cuda") or (cfg.train.device == "auto" and torch.cuda.is_available())
     ctx = init_distributed("cuda" if want_cuda else "cpu")
@@ -420,7 +437,12 @@ def _history(state: TrainState, cfg: Config, margin, max_len: int) -> dict:
 # -- train, then evaluate at the best validation epoch -----------------------------------------------------------------
 def train_and_evaluate(cfg: Config, dataset=None, out_dir=None, resume=None) -> tuple:
     """What `t2arec train` does: fit, then valid/test at the best epoch, and (t2arec with `ttt` on) with the
-    test-time step too. → (model, results dict ready for JSON; empty on ranks other than 0)."""
+    test-time step too. → (model, results dict ready for JSON; empty on ranks other than 0).
+
+    Raises:
+        DataError: the split gives some of train, valid and test no example (before any training), or as `fit`.
+        FileNotFoundError, FloatingPointError: as `fit`.
+    """
     from .evaluate import evaluate_splits
     ds = _load_dataset(cfg, dataset)
     _make_split(ds, cfg).require_targets()              # all three, before training rather than after it

@@ -57,6 +57,7 @@ class SpaceParam:
         return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
 
     def to_dict(self) -> dict:
+        """The search-space file's mapping for this dimension (what a study stores to recognise its space)."""
         if self.kind == "categorical":
             return {"type": "categorical", "choices": list(self.choices)}
         out = {"type": self.kind, "low": self.low, "high": self.high, "log": self.log}
