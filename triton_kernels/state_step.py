@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import accumulator_dtype, check_device, new_output, next_pow2, silu, tl_dtype
+from ._common import accumulator_dtype, check_device, new_output, next_pow2, silu, state_tile, tl_dtype
 
 STEP_BLOCK_D = 64
 STEP_NUM_WARPS = 4
@@ -36,20 +36,19 @@ def _state_step_kernel(
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
 ):
     i = tl.program_id(0).to(tl.int64)
-    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_d = offs_d < d
-    mask_n = offs_n < n
     if HAS_SLOTS:
         slot = tl.load(slots_ptr + i).to(tl.int64)
         row = tl.maximum(slot, 0)        # a valid address even for skipped rows; their accesses are masked anyway
-        # `active` as a vector over d (not a scalar): Triton's interpreter rejects scalar masks combined this way
-        active = (tl.zeros((BLOCK_D,), dtype=tl.int64) + slot) >= 0
     else:
         row = i
+    offs_d, offs_n, mask_d, mask_n, state_offs, state_mask = state_tile(row, tl.program_id(1), d, n, BLOCK_N,
+                                                                        BLOCK_D)
+    if HAS_SLOTS:
+        # `active` as a vector over d (not a scalar): Triton's interpreter rejects scalar masks combined this way
+        active = (tl.zeros((BLOCK_D,), dtype=tl.int64) + slot) >= 0
+        state_mask = state_mask & active[None, :]
+    else:
         active = mask_d
-    state_offs = row * n * d + offs_n[:, None] * d + offs_d[None, :]
-    state_mask = mask_n[:, None] & (mask_d & active)[None, :]
 
     # Row i of the inputs always exists; only the state is addressed through the slot, so only state accesses
     # (and y, below) depend on `active`.
