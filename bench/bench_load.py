@@ -52,9 +52,9 @@ def child(path: str, min_count: int) -> None:
     start = time.perf_counter()
     ds.stats()                                    # includes the sha256 of the input file
     stats_s = time.perf_counter() - start
-    print(json_io.dumps(indent=None, obj={"load_s": load_s, "load_cpu_s": load_cpu_s, "stats_s": stats_s, "users": ds.n_users,
-                      "items": ds.n_items, "interactions": ds.n_interactions,
-                      "rss_after_imports": rss_after_imports, "peak_rss": peak_rss()}))
+    print(json_io.dumps(indent=None, obj={
+        "load_s": load_s, "load_cpu_s": load_cpu_s, "stats_s": stats_s, "users": ds.n_users, "items": ds.n_items,
+        "interactions": ds.n_interactions, "rss_after_imports": rss_after_imports, "peak_rss": peak_rss()}))
 
 
 def cpu_seconds() -> float:

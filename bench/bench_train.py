@@ -160,7 +160,8 @@ def main(argv=None) -> int:
                             if k not in ("worker", "passthrough")},
                   rows=rows, ttt=ttt)
     path = write_json(opts.out, "bench_train.json", result)
-    print(f"\n{Path(opts.data).name}, {rows[0].get('n_users', '?')} users, {rows[0].get('n_items', '?')} items, max_len "
+    print(f"\n{Path(opts.data).name}, {rows[0].get('n_users', '?')} users, {rows[0].get('n_items', '?')} items, "
+          f"max_len "
           f"{opts.max_len}, batch {opts.batch_size}, {opts.epochs} epochs, {os.cpu_count()} CPUs, load "
           f"{os.getloadavg()[0]:.1f}")
     print(format_table(rows, ttt))

@@ -46,7 +46,8 @@ def test_two_gloo_processes_match_one(tmp_path, tiny_dataset, rec_weighting):
     single, _ = fit(_ddp_config(2 * PER_RANK_BATCH, rec_weighting), dataset=tiny_dataset)
     out_file = tmp_path / "ddp.pt"
     # fork after the single-process run: the children inherit every imported module instead of importing again
-    mp.start_processes(_worker, args=(2, _free_port(), str(out_file), rec_weighting), nprocs=2, join=True, start_method="fork")
+    mp.start_processes(_worker, args=(2, _free_port(), str(out_file), rec_weighting), nprocs=2, join=True,
+                       start_method="fork")
     ddp_state = torch.load(out_file)
     for name, value in single.state_dict().items():
         # atol 1e-5: Adam divides by √v, so a coordinate whose gradient is nearly 0 turns float summation-order

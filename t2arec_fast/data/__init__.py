@@ -63,7 +63,8 @@ def load_dataset(path_or_spec: Union[str, Path], format: Optional[str] = None, m
             raise DataError(f"tie_order={tie_order!r}: expected one of {', '.join(TIE_ORDERS)}", spec)
         ds = reorder_ties(ds, tie_order)
     if ds.n_interactions == 0:
-        raise DataError(f"no interactions left after the {min_count}-core filter; try a smaller min_count (--min-count)", spec)
+        raise DataError(f"no interactions left after the {min_count}-core filter; try a smaller min_count "
+                        "(--min-count)", spec)
     if verbose:
         print(f"{ds.name}: {ds.n_users:,} users, {ds.n_items:,} items, {ds.n_interactions:,} interactions",
               file=sys.stdout)

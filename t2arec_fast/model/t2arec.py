@@ -342,8 +342,8 @@ class T2ARec(SequentialRecommender):
         return self.readout.training_outputs(self, o, internals, next_gaps)
 
     def aux_losses(self, item_ids, timestamps, target_times):
-        """Self-supervised alignment losses only (no labels), for test-time alignment (docs/model.md §6). Inputs as
-        in `losses`, unchecked. → {"time": 0-dim, "state": 0-dim, "o_n": (batch, d)}."""
+        """Self-supervised alignment losses only (no labels), for test-time alignment (docs/model.md §5,
+        Algorithm 1). Inputs as in `losses`, unchecked. → {"time": 0-dim, "state": 0-dim, "o_n": (batch, d)}."""
         mask = item_ids != 0
         o, states, internals = self._run_sequence(item_ids, last_only=True)
         o_n = o[:, -1]

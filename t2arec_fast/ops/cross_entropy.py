@@ -54,7 +54,8 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
         MissingExtraError: impl="liger" without liger-kernel (the extra `gpu`).
     """
     check_choice("cross-entropy implementation", impl, CE_IMPLS)
-    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1] or targets.shape != hidden.shape[:1]:
+    if (hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]
+            or targets.shape != hidden.shape[:1]):
         raise ValueError(f"linear_cross_entropy: need hidden (rows, d), weight (items, d), targets (rows,); got "
                          f"{tuple(hidden.shape)}, {tuple(weight.shape)}, {tuple(targets.shape)}")
     if impl == "auto":

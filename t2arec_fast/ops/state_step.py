@@ -31,7 +31,8 @@ def _check_step_inputs(h, x, dt, A, B, C, D, z, slots):
         raise ValueError(f"selective_state_step: state batch {h.shape[0]} != x batch {b}")
     if slots is not None:
         if slots.shape != (b,) or slots.dtype not in (torch.int32, torch.int64):
-            raise ValueError(f"selective_state_step: slots must be int (batch,)={(b,)}, got {tuple(slots.shape)} {slots.dtype}")
+            raise ValueError(f"selective_state_step: slots must be int (batch,)={(b,)}, got {tuple(slots.shape)} "
+                             f"{slots.dtype}")
         if b and (int(slots.max()) >= h.shape[0] or int(slots.min()) < -1):
             raise IndexError(f"selective_state_step: slots must lie in [-1, {h.shape[0] - 1}]")
     if D is not None and D.shape != (d,):

@@ -1,5 +1,5 @@
-"""model/readout.py. The extrapolated readouts (option readout='extrapolated' / 'request_gap', beyond the paper): scores come from ô_{n+1}, the one-step
-update fed with o_n — the extrapolation the alignment losses already make for Δ̂_{n+1} — at the request time.
+"""model/readout.py. The extrapolated readouts (option readout='extrapolated' / 'request_gap', beyond the paper):
+scores come from ô_{n+1}, the one-step update fed with o_n — the extrapolation the alignment losses already make for Δ̂_{n+1} — at the request time.
 
 Training scores ô_{i+1} at every position in one pass (`extrapolate_sequence`); that must equal scoring each prefix
 with its next event's time as the request, and serving's O(1) form (`scores_from_state`)."""

@@ -14,7 +14,7 @@ from .helpers import random_batch, tiny_model
 def test_gradcheck_through_scan_and_both_losses():
     """float64 gradcheck through the whole model (scan included) via functional_call (adapt.call_with).
 
-    o_n enters the extrapolation step detached (model-spec §3), so a finite difference in a parameter that moves o_n
+    o_n enters the extrapolation step detached (docs/model.md §3), so a finite difference in a parameter that moves o_n
     sees a path autograd rightly ignores; the losses are therefore checked w.r.t. q_proj (which o_n does not use)
     here and w.r.t. every input of the loss functions in test_losses.py."""
     from t2arec_fast.adapt import call_with

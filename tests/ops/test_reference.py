@@ -28,7 +28,7 @@ def test_gradcheck_tiny(fn):
 
 
 def test_left_padding_gives_the_unpadded_final_state():
-    """dt = 0 at left pads: the padded and the unpadded sequence end in the same state (model-spec §2)."""
+    """dt = 0 at left pads: the padded and the unpadded sequence end in the same state (docs/model.md §2)."""
     full = make_scan_inputs(1, 9, 8, 4, with_h0=False)
     args = [None if full[k] is None else full[k].detach() for k in SCAN_ARG_NAMES]
     x, dt, A, B, C, D, z, _ = args
