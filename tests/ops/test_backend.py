@@ -1,5 +1,6 @@
-"""Per-user test-time steps run the model under torch.func.vmap(grad(...)). The Triton custom ops cannot be batched
-by vmap, so inside torch.func transforms the backend switch gives the reference; outside, Triton still runs."""
+"""ops/_backend.py, the one backend switch. Per-user test-time steps run the model under torch.func.vmap(grad(...)).
+The Triton custom ops cannot be batched by vmap, so inside torch.func transforms the backend switch gives the
+reference; outside, Triton still runs."""
 import torch
 
 from t2arec_fast.adapt import adapted_scores
