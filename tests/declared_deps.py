@@ -2,9 +2,10 @@
 
 A plain `pip install t2arec_fast` brings the core dependencies and everything they depend on; the developer venv
 has the extras too (pytest, matplotlib, onnxscript, ...), so a test run there cannot notice the package importing an
-extra. Here a meta-path finder makes every other third-party module fail to import exactly as if it were not
-installed (ModuleNotFoundError), so the code sees what a user's machine would. The standard library and anything
-not installed by a distribution (the checkout itself) are untouched.
+extra. Here the meta-path finders are wrapped so that every other third-party module is not found, exactly as if it
+were not installed (an import raises ModuleNotFoundError, a find_spec probe gets None), so the code sees what a
+user's machine would. The standard library and anything not installed by a distribution (the checkout itself) are
+untouched.
 """
 from __future__ import annotations
 
@@ -23,17 +24,25 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "t2arec_fast"
 
 # Prepended to the code under test: installs the blocker before anything but the interpreter's start-up has run.
+# It wraps every meta-path finder rather than raising from one of its own: a raising finder also breaks probes
+# (importlib.util.find_spec, which torch._dynamo calls for optional libraries such as hypothesis), whereas a module
+# that no finder finds is absent for imports and probes alike.
 _BLOCKER = '''
 import sys as _sys
 _BLOCKED = frozenset(__BLOCKED__)
 class _DeclaredOnly:
-    """Import of a module installed here by a distribution that the core does not depend on → ModuleNotFoundError,
-    as if that distribution were absent."""
+    """One meta-path finder that does not find modules installed here by a distribution that the core does not
+    depend on: `import` raises ModuleNotFoundError and find_spec returns None, as if that distribution were absent."""
+    def __init__(self, finder):
+        self._finder = finder
     def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in _BLOCKED:
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked: not a declared dependency)", name=name)
-        return None
-_sys.meta_path.insert(0, _DeclaredOnly())
+        find = getattr(self._finder, "find_spec", None)
+        if find is None or name.partition(".")[0] in _BLOCKED:
+            return None
+        return find(name, path, target)
+    def __getattr__(self, attribute):          # invalidate_caches, find_distributions, ...
+        return getattr(self._finder, attribute)
+_sys.meta_path[:] = [_DeclaredOnly(finder) for finder in _sys.meta_path]
 '''
 
 
