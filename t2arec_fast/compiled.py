@@ -39,16 +39,18 @@ def compile_fn(fn: Callable, backend: str = "inductor", *, fullgraph: bool = Tru
 def compiled_scores(model, backend: str = "inductor") -> Callable:
     """`model.scores` with its input checks run eagerly and the rest compiled as one graph.
 
-    → scores(item_ids, timestamps=None, request_times=None) -> (batch, n_items + 1), the same contract as
-    T2ARec.scores. Models without a `scores_unchecked` (SASRec) get their eager `scores`.
+    → scores(item_ids (batch, L) int64, timestamps (batch, L) int64 unix seconds or None, request_times (batch,)
+    int64 or None) -> (batch, n_items + 1) float scores, column 0 = −inf: the same contract as T2ARec.scores.
+    Other models (SASRec) get their eager `scores`.
 
     Raises:
         ValueError: unknown backend.
+        InputError: (from the returned function) inputs that T2ARec.scores refuses.
     """
-    unchecked = getattr(type(model), "scores_unchecked", None)
-    if unchecked is None:
+    from t2arec_fast.model import T2ARec
+    if not isinstance(model, T2ARec):
         return model.scores
-    run = compile_fn(unchecked, backend)
+    run = compile_fn(T2ARec.scores_unchecked, backend)
 
     def scores(item_ids, timestamps=None, request_times=None):
         model.check_inputs(item_ids, timestamps)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Union
 
@@ -30,14 +31,20 @@ def write_json(path: Union[str, Path], obj: Any, indent: int = 2) -> Path:
 
     Raises:
         TypeError: as `dumps`; nothing is written then.
-        OSError: the folder cannot be created or written.
+        OSError: the folder cannot be created or written, or `path` is a folder; no temporary file is left.
     """
     path = Path(path)
     text = dumps(obj, indent=indent) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    # a temporary file of its own: two writers of one path never share (and rename away) each other's half file
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 

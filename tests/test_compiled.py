@@ -140,3 +140,10 @@ def test_compiled_scores_check_inputs_eagerly_and_equal_eager():
     bad[0, -1] = 0                                                            # right padding
     with pytest.raises(InputError):
         scores(bad, times)
+
+
+def test_compiled_scores_of_a_model_without_the_unchecked_path_is_its_eager_scores():
+    from t2arec_fast.compiled import compiled_scores
+    from helpers import tiny_model as tiny_any_model
+    model = tiny_any_model("sasrec")
+    assert compiled_scores(model, "aot_eager") == model.scores

@@ -32,6 +32,13 @@ def test_write_json_is_atomic_and_refuses_unknown_types(tmp_path):
     assert not (tmp_path / "bad.json").exists()
 
 
+def test_write_json_leaves_no_temporary_file_when_the_rename_fails(tmp_path):
+    (tmp_path / "taken").mkdir()                       # a folder where the file should go: the rename fails
+    with pytest.raises(OSError):
+        json_io.write_json(tmp_path / "taken", {"x": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
 def test_cli_json_of_an_empty_segment_is_null_not_nan(tmp_path, capsys):
     """NDCG@10 of an empty test-time segment is undefined: `null` in the file (was a bare NaN)."""
     from t2arec_fast.cli import main
