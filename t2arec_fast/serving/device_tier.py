@@ -18,7 +18,7 @@ recently used users not in the current call are evicted: their rows are packed i
 exactly where they left off. The host cache is not written for resident users (the pools are authoritative); `flush`
 demotes every resident user (save() does it first). swap_model empties the pools (states of another model).
 
-Not supported here (refused with InputError): the test-time step (ttt), the shared Redis store and backend "onnx".
+Not supported here (refused with InputError): the test-time step (ttt), the shared Redis store and runtime "onnx".
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ import torch
 from t2arec_fast.errors import InputError
 from t2arec_fast.model.block import BlockState
 
-from .events import EventGroups, check_time_order
+from .events import EventGroups, check_time_order, int64_array
 from .recommender import OnlineRecommender, RequestView
 
 __all__ = ["DeviceRecommender", "DeviceStatePool"]
@@ -117,15 +117,16 @@ class DeviceRecommender(OnlineRecommender):
     other arguments are OnlineRecommender's (capacity_bytes sizes the host tier behind the pools).
 
     Raises:
-        InputError: ttt or store set, backend other than "torch", or slots < 1.
+        InputError: ttt or store set, runtime other than "torch", or slots < 1.
     """
 
     def __init__(self, model, slots: int = 65_536, **options):
         for option in ("ttt", "store"):
             if options.get(option) is not None:
                 raise InputError(f"device tier: {option!r} is served by OnlineRecommender only")
-        if options.get("backend", "torch") != "torch":
-            raise InputError("device tier: backend must be 'torch' (the pools are advanced by the model's kernels)")
+        if options.get("runtime", "torch") != "torch":
+            raise InputError(f"device tier: runtime must be 'torch', got {options['runtime']!r} (the pools are "
+                             "advanced by the model's own kernels)")
         self.n_slots = int(slots)
         super().__init__(model, **options)
 
@@ -212,9 +213,15 @@ class DeviceRecommender(OnlineRecommender):
 
     # -- housekeeping -----------------------------------------------------------------------------------------
     def forget(self, user_ids) -> int:
+        """OnlineRecommender.forget, and the users' device slots freed.
+
+        Raises:
+            InputError: user_ids not 1-D integers (checked before anything is freed).
+        """
+        users = int64_array(user_ids, "user_ids")
         with self._lock:
-            self.pool.release(np.asarray(user_ids, np.int64).reshape(-1))
-            return super().forget(user_ids)
+            self.pool.release(users)
+            return super().forget(users)
 
     def save(self, directory) -> None:
         """flush() then OnlineRecommender.save: the saved folder loads as a plain OnlineRecommender too."""

@@ -107,3 +107,14 @@ def test_unsupported_options_are_refused():
         DeviceRecommender(small_model(), slots=4, ttt={"ttt_lr": 0.1})
     with pytest.raises(InputError, match="slots must be"):
         DeviceRecommender(small_model(), slots=0)
+    with pytest.raises(InputError, match="runtime must be 'torch', got 'onnx'"):
+        DeviceRecommender(small_model(), slots=4, runtime="onnx")
+
+
+def test_forget_with_bad_ids_frees_nothing():
+    _, dev = _pair(slots=4)
+    dev.observe(np.array([1], np.int64), np.array([3]), np.array([10]))
+    with pytest.raises(InputError, match="user_ids must be integers"):
+        dev.forget(np.array([1.0]))
+    assert len(dev.pool) == 1 and 1 in dev
+    assert dev.forget([1]) == 1 and len(dev.pool) == 0 and 1 not in dev
