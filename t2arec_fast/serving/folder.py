@@ -14,6 +14,8 @@ def write_folder(directory, write: Callable[[Path], None]) -> None:
     """Call write(tmp) on an empty sibling temporary folder of `directory`, then put it in place of `directory`
     (which may not exist). On any error the temporary folder is removed and `directory` is left as it was.
 
+    Source: docs/serving.md, "Persistence".
+
     Raises:
         whatever `write` raises, and OSError when the folder cannot be created or renamed.
     """
@@ -30,12 +32,18 @@ def write_folder(directory, write: Callable[[Path], None]) -> None:
 
 def _replace_dir(new: Path, target: Path) -> None:
     """Put folder `new` in place of `target` (which may not exist). The old folder is renamed aside before the new
-    one is renamed in, and only deleted afterwards: a crash leaves either folder complete under some name."""
+    one is renamed in, and only deleted afterwards: a crash leaves either folder complete under some name, and a
+    failed rename of the new one puts the old one back."""
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)
-    os.replace(new, target)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old, target)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
