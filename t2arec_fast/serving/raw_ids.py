@@ -22,6 +22,7 @@ __all__ = ["UserKeys", "RawIdServing", "TOKEN_KEYS_FROM"]
 # Keys of text ids start here. An integer id below it is its own key (what the int64 Python API has always used),
 # so the two ranges never meet; an integer id at or above it is treated as text.
 TOKEN_KEYS_FROM = 1 << 62
+UNKNOWN_ITEMS = ("error", "drop")      # what observe_raw does with an item the model's map does not know
 _CANONICAL_INTEGER = re.compile(r"^(0|-?[1-9][0-9]{0,18})$")
 
 
@@ -96,28 +97,35 @@ class RawIdServing:
                 another process or a restart would give the same key to another user; use integer user ids there.
         """
         keys = self.user_keys.keys_for(raw_users)
-        if getattr(self, "shared", None) is not None and len(keys) and keys.max() >= TOKEN_KEYS_FROM:
+        if self.shared is not None and len(keys) and keys.max() >= TOKEN_KEYS_FROM:
             raise InputError("text user ids need their keys shared by every serving process, which a Redis store "
                              "does not do yet; with store=... use integer user ids (below 2^62)")
         return keys
 
     def observe_raw(self, user_ids, item_ids, timestamps, unknown_items: str = "error") -> int:
         """observe() with raw ids: users through `self.user_keys` (new users get new keys), items through the
-        model's saved map. unknown_items: "error" (refuse the call, nothing observed) or "drop" (skip those events).
+        model's saved map; user_ids, item_ids (n,) raw ids, timestamps (n,) int64 unix seconds.
+        unknown_items: "error" (refuse the call, nothing observed) or "drop" (skip those events).
         → how many events were dropped.
 
         Raises:
-            InputError: an unknown item with unknown_items="error" (naming it), or any observe() error.
+            InputError: arrays of different lengths, an unknown_items other than "error" / "drop", an unknown item
+                with unknown_items="error" (naming it), or any observe() error; nothing is stored then.
         """
-        items = self.item_ids_of(item_ids)
+        if unknown_items not in UNKNOWN_ITEMS:
+            raise InputError(f"observe_raw: unknown_items must be 'error' or 'drop', got {unknown_items!r}")
+        users, raw_items, times = np.asarray(user_ids), np.asarray(item_ids), np.asarray(timestamps)
+        if not (len(users) == len(raw_items) == len(times)):
+            raise InputError(f"observe_raw: user_ids, item_ids and timestamps differ in length "
+                             f"({len(users)}, {len(raw_items)}, {len(times)})")
+        items = self.item_ids_of(raw_items)
         unknown = items == 0
-        if unknown.any() and unknown_items != "drop":
+        if unknown.any() and unknown_items == "error":
             first = int(np.flatnonzero(unknown)[0])
-            raise InputError(f"observe_raw: item {np.asarray(item_ids)[first].item()!r} is not in the model's item map "
+            raise InputError(f"observe_raw: item {raw_items[first].item()!r} is not in the model's item map "
                              f"({int(unknown.sum())} such events; unknown_items='drop' skips them)")
         keep = ~unknown
-        users = self.user_keys_of(np.asarray(user_ids)[keep])
-        self.observe(users, items[keep], np.asarray(timestamps)[keep])
+        self.observe(self.user_keys_of(users[keep]), items[keep], times[keep])
         return int(unknown.sum())
 
     def recommend_raw(self, user_ids, k: int = 10, **options):

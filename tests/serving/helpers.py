@@ -1,5 +1,5 @@
-"""Helpers for the serving tests: a small random T2ARec, random event streams, and the reference answer
-(the full-sequence encoder over each user's events)."""
+"""Helpers for the serving tests (and tests/cli/test_serve_cmd.py): a small random T2ARec, random event streams,
+event-log files, and the reference answer (the full-sequence encoder over each user's events)."""
 import numpy as np
 import torch
 
@@ -84,3 +84,22 @@ def assert_close_scores(got, want, rtol=1e-5):
     scale = np.abs(want).max(axis=1, keepdims=True)
     err = np.abs(got - want) / scale
     assert err.max() <= rtol, f"max relative error {err.max():.3g} > {rtol}"
+
+
+def write_events(path, rows, header="user,item,timestamp"):
+    """An event-log CSV at `path` of (user, item, timestamp) rows."""
+    path.write_text(header + "\n" + "".join(f"{u},{i},{t}\n" for u, i, t in rows))
+    return path
+
+
+def random_log(n=120, seed=0):
+    """n events of 8 users (ids 1..8) over model item ids, 7 s apart."""
+    rng = np.random.default_rng(seed)
+    return [(int(rng.integers(1, 9)), int(rng.integers(1, N_ITEMS + 1)), 1_000 + 7 * e) for e in range(n)]
+
+
+def raw_id_checkpoint(tmp_path):
+    """A small_model() checkpoint at tmp_path/ckpt whose item id map names items sku1..sku40 (users alice, bob)."""
+    raw = np.array(["pad"] + [f"sku{i}" for i in range(1, N_ITEMS + 1)], dtype=object)
+    small_model().save(tmp_path / "ckpt", id_maps={"item_ids": raw, "user_ids": np.array(["alice", "bob"])})
+    return tmp_path / "ckpt"

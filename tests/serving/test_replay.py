@@ -1,29 +1,10 @@
-"""`t2arec serve-replay` and the replay() API it calls."""
-import json
-
+"""serving/replay.py: replay() of an event log (the `t2arec serve-replay` command is tested in
+tests/cli/test_serve_cmd.py)."""
 import numpy as np
-import pytest
 
-from t2arec_fast.cli import main
 from t2arec_fast.serving import OnlineRecommender, replay
 
-from .helpers import N_ITEMS, small_model
-
-
-def write_events(path, rows, header="user,item,timestamp"):
-    path.write_text(header + "\n" + "".join(f"{u},{i},{t}\n" for u, i, t in rows))
-    return path
-
-
-def random_log(n=120, seed=0):
-    rng = np.random.default_rng(seed)
-    return [(int(rng.integers(1, 9)), int(rng.integers(1, N_ITEMS + 1)), 1_000 + 7 * e) for e in range(n)]
-
-
-@pytest.fixture
-def checkpoint(tmp_path):
-    small_model().save(tmp_path / "ckpt")
-    return tmp_path / "ckpt"
+from .helpers import N_ITEMS, random_log, small_model
 
 
 def test_replay_api_counts_and_bounds():
@@ -39,130 +20,9 @@ def test_replay_api_counts_and_bounds():
     assert everything["hit@40"] == 1.0                               # every item is in a full-length list
 
 
-def test_replay_orders_by_time(checkpoint):
+def test_replay_orders_by_time():
     log = np.array(random_log(40))
     shuffled = log[np.random.default_rng(1).permutation(len(log))]
     a = replay(OnlineRecommender(small_model(), 4 << 20), log[:, 0], log[:, 1], log[:, 2])
     b = replay(OnlineRecommender(small_model(), 4 << 20), shuffled[:, 0], shuffled[:, 1], shuffled[:, 2])
     assert a["hit@10"] == b["hit@10"] and a["ndcg@10"] == b["ndcg@10"]
-
-
-def test_cli_serve_replay(checkpoint, tmp_path, capsys):
-    events = write_events(tmp_path / "events.csv", random_log())
-    out = tmp_path / "r.json"
-    assert main(["serve-replay", str(checkpoint), str(events), "--k", "5", "--json", str(out), "--quiet",
-                 "--save", str(tmp_path / "served")]) == 0
-    result = json.loads(out.read_text())
-    assert result["events"] == 120 and "hit@5" in result and "ndcg@10" in result
-    assert set(result["latency_ms"]) == {"recommend", "observe"}
-    assert "hit@5" in capsys.readouterr().out
-    log = np.array(random_log())
-    api = replay(OnlineRecommender(small_model(), 256 << 20), log[:, 0], log[:, 1], log[:, 2], k=5)
-    assert (result["hit@5"], result["ndcg@10"]) == (api["hit@5"], api["ndcg@10"])
-    # a saved recommender folder resumes: replaying later events continues from the saved states
-    later = write_events(tmp_path / "later.csv", [(1, 3, 10_000), (2, 4, 10_001)])
-    assert main(["serve-replay", str(tmp_path / "served"), str(later), "--quiet", "--json", str(out)]) == 0
-    assert json.loads(out.read_text())["warm_events"] == 2
-
-
-def test_cli_unknown_item_is_a_one_line_error(checkpoint, tmp_path, capsys):
-    events = write_events(tmp_path / "events.csv", [(1, 3, 10), (1, N_ITEMS + 5, 11), (2, 4, 12)])
-    assert main(["serve-replay", str(checkpoint), str(events), "--quiet"]) == 2
-    assert "does not know" in capsys.readouterr().err
-    assert main(["serve-replay", str(checkpoint), str(events), "--quiet", "--skip-unknown",
-                 "--json", str(tmp_path / "r.json")]) == 0
-    assert json.loads((tmp_path / "r.json").read_text())["skipped_unknown_items"] == 1
-
-
-def test_cli_maps_raw_item_ids_with_the_checkpoint_id_map(tmp_path):
-    raw = np.array(["pad"] + [f"sku{i}" for i in range(1, N_ITEMS + 1)], dtype=object)
-    small_model().save(tmp_path / "ckpt", id_maps={"item_ids": raw})
-    events = write_events(tmp_path / "events.csv", [("alice", "sku3", 10), ("bob", "sku40", 11),
-                                                    ("alice", "sku7", 12)])
-    assert main(["serve-replay", str(tmp_path / "ckpt"), str(events), "--quiet", "--save",
-                 str(tmp_path / "served")]) == 0
-    back = OnlineRecommender.load(tmp_path / "served")
-    alice = back.user_keys.keys_for(["alice"])                  # text ids keep their keys across save/load
-    assert sorted(back.history.items[back.history.rows_of(alice)][0, :2].tolist()) == [3, 7]
-
-
-def test_cli_serve_replay_with_test_time_alignment(checkpoint, tmp_path, capsys):
-    events = write_events(tmp_path / "events.csv", random_log(60))
-    out = tmp_path / "r.json"
-    settings = ["ttt_lr=0.5", "ttt_mu_time=1", "ttt_mu_state=1"]
-    assert main(["serve-replay", str(checkpoint), str(events), "--quiet", "--json", str(out), "--ttt", *settings]) == 0
-    result = json.loads(out.read_text())
-    assert result["stats"]["adapted"] == result["warm_events"] > 0          # every warm request had its own step
-    log = np.array(random_log(60))
-    rec = OnlineRecommender(small_model(), 256 << 20, ttt={"ttt_lr": 0.5, "ttt_mu_time": 1.0, "ttt_mu_state": 1.0})
-    api = replay(rec, log[:, 0], log[:, 1], log[:, 2])
-    assert (result["hit@10"], result["ndcg@10"]) == (api["hit@10"], api["ndcg@10"])
-    assert main(["serve-replay", str(checkpoint), str(events), "--quiet", "--ttt", "lr=0.1"]) == 2
-    assert "not test-time settings" in capsys.readouterr().err
-
-
-def test_cli_serve_replay_through_redis_gives_the_in_process_metrics(checkpoint, tmp_path, redis_url, capsys):
-    events = write_events(tmp_path / "events.csv", random_log())
-    here, shared = tmp_path / "here.json", tmp_path / "shared.json"
-    assert main(["serve-replay", str(checkpoint), str(events), "--quiet", "--json", str(here)]) == 0
-    assert main(["serve-replay", str(checkpoint), str(events), "--quiet", "--json", str(shared),
-                 "--store", redis_url, "--store-prefix", "replay"]) == 0
-    a, b = json.loads(here.read_text()), json.loads(shared.read_text())
-    assert (a["hit@10"], a["ndcg@10"], a["warm_events"]) == (b["hit@10"], b["ndcg@10"], b["warm_events"])
-    assert b["stats"]["store"]["prefix"] == "replay" and "CAS retries" in capsys.readouterr().out
-
-
-def test_cli_serve_replay_store_errors_are_one_line(checkpoint, tmp_path, redis_binary, capsys):
-    from redis_server import free_loopback_port
-    events = write_events(tmp_path / "events.csv", random_log(10))
-    assert main(["serve-replay", str(checkpoint), str(events), "--quiet", "--store", "http://x"]) == 2
-    assert "not a Redis URL" in capsys.readouterr().err
-    down = f"redis://127.0.0.1:{free_loopback_port()}/0"
-    assert main(["serve-replay", str(checkpoint), str(events), "--quiet", "--store", down]) == 2
-    assert f"Redis at {down} did not answer" in capsys.readouterr().err
-    assert main(["serve-replay", str(checkpoint), str(events), "--quiet", "--store", down, "--save", "x"]) == 2
-    assert "--save writes a folder" in capsys.readouterr().err
-
-
-# -- issue 13, item 9: text user ids keep their keys across a restart; a new user is always cold ------------------------
-def _raw_checkpoint(tmp_path):
-    raw = np.array(["pad"] + [f"sku{i}" for i in range(1, N_ITEMS + 1)], dtype=object)
-    small_model().save(tmp_path / "ckpt", id_maps={"item_ids": raw, "user_ids": np.array(["alice", "bob"])})
-    return tmp_path / "ckpt"
-
-
-def test_cli_new_text_user_after_a_restart_is_cold(tmp_path, capsys):
-    """The issue: a second replay from the saved folder reported the new user's 3 events as "3 warm, 0 cold start"
-    — user ids were numbered per file, so carol took over alice's state."""
-    ckpt = _raw_checkpoint(tmp_path)
-    first = write_events(tmp_path / "e1.csv", [("alice", "sku3", 10), ("bob", "sku5", 11), ("alice", "sku7", 12)])
-    assert main(["serve-replay", str(ckpt), str(first), "--quiet", "--save", str(tmp_path / "saved")]) == 0
-    second = write_events(tmp_path / "e2.csv", [("carol", "sku3", 20), ("carol", "sku5", 21), ("carol", "sku7", 22)])
-    assert main(["serve-replay", str(tmp_path / "saved"), str(second), "--quiet", "--json", str(tmp_path / "r.json"),
-                 "--save", str(tmp_path / "saved")]) == 0
-    result = json.loads((tmp_path / "r.json").read_text())
-    assert (result["cold_events"], result["warm_events"]) == (1, 2)
-    assert "3 (2 warm, 1 cold start)" in capsys.readouterr().out
-    back = OnlineRecommender.load(tmp_path / "saved")
-    assert len(back) == 3 and len(back.user_keys) == 3                      # three users, three keys
-    alice = back.history.rows_of(back.user_keys.keys_for(["alice"]))
-    assert sorted(back.history.items[alice][0, :2].tolist()) == [3, 7]     # alice's own events, not carol's
-
-
-def test_python_raw_id_path_across_save_and_load(tmp_path):
-    from t2arec_fast.errors import InputError
-    from t2arec_fast.model import load_model
-    rec = OnlineRecommender(load_model(_raw_checkpoint(tmp_path)), capacity_bytes=4 << 20)
-    assert rec.observe_raw(["alice", "bob", "alice"], ["sku3", "sku5", "sku7"], [10, 11, 12]) == 0
-    with pytest.raises(InputError, match="item 'sku999' is not in the model's item map"):
-        rec.observe_raw(["bob"], ["sku999"], [13])
-    assert rec.observe_raw(["bob", "bob"], ["sku999", "sku9"], [13, 14], unknown_items="drop") == 1
-    items, scores = rec.recommend_raw(["alice", "bob"], k=5)
-    rec.save(tmp_path / "saved")
-    back = OnlineRecommender.load(tmp_path / "saved")
-    again, again_scores = back.recommend_raw(["alice", "bob"], k=5)
-    assert items.tolist() == again.tolist() and np.array_equal(scores, again_scores)
-    assert all(str(i).startswith("sku") for i in items.ravel())
-    cold, _ = back.recommend_raw(["carol"], k=3)                              # never seen: the most observed items
-    assert cold.tolist() == [["sku3", "sku5", "sku7"]]
-    assert back.user_keys.keys_for([42, 43]).tolist() == [42, 43]           # integer ids stay their own keys
