@@ -1,4 +1,7 @@
-"""A small float32 model and left-padded batches for the ONNX export tests (and the export CLI's)."""
+"""A small float32 model, left-padded batches, closeness checks and export copies for the ONNX export tests
+(and the export CLI's)."""
+import shutil
+
 import numpy as np
 import torch
 
@@ -30,3 +33,18 @@ def assert_rel_close(got, want, rtol=1e-4):
     scale = max(np.abs(want).max(), 1e-30)
     err = np.abs(got - want).max() / scale
     assert err <= rtol, f"relative error {err:.3g} > {rtol:g}"
+
+
+def assert_states_close(got, want, rtol=1e-4):
+    """Block states (lists of BlockState) equal up to assert_rel_close, block by block."""
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert_rel_close(g.conv, w.conv, rtol)
+        assert_rel_close(g.ssm, w.ssm, rtol)
+
+
+def copy_export(exported, tmp_path):
+    """A copy of the session's exported folder (the `exported` fixture) under tmp_path, free to damage."""
+    out = tmp_path / "onnx"
+    shutil.copytree(exported[0], out)
+    return out
