@@ -103,3 +103,8 @@ def raw_id_checkpoint(tmp_path):
     raw = np.array(["pad"] + [f"sku{i}" for i in range(1, N_ITEMS + 1)], dtype=object)
     small_model().save(tmp_path / "ckpt", id_maps={"item_ids": raw, "user_ids": np.array(["alice", "bob"])})
     return tmp_path / "ckpt"
+
+
+# unix times that a careless encoding breaks: the 2038 boundary, low words that are float32 NaN patterns if
+# bit-cast, values beyond float64's exact integers
+INT64_TIMES = [2**31 - 1, 2**31, 2**31 + 5, 0x7FC00000, 0xFF800001, 2**40 + 1, 2**53 + 1, 2**62 + 3]

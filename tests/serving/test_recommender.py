@@ -1,12 +1,21 @@
-"""observe() then recommend() gives the full-sequence encoder's scores: event by event, batched, across evictions
-and rebuilds, across save/load and across a model swap."""
+"""serving/recommender.py: observe() then recommend() gives the full-sequence encoder's scores — event by event,
+batched, across evictions and rebuilds, across save/load and across a model swap; recommend()'s arguments, cold
+start and exclude_seen; runtime="onnx" answers as the PyTorch runtime. (Input checks of observe(): test_events.py;
+the test-time step on request: test_ttt.py.)"""
+import json
+import tempfile
+
 import numpy as np
 import pytest
+import torch
 
 from t2arec_fast.cache import StateCache
+from t2arec_fast.errors import InputError
+from t2arec_fast.model import T2ARec
 from t2arec_fast.serving import OnlineRecommender
 
-from .helpers import assert_close_scores, interleaved, random_histories, reference_scores, served_scores, small_model
+from .helpers import (INT64_TIMES, N_ITEMS, assert_close_scores, interleaved, random_histories, reference_scores,
+                      served_scores, small_model)
 
 
 def observe_all(rec, histories, per_call=3, seed=1):
@@ -217,3 +226,109 @@ def test_a_readout_at_the_request_time_is_one_step_past_the_cached_state(histori
         rec.recommend(np.array(users[:2]), k=5)
     with pytest.raises(InputError, match="before user"):
         rec.recommend(np.array(users[:1]), k=5, at_time=int(histories[users[0]][1][-1]) - 1)
+
+
+def test_bad_recommend_arguments(rec):
+    with pytest.raises(InputError, match="k must be"):
+        rec.recommend([1], k=0)
+    with pytest.raises(InputError, match="k must be"):
+        rec.recommend([1], k=N_ITEMS + 1)
+    with pytest.raises(InputError, match="at_time has 2 entries"):
+        rec.recommend([1], at_time=[1, 2])
+    with pytest.raises(InputError, match="must be integers"):
+        rec.recommend([1], at_time=np.array([1.5]))
+    assert rec.recommend([], k=3)[0].shape == (0, 3)
+
+
+def test_at_time_without_ttt_does_not_change_scores(rec):
+    a = rec.recommend([1, 2], k=5)
+    b = rec.recommend([1, 2], k=5, at_time=10**12)
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_int64_timestamps_round_trip_exactly(tmp_path):
+    rec = OnlineRecommender(small_model(), capacity_bytes=4 << 20, history_len=4)
+    users = np.arange(len(INT64_TIMES)) + 10
+    rec.observe(users, np.ones(len(INT64_TIMES), np.int64), np.array(INT64_TIMES, np.int64))
+    np.testing.assert_array_equal(rec.history.last_ts[rec.history.rows_of(users)], INT64_TIMES)
+    readable, n_events, last_ts = rec.layout.read_header(rec.cache.get(users, rec.version)[1])
+    assert readable.all() and (n_events == 1).all()
+    np.testing.assert_array_equal(last_ts, INT64_TIMES)
+    rec.save(tmp_path / "s")
+    back = OnlineRecommender.load(tmp_path / "s")
+    np.testing.assert_array_equal(back.history.times[back.history.rows_of(users), 0], INT64_TIMES)
+    with pytest.raises(InputError, match="earlier"):                  # one second earlier is still caught
+        back.observe([users[-1]], [1], [INT64_TIMES[-1] - 1])
+    back.observe([users[-1]], [1], [INT64_TIMES[-1]])
+
+
+def test_cold_start_is_most_observed_items():
+    rec = OnlineRecommender(small_model(), capacity_bytes=4 << 20)
+    items, scores = rec.recommend([1, 2], k=3)
+    np.testing.assert_array_equal(items, [[1, 2, 3], [1, 2, 3]])      # nothing observed: ids 1..k, score 0
+    assert (scores == 0).all()
+    rec.observe([7, 8, 9, 7], [30, 30, 12, 30], [1, 1, 1, 2])
+    items, scores = rec.recommend([100, 7], k=3)
+    np.testing.assert_array_equal(items[0], [30, 12, 1])
+    np.testing.assert_array_equal(scores[0], [3, 1, 0])
+    assert_close_scores(served_scores(rec, [7])[:, :], reference_scores(
+        rec.model, {7: (np.array([30, 30]), np.array([1, 2]))}, [7]))  # known users get model scores
+    assert rec.stats()["cold_starts"] == 3
+
+
+def test_exclude_seen_drops_ring_items():
+    rec = OnlineRecommender(small_model(), capacity_bytes=4 << 20, history_len=3)
+    rec.observe([1] * 5, [1, 2, 3, 4, 5], [1, 2, 3, 4, 5])
+    items, scores = rec.recommend([1, 1], k=N_ITEMS - 3, exclude_seen=True)
+    assert not np.isin(items, [3, 4, 5]).any()                        # the ring holds the last 3 events
+    assert np.isin([1, 2], items[0]).all() and np.isfinite(scores).all()
+
+
+# -- runtime="onnx" ------------------------------------------------------------------------------------------------
+def _model():
+    torch.manual_seed(0)
+    return T2ARec(40, d=16, d_state=8, dropout=0.0).eval()
+
+
+def test_onnx_runtime_matches_torch_runtime(tmp_path):
+    model = _model()
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 6, 60)
+    items = rng.integers(1, 41, 60)
+    times = 1_700_000_000 + np.arange(60) * 60
+    answers = []
+    for runtime in ("torch", "onnx"):
+        rec = OnlineRecommender(model, capacity_bytes=1 << 20, history_len=20, runtime=runtime)
+        rec.observe(users, items, times)
+        answers.append(rec.recommend(np.arange(6), k=5))
+    assert np.array_equal(answers[0][0], answers[1][0])
+    np.testing.assert_allclose(answers[0][1], answers[1][1], rtol=1e-4, atol=1e-5)
+    assert type(rec.model).__name__ == "OnnxStepModel"
+    rec.save(tmp_path / "serve")
+    again = OnlineRecommender.load(tmp_path / "serve")
+    assert again.runtime == "onnx"
+    assert np.array_equal(again.recommend(np.arange(6), k=5)[0], answers[1][0])
+
+
+def test_graphs_exported_for_the_onnx_runtime_leave_no_temporary_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))          # where temporary folders are made
+    rec = OnlineRecommender(_model(), capacity_bytes=1 << 20, history_len=20, runtime="onnx")
+    assert list(tmp_path.iterdir()) == []
+    rec.observe(np.array([1, 2]), np.array([3, 4]), np.array([10, 11]))     # the sessions no longer need the files
+    assert rec.recommend(np.array([1, 2]), k=3)[0].shape == (2, 3)
+
+
+def test_unknown_runtime_is_refused():
+    with pytest.raises(InputError, match="runtime must be one of"):
+        OnlineRecommender(_model(), runtime="tensorrt")
+
+
+def test_a_folder_saved_with_the_old_key_backend_loads(tmp_path):
+    """Serving folders written before the engine was called `runtime` stored it as `backend`."""
+    rec = OnlineRecommender(_model(), capacity_bytes=1 << 20, history_len=20)
+    rec.save(tmp_path / "serve")
+    meta_path = tmp_path / "serve" / "serving.json"
+    meta = json.loads(meta_path.read_text())
+    meta["backend"] = meta.pop("runtime")
+    meta_path.write_text(json.dumps(meta))
+    assert OnlineRecommender.load(tmp_path / "serve").runtime == "torch"
