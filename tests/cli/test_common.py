@@ -1,5 +1,7 @@
-"""Issue 13, item 11: every command that reads a data set takes the same reader options, and every bad input ends in
-one line `t2arec <command>: error: ...` with exit code 2, never a traceback, and never a hint only Python can use."""
+"""cli/__init__.py (main, argument parsing) and cli/common.py (reader options, checkpoint folders, user errors): every
+command that reads a data set takes the same reader options, and every bad input ends in one line
+`t2arec <command>: error: ...` with exit code 2, never a traceback, and never a hint only Python can use (issue 13,
+item 11)."""
 import json
 import re
 
