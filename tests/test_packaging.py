@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from declared_deps import ROOT, PACKAGE, core_import_names, import_names, pyproject, run_with_core_dependencies
 
@@ -113,10 +112,3 @@ def test_pybind11_is_a_build_requirement_only():
     runtime = pyproject()["project"]["dependencies"]
     assert any(r.startswith("pybind11") for r in build)
     assert not any(r.startswith("pybind11") for r in runtime)
-
-
-def test_require_names_the_extra():
-    from t2arec_fast.optional import MissingExtraError, require
-    assert require("json", "dev", "Nothing").dumps([1]) == "[1]"
-    with pytest.raises(MissingExtraError, match=r'pip install "t2arec_fast\[tune\]"'):
-        require("no_such_module_t2arec", "tune", "Hyper-parameter search")
