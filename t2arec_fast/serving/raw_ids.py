@@ -28,13 +28,18 @@ _CANONICAL_INTEGER = re.compile(r"^(0|-?[1-9][0-9]{0,18})$")
 
 class UserKeys:
     """Raw user ids → int64 user keys, stable across save/load. A canonical decimal integer id (as a token: "12",
-    not "012") in [−2^62, 2^62) is its own key; any other id gets the next free key from 2^62 up, remembered."""
+    not "012") in [−2^62, 2^62) is its own key; any other id gets the next free key from 2^62 up, remembered.
 
-    def __init__(self, tokens: Optional[np.ndarray] = None, keys: Optional[np.ndarray] = None):
+    store: a `RedisStateStore` whose prefix holds the text ids' keys for every serving process
+    (`RedisStateStore.user_indices`: allocated atomically in Redis, so two processes give an id the same key);
+    keys already seen are remembered here too (a key never changes). None: the keys are this object's own."""
+
+    def __init__(self, tokens: Optional[np.ndarray] = None, keys: Optional[np.ndarray] = None, store=None):
         tokens = [] if tokens is None else [str(t) for t in tokens]
         keys = [] if keys is None else [int(k) for k in keys]
         self._key_of = dict(zip(tokens, keys))
         self._next = max(keys, default=TOKEN_KEYS_FROM - 1) + 1
+        self._store = store
 
     def __len__(self) -> int:
         """How many text ids have a key."""
@@ -46,11 +51,14 @@ class UserKeys:
         if raw.dtype.kind in "iu" and (raw.size == 0 or (raw.min() >= -TOKEN_KEYS_FROM and raw.max() < TOKEN_KEYS_FROM)):
             return raw.astype(np.int64)
         tokens, inverse = np.unique(raw.astype(str), return_inverse=True)
+        if self._store is not None:                   # new text ids get their keys from the shared store, at once
+            new = [t for t in tokens.tolist() if not _is_own_key(t) and t not in self._key_of]
+            self._key_of.update(zip(new, (TOKEN_KEYS_FROM + self._store.user_indices(new)).tolist()))
         keys = np.fromiter((self._key(t) for t in tokens.tolist()), np.int64, len(tokens))
         return keys[inverse.reshape(-1)]
 
     def _key(self, token: str) -> int:
-        if _CANONICAL_INTEGER.match(token) and -TOKEN_KEYS_FROM <= int(token) < TOKEN_KEYS_FROM:
+        if _is_own_key(token):
             return int(token)
         key = self._key_of.get(token)
         if key is None:
@@ -59,6 +67,9 @@ class UserKeys:
         return key
 
     def save(self, path) -> None:
+        """The text ids' keys as an npz (tokens, keys). Raises: InputError with a shared store (Redis holds them)."""
+        if self._store is not None:
+            raise InputError(f"UserKeys: the text user ids' keys live in {self._store!r}; there is nothing to save")
         tokens = np.array(list(self._key_of), dtype=str) if self._key_of else np.zeros(0, dtype="<U1")
         keys = np.fromiter(self._key_of.values(), np.int64, len(self._key_of))
         with open(path, "wb") as handle:
@@ -71,6 +82,11 @@ class UserKeys:
             return cls()
         with np.load(path, allow_pickle=False) as arrays:
             return cls(arrays["tokens"], arrays["keys"])
+
+
+def _is_own_key(token: str) -> bool:
+    """A canonical decimal integer in [−2^62, 2^62): the id is its own key."""
+    return bool(_CANONICAL_INTEGER.match(token)) and -TOKEN_KEYS_FROM <= int(token) < TOKEN_KEYS_FROM
 
 
 class RawIdServing:
@@ -90,17 +106,13 @@ class RawIdServing:
         return item_map.to_model(np.asarray(raw_items))
 
     def user_keys_of(self, raw_users) -> np.ndarray:
-        """(n,) raw user ids → int64 user keys through `self.user_keys` (new text ids get new keys).
+        """(n,) raw user ids → int64 user keys through `self.user_keys` (new text ids get new keys; with a shared
+        store, keys shared by every process on it).
 
         Raises:
-            InputError: text user ids with a shared (Redis) store — their keys live in this process only, so
-                another process or a restart would give the same key to another user; use integer user ids there.
+            StoreUnavailableError, StoreCorruptError: with a shared store, when new text ids' keys cannot be had.
         """
-        keys = self.user_keys.keys_for(raw_users)
-        if self.shared is not None and len(keys) and keys.max() >= TOKEN_KEYS_FROM:
-            raise InputError("text user ids need their keys shared by every serving process, which a Redis store "
-                             "does not do yet; with store=... use integer user ids (below 2^62)")
-        return keys
+        return self.user_keys.keys_for(raw_users)
 
     def observe_raw(self, user_ids, item_ids, timestamps, unknown_items: str = "error") -> int:
         """observe() with raw ids: users through `self.user_keys` (new users get new keys), items through the

@@ -100,6 +100,7 @@ class OnlineRecommender(RawIdServing):
             from .shared import SharedTier, open_store
             self.shared = SharedTier(self, open_store(store, history_len), self.capacity_bytes)
             self.history = None
+            self.user_keys = UserKeys(store=self.shared.store)     # text ids' keys shared through Redis too
         self._install_model(model)
         self.popularity = np.zeros(self.n_items + 1, np.int64)
         self.cache = self._new_cache() if self.shared is None else None

@@ -21,6 +21,7 @@ Key layout under the prefix P (one Redis server and database; docs/serving.md ex
     P:models        hash    model fingerprint -> version;   P:layouts  hash  version -> layout JSON
     P:next_version  counter of versions handed out;         P:config   hash  history_len
     P:done:<stamp>  string  marks an applied commit for DONE_TTL_MS, so that a retried commit is never applied twice
+    P:user_ids      hash    text user id -> its shared index (raw_ids.UserKeys);   P:next_user_id  counter
 
 Compare-and-set: a commit names, per user, the stamp its new state was computed from (empty for a user it believes
 new); the script applies the batch only if every user still carries that stamp. The stamp, not the bare event
@@ -214,6 +215,22 @@ def _fill(script: str) -> str:
 
 _READ, _COMMIT, _PUT_STATES = _fill(_READ), _fill(_COMMIT), _fill(_PUT_STATES)
 
+_USER_INDICES = """
+-- Text user ids -> their shared index, allocating the next index to an id never seen (atomically: two processes
+-- asking for the same new id get the same index). KEYS: 1 id hash (id -> index), 2 counter.  ARGV: the ids.
+local out = {}
+for i = 1, #ARGV do
+  local v = redis.pcall('HGET', KEYS[1], ARGV[i])
+  if type(v) == 'table' then return redis.error_reply('CORRUPT ' .. KEYS[1] .. ' is not a hash') end
+  if not v then
+    v = redis.call('INCR', KEYS[2]) - 1
+    redis.call('HSET', KEYS[1], ARGV[i], v)
+  end
+  out[i] = tonumber(v) or -1
+end
+return out
+"""
+
 _REGISTER = """
 -- KEYS: 1 models (fingerprint -> version), 2 layouts (version -> layout), 3 version counter.
 -- ARGV: 1 fingerprint, 2 layout JSON.  -> the version of this model, a new one for a model never seen.
@@ -319,7 +336,7 @@ class RedisStateStore:
         self._redis = redis.Redis(connection_pool=pool)
         self._scripts = {name: self._redis.register_script(code) for name, code in
                          (("read", _READ), ("commit", _COMMIT), ("put_states", _PUT_STATES),
-                          ("register", _REGISTER))}
+                          ("register", _REGISTER), ("user_indices", _USER_INDICES))}
         self._state_sizes: dict = {}             # model version -> floats per state, checked against the store
         self.counters = {"round_trips": 0, "commits": 0, "cas_conflicts": 0, "states_written_back": 0}
         self._check_history_len()
@@ -485,6 +502,24 @@ class RedisStateStore:
             self.counters["cas_conflicts"] += 1
             return CommitOutcome(False, np.asarray(reply[1:], np.int64) - 1, stamp)
         return CommitOutcome(True, np.zeros(0, np.int64), stamp)
+
+    # -- text user ids ---------------------------------------------------------------------------------------------
+    def user_indices(self, ids: Sequence[str]) -> np.ndarray:
+        """The shared index (0, 1, 2, ... in order of first sight, by any process) of each text user id: (n,) int64.
+        An id never seen gets the next index, atomically, so every process on the prefix maps an id to the same
+        index (`raw_ids.UserKeys` turns it into a user key). One round trip. Indices are never reused; the map
+        (P:user_ids) grows with the distinct ids and is not expired by the TTL.
+
+        Raises: StoreCorruptError (P:user_ids not a hash, or an index that is not a non-negative integer),
+        StoreUnavailableError."""
+        if not len(ids):
+            return np.zeros(0, np.int64)
+        got = np.asarray(self._script("user_indices", [self._key("user_ids"), self._key("next_user_id")],
+                                      [str(i) for i in ids]), np.int64)
+        bad = np.flatnonzero(got < 0)
+        if len(bad):
+            raise StoreCorruptError(f"{self._key('user_ids')} field {ids[bad[0]]!r}: not a user index")
+        return got
 
     # -- rebuilt states, forgetting, popularity --------------------------------------------------------------------
     def put_states(self, users: np.ndarray, version: int, stamps: np.ndarray, states: np.ndarray) -> int:

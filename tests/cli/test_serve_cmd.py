@@ -94,6 +94,19 @@ def test_cli_serve_replay_store_errors_are_one_line(checkpoint, tmp_path, redis_
     assert "--save writes a folder" in capsys.readouterr().err
 
 
+def test_cli_text_user_ids_through_redis_keep_their_user_across_processes(tmp_path, redis_url):
+    """With --store, text user ids' keys live in Redis: a second serve-replay (another process, in effect) sees
+    alice's and bob's events as theirs and carol as a new user — before, text ids were refused with a store."""
+    ckpt = raw_id_checkpoint(tmp_path)
+    first = write_events(tmp_path / "e1.csv", [("alice", "sku3", 10), ("bob", "sku5", 11), ("alice", "sku7", 12)])
+    assert main(["serve-replay", str(ckpt), str(first), "--quiet", "--store", redis_url]) == 0
+    second = write_events(tmp_path / "e2.csv", [("carol", "sku3", 20), ("bob", "sku5", 21), ("alice", "sku7", 22)])
+    assert main(["serve-replay", str(ckpt), str(second), "--quiet", "--store", redis_url,
+                 "--json", str(tmp_path / "r.json")]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert (result["cold_events"], result["warm_events"]) == (1, 2)
+
+
 def test_cli_new_text_user_after_a_restart_is_cold(tmp_path, capsys):
     """The issue: a second replay from the saved folder reported the new user's 3 events as "3 warm, 0 cold start"
     — user ids were numbered per file, so carol took over alice's state."""

@@ -92,6 +92,57 @@ def test_after_a_model_swap_states_are_rebuilt_once_from_the_rings(model, histor
     assert keep_old.version == 1 and keep_old.stats()["rebuilds"] == 0
 
 
+def test_text_user_ids_map_to_the_same_user_in_every_process(model, histories, redis_url):
+    from t2arec_fast.serving.raw_ids import TOKEN_KEYS_FROM
+    a, b = _shared(model, redis_url), _shared(model, redis_url)
+    keys_a = a.user_keys_of(np.array(["alice", "bob", "12", "012", "alice"]))
+    keys_b = b.user_keys_of(np.array(["bob", "carol", "alice"]))
+    alice, bob, twelve, text_012, again = keys_a.tolist()
+    assert twelve == 12 and alice == again and len({alice, bob, text_012}) == 3
+    assert min(alice, bob, text_012) >= TOKEN_KEYS_FROM                # text ids: keys from 2^62 up
+    carol = keys_b[1]
+    assert keys_b.tolist() == [bob, carol, alice] and carol not in (alice, bob, text_012)
+    items, times = next(iter(histories.values()))
+    a.observe(a.user_keys_of(["alice"] * len(items)), items, times)
+    np.testing.assert_array_equal(served_scores(b, b.user_keys_of(["alice"])), served_scores(a, [alice]))
+    later = _shared(model, redis_url)                        # a process started later: the same keys
+    dave = later.user_keys_of(["carol", "alice", "dave"])
+    assert dave.tolist()[:2] == [carol, alice] and dave[2] not in (alice, bob, text_012, carol)
+    with pytest.raises(InputError, match="live in RedisStateStore"):
+        a.user_keys.save("unused.npz")
+
+
+def test_new_text_user_ids_asked_for_at_once_by_many_clients_get_one_key_each(redis_url):
+    """Threads with their own connections ask for overlapping new ids at the same time (the allocation is one
+    atomic script): every client sees the same key for an id, and no two ids share one."""
+    import threading
+    from t2arec_fast.serving.raw_ids import UserKeys
+    ids = np.array([f"user-{i}" for i in range(300)])
+    got = {}
+
+    def ask(t):
+        keys = UserKeys(store=RedisStateStore(redis_url, prefix="ids", history_len=64))
+        order = np.random.default_rng(t).permutation(len(ids))
+        for part in np.array_split(order, 10):
+            keys.keys_for(ids[part])
+        got[t] = keys.keys_for(ids)
+
+    threads = [threading.Thread(target=ask, args=(t,)) for t in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(got) == 6 and all((got[t] == got[0]).all() for t in got)
+    assert len(set(got[0].tolist())) == len(ids)
+
+
+def test_the_device_tier_refuses_a_shared_store_by_name(model, redis_url):
+    """DeviceRecommender + store is not built (docs/serving.md, "Device tier"): refused before anything connects."""
+    from t2arec_fast.serving.device_tier import DeviceRecommender
+    with pytest.raises(InputError, match="device tier: 'store' is served by OnlineRecommender only"):
+        DeviceRecommender(model, slots=8, store=redis_url)
+
+
 def test_events_older_than_the_stored_last_time_are_refused_naming_the_user_and_nothing_is_stored(model, redis_url):
     a, b = _shared(model, redis_url), _shared(model, redis_url)
     a.observe([1, 2], [3, 4], [100, 100])
