@@ -40,6 +40,11 @@ for argv in (["data", "stats", "events.csv", "--min-count", "1"],
              ["serve-replay", "run", "events.csv", "--quiet"]):
     assert main(argv) == 0, argv
     print("ok:", argv[0])
+import contextlib, io
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    code = main(["tune", "events.csv", "--space", "space.yaml", "--trials", "1"])
+print("tune:", code, err.getvalue().strip())
 model = t2arec_fast.T2ARec.load("run/best")
 try:
     t2arec_fast.export_onnx(model, "onnx-dynamo", exporter="dynamo")
@@ -57,6 +62,8 @@ def test_core_workflow_runs_on_declared_dependencies_only(tmp_path):
     for command in ("data", "train", "evaluate", "export", "serve-replay"):
         assert f"ok: {command}" in done.stdout
     assert "loaded 40 users" in done.stdout
+    assert ('tune: 2 t2arec tune: error: t2arec tune (hyperparameter search) needs the package \'optuna\', which is '
+            'not installed: pip install "t2arec_fast[tune]"') in done.stdout
     assert (tmp_path / "onnx" / "encode.onnx").is_file()
     if "onnxscript" in core_import_names():  # pragma: no cover - a torch that brings onnxscript itself
         return

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -15,8 +16,21 @@ def user_error_types() -> tuple:
     from t2arec_fast.data.errors import DataError
     from t2arec_fast.errors import InputError, StoreError    # StoreError: Redis unreachable or unreadable
     from t2arec_fast.optional import MissingExtraError
-    return (UserError, ConfigError, DataError, InputError, StoreError, FileNotFoundError, MissingExtraError,
-            OSError)
+    return (UserError, ConfigError, DataError, InputError, StoreError, MissingExtraError, OSError)
+
+
+def checkpoint_dir(path) -> Path:
+    """The checkpoint folder a command was given: `path` itself, or `path`/best for a `t2arec train --out` folder.
+
+    Raises:
+        UserError: neither holds a config.json (naming both places looked at).
+    """
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return path
+    if (path / "best" / "config.json").is_file():
+        return path / "best"
+    raise UserError(f"{path}: not a checkpoint (no config.json here or in {path / 'best'})")
 
 
 def write_json(path, payload) -> None:

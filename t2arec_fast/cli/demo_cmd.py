@@ -49,9 +49,8 @@ def demo_data(args) -> dict:
     """Step 1: build the data set; print statistics, split sizes and the baseline check."""
     from t2arec_fast.data import format_stats, leave_one_out, load_dataset
     from t2arec_fast.data.synthetic import baseline_check, format_baseline_check
-    spec = f"synthetic:n_users={args.users},n_items={args.items},seed={args.seed}"
-    print(f"== data: {spec}")
-    ds = load_dataset(spec, verbose=False)
+    print(f"== data: {_spec(args)}")
+    ds = load_dataset(_spec(args), verbose=False)
     stats = ds.stats()
     print(format_stats(stats))
     sizes = leave_one_out(ds).sizes()
@@ -63,9 +62,13 @@ def demo_data(args) -> dict:
     return {"stats": stats, "split": sizes, "baseline_check": check}
 
 
+def _spec(args) -> str:
+    return f"synthetic:n_users={args.users},n_items={args.items},seed={args.seed}"
+
+
 def _dataset(args):
     from t2arec_fast.data import leave_one_out, load_dataset
-    ds = load_dataset(f"synthetic:n_users={args.users},n_items={args.items},seed={args.seed}", verbose=False)
+    ds = load_dataset(_spec(args), verbose=False)
     return ds, leave_one_out(ds)
 
 
@@ -73,9 +76,9 @@ REQUEST_GAP_LABEL = "t2arec, request-gap readout (ext.)"
 
 
 def demo_train_and_evaluate(args):
-    """Step 2: pre-train the backbone, T2ARec (package defaults) and T2ARec scoring at the request time (readout
-    "request_gap", an extension); evaluate on test without the step, with the paper's step, and with the gated
-    per-user extension (what test-time alignment can do around known shifts)."""
+    """Steps 2 and 3: pre-train the backbone, T2ARec (package defaults) and T2ARec scoring at the request time
+    (readout "request_gap", an extension); evaluate on test without the step, with the paper's step, and with the
+    gated per-user extension (what test-time alignment can do around known shifts)."""
     import numpy as np
     from t2arec_fast.adapt import GATED_PER_USER_STEP
     from t2arec_fast.config import Config
@@ -115,16 +118,16 @@ def demo_train_and_evaluate(args):
 
 
 def demo_export(model, args) -> dict:
-    """Step 3: export the encoder and the one-step graph; the exporter checks them against PyTorch."""
+    """Step 4: export the encoder and the one-step graphs; the exporter checks them against PyTorch."""
     from t2arec_fast.export import export_onnx
     print("== ONNX export")
-    info = export_onnx(model, f"{args.out}/onnx")
+    summary = export_onnx(model, f"{args.out}/onnx")
     print(f"  wrote {args.out}/onnx (each graph run in ONNX Runtime and compared with PyTorch at export time)")
-    return info if isinstance(info, dict) else {"out": f"{args.out}/onnx"}
+    return summary
 
 
 def demo_serving(model, args, n_users: int = 200) -> dict:
-    """Step 4: feed test users' histories event by event to the O(1) recommender; compare with the full encoder."""
+    """Step 5: feed test users' histories event by event to the O(1) recommender; compare with the full encoder."""
     import time
     import numpy as np
     import torch

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import UserError, write_json
+from .common import UserError, checkpoint_dir, write_json
 
 
 def register(subparsers) -> None:
@@ -29,7 +29,7 @@ def register(subparsers) -> None:
 
 def _export(args) -> int:
     from t2arec_fast.export import ExportValidationError, export_onnx
-    model = _load_t2arec(Path(args.checkpoint))
+    model = _load_t2arec(checkpoint_dir(args.checkpoint))
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     try:
         summary = export_onnx(model, args.out, kinds=kinds, opset=args.opset, scan_form=args.scan_form)
@@ -44,8 +44,6 @@ def _export(args) -> int:
 
 def _load_t2arec(path: Path):
     from t2arec_fast.model import T2ARec, load_model
-    if not (path / "config.json").is_file() and (path / "best" / "config.json").is_file():
-        path = path / "best"
     model = load_model(path)
     if not isinstance(model, T2ARec):
         raise UserError(f"{path} holds a {type(model).__name__} model; only T2ARec exports to ONNX")

@@ -15,7 +15,7 @@ import numpy as np
 
 from t2arec_fast.data.id_maps import UNKNOWN_IDS
 
-from .common import UserError, reader_options, reader_settings, write_json
+from .common import UserError, checkpoint_dir, reader_options, reader_settings, write_json
 
 
 def register(subparsers) -> None:
@@ -104,9 +104,7 @@ def _open_recommender(path: Path, args):
         if args.store:
             raise UserError(f"{path} is a saved recommender with its own states; --store needs a model checkpoint")
         return OnlineRecommender.load(path)
-    if not (path / "config.json").is_file() and (path / "best" / "config.json").is_file():
-        path = path / "best"
-    model = load_model(path)                      # OnlineRecommender refuses a model without a one-step update
+    model = load_model(checkpoint_dir(path))      # OnlineRecommender refuses a model without a one-step update
     store = None
     if args.store:
         from t2arec_fast.serving.redis_store import RedisStateStore

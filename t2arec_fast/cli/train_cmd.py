@@ -16,7 +16,7 @@ from pathlib import Path
 from t2arec_fast.config import CHOICES
 from t2arec_fast.data.id_maps import UNKNOWN_IDS
 
-from .common import DATASET_HELP, UserError, reader_options, reader_settings, write_json
+from .common import DATASET_HELP, UserError, checkpoint_dir, reader_options, reader_settings, write_json
 
 MODELS = CHOICES["model"]
 
@@ -83,15 +83,6 @@ def _train(args) -> int:
 
 
 # -- evaluate --------------------------------------------------------------------------------------------------------
-def _checkpoint_dir(path: str) -> Path:
-    path = Path(path)
-    if (path / "best" / "config.json").is_file() and not (path / "config.json").is_file():
-        return path / "best"
-    if not (path / "config.json").is_file():
-        raise UserError(f"{path}: not a checkpoint (no config.json here or in {path / 'best'})")
-    return path
-
-
 def _evaluation_config(args, saved: dict):
     """Config = defaults < the checkpoint's data/ttt settings < --config < --key=value; model keys only `backend`."""
     from t2arec_fast.config import Config, SECTIONS, load_yaml, parse_overrides
@@ -119,7 +110,7 @@ def _evaluate(args) -> int:
     from t2arec_fast.evaluate import evaluate_splits, format_table
     from t2arec_fast.model import T2ARec, load_model
     from t2arec_fast.train import DistContext, resolve_device
-    directory = _checkpoint_dir(args.checkpoint)
+    directory = checkpoint_dir(args.checkpoint)
     model = load_model(directory)
     extra = (model.checkpoint_meta or {}).get("extra", {}) or {}
     cfg = _evaluation_config(args, extra.get("train_config", {}))

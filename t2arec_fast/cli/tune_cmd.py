@@ -42,11 +42,9 @@ def register(subparsers) -> None:
 
 def _tune(args) -> int:
     from t2arec_fast.config import Config, parse_overrides
+    from t2arec_fast.optional import require
     from t2arec_fast.progress import write_line
-    try:
-        import optuna  # noqa: F401
-    except ModuleNotFoundError:
-        raise UserError("t2arec tune needs Optuna: pip install 't2arec_fast[tune]'") from None
+    require("optuna", "tune", "t2arec tune (hyperparameter search)")     # a one-line error naming the extra
     from t2arec_fast.tune import load_space, run_study, study_summary
     if args.trials < 1:
         raise UserError(f"--trials must be ≥ 1, got {args.trials}")

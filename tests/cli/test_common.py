@@ -99,6 +99,8 @@ def test_reader_options_are_the_same_everywhere(checkpoint, tmp_path, capsys, co
     (["data", "stats", "{data}", "--format", "excel"], "unknown format 'excel'"),
     (["data", "stats", "{data}", "--min-count", "-1"], "min_count=-1 is out of range; expected a value ≥ 0"),
     (["evaluate", "{tmp}", "{data}"], "not a checkpoint"),
+    (["export", "{tmp}", "--out", "{tmp}/onnx"], "not a checkpoint (no config.json here or in"),
+    (["serve-replay", "{tmp}", "{data}"], "not a checkpoint (no config.json here or in"),
     (["serve-replay", "{tmp}/nothing", "{data}"], "nothing"),
 ])
 def test_bad_options_are_one_line_and_exit_2(checkpoint, tmp_path, capsys, argv, fragment):

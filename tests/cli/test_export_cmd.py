@@ -25,7 +25,7 @@ def test_cli_export_end_to_end(tmp_path, capsys):
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
-    assert "config.json is missing" in capsys.readouterr().err
+    assert "missing: not a checkpoint (no config.json here or in" in capsys.readouterr().err
     small_model().save(tmp_path / "ckpt")
     assert main(["export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "o"), "--opset", "9"]) == 2
     assert "opset must lie in" in capsys.readouterr().err
