@@ -1,4 +1,5 @@
-"""`OnnxEncoder`: run exported graphs in ONNX Runtime with the PyTorch model's calling conventions.
+"""Exported graphs in ONNX Runtime with the PyTorch model's calling conventions (docs/onnx.md): `OnnxEncoder` runs
+them, `OnnxStepModel` serves them (encode and step in ONNX Runtime, scoring in PyTorch) to `OnlineRecommender`.
 
 States go in and come out as a list of `BlockState(conv, ssm)` (torch tensors, zero-copy views of ORT's output),
 exactly as `T2ARec.encode` / `T2ARec.step` use them, so callers can switch between the two engines freely.
@@ -25,7 +26,7 @@ class OnnxModelError(InputError):
 
 
 def default_providers() -> List[str]:
-    """CUDA when this onnxruntime build has it, CPU always as the fallback."""
+    """ORT execution provider names: CUDA when this onnxruntime build has it, CPU always as the fallback."""
     import onnxruntime as ort
     available = ort.get_available_providers()
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
@@ -35,8 +36,15 @@ def open_session(path, providers: Optional[Sequence[str]] = None, threads: Optio
                  spin: bool = True):
     """An ORT session with all graph optimisations, or an OnnxModelError that says what is wrong with the file.
 
-    spin=False stops ORT's worker threads from busy-waiting after each run: slightly slower at batch 1 on an idle
-    machine, much better when the cores are shared with other work (PyTorch in the same process included)."""
+    providers: ORT execution providers (default `default_providers()`); threads: intra-op threads (None: ORT's
+    choice). spin=False stops ORT's worker threads from busy-waiting after each run: slightly slower at batch 1 on
+    an idle machine, much better when the cores are shared with other work (PyTorch in the same process included).
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        OnnxModelError: ONNX Runtime cannot load it (corrupted, not ONNX, or newer than this runtime); the message
+            says how to re-export.
+    """
     import onnxruntime as ort
     path = Path(path)
     if not path.is_file():
@@ -74,6 +82,14 @@ class OnnxEncoder:
     directory: what `export_onnx` wrote (encode.onnx, step.onnx, step_topk.onnx; any non-empty subset).
     providers: ORT execution providers; default CUDA when available, else CPU. threads: intra-op threads
     (default: ORT's choice, one per physical core). spin: see `open_session`.
+    Shapes: batch b, length L, width d; item ids int64 (0 = padding); states as `BlockState(conv (b, k−1, d + 2n),
+    ssm (b, n, d))` per block, float32 (the dtype in the graphs' metadata); outputs are torch tensors on the CPU.
+
+    Raises:
+        FileNotFoundError: `directory` is missing or holds no graph.
+        OnnxModelError: a graph cannot be loaded, is not a t2arec_fast graph, sits under another kind's name,
+            comes from other weights than its siblings, lacks the state shapes in its metadata (exported by an
+            older version), or has unexpected inputs/outputs.
     """
 
     def __init__(self, directory, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None,
@@ -129,31 +145,53 @@ class OnnxEncoder:
 
     @property
     def kinds(self) -> tuple:
+        """The graph kinds found in the directory, e.g. ("encode", "step")."""
         return tuple(self.sessions)
 
     @property
     def providers(self) -> List[str]:
+        """The execution providers ORT actually uses (in order of preference)."""
         return next(iter(self.sessions.values())).get_providers()
 
     # -- inference ------------------------------------------------------------------------------------------------
     def encode(self, item_ids):
-        """item_ids (batch, L) left-padded ints (0 = padding) → (o_n (batch, d), [BlockState per block])."""
+        """item_ids (batch, L) left-padded ints (0 = padding) → (o_n (batch, d), [BlockState per block]).
+
+        Raises:
+            InputError: not a 2-D integer array, empty, ids outside [0, n_items], not left-padded, a row of padding
+                only, or encode.onnx not exported.
+        """
         ids = self._item_ids(item_ids, dim=2)
         out = self._run("encode", {graphs.ITEM_IDS: ids})
         return out[0], graphs.unflatten_states(out[1:])
 
     def step(self, item_ids_t, states):
-        """One new item per user: item_ids_t (batch,) in [1, n_items] → (o (batch, d), new states)."""
+        """One new item per user: item_ids_t (batch,) in [1, n_items] → (o (batch, d), new states).
+
+        Raises:
+            InputError: ids not 1-D integers in [1, n_items], states not one (conv, ssm) pair per block of the
+                shapes above, or step.onnx not exported.
+        """
         out = self._run("step", self._step_feeds(item_ids_t, states))
         return out[0], graphs.unflatten_states(out[1:])
 
     def step_topk(self, item_ids_t, states, k: int = 10):
-        """step plus the k best items for the new o: → (o, new states, top_scores (batch, k), top_items (batch, k))."""
+        """step plus the k best items for the new o: → (o, new states, top_scores (batch, k) float32, top_items
+        (batch, k) int64 model ids).
+
+        Raises:
+            InputError: as `step`, k not an integer in [1, n_items], or step_topk.onnx not exported.
+        """
         o, new_states, _, top_scores, top_items = self._step_with_scores(item_ids_t, states, k)
         return o, new_states, top_scores, top_items
 
     def step_scores(self, item_ids_t, states):
-        """step plus scores over all items for the new o: → (o, new states, scores (batch, n_items + 1))."""
+        """step plus scores over all items for the new o: → (o, new states, scores (batch, n_items + 1) float32,
+        column 0 = −inf).
+
+        Raises:
+            InputError: as `step`, or step_topk.onnx not exported.
+        """
         o, new_states, scores, _, _ = self._step_with_scores(item_ids_t, states, 1)
         return o, new_states, scores
 
@@ -164,7 +202,7 @@ class OnnxEncoder:
                 for conv, ssm in self.state_shapes]
 
     def _step_with_scores(self, item_ids_t, states, k: int):
-        if not isinstance(k, (int, np.integer)) or not 1 <= k <= self.n_items:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.n_items:
             raise InputError(f"k must be an integer in [1, {self.n_items}], got {k!r}")
         feeds = self._step_feeds(item_ids_t, states, kind="step_topk")
         feeds[graphs.TOP_K] = np.array([k], dtype=np.int64)
@@ -231,10 +269,17 @@ class OnnxStepModel:
     It implements `model.protocol.StepModel`, what serving uses of a model, with
     encode and step answered by the exported graphs and scoring (o · Eᵀ, one matmul) and saving by the PyTorch
     model the graphs were exported from. The graphs must come from that model (their metadata's model version is
-    checked against its weights).
+    checked against its weights). Shapes and dtypes: `model.protocol.StepModel`; states live on the CPU.
+
+    Raises:
+        OnnxModelError: the model's readout does not export (it scores one step past o_n), the graphs come from
+            other weights, encode.onnx or step.onnx is missing, or anything `OnnxEncoder` refuses.
+        FileNotFoundError: as `OnnxEncoder`.
     """
 
     def __init__(self, model, onnx_dir, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None):
+        if not model.readout.exports:                    # export_onnx refuses such a model; say so here too
+            raise OnnxModelError(f"readout={model.config.readout!r} scores one step past o_n: the graphs cannot")
         self.torch_model = model.eval()
         self.encoder = OnnxEncoder(onnx_dir, providers=providers, threads=threads)
         if self.encoder.model_version != model_version(model):
@@ -245,8 +290,6 @@ class OnnxStepModel:
             raise OnnxModelError(f"{onnx_dir}: serving needs {', '.join(sorted(missing))}.onnx as well")
         self.n_items, self.config = model.n_items, model.config
         self.id_maps = model.id_maps
-        if not model.readout.exports:                    # export_onnx refuses such a model; say so here too
-            raise OnnxModelError(f"readout={model.config.readout!r} scores one step past o_n: the graphs cannot")
 
     @property
     def width(self) -> int:
@@ -257,6 +300,11 @@ class OnnxStepModel:
         return False                                     # the graphs score o_n (readout "last")
 
     def to(self, device):
+        """Itself, on the CPU only.
+
+        Raises:
+            OnnxModelError: a device other than the CPU (ONNX Runtime picks its own through the providers).
+        """
         if torch.device(device).type != "cpu":
             raise OnnxModelError("runtime='onnx' keeps states on the host: use device='cpu' (ONNX Runtime still "
                                  "runs on CUDA when its CUDA provider is available)")

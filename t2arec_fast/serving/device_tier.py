@@ -199,17 +199,10 @@ class DeviceRecommender(OnlineRecommender):
                           rings=self.history.recent(drows) if need_rings else None,
                           popular=None if known.all() else self._cold_start(k))
 
-    @torch.no_grad()
     def _scores_of(self, view: DeviceView, last: np.ndarray, known_at: Optional[np.ndarray]) -> torch.Tensor:
         """Scores from the pools, left on the device: the base class's _answer takes the top-k there."""
-        if known_at is None and self.model.needs_request_time:
-            raise InputError("recommend: this model scores at the request time (readout 'request_gap'): pass at_time")
         states, o = self.pool.gather(view.slots[torch.from_numpy(view.pick).to(self.device)])
-        last_t = request = None
-        if known_at is not None:
-            last_t = torch.from_numpy(last).to(self.device)
-            request = torch.from_numpy(known_at).to(self.device)
-        return self.model.scores_from_state(o, states, last_t, request).float()
+        return self._score_states(o, states, last, known_at)
 
     # -- housekeeping -----------------------------------------------------------------------------------------
     def forget(self, user_ids) -> int:

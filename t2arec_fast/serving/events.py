@@ -76,7 +76,6 @@ def consecutive_events(groups: EventGroups):
     return order[:-1][same_user], order[1:][same_user]
 
 
-
 def check_items(items: np.ndarray, n_items: int) -> None:
     """Checks that the (n,) int64 item ids are model item ids 1..n_items.
 

@@ -278,8 +278,8 @@ class OnlineRecommender(RawIdServing):
         exclude_seen: items in the user's ring (its last history_len events) get −inf and drop out of the top-k.
         at_time: the request time (int64 scalar or (n,), not before the user's last event). With `ttt` set, known
         users are scored after a test-time step that uses the gap T_{n+1} = at_time − last event. A model that
-        scores at the request time (readout 'request_gap', or 'extrapolated' with a time-aware Δ) needs it and
-        scores one step past each user's cached state at that time. Otherwise it is only checked.
+        scores at the request time (readout 'request_gap') needs it and scores one step past each user's cached
+        state at that time. Otherwise it is only checked.
         With a shared store, everything a call reads about its users comes from one atomic read of the store
         (docs/serving.md, "Shared state").
         """
@@ -353,23 +353,29 @@ class OnlineRecommender(RawIdServing):
             raise InputError(f"recommend: at_time has {len(arr)} entries for {n} users")
         return arr
 
-    @torch.no_grad()
     def _model_scores(self, flat: np.ndarray, pick: np.ndarray, last_ts: np.ndarray,
                       at_time: Optional[np.ndarray]) -> torch.Tensor:
         """(m, n_items + 1) float32 CPU scores of the states flat[pick] (m,) whose last events were at last_ts (m,),
         as the model's readout reads them from each state; column 0 is −inf."""
-        if at_time is None and self.model.needs_request_time:
-            raise InputError("recommend: this model scores at the request time (readout 'request_gap'): pass at_time")
         if len(pick) == len(flat) and (pick == np.arange(len(flat))).all():   # each user once: no state to copy
             chosen = torch.from_numpy(flat)
         else:
             chosen = torch.from_numpy(flat)[torch.from_numpy(pick)]
         states, o = self.layout.views(chosen.to(self.device))
+        return self._score_states(o, states, last_ts, at_time).cpu()
+
+    @torch.no_grad()
+    def _score_states(self, o: torch.Tensor, states, last_ts: np.ndarray, at_time: Optional[np.ndarray]
+                      ) -> torch.Tensor:
+        """(m, n_items + 1) float32 scores, on the model's device, of m states (o (m, d) and the block states) whose
+        last events were at last_ts (m,) int64, read at the request times at_time (m,) int64 (or None)."""
+        if at_time is None and self.model.needs_request_time:
+            raise InputError("recommend: this model scores at the request time (readout 'request_gap'): pass at_time")
         last = request = None
         if at_time is not None:
             last = torch.from_numpy(last_ts).to(self.device)
             request = torch.from_numpy(at_time).to(self.device)
-        return self.model.scores_from_state(o, states, last, request).float().cpu()
+        return self.model.scores_from_state(o, states, last, request).float()
 
     @staticmethod
     def _check_request_after_history(users: np.ndarray, last: np.ndarray, at_time: np.ndarray) -> None:

@@ -158,3 +158,5 @@ def test_bad_inputs(encoder):
         encoder.step(torch.tensor([1, 2]), states + states)
     with pytest.raises(InputError, match="k must be"):
         encoder.step_topk(torch.tensor([1, 2]), states, k=N_ITEMS + 1)
+    with pytest.raises(InputError, match="k must be"):                      # a bool is not a count (as recommend())
+        encoder.step_topk(torch.tensor([1, 2]), states, k=True)
