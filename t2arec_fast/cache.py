@@ -121,6 +121,10 @@ class StateCache:
         dtype: storage precision, ``"float32"`` (exact) or ``"float16"`` (half the memory; values round to
             nearest half, must lie within +-65504). ``get`` always returns float32.
         shards: lock stripes; ``None`` picks up to 16 while each shard still holds at least 64 entries.
+
+    Raises (constructor):
+        TypeError: a size, capacity or shard count that is not an integer.
+        ValueError: state_size or shards ≤ 0, a negative capacity, a value beyond int64, or another dtype.
     """
 
     def __init__(self, state_size: int, capacity_bytes: int, dtype: str = "float32", shards: int | None = None):
@@ -137,11 +141,23 @@ class StateCache:
     # ---- batch operations ----------------------------------------------------------------------------------
 
     def put(self, user_ids: Any, states: Any, version: int) -> None:
-        """Store ``states[i]`` for ``user_ids[i]`` under ``version``. states: (n, state_size) float32."""
+        """Store ``states[i]`` for ``user_ids[i]`` under ``version``. user_ids: (n,) int64; states: (n, state_size)
+        float32, C-contiguous (numpy or a CPU tensor).
+
+        Raises:
+            TypeError: states not a C-contiguous float32 array, a CUDA tensor, non-integer ids or version.
+            ValueError: a shape other than (n, state_size), ids beyond int64, a NaN/inf (or, float16, a value beyond
+                ±65504) anywhere in states (nothing is stored then).
+        """
         self._core.put(_user_ids(user_ids), _cpu_numpy(states, "states"), _version(version))
 
     def get(self, user_ids: Any, version: int) -> tuple[np.ndarray, np.ndarray]:
-        """Returns ``(found, states)``: found (n,) bool; states (n, state_size) float32, zero rows for misses."""
+        """Returns ``(found, states)`` for user_ids (n,) int64: found (n,) bool; states (n, state_size) float32, zero
+        rows for misses and for entries written under another version.
+
+        Raises:
+            TypeError, ValueError: ids that are not 1-D integers within int64, a version that is not one.
+        """
         return self._core.get(_user_ids(user_ids), _version(version))
 
     def get_into(self, user_ids: Any, version: int, out: Any) -> np.ndarray:
@@ -210,7 +226,11 @@ class StateCache:
     # ---- snapshots -----------------------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> None:
-        """Writes a snapshot atomically: ``path`` holds either the previous file or the complete new one."""
+        """Writes a snapshot atomically: ``path`` holds either the previous file or the complete new one.
+
+        Raises:
+            OSError: the file cannot be written (the previous one is left as it was).
+        """
         self._core.save(os.fspath(path))
 
     @classmethod

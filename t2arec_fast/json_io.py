@@ -49,7 +49,11 @@ def write_json(path: Union[str, Path], obj: Any, indent: int = 2) -> Path:
 
 
 def finite(obj: Any) -> Any:
-    """A copy of `obj` in plain Python types with every NaN/±Infinity replaced by None."""
+    """A copy of `obj` in plain Python types with every NaN/±Infinity replaced by None.
+
+    Raises:
+        TypeError: a value that has no JSON form.
+    """
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, (str, int, bool)) or obj is None:

@@ -13,6 +13,7 @@ COMMAND_MODULES = ("data_cmd", "demo_cmd", "train_cmd", "tune_cmd", "export_cmd"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `t2arec` parser with every command module's subcommands registered."""
     from t2arec_fast import __version__
     parser = argparse.ArgumentParser(prog="t2arec", description="T2ARec: train, adapt at test time, evaluate, "
                                      "export to ONNX and serve a state-space sequential recommender.")
@@ -25,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run `t2arec` with argv (default sys.argv[1:]); → the exit code: 0, 1 (a run that produced no result), 2 (a
+    user error, printed as one line), 130 (interrupted). argparse exits with 2 on a malformed command line."""
     parser = build_parser()
     args = parse_arguments(parser, sys.argv[1:] if argv is None else list(argv))
     try:

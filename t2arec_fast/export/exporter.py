@@ -52,7 +52,16 @@ def export_onnx(model, out_dir, kinds: Iterable[str] = graphs.GRAPH_KINDS, opset
     in ONNX Runtime and fail with ExportValidationError if any output's max |ORT − PyTorch| / max |PyTorch|
     exceeds rtol.
     Graphs of other kinds left in `out_dir` by an earlier export are removed: the directory always holds one
-    model's graphs. Returns a summary: files, metadata, per-output validation errors.
+    model's graphs. Returns a summary: files, metadata, per-output validation errors. The graphs are float32
+    whatever the model's dtype; their inputs and outputs: graphs.py and docs/onnx.md.
+
+    Raises:
+        InputError: not a T2ARec, a readout that does not export, unknown kinds, an opset outside [17, 28], an
+            unknown scan form or exporter, or a combination that cannot work (linear_attention below opset 27 or
+            with the dynamo exporter).
+        ExportValidationError: a graph fails onnx.checker, contains a loop, or disagrees with PyTorch beyond rtol;
+            nothing is written then.
+        MissingExtraError: exporter "dynamo" (or the fallback of "auto") without onnxscript.
     """
     kinds = _check_kinds(kinds)
     form = _check_options(opset, scan_form, exporter)
@@ -247,7 +256,12 @@ def _check_proto(proto: onnx.ModelProto, kind: str) -> None:
 def validate_graph(path, kind: str, reference, rtol: float = 1e-4, batch: int = 5, length: int = 23) -> dict:
     """Run the graph at `path` in ONNX Runtime (CPU) on fresh random inputs — at a batch and length other than the
     traced ones, so a frozen dynamic axis shows up — and compare with `reference` (a T2ARec in PyTorch).
-    → {output name: relative error}; raises ExportValidationError naming every output above rtol."""
+    → {output name: relative error}.
+
+    Raises:
+        OnnxModelError: ONNX Runtime cannot load the file.
+        ExportValidationError: ONNX Runtime cannot run it, or it names every output whose error is above rtol.
+    """
     session = open_session(path, ["CPUExecutionProvider"])
     k = min(5, reference.n_items)
     args = graphs.example_inputs(kind, reference, batch=batch, length=length, seed=1)

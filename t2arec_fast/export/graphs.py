@@ -30,10 +30,12 @@ def state_names(n_layers: int, prefix: str = "") -> List[str]:
 
 
 def flatten_states(states: Sequence[BlockState]) -> List[torch.Tensor]:
+    """[BlockState per block] → [conv_0, ssm_0, conv_1, ...], the graphs' order."""
     return [t for st in states for t in (st.conv, st.ssm)]
 
 
 def unflatten_states(tensors: Sequence) -> List[BlockState]:
+    """Inverse of `flatten_states`."""
     return [BlockState(tensors[i], tensors[i + 1]) for i in range(0, len(tensors), 2)]
 
 

@@ -66,7 +66,11 @@ class DeviceStatePool:
     def allocate(self, users: np.ndarray, protected: set) -> tuple:
         """Slots for users that are not resident. → (slots (n,), evicted users (m,), their slots (m,)): the least
         recently used users outside `protected` make room when no slot is free; their rows must be read (demoted)
-        before the new users' states are written."""
+        before the new users' states are written.
+
+        Raises:
+            InputError: more users than free and evictable slots together (nothing changes then).
+        """
         evictable = sum(1 for v in self.slot_of if v not in protected)
         if len(users) > len(self.free) + evictable:          # checked first: nothing changes on refusal
             raise InputError(f"device tier: one call touches more distinct users than the {self.n_slots} device "
@@ -84,6 +88,7 @@ class DeviceStatePool:
         return slots, np.asarray(evicted_users, np.int64), np.asarray(evicted_slots, np.int64)
 
     def release(self, users) -> None:
+        """Free the slots of these users (those not resident are ignored); their pool rows are not read."""
         for u in np.asarray(users).tolist():
             s = self.slot_of.pop(u, None)
             if s is not None:
@@ -97,6 +102,7 @@ class DeviceStatePool:
         return [BlockState(p.conv[slots], p.ssm[slots]) for p in self.pools], self.o[slots]
 
     def write(self, slots: torch.Tensor, states: List[BlockState], o: torch.Tensor) -> None:
+        """Copy states (per block, (m, ...)) and o (m, d) into the pool rows `slots` (m,) int64 on the pools' device."""
         for pool, st in zip(self.pools, states):
             pool.conv[slots] = st.conv.to(pool.conv.dtype)
             pool.ssm[slots] = st.ssm.to(pool.ssm.dtype)

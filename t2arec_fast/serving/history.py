@@ -35,6 +35,7 @@ class HistoryStore:
     """
 
     def __init__(self, history_len: int):
+        """Raises: InputError when history_len < 1."""
         if int(history_len) < 1:
             raise InputError(f"history_len must be ≥ 1, got {history_len}")
         self.history_len = int(history_len)
@@ -55,6 +56,7 @@ class HistoryStore:
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the arrays (the dict of user ids not included)."""
         return sum(a.nbytes for a in (self.items, self.times, self.n_events, self.last_ts, self.user_of_row))
 
     def lookup(self, rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -116,6 +118,7 @@ class HistoryStore:
         return self.items[rows].astype(np.int64)
 
     def forget(self, user_ids: np.ndarray) -> int:
+        """Remove users (n,) int64 and free their rows for new users; → how many were known."""
         rows = self.rows_of(user_ids)
         rows = np.unique(rows[rows >= 0])
         for u in self.user_of_row[rows].tolist():
@@ -129,6 +132,8 @@ class HistoryStore:
 
     # -- persistence ------------------------------------------------------------------------------------------------
     def to_arrays(self) -> dict:
+        """The store as numpy arrays (for np.savez): history_len, user_ids (m,), items / times (m, history_len),
+        n_events / last_ts (m,)."""
         users = np.fromiter(self._row_of.keys(), np.int64, len(self._row_of))
         rows = np.fromiter(self._row_of.values(), np.int64, len(self._row_of))
         return {"history_len": np.int64(self.history_len), "user_ids": users, "items": self.items[rows],
@@ -136,6 +141,7 @@ class HistoryStore:
 
     @classmethod
     def from_arrays(cls, arrays: dict) -> "HistoryStore":
+        """The store `to_arrays` described."""
         store = cls(int(arrays["history_len"]))
         rows = store.add(np.asarray(arrays["user_ids"], np.int64))
         store.items[rows] = arrays["items"]

@@ -39,6 +39,8 @@ class StateLayout:
 
     conv is BlockState.conv (k−1, d+2n) row-major (oldest input first); ssm is BlockState.ssm (n, d) row-major.
     The header does not depend on the model, so any layout version can be recognised before its body is read.
+    conv_shapes, ssm_shapes: per block, without the batch axis; d: the width of o_n. `size`: floats per user.
+    Source: docs/serving.md, "The flat state vector".
     """
 
     def __init__(self, conv_shapes: Sequence[Tuple[int, int]], ssm_shapes: Sequence[Tuple[int, int]], d: int):
@@ -55,10 +57,12 @@ class StateLayout:
 
     @classmethod
     def for_model(cls, model) -> "StateLayout":
+        """The layout of a `StepModel`'s state (read from its empty state)."""
         states = model.empty_states(1, device="cpu", dtype=torch.float32)
         return cls([tuple(s.conv.shape[1:]) for s in states], [tuple(s.ssm.shape[1:]) for s in states], model.width)
 
     def describe(self) -> dict:
+        """The layout as JSON-able numbers (saved in serving.json; a load compares it with the model's)."""
         return {"layout_version": LAYOUT_VERSION, "header_words": HEADER_WORDS,
                 "conv_shapes": [list(s) for s in self.conv_shapes], "ssm_shapes": [list(s) for s in self.ssm_shapes],
                 "d": self.d, "size": self.size}

@@ -80,6 +80,16 @@ class OnlineRecommender(RawIdServing):
                     counts and rings in Redis, shared with every process serving the same store; this process's
                     cache (capacity_bytes; 0 = none) is then the local tier in front of it (docs/serving.md,
                     "Shared state").
+
+    Shapes and units everywhere: user ids (n,) int64 keys; item ids (n,) int64 model ids 1..n_items; timestamps
+    (n,) int64 unix seconds; answers (n, k). Source: docs/serving.md.
+
+    Raises:
+        InputError: a model without a one-step update (not a `StepModel`, e.g. SASRec), an unknown runtime, bad ttt
+            settings or ttt with runtime "onnx", history_len < 1, a store that is neither a URL nor a
+            RedisStateStore (or keeps another history_len).
+        ValueError, TypeError: a capacity, dtype or shard count the state cache refuses (cache.StateCache).
+        OnnxModelError: runtime "onnx" with graphs that do not belong to the model.
     """
 
     def __init__(self, model, capacity_bytes: int = 256 << 20, history_len: int = 200, device: str = "cpu",
@@ -137,13 +147,21 @@ class OnlineRecommender(RawIdServing):
         return StateCache(self.layout.size, self.capacity_bytes, dtype=self.dtype, shards=self.shards)
 
     def set_ttt(self, ttt) -> None:
-        """Switch test-time alignment on (a TTTConfig or a dict of its fields) or off (None) for later requests."""
+        """Switch test-time alignment on (a TTTConfig or a dict of its fields) or off (None) for later requests.
+
+        Raises:
+            InputError: unknown settings, not a TTTConfig / dict / None, or runtime "onnx" (it cannot differentiate).
+        """
         with self._lock:
             self.ttt = _check_ttt(ttt, self.runtime)
 
     def swap_model(self, model) -> None:
         """Serve a newly trained model from now on. The version goes up, so every cached state becomes stale and is
-        rebuilt from its ring on the user's next request or event — never served. Histories and popularity stay."""
+        rebuilt from its ring on the user's next request or event — never served. Histories and popularity stay.
+
+        Raises:
+            InputError: the new model knows fewer items than the current one, or has no one-step update.
+        """
         with self._lock:
             if int(model.n_items) < self.n_items:
                 raise InputError(f"swap_model: the new model knows {model.n_items} items, fewer than the "
@@ -163,8 +181,15 @@ class OnlineRecommender(RawIdServing):
     def observe(self, user_ids, item_ids, timestamps) -> None:
         """Advance each user's state by its new events (int64 arrays of equal length; items are model ids).
 
+        user_ids, item_ids, timestamps: (n,) int64 (numpy, torch or lists); timestamps in unix seconds.
         Events of one user within the call are applied in call order; the k-th event of every user goes into the
         k-th batched step. Everything is checked first: on any error nothing at all is stored.
+
+        Raises:
+            InputError: arrays not 1-D integers or of different lengths, an item id outside 1..n_items, timestamps
+                going backwards within a user or earlier than its stored last event (each naming the event).
+            StoreConflictError, StoreError: with a shared store, when other processes keep moving the same users or
+                Redis cannot be reached (nothing stored).
         """
         users = int64_array(user_ids, "user_ids")
         items = int64_array(item_ids, "item_ids")
@@ -282,6 +307,10 @@ class OnlineRecommender(RawIdServing):
         state at that time. Otherwise it is only checked.
         With a shared store, everything a call reads about its users comes from one atomic read of the store
         (docs/serving.md, "Shared state").
+
+        Raises:
+            InputError: user_ids not 1-D integers, k not an integer in [1, n_items], at_time of another length, not
+                integers or before a user's last event, or no at_time for a model that needs it.
         """
         users = int64_array(user_ids, "user_ids")
         k = self._check_k(k)
@@ -413,7 +442,11 @@ class OnlineRecommender(RawIdServing):
         return len(self.history) if self.shared is None else self.shared.store.n_users()
 
     def forget(self, user_ids) -> int:
-        """Remove users entirely (state and history); → how many were known. Popularity counts are kept."""
+        """Remove users (n,) int64 entirely (state and history); → how many were known. Popularity counts are kept.
+
+        Raises:
+            InputError: user_ids not 1-D integers.
+        """
         users = int64_array(user_ids, "user_ids")
         with self._lock:
             if self.shared is not None:
@@ -457,7 +490,14 @@ class OnlineRecommender(RawIdServing):
 
     @classmethod
     def load(cls, directory, device: str = "cpu", flush_denormal: bool = True) -> "OnlineRecommender":
-        """Resume a recommender saved with `save`: the same model, states, histories and answers."""
+        """Resume a recommender saved with `save`: the same model, states, histories and answers. Built through the
+        constructor, so a subclass's set-up runs.
+
+        Raises:
+            FileNotFoundError: `directory` has no serving.json (or a part of the folder is missing).
+            InputError: another serving format, or a saved state layout that does not match the saved model.
+            SnapshotError: a truncated or corrupted states.cache.
+        """
         from t2arec_fast.cache import StateCache
         from t2arec_fast.model import load_model
         directory = Path(directory)

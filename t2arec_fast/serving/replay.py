@@ -20,8 +20,13 @@ def replay(recommender: OnlineRecommender, user_ids, item_ids, timestamps, k: in
     """Replay events in timestamp order (ties in the given order), one at a time, as a live system would see them:
     recommend for the event's user first, score whether the true item is in the top-k, then observe the event.
 
-    Items are model ids. Returns hit rate@k and NDCG@10 over all events, over "warm" events (the user had history)
-    and the number of cold ones, plus per-event latency percentiles (ms) of recommend and observe.
+    user_ids, item_ids (model ids), timestamps (unix seconds): (n,) int64. Returns hit rate@k and NDCG@10 over all
+    events, over "warm" events (the user had history) and the number of cold ones, plus per-event latency
+    percentiles (ms) of recommend and observe, events per second and the recommender's stats(). Source:
+    docs/serving.md, "`t2arec serve-replay`".
+
+    Raises:
+        InputError: arrays of different lengths or empty, or anything observe() / recommend() refuses.
     """
     users = int64_array(user_ids, "user_ids")
     items = int64_array(item_ids, "item_ids")
