@@ -194,9 +194,8 @@ CONFIGS = ("in-process", "redis+local", "redis-only")
 
 def one_server(aof: str, fsync: str, args, users, batches, reps) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="t2arec-bench-redis-", dir="/dev/shm" if aof == "tmpfs" else None))
-    server = redis_server_class()(folder).start()
+    server = redis_server_class()(folder, appendfsync=fsync).start()
     try:
-        _redis_client(server.url).config_set("appendfsync", fsync)
         recs = {config: recommender(config, server.url, prefix=config) for config in CONFIGS}
         for rec in recs.values():                 # each its own users' data (prefixes), so no one's copy goes stale
             prefill(rec, users, args.prefill)

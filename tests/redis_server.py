@@ -1,7 +1,8 @@
 """A real redis-server for the tests and benchmarks: started on a free loopback port in its own folder, with the
-append-only file on and fsynced on every write (what docs/serving.md tells deployments to run), and stopped after.
+append-only file on and fsynced on every write by default (appendfsync="always": docs/serving.md, "Durability"), and
+stopped after.
 
-    server = RedisServer(tmp_path).start()      # server.url == "redis://127.0.0.1:PORT/0"
+    server = RedisServer(tmp_path).start()      # server.url == "redis://127.0.0.1:PORT/0"; appendfsync="everysec" too
     server.kill(); server.start()               # SIGKILL, then a restart on the same folder and port (crash tests)
     server.stop()
 
@@ -37,7 +38,8 @@ def free_loopback_port() -> int:
 class RedisServer:
     """One redis-server process bound to 127.0.0.1 in `directory` (its AOF, log and pid live there)."""
 
-    def __init__(self, directory, port: Optional[int] = None, binary: Optional[str] = None):
+    def __init__(self, directory, port: Optional[int] = None, binary: Optional[str] = None,
+                 appendfsync: str = "always"):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.binary = binary or redis_server_binary()
@@ -45,6 +47,7 @@ class RedisServer:
             raise FileNotFoundError("redis-server not found: run `make redis-server` (installs the OS package) "
                                     "or set REDIS_SERVER to its path")
         self.port = port or free_loopback_port()
+        self.appendfsync = appendfsync      # "always" (the durable set-up) or "everysec"; read at each start
         self.process: Optional[subprocess.Popen] = None
 
     @property
@@ -58,7 +61,7 @@ class RedisServer:
     def _command(self) -> list:
         return [self.binary, "--port", str(self.port), "--bind", LOOPBACK, "--protected-mode", "yes",
                 "--dir", str(self.directory), "--logfile", str(self.log), "--daemonize", "no",
-                "--appendonly", "yes", "--appendfsync", "always",   # an acknowledged write survives a SIGKILL
+                "--appendonly", "yes", "--appendfsync", self.appendfsync,   # docs/serving.md, "Durability"
                 "--save", ""]                                       # no RDB snapshots: the AOF is the record
 
     def start(self, timeout_s: float = 20.0) -> "RedisServer":

@@ -143,6 +143,30 @@ def test_the_device_tier_refuses_a_shared_store_by_name(model, redis_url):
         DeviceRecommender(model, slots=8, store=redis_url)
 
 
+def test_two_processes_rebuilding_one_user_at_once_both_answer_alike_and_one_write_lands(model, histories,
+                                                                                          redis_url):
+    """The documented race after a model swap: both processes compute the rebuild (neither waits for the other),
+    the first write-back lands, the second is refused by the stamp check, and both answers are the same."""
+    old = _shared(model, redis_url)
+    for users, items, times in interleaved(histories, per_call=3):
+        old.observe(users, items, times)
+    new_model, users = small_model(seed=5), list(histories)[:4]
+    a, b = _shared(new_model, redis_url), _shared(new_model, redis_url)
+    b_put = b.shared.store.put_states
+    answers = {}
+
+    def a_rebuilds_first(*args, **kwargs):       # b has read and rebuilt; before its write, a does the same
+        answers["a"] = served_scores(a, users)
+        return b_put(*args, **kwargs)
+
+    b.shared.store.put_states = a_rebuilds_first
+    answers["b"] = served_scores(b, users)
+    np.testing.assert_array_equal(answers["a"], answers["b"])
+    assert a.stats()["rebuilds"] == b.stats()["rebuilds"] == len(users)          # computed twice
+    assert a.stats()["states_written_back"] == len(users)                         # written once
+    assert b.stats()["states_written_back"] == 0
+
+
 def test_events_older_than_the_stored_last_time_are_refused_naming_the_user_and_nothing_is_stored(model, redis_url):
     a, b = _shared(model, redis_url), _shared(model, redis_url)
     a.observe([1, 2], [3, 4], [100, 100])
