@@ -37,6 +37,7 @@ class DataConfig(_Checked):
     columns: Optional[str] = None         # "user=U,item=I,timestamp=T" for files with other column names
     time_unit: Optional[str] = None       # unit of numeric timestamps (s, ms, us, ns); None = detect (docs/data.md)
     min_count: int = 10                   # iterative k-core on users and items
+    min_rating: Optional[float] = None    # keep events rated ≥ this before the k-core; None = all (docs/data.md)
     max_len: Optional[int] = None         # None = 200 for MovieLens-like data, 50 otherwise
     split: str = "loo"                    # "loo" (leave-one-out by time) | "global_time"
     n_segments: int = 4                   # test users cut into equal segments by test timestamp
@@ -288,6 +289,7 @@ class Limit:
 AT_LEAST_0, AT_LEAST_1, POSITIVE = Limit(0), Limit(1), Limit(0, low_strict=True)
 LIMITS = {
     "min_count": AT_LEAST_0, "max_len": AT_LEAST_1, "n_segments": AT_LEAST_1,
+    "min_rating": Limit(float("-inf"), float("inf"), low_strict=True, high_strict=True),     # any finite rating
     "d": AT_LEAST_1, "d_state": AT_LEAST_1, "conv_kernel": AT_LEAST_1, "expand": AT_LEAST_1,
     "dropout": Limit(0, 1, high_strict=True), "n_heads": AT_LEAST_1, "n_layers": AT_LEAST_1, "pair_block": AT_LEAST_1,
     "time_margin": POSITIVE, "state_floor": POSITIVE,
@@ -323,9 +325,10 @@ def check_value(key: str, value) -> None:
 
 def _check_columns(text: str) -> None:
     parts = dict(part.partition("=")[::2] for part in str(text).split(","))
-    if sorted(k.strip() for k in parts) != ["item", "timestamp", "user"] or not all(v.strip() for v in parts.values()):
-        raise ConfigError(f"columns={text!r} is not allowed; expected user=U,item=I,timestamp=T (column names or "
-                          "0-based positions)")
+    roles = sorted(k.strip() for k in parts if k.strip() != "rating")     # rating: optional (min_rating)
+    if roles != ["item", "timestamp", "user"] or not all(v.strip() for v in parts.values()):
+        raise ConfigError(f"columns={text!r} is not allowed; expected user=U,item=I,timestamp=T[,rating=R] (column "
+                          "names or 0-based positions)")
 
 
 _SECTION_OF = {f.name: name for name, cls in SECTIONS.items() for f in fields(cls)}

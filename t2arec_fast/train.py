@@ -184,11 +184,10 @@ def _estimate_margin(split, cfg: Config, max_len: int) -> float:
 
 
 def _load_dataset(cfg: Config, dataset):
-    from .data import load_dataset
+    from .data import load_dataset_from_config
     if dataset is None or isinstance(dataset, (str, Path)):
-        return load_dataset(str(dataset or cfg.data.dataset), format=cfg.data.format, min_count=cfg.data.min_count,
-                            columns=cfg.data.columns, time_unit=cfg.data.time_unit, tie_order=cfg.data.tie_order,
-                            verbose=cfg.train.progress and os.environ.get("RANK", "0") == "0")
+        return load_dataset_from_config(str(dataset or cfg.data.dataset), cfg.data,
+                                        verbose=cfg.train.progress and os.environ.get("RANK", "0") == "0")
     return dataset
 
 

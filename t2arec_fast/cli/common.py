@@ -47,7 +47,8 @@ DATASET_HELP = ("a file (.inter, u.data, ratings.dat, ratings.csv, .csv, .parque
 
 
 def reader_options(min_count: bool = True) -> argparse.ArgumentParser:
-    """--format, --columns, --time-unit (and --min-count where a data set is built), as an argparse parent.
+    """--format, --columns, --time-unit, --min-rating (and --min-count where a data set is built), as an argparse
+    parent.
 
     Defaults are None so that a YAML config or a checkpoint's saved settings apply unless the option is given.
     """
@@ -61,6 +62,9 @@ def reader_options(min_count: bool = True) -> argparse.ArgumentParser:
                             "as usual")
     group.add_argument("--time-unit", default=None, choices=TIME_UNITS,
                        help="unit of numeric timestamps (default auto: detected from their magnitude)")
+    group.add_argument("--min-rating", type=float, default=None, metavar="R",
+                       help="keep only interactions rated R or more (before the k-core; RecBole's val_interval "
+                            "rating \"[R,inf)\"); needs a rating column (default: keep every interaction)")
     if min_count:
         group.add_argument("--min-count", type=int, default=None, metavar="N",
                            help="iterative k-core: keep users and items with at least N interactions (default 10)")
@@ -71,7 +75,8 @@ def reader_settings(args) -> dict:
     """The reader options given on the command line, as config keys (data section); aliases of --format resolved."""
     from t2arec_fast.config import check_value
     from t2arec_fast.data.sources import canonical_format
-    settings = {key: getattr(args, key, None) for key in ("format", "columns", "time_unit", "min_count")}
+    settings = {key: getattr(args, key, None) for key in ("format", "columns", "time_unit", "min_count",
+                                                           "min_rating")}
     settings = {key: value for key, value in settings.items() if value is not None}
     if "format" in settings and settings["format"].lower() != "synthetic":
         settings["format"] = canonical_format(settings["format"])

@@ -3,9 +3,10 @@
     t2arec train DATASET --model t2arec|backbone|sasrec [READER OPTIONS] [--config Y] [--key=value ...] --out DIR
     t2arec evaluate CHECKPOINT DATASET [READER OPTIONS] [--ttt/--no-ttt] [--config Y] [--key=value ...] [--json P]
 
-READER OPTIONS (common.reader_options, as for `data stats`): --format, --columns, --time-unit, --min-count.
+READER OPTIONS (common.reader_options, as for `data stats`): --format, --columns, --time-unit, --min-count,
+--min-rating.
 Config precedence: defaults < YAML (--config) < --key=value or --key value < reader options. `evaluate` starts from the data and test-time settings
-saved with the checkpoint (min_count, max_len, ttt_*), so the same dataset maps to the same item ids.
+saved with the checkpoint (min_count, min_rating, max_len, ttt_*), so the same dataset maps to the same item ids.
 """
 from __future__ import annotations
 
@@ -106,7 +107,7 @@ def _evaluation_config(args, saved: dict):
 
 
 def _evaluate(args) -> int:
-    from t2arec_fast.data import load_dataset, make_split
+    from t2arec_fast.data import load_dataset_from_config, make_split
     from t2arec_fast.evaluate import evaluate_splits, format_table
     from t2arec_fast.model import T2ARec, load_model
     from t2arec_fast.train import DistContext, resolve_device
@@ -117,9 +118,8 @@ def _evaluate(args) -> int:
     if cfg.model.backend != "auto" and isinstance(model, T2ARec):          # SASRec has no scan
         model.set_backend(cfg.model.backend)
     maps = model.id_maps or None        # ids are read the way the model numbers them, never renumbered
-    ds = load_dataset(args.dataset, format=cfg.data.format, min_count=cfg.data.min_count, columns=cfg.data.columns,
-                      time_unit=cfg.data.time_unit, id_maps=maps, unknown_ids=args.unknown_ids,
-                      verbose=cfg.train.progress, tie_order=cfg.data.tie_order)
+    ds = load_dataset_from_config(args.dataset, cfg.data, id_maps=maps, unknown_ids=args.unknown_ids,
+                                  verbose=cfg.train.progress)
     if ds.n_items != model.n_items:     # a checkpoint without id maps, or synthetic data (numbered by the generator)
         raise UserError(f"{directory} was trained on {model.n_items} items but {args.dataset} has {ds.n_items} after "
                         f"min_count={cfg.data.min_count}; the checkpoint has no id maps to read other data with")

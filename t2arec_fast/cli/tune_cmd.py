@@ -1,8 +1,8 @@
 """`t2arec tune`: search hyperparameters on validation data with Optuna (t2arec_fast.tune, docs/tuning.md).
 
     t2arec tune DATASET --space SPACE.yaml --trials N [--storage sqlite:///study.db] [--study-name NAME]
-                [--model M] [--format F] [--columns ...] [--time-unit UNIT] [--min-count N] [--config Y]
-                [--key value ...] [--prune-after K] [--sampler-seed S] [--json P] [--save-config P.yaml]
+                [--model M] [--format F] [--columns ...] [--time-unit UNIT] [--min-count N] [--min-rating R]
+                [--config Y] [--key value ...] [--prune-after K] [--sampler-seed S] [--json P] [--save-config P.yaml]
 """
 from __future__ import annotations
 
@@ -81,6 +81,5 @@ def _tune(args) -> int:
 
 
 def _load(dataset: str, cfg):
-    from t2arec_fast.data import load_dataset
-    return load_dataset(dataset, format=cfg.data.format, min_count=cfg.data.min_count, columns=cfg.data.columns,
-                        time_unit=cfg.data.time_unit, tie_order=cfg.data.tie_order, verbose=False)
+    from t2arec_fast.data import load_dataset_from_config
+    return load_dataset_from_config(dataset, cfg.data, verbose=False)

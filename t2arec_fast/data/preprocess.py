@@ -4,6 +4,7 @@ Everything is a handful of whole-array numpy/pyarrow passes, so ten million inte
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
@@ -29,9 +30,54 @@ class Interactions:
     subsecond: Optional[np.ndarray] = None             # time below a second, only to order same-second events
     time_unit: str = "s"                               # unit of the input's times: s, ms, us, ns
     time_unit_source: str = "given"                    # "detected" (by magnitude), "given", "date-time"
+    ratings: Optional[np.ndarray] = None               # float64 per event; read only when a threshold needs it
+    meta: dict = field(default_factory=dict)           # what the reader filtered: min_rating and rows it dropped
 
     def __len__(self) -> int:
         return len(self.timestamps)
+
+
+def keep_min_rating(raw: Interactions, min_rating: float) -> Interactions:
+    """The events rated at least `min_rating` (RecBole's `val_interval: {rating: "[min_rating,inf)"}`), in file
+    order, with the threshold and the number of rows it dropped in `raw.meta` (docs/data.md, "Ratings").
+    Applied before the k-core, so the k-core counts only the kept events.
+
+    raw.ratings must be set (the readers parse the rating column when a threshold is given)."""
+    keep = raw.ratings >= min_rating
+    dropped = int(len(keep) - np.count_nonzero(keep))
+    meta = {**raw.meta, "min_rating": float(min_rating), "rows_dropped_by_min_rating": dropped,
+            "users_dropped_by_min_rating": 0, "items_dropped_by_min_rating": 0}
+    if not dropped:
+        return dataclasses.replace(raw, meta=meta)
+    rows = np.flatnonzero(keep)
+    kept = dataclasses.replace(
+        raw, users=_take_ids(raw.users, rows), items=_take_ids(raw.items, rows), timestamps=raw.timestamps[rows],
+        subsecond=None if raw.subsecond is None else raw.subsecond[rows], ratings=raw.ratings[rows],
+        extras={key: value[rows] for key, value in raw.extras.items()}, meta=meta)
+    meta["users_dropped_by_min_rating"] = _distinct(raw.users) - _distinct(kept.users)
+    meta["items_dropped_by_min_rating"] = _distinct(raw.items) - _distinct(kept.items)
+    return kept
+
+
+def _distinct(ids: RawIds) -> int:
+    """Distinct ids of a column; a dictionary-encoded one counts its indices (the readers' dictionaries hold each
+    id once)."""
+    if isinstance(ids, np.ndarray):
+        return len(np.unique(ids))
+    array = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    return pc.count_distinct(array.indices if pa.types.is_dictionary(array.type) else array).as_py()
+
+
+def _take_ids(ids: RawIds, rows: np.ndarray) -> RawIds:
+    """The given rows of an id column (numpy array or pyarrow array, dictionary-encoded or not). A dictionary is
+    rebuilt from the rows kept: ids left without rows must not enter the vocabulary (factorize reads it), where
+    the k-core report would count them as dropped by min_count."""
+    if isinstance(ids, np.ndarray):
+        return ids[rows]
+    taken = ids.take(pa.array(rows))
+    if isinstance(taken, pa.ChunkedArray):
+        taken = taken.combine_chunks()
+    return taken.dictionary_decode().dictionary_encode() if pa.types.is_dictionary(taken.type) else taken
 
 
 def build_dataset(raw: Interactions, min_count: int = 10, default_max_len: Optional[int] = None,
@@ -54,7 +100,7 @@ def build_dataset(raw: Interactions, min_count: int = 10, default_max_len: Optio
     if rows is not None:
         user_codes, item_codes, timestamps, subsecond, extras = _take(rows, user_codes, item_codes, timestamps,
                                                                       subsecond, extras)
-    meta = {"time_unit": raw.time_unit, "time_unit_source": raw.time_unit_source,
+    meta = {"time_unit": raw.time_unit, "time_unit_source": raw.time_unit_source, **raw.meta,
             **_kcore_report(raw, user_vocab, item_vocab, user_codes, item_codes, min_count)}
     user_codes, user_vocab = _compact(user_codes, user_vocab, first=0)
     item_codes, item_vocab = _compact(item_codes, item_vocab, first=1)
@@ -123,10 +169,12 @@ def _examples(ids: np.ndarray, limit: int = 3) -> str:
 
 
 def _kcore_report(raw: Interactions, user_vocab, item_vocab, user_codes, item_codes, min_count: int) -> dict:
-    """What the k-core removed (rows, users, items): reported in the statistics, never dropped silently."""
+    """What the k-core removed (rows, users, items): reported in the statistics, never dropped silently. Rows read
+    count the file's rows, also those a rating threshold dropped before the k-core (keep_min_rating)."""
     kept_users = np.count_nonzero(np.bincount(user_codes, minlength=len(user_vocab)))
     kept_items = np.count_nonzero(np.bincount(item_codes, minlength=len(item_vocab)))
-    return {"rows_read": len(raw), "rows_dropped_by_min_count": len(raw) - len(user_codes),
+    rows_read = len(raw) + raw.meta.get("rows_dropped_by_min_rating", 0)
+    return {"rows_read": rows_read, "rows_dropped_by_min_count": len(raw) - len(user_codes),
             "users_dropped_by_min_count": len(user_vocab) - int(kept_users),
             "items_dropped_by_min_count": len(item_vocab) - int(kept_items)}
 

@@ -5,6 +5,7 @@ Text formats are parsed by pyarrow's multi-threaded CSV reader; every value is t
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional, Union
 
@@ -14,17 +15,19 @@ import pyarrow.csv as pacsv
 
 from . import validate
 from .errors import DataError
-from .preprocess import Interactions
+from .preprocess import Interactions, keep_min_rating
 from .sources import Source, canonical_format, check_encoding, resolve
 from .time_units import canonical_unit
 
 ROLES = ("user", "item", "timestamp")
+RATING = "rating"             # an optional role: read only when a rating threshold (min_rating) needs it
 # header names recognised without a column mapping (lower case); MovieLens, RecBole and common spellings
 ALIASES = {
     "user": ("user_id", "userid", "user", "uid", "visitorid", "customer_id", "reviewerid"),
     "item": ("item_id", "itemid", "item", "movieid", "movie_id", "iid", "product_id", "productid", "business_id",
              "asin"),
     "timestamp": ("timestamp", "ts", "time", "unix_time", "unixreviewtime", "datetime", "date"),
+    RATING: ("rating", "ratings", "score", "stars", "overall"),       # MovieLens/RecBole, Yelp, Amazon reviews
 }
 MOVIELENS_COLUMNS = ["user", "item", "rating", "timestamp"]
 # how messages tell a user to name the columns, in the Python API and on the command line
@@ -33,27 +36,46 @@ COLUMNS_HINT = ("name them with columns={'user': ..., 'item': ..., 'timestamp': 
 
 
 def read_interactions(path: Union[str, Path], format: Optional[str] = None, columns: Union[dict, str, None] = None,
-                      time_unit: Optional[str] = None) -> Interactions:
+                      time_unit: Optional[str] = None, min_rating: Optional[float] = None) -> Interactions:
     """Read a file, folder or archive into Interactions (rules: docs/data.md).
 
-    columns:   maps user/item/timestamp to column names (or 0-based positions for header-less CSV) where the names
-               are not the usual ones: a dict, or the text form "user=uid,item=iid,timestamp=ts".
-    time_unit: unit of numeric timestamps: "s", "ms", "us", "ns", or None/"auto" to detect it by magnitude.
+    columns:    maps user/item/timestamp (and optionally rating) to column names (or 0-based positions for
+                header-less CSV) where the names are not the usual ones: a dict, or the text form
+                "user=uid,item=iid,timestamp=ts[,rating=r]".
+    time_unit:  unit of numeric timestamps: "s", "ms", "us", "ns", or None/"auto" to detect it by magnitude.
+    min_rating: keep only events rated at least this (RecBole's `val_interval: {rating: "[min_rating,inf)"}`);
+                None keeps every event and never reads the rating column. `raw.meta` counts the rows dropped.
 
     Raises:
-        DataError: anything wrong with the input, naming the file, line and column.
+        DataError: anything wrong with the input, naming the file, line and column; with min_rating, a format or
+            file without a rating column, or a rating that is not a finite number.
     """
     path = Path(path).expanduser()
     unit = canonical_unit(time_unit)
+    _check_min_rating(min_rating)
     fmt, sources = resolve(path, canonical_format(format))
     name = dataset_name(path, sources)
     reader = {"recbole": read_recbole, "movielens-tab": read_movielens_tab, "movielens-dat": read_movielens_dat,
               "csv": read_csv, "parquet": read_parquet, "seq-pair": read_sequence_pair}[fmt]
-    raw = reader(*sources, columns=_check_mapping(columns), time_unit=unit)
+    raw = reader(*sources, columns=_check_mapping(columns), time_unit=unit, ratings=min_rating is not None)
     raw.name, raw.format, raw.files = name, fmt, sorted({s.path for s in sources})
     if len(raw) == 0:
         raise DataError("no interactions in the file (only a header or blank lines)", sources[0].name)
+    if min_rating is not None:
+        raw = keep_min_rating(raw, min_rating)
+        if len(raw) == 0:
+            raise DataError(f"no interaction is rated {min_rating:g} or more (min_rating); the "
+                            f"{raw.meta['rows_dropped_by_min_rating']:,} rows read are all rated below it",
+                            sources[0].name)
     return raw
+
+
+def _check_min_rating(min_rating) -> None:
+    if min_rating is None:
+        return
+    if isinstance(min_rating, bool) or not isinstance(min_rating, (int, float)) or not math.isfinite(min_rating):
+        raise DataError(f"min_rating={min_rating!r}: expected a finite number (keep events rated at least this) "
+                        "or None (keep every event)")
 
 
 def dataset_name(path: Path, sources: list) -> str:
@@ -70,22 +92,23 @@ def dataset_name(path: Path, sources: list) -> str:
 
 
 # -- formats ---------------------------------------------------------------------------------------------------------
-def read_movielens_tab(source: Source, columns=None, time_unit=None) -> Interactions:
+def read_movielens_tab(source: Source, columns=None, time_unit=None, ratings: bool = False) -> Interactions:
     """GroupLens `u.data`: user, item, rating, timestamp separated by tabs, no header."""
     _check_not_empty(source)
-    return _read_delimited(source, "\t", MOVIELENS_COLUMNS, header_lines=0, quoting=False,
-                           mapping=columns or {r: r for r in ROLES}, time_unit=time_unit)
-
-
-def read_movielens_dat(source: Source, columns=None, time_unit=None) -> Interactions:
-    """GroupLens `ratings.dat`: user::item::rating::timestamp. The two-character separator becomes one for pyarrow."""
-    data = _nonempty_bytes(source).replace(b"::", b"\x1f")
-    return _read_delimited(source, "\x1f", MOVIELENS_COLUMNS, header_lines=0, quoting=False,
-                           mapping=columns or {r: r for r in ROLES}, data=data, shown_delimiter="::",
+    mapping = _with_rating(columns or {r: r for r in ROLES}, MOVIELENS_COLUMNS, source, ratings)
+    return _read_delimited(source, "\t", MOVIELENS_COLUMNS, header_lines=0, quoting=False, mapping=mapping,
                            time_unit=time_unit)
 
 
-def read_recbole(source: Source, columns=None, time_unit=None) -> Interactions:
+def read_movielens_dat(source: Source, columns=None, time_unit=None, ratings: bool = False) -> Interactions:
+    """GroupLens `ratings.dat`: user::item::rating::timestamp. The two-character separator becomes one for pyarrow."""
+    data = _nonempty_bytes(source).replace(b"::", b"\x1f")
+    mapping = _with_rating(columns or {r: r for r in ROLES}, MOVIELENS_COLUMNS, source, ratings)
+    return _read_delimited(source, "\x1f", MOVIELENS_COLUMNS, header_lines=0, quoting=False, mapping=mapping,
+                           data=data, shown_delimiter="::", time_unit=time_unit)
+
+
+def read_recbole(source: Source, columns=None, time_unit=None, ratings: bool = False) -> Interactions:
     """RecBole atomic `.inter`: tab-separated, typed header `user_id:token item_id:token ... timestamp:float`.
     Id columns are tokens whatever type the header gives them (RecBole's own rule for `:token`).
 
@@ -99,12 +122,13 @@ def read_recbole(source: Source, columns=None, time_unit=None) -> Interactions:
         raise DataError(f"expected a RecBole typed header such as 'user_id:token<TAB>item_id:token<TAB>"
                         f"timestamp:float', got field {untyped[0]!r}", source.name, line=1)
     names = [h.split(":", 1)[0] for h in header]
-    mapping = columns or {"user": "user_id", "item": "item_id", "timestamp": "timestamp"}
+    mapping = _with_rating(columns or {"user": "user_id", "item": "item_id", "timestamp": "timestamp"}, names,
+                           source, ratings)
     return _read_delimited(source, "\t", names, header_lines=1, quoting=False, mapping=mapping,
                            time_unit=time_unit)
 
 
-def read_csv(source: Source, columns=None, time_unit=None) -> Interactions:
+def read_csv(source: Source, columns=None, time_unit=None, ratings: bool = False) -> Interactions:
     """Generic delimited text with a header (or header-less with a positional mapping); delimiter sniffed."""
     _check_not_empty(source)
     first = source.first_line()
@@ -115,14 +139,15 @@ def read_csv(source: Source, columns=None, time_unit=None) -> Interactions:
         names = [f"column{i + 1}" for i in range(len(fields))]
         mapping = {role: names[i] if i < len(names) else f"column{i + 1}" for role, i in columns.items()}
         return _read_delimited(source, delimiter, names, header_lines=int(has_header), quoting=True,
-                               mapping=mapping, time_unit=time_unit)
-    mapping = columns or _mapping_from_aliases(fields, source)
+                               mapping=_with_rating(mapping, names, source, ratings), time_unit=time_unit)
+    mapping = _with_rating(columns or _mapping_from_aliases(fields, source), fields, source, ratings)
     return _read_delimited(source, delimiter, fields, header_lines=1, quoting=True, mapping=mapping,
                            time_unit=time_unit)
 
 
-def read_parquet(source: Source, columns=None, time_unit=None) -> Interactions:
-    """A Parquet file with user, item and timestamp columns (typed integer, text or date-time columns).
+def read_parquet(source: Source, columns=None, time_unit=None, ratings: bool = False) -> Interactions:
+    """A Parquet file with user, item and timestamp columns (typed integer, text or date-time columns), and a rating
+    column when a threshold needs one.
 
     Raises:
         DataError: not readable as Parquet, a missing column, or a bad value (naming the row and column).
@@ -132,7 +157,7 @@ def read_parquet(source: Source, columns=None, time_unit=None) -> Interactions:
         handle = pa.BufferReader(source.read_bytes()) if source.compressed else str(source.path)
         parquet = pq.ParquetFile(handle)
         names = parquet.schema_arrow.names
-        mapping = columns or _mapping_from_aliases(names, source)
+        mapping = _with_rating(columns or _mapping_from_aliases(names, source), names, source, ratings)
         _require_columns(mapping, names, source)
         table = parquet.read(columns=list(dict.fromkeys(mapping.values())))
     except (pa.ArrowInvalid, OSError) as exc:
@@ -141,13 +166,17 @@ def read_parquet(source: Source, columns=None, time_unit=None) -> Interactions:
     return _interactions(table, mapping, where, time_unit)
 
 
-def read_sequence_pair(item_source: Source, time_source: Source, columns=None, time_unit=None) -> Interactions:
+def read_sequence_pair(item_source: Source, time_source: Source, columns=None, time_unit=None,
+                       ratings: bool = False) -> Interactions:
     """`<name>_item_*.txt` + `<name>_time_*.txt`: line k of each is `user_id v_1 ... v_n` / `user_id t_1 ... t_n`.
 
     Raises:
         DataError: files with different line counts, lines that do not pair up, or a bad token (naming file, line
-            and field).
+            and field); a rating threshold (the format has no ratings).
     """
+    if ratings:
+        raise DataError("a sequence pair (<name>_item_*.txt + <name>_time_*.txt) has no rating column, so min_rating "
+                        "cannot apply; leave min_rating unset (--min-rating)", item_source.name)
     item_lines = _lines(item_source)
     time_lines = _lines(time_source)
     if len(item_lines) != len(time_lines):
@@ -213,6 +242,8 @@ def _interactions(table: pa.Table, mapping: dict, where: validate.RowLocator, ti
     raw = Interactions(users=validate.ids(table.column(mapping["user"]), "user", where),
                        items=validate.ids(table.column(mapping["item"]), "item", where),
                        timestamps=np.zeros(0, np.int64), name="", format="")
+    if RATING in mapping:
+        raw.ratings = validate.ratings(table.column(mapping[RATING]), mapping[RATING], where)
     return _with_times(raw, validate.times(table.column(mapping["timestamp"]), "timestamp", where, time_unit))
 
 
@@ -271,15 +302,36 @@ def _check_mapping(columns) -> Optional[dict]:
         return None
     if isinstance(columns, str):
         columns = parse_columns(columns)
-    unknown = set(columns) - set(ROLES)
+    unknown = set(columns) - set(ROLES) - {RATING}
     missing = set(ROLES) - set(columns)
     if unknown or missing:
-        raise DataError(f"the column mapping must name exactly {', '.join(ROLES)}; got {sorted(columns)}")
+        raise DataError(f"the column mapping must name exactly {', '.join(ROLES)} (and optionally {RATING}); got "
+                        f"{sorted(columns)}")
     return dict(columns)
 
 
+def _with_rating(mapping: dict, names: list, source: Source, wanted: bool) -> dict:
+    """The column mapping with the rating column when a threshold needs one (the mapping's, else the first header
+    name among ALIASES["rating"]); without a threshold, the mapping without it: ratings are then never parsed.
+
+    Raises:
+        DataError: a threshold is given and the file has no rating column.
+    """
+    if not wanted:
+        return {role: column for role, column in mapping.items() if role != RATING}
+    if RATING in mapping:
+        return mapping
+    lower = {str(n).lower(): n for n in names}
+    found = next((lower[a] for a in ALIASES[RATING] if a in lower), None)
+    if found is None:
+        raise DataError(f"no rating column among {names} (expected one of {ALIASES[RATING]}), so min_rating cannot "
+                        f"apply; name it with columns={{..., 'rating': ...}} (Python) or --columns ...,rating=R "
+                        "(command line), or leave min_rating unset", source.name, line=1)
+    return {**mapping, RATING: found}
+
+
 def _require_columns(mapping: dict, names: list, source: Source) -> None:
-    for role in ROLES:
+    for role in mapping:
         if mapping[role] not in names:
             raise DataError(f"no {role} column {mapping[role]!r}; the file has columns {names}; {COLUMNS_HINT}",
                             source.name, line=1)

@@ -24,6 +24,7 @@ def dataset_stats(ds, with_hash: bool = True) -> dict:
         "name": ds.name,
         "format": ds.format,
         "min_count": ds.min_count,
+        **({"min_rating": ds.meta["min_rating"]} if "min_rating" in ds.meta else {}),   # only when one was given
         "users": ds.n_users,
         "items": ds.n_items,
         "interactions": n,
@@ -45,9 +46,11 @@ def dataset_stats(ds, with_hash: bool = True) -> dict:
 
 
 def _row_accounting(ds) -> dict:
-    """Where rows went: read, removed by the k-core, and exact repeats (same user, item and time; kept — every row
-    is an interaction — but counted, since a join or an export that doubles rows shows up here)."""
-    keys = ("rows_read", "rows_dropped_by_min_count", "users_dropped_by_min_count", "items_dropped_by_min_count")
+    """Where rows went: read, removed by a rating threshold (only when one was given), removed by the k-core, and
+    exact repeats (same user, item and time; kept — every row is an interaction — but counted, since a join or an
+    export that doubles rows shows up here)."""
+    keys = ("rows_read", "rows_dropped_by_min_rating", "users_dropped_by_min_rating", "items_dropped_by_min_rating",
+            "rows_dropped_by_min_count", "users_dropped_by_min_count", "items_dropped_by_min_count")
     report = {key: ds.meta[key] for key in keys if key in ds.meta}
     report["duplicate_events"] = duplicate_events(ds)
     return report

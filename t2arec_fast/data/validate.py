@@ -260,6 +260,40 @@ def _float_times(values: np.ndarray, name: str, where) -> np.ndarray:
     return values
 
 
+# a rating written as text: a decimal number, optionally with a fraction or an exponent (".5" included)
+_RATING_TEXT = r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
+EXPECTED_RATING = "expected a number (the rating of the interaction)"
+
+
+def ratings(column, name: str, where) -> np.ndarray:
+    """A rating column as float64 (n_rows,), for a rating threshold (docs/data.md, "Ratings"): integers, floats or
+    number text.
+
+    Raises:
+        DataError: a missing, NaN, infinite or non-numeric rating, or a column of another type, naming the row
+            (file, line and column).
+    """
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    if array.null_count:
+        raise where.error(_first_true(array.is_null()), name, f"missing or NaN rating; {EXPECTED_RATING}")
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        ok = pc.match_substring_regex(array, _RATING_TEXT)
+        if not pc.all(ok).as_py():
+            row = _first_true(pc.invert(ok))
+            raise where.error(row, name, f"rating {array[row].as_py()!r} is not a number; {EXPECTED_RATING}")
+        array = pc.cast(pc.utf8_trim_whitespace(array), pa.float64())
+    elif not (pa.types.is_integer(array.type) or pa.types.is_floating(array.type)):
+        raise where.error(0, name, f"rating column has type {array.type}; {EXPECTED_RATING}")
+    values = array.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    finite = np.isfinite(values)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise where.error(row, name, f"rating is {values[row]}; {EXPECTED_RATING}")
+    return values
+
+
 def _datetime_ticks(array: pa.Array) -> tuple[np.ndarray, str, str]:
     """int64 ticks of a date or timestamp column in its own unit (time zones are UTC instants already)."""
     if pa.types.is_date(array.type):
