@@ -73,5 +73,14 @@ def finite(obj: Any) -> Any:
 
 
 def _key(key: Any) -> Any:
-    """numpy integer keys (e.g. item ids) as the Python int json.dumps accepts."""
-    return key.item() if hasattr(key, "item") and not isinstance(key, (str, int, float, bool)) else key
+    """A dict key json.dumps accepts: numpy scalar keys (e.g. item ids) become the Python number.
+
+    Raises:
+        TypeError: a key that is neither a string, a number, a bool, None nor a numpy scalar.
+    """
+    if key is None or isinstance(key, (str, int, float, bool)):
+        return key
+    import numpy as np
+    if isinstance(key, np.generic):
+        return key.item()
+    raise TypeError(f"cannot write a {type(key).__name__} key as JSON")

@@ -27,6 +27,8 @@ def test_non_finite_numbers_become_null_everywhere_in_the_tree():
 def test_write_json_is_atomic_and_refuses_unknown_types(tmp_path):
     path = json_io.write_json(tmp_path / "sub" / "r.json", {"x": float("-inf")})
     assert _strict_loads(path.read_text()) == {"x": None} and not list(tmp_path.glob("sub/*.tmp"))
+    with pytest.raises(TypeError, match="cannot write a tuple key as JSON"):
+        json_io.dumps({(1, 2): 3})
     with pytest.raises(TypeError, match="cannot write a object as JSON"):
         json_io.write_json(tmp_path / "bad.json", {"x": object()})
     assert not (tmp_path / "bad.json").exists()

@@ -38,10 +38,7 @@ def model_fingerprint(model) -> str:
     """sha256 over the model's class, config and every parameter and buffer (names, dtypes, shapes, bytes): two
     processes that load the same checkpoint get the same fingerprint, hence the same model version in Redis."""
     digest = hashlib.sha256(type(model).__name__.encode())
-    config = getattr(model, "config", None)
-    if config is not None:
-        fields = vars(config) if hasattr(config, "__dict__") else dict(config)
-        digest.update(repr(sorted(fields.items())).encode())
+    digest.update(repr(sorted(vars(model.config).items())).encode())       # a ModelConfig (a dataclass)
     for name, tensor in model.state_dict().items():
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
