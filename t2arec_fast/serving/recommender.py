@@ -130,17 +130,17 @@ class OnlineRecommender(RawIdServing):
 
     # -- model and cache ------------------------------------------------------------------------------------------
     def _install_model(self, model) -> None:
+        """Serve `model`. Everything that can fail (ONNX graphs, the device, the store's registry) runs before
+        anything is assigned: a failed swap_model leaves the old model, layout and version in place."""
         if not isinstance(model, StepModel):
             raise InputError(f"serving needs a model with a one-step update (model.protocol.StepModel: T2ARec); "
                              f"a {type(model).__name__} has none")
-        if self.shared is not None:             # the same weights get the same version in every process
-            self.layout = StateLayout.for_model(model)
-            self.version = self.shared.install_model(model)
-        if self.runtime == "onnx":
-            model = _onnx_model(model, self.onnx_dir)
-        self.model = model.to(self.device).eval()       # eval: dropout off, so steps are deterministic
-        self.n_items = int(model.n_items)
-        self.layout = StateLayout.for_model(model)
+        served = _onnx_model(model, self.onnx_dir) if self.runtime == "onnx" else model
+        served = served.to(self.device).eval()          # eval: dropout off, so steps are deterministic
+        layout = StateLayout.for_model(served)
+        if self.shared is not None:                     # the same weights get the same version in every process
+            self.version = self.shared.install_model(model, layout)
+        self.model, self.n_items, self.layout = served, int(served.n_items), layout
 
     def _new_cache(self):
         from t2arec_fast.cache import StateCache

@@ -78,10 +78,11 @@ class SharedTier:
         self.version = None
 
     # -- model ------------------------------------------------------------------------------------------------------
-    def install_model(self, model) -> int:
-        """Register the model (its version is shared by every process serving it) and size the local tier."""
-        self.version = self.store.register_model(model_fingerprint(model), self.rec.layout.describe())
-        size = self.rec.layout.size + STAMP_WORDS
+    def install_model(self, model, layout) -> int:
+        """Register the model (its version is shared by every process serving it) with its `StateLayout` and size
+        the local tier."""
+        self.version = self.store.register_model(model_fingerprint(model), layout.describe())
+        size = layout.size + STAMP_WORDS
         if self.local_capacity_bytes and (self.local is None or self.local.state_size != size):
             from t2arec_fast.cache import StateCache
             self.local = StateCache(size, self.local_capacity_bytes, dtype=self.rec.dtype, shards=self.rec.shards)

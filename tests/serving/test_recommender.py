@@ -332,3 +332,23 @@ def test_a_folder_saved_with_the_old_key_backend_loads(tmp_path):
     meta["backend"] = meta.pop("runtime")
     meta_path.write_text(json.dumps(meta))
     assert OnlineRecommender.load(tmp_path / "serve").runtime == "torch"
+
+
+def test_a_failed_swap_leaves_the_served_model_and_version(tmp_path, redis_url):
+    """swap_model to a model whose graphs are not in onnx_dir fails (OnnxModelError) — in-process and with a store,
+    where the new model used to be registered (the version moved on) before the graphs were checked."""
+    from t2arec_fast.export import export_onnx
+    from t2arec_fast.export.runtime import OnnxModelError
+    model = _model()
+    export_onnx(model, tmp_path / "onnx", kinds=("encode", "step"))
+    for store in (None, redis_url):
+        rec = OnlineRecommender(model, capacity_bytes=1 << 20, history_len=20, runtime="onnx",
+                                onnx_dir=tmp_path / "onnx", store=store)
+        rec.observe(np.array([1, 2]), np.array([3, 4]), np.array([10, 11]))
+        before = rec.version, rec.model, rec.recommend(np.array([1, 2]), k=5)
+        with pytest.raises(OnnxModelError, match="exported from another model"):
+            rec.swap_model(small_model(seed=3, n_layers=1))
+        assert (rec.version, rec.model) == before[:2]
+        after = rec.recommend(np.array([1, 2]), k=5)
+        np.testing.assert_array_equal(after[0], before[2][0])
+
