@@ -22,7 +22,6 @@ __all__ = ["UserKeys", "RawIdServing", "TOKEN_KEYS_FROM"]
 # Keys of text ids start here. An integer id below it is its own key (what the int64 Python API has always used),
 # so the two ranges never meet; an integer id at or above it is treated as text.
 TOKEN_KEYS_FROM = 1 << 62
-UNKNOWN_ITEMS = ("error", "drop")      # what observe_raw does with an item the model's map does not know
 _CANONICAL_INTEGER = re.compile(r"^(0|-?[1-9][0-9]{0,18})$")
 
 
@@ -124,7 +123,8 @@ class RawIdServing:
             InputError: arrays of different lengths, an unknown_items other than "error" / "drop", an unknown item
                 with unknown_items="error" (naming it), or any observe() error; nothing is stored then.
         """
-        if unknown_items not in UNKNOWN_ITEMS:
+        from t2arec_fast.data.id_maps import UNKNOWN_IDS   # the data readers' choice for unknown ids, the same two
+        if unknown_items not in UNKNOWN_IDS:
             raise InputError(f"observe_raw: unknown_items must be 'error' or 'drop', got {unknown_items!r}")
         users, raw_items, times = np.asarray(user_ids), np.asarray(item_ids), np.asarray(timestamps)
         if not (len(users) == len(raw_items) == len(times)):
