@@ -88,6 +88,12 @@ def test_evaluate_carries_the_models_threshold_and_takes_another(ml1m, tmp_path)
     stricter = json.loads(out.read_text())
     assert stricter["config"]["data"]["min_rating"] == 4.0
     assert stricter["test"]["n_users"] == len({r[0] for r in _expected(lines, 4, 10)})
+    assert main(["evaluate", str(folder / "run"), str(folder / "ratings.dat"), "--no-ttt", "--min_rating=none",
+                 "--min-count", "1", "--unknown-ids", "drop", "--json", str(out)]) == 0       # every rating again
+    cleared = json.loads(out.read_text())
+    assert cleared["config"]["data"]["min_rating"] is None
+    assert cleared["unknown_ids"]["users"] == N_USERS - 40       # the low raters are read, and unknown to the model
+    assert stricter["unknown_ids"]["users"] == carried["unknown_ids"]["users"] == 0
 
 
 def test_data_stats_reports_what_the_threshold_dropped(ml1m, capsys, tmp_path):
