@@ -327,6 +327,9 @@ class RedisStateStore:
         try:
             pool = redis.BlockingConnectionPool.from_url(
                 self.url, max_connections=int(max_connections), timeout=float(socket_timeout_s),
+                # replies that ship states carry 10 KB per user: read them in 1 MB pieces (redis-py's 64 KB
+                # default made a 1,024-user read cost ~40 ms of client CPU instead of ~16; no change at batch 1)
+                socket_read_size=1 << 20,
                 socket_timeout=float(socket_timeout_s), socket_connect_timeout=float(connect_timeout_s),
                 retry=Retry(ExponentialBackoff(cap=10 * float(retry_backoff_s), base=float(retry_backoff_s)),
                             int(retries)),
