@@ -331,5 +331,10 @@ class OnnxStepModel:
         """Scores of o_n (b, d) → (b, n_items + 1); the states and times are not needed (readout "last")."""
         return self.torch_model.score_from(o_n)
 
+    def state_dict(self) -> dict:
+        """The weights of the PyTorch model the graphs come from (what a shared store fingerprints the model by)."""
+        return self.torch_model.state_dict()
+
     def save(self, directory, id_maps=None, extra=None) -> None:
+        """The PyTorch model's checkpoint (`T2ARec.save`); the graphs are not copied."""
         self.torch_model.save(directory, id_maps=id_maps, extra=extra)

@@ -36,7 +36,8 @@ STAMP_WORDS = 8               # a local entry is [state | stamp as 8 byte-words]
 
 def model_fingerprint(model) -> str:
     """sha256 over the model's class, config and every parameter and buffer (names, dtypes, shapes, bytes): two
-    processes that load the same checkpoint get the same fingerprint, hence the same model version in Redis."""
+    processes that load the same checkpoint get the same fingerprint, hence the same model version in Redis.
+    `model` needs `config` (a ModelConfig) and `state_dict()`: T2ARec and export.runtime.OnnxStepModel have both."""
     digest = hashlib.sha256(type(model).__name__.encode())
     digest.update(repr(sorted(vars(model.config).items())).encode())       # a ModelConfig (a dataclass)
     for name, tensor in model.state_dict().items():

@@ -352,3 +352,22 @@ def test_a_failed_swap_leaves_the_served_model_and_version(tmp_path, redis_url):
         after = rec.recommend(np.array([1, 2]), k=5)
         np.testing.assert_array_equal(after[0], before[2][0])
 
+
+def test_an_onnx_step_model_serves_from_a_shared_store(tmp_path, redis_url):
+    """An OnnxStepModel passed as the model (runtime "torch" serves it as given) registers in the store by its
+    weights' fingerprint, like the T2ARec it wraps, and answers as the in-process PyTorch path."""
+    from t2arec_fast.export import export_onnx
+    from t2arec_fast.export.runtime import OnnxStepModel
+    model = _model()
+    export_onnx(model, tmp_path / "onnx", kinds=("encode", "step"))
+    shared = OnlineRecommender(OnnxStepModel(model, tmp_path / "onnx"), capacity_bytes=1 << 20, history_len=20,
+                               store=redis_url)
+    here = OnlineRecommender(model, capacity_bytes=1 << 20, history_len=20)
+    users, items, times = np.array([1, 2, 1]), np.array([3, 4, 5]), np.array([10, 11, 12])
+    answers = []
+    for rec in (shared, here):
+        rec.observe(users, items, times)
+        answers.append(rec.recommend(np.array([1, 2]), k=5))
+    np.testing.assert_array_equal(answers[0][0], answers[1][0])
+    np.testing.assert_allclose(answers[0][1], answers[1][1], rtol=1e-4, atol=1e-5)
+
