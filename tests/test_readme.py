@@ -4,7 +4,7 @@ import re
 import pytest
 
 from declared_deps import ROOT
-from t2arec_fast.cli import build_parser
+from t2arec_fast.cli import build_parser, command_parsers
 
 OVERRIDES = "--key"        # the README's `--key=value ...`: any config key, not a parser option
 
@@ -29,13 +29,10 @@ def parser_commands() -> dict:
     def options(parser):
         return {o for action in parser._actions for o in action.option_strings if o.startswith("--")} - {"--help"}
 
-    def subcommands(parser):
-        return next(a.choices for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-
     found = {}
-    for name, sub in subcommands(build_parser()).items():
-        nested = [a for a in sub._actions if a.__class__.__name__ == "_SubParsersAction"]
-        for child_name, child in (nested[0].choices.items() if nested else [(None, sub)]):
+    for name, sub in command_parsers(build_parser()).items():
+        nested = command_parsers(sub)
+        for child_name, child in (nested.items() if nested else [(None, sub)]):
             found[f"{name} {child_name}" if child_name else name] = options(child)
     return found
 

@@ -25,6 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_parsers(parser: argparse.ArgumentParser) -> dict:
+    """{command name: its parser} of `parser`'s sub-commands ({} when it has none): the top level of
+    `build_parser()`, or a command with sub-commands of its own (`data`). argparse has no public accessor; this is
+    the one place that reads its action list."""
+    return next((action.choices for action in parser._actions if isinstance(action, argparse._SubParsersAction)), {})
+
+
 def main(argv=None) -> int:
     """Run `t2arec` with argv (default sys.argv[1:]); → the exit code: 0, 1 (a run that produced no result), 2 (a
     user error, printed as one line), 130 (interrupted). argparse exits with 2 on a malformed command line."""
@@ -46,7 +53,7 @@ def main(argv=None) -> int:
 def parse_arguments(parser: argparse.ArgumentParser, argv: list) -> argparse.Namespace:
     """argparse, except that commands taking config settings (train, evaluate) accept any config key as
     `--key=value` or `--key value` anywhere on the line; those land in `args.overrides`."""
-    commands = parser._subparsers._group_actions[0].choices
+    commands = command_parsers(parser)
     at = next((i for i, token in enumerate(argv) if token in commands), None)
     overrides = []
     if at is not None and commands[argv[at]].get_default("accepts_overrides"):

@@ -80,7 +80,7 @@ def test_every_command_module_is_registered_and_none_is_missing():
     import t2arec_fast.cli as cli
     on_disk = {p.stem for p in Path(cli.__file__).parent.glob("*_cmd.py")}
     assert on_disk == set(cli.COMMAND_MODULES)
-    commands = cli.build_parser()._subparsers._group_actions[0].choices
+    commands = cli.command_parsers(cli.build_parser())
     assert {"train", "evaluate", "export", "serve-replay", "demo"} <= set(commands)
 
 
