@@ -129,6 +129,7 @@ _COMMIT = """
 -- write (12 bytes each, user order), 10 per user 5 fields of FIELD bytes: expected stamp ('0' = a new user), new
 -- count, new last time, ring slot of the user's first record, records of the user in ARGV[9];
 -- 11 popularity: per item a zero-padded ITEM_DIGITS-byte member and a FIELD-byte count.
+DROP_OLD_VERSIONS
 local size, H, states, rings, users, pop = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local nu = (#KEYS - 2) / 2
 local function field(i, j)                     -- field j of user i's record, as the decimal string it holds
@@ -152,12 +153,7 @@ for i = 1, nu do
   local h, r = KEYS[2*i+1], KEYS[2*i+2]
   local added = redis.call('HSET', h, 'n', field(i, 2), 't', field(i, 3), 'w', ARGV[3],
                           ARGV[1], string.sub(states, (i - 1) * size + 1, i * size), ARGV[2], ARGV[3])
-  if added > 0 and added < 5 then              -- a first state of this version: drop versions before the previous
-    for _, f in ipairs(redis.call('HKEYS', h)) do
-      local ver = string.match(f, '^sw?:(%d+)$')
-      if ver and tonumber(ver) < keep then redis.call('HDEL', h, f) end
-    end
-  end
+  if added > 0 and added < 5 then drop_old_versions(h, keep) end     -- a first state of this version
   local slot, k = tonumber(field(i, 4)), tonumber(field(i, 5))
   local first = math.min(k, H - slot)              -- records up to the ring's end, the rest from slot 0
   local ok = redis.pcall('SETRANGE', r, 12 * slot, string.sub(rings, from + 1, from + 12 * first))
@@ -191,15 +187,19 @@ _PUT_STATES = """
 -- Write back rebuilt states: only where the user still carries the stamp they were rebuilt for and holds no
 -- current state of this version yet (so a state is written once per stamp and version).
 -- KEYS: per user hash.  ARGV: 1 state field, 2 state-stamp field, 3 bytes per state, 4 the stamps (FIELD bytes
--- each), 5 the states (concatenated).
-local size = tonumber(ARGV[3])
+-- each), 5 the states (concatenated), 6 oldest model version whose fields are kept.
+DROP_OLD_VERSIONS
+local size, keep = tonumber(ARGV[3]), tonumber(ARGV[6])
 local written = 0
 for i = 1, #KEYS do
   local v = redis.pcall('HMGET', KEYS[i], 'w', ARGV[2])
   if v.err then return redis.error_reply('CORRUPT ' .. KEYS[i] .. ' is not a hash') end
   local stamp = string.match(string.sub(ARGV[4], FIELD * (i - 1) + 1, FIELD * i), '^%d+')
   if v[1] == stamp and v[2] ~= stamp then
-    redis.call('HSET', KEYS[i], ARGV[1], string.sub(ARGV[5], (i - 1) * size + 1, i * size), ARGV[2], stamp)
+    if redis.call('HSET', KEYS[i], ARGV[1], string.sub(ARGV[5], (i - 1) * size + 1, i * size), ARGV[2], stamp) > 0
+    then
+      drop_old_versions(KEYS[i], keep)         -- a first state of this version
+    end
     written = written + 1
   end
 end
@@ -207,9 +207,19 @@ return written
 """
 
 
+_DROP_OLD_VERSIONS = """
+local function drop_old_versions(h, keep)      -- the fields of model versions before `keep` (the previous one)
+  for _, f in ipairs(redis.call('HKEYS', h)) do
+    local ver = string.match(f, '^sw?:(%d+)$')
+    if ver and tonumber(ver) < keep then redis.call('HDEL', h, f) end
+  end
+end
+"""
+
 
 def _fill(script: str) -> str:
-    return (script.replace("ITEM_DIGITS", str(_ITEM_DIGITS)).replace("FIELD", str(FIELD))
+    return (script.replace("DROP_OLD_VERSIONS", _DROP_OLD_VERSIONS)
+            .replace("ITEM_DIGITS", str(_ITEM_DIGITS)).replace("FIELD", str(FIELD))
             .replace("RECORD", str(_READ_RECORD.itemsize)).replace("DONE_TTL_MS", str(DONE_TTL_MS)))
 
 
@@ -534,7 +544,7 @@ class RedisStateStore:
             raise InputError(f"put_states: states of shape {states.shape}, expected {(len(users), size)}")
         written = int(self._script("put_states", self._user_keys(users)[0::2],
                                    [f"s:{version}", f"sw:{version}", 4 * size,
-                                    _decimal(np.asarray(stamps, np.int64)), states.tobytes()]))
+                                    _decimal(np.asarray(stamps, np.int64)), states.tobytes(), int(version) - 1]))
         self.counters["states_written_back"] += written
         return written
 

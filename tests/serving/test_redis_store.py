@@ -129,6 +129,12 @@ def test_versions_older_than_the_previous_one_are_dropped_on_write(redis_url):
         stamp = _commit(store, v, [7], [stamp], [n], [[(3, n + 1)]], _states(n)).stamp
     fields = sorted(f.decode() for f in redis.Redis.from_url(redis_url).hkeys("t2arec:u:7"))
     assert fields == sorted(["n", "t", "w", "s:2", "sw:2", "s:3", "sw:3"])
+    # the same when the first state of a newer version is a rebuilt one, written back by put_states
+    versions = [store.register_model(f"fp-{i}", LAYOUT) for i in range(3, 5)]
+    for v in versions:
+        assert store.put_states(np.array([7]), v, np.array([stamp]), _states(v)) == 1
+    fields = sorted(f.decode() for f in redis.Redis.from_url(redis_url).hkeys("t2arec:u:7"))
+    assert fields == sorted(["n", "t", "w", "s:4", "sw:4", "s:5", "sw:5"])
 
 
 def test_the_same_model_gets_the_same_version_in_every_process(redis_url):
