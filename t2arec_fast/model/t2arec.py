@@ -273,8 +273,11 @@ class T2ARec(SequentialRecommender):
         """
         if item_ids_t.dim() != 1 or item_ids_t.dtype != torch.int64:
             raise InputError(f"step: item ids must be int64 (batch,), got {item_ids_t.dtype} {tuple(item_ids_t.shape)}")
-        if item_ids_t.numel() and (int(item_ids_t.min()) < 1 or int(item_ids_t.max()) > self.n_items):
-            raise InputError(f"step: item ids must lie in [1, {self.n_items}]")
+        outside = (item_ids_t < 1) | (item_ids_t > self.n_items)
+        if outside.any():
+            row = int(outside.nonzero()[0])
+            raise InputError(f"step: item id {int(item_ids_t[row])} of row {row} is outside [1, {self.n_items}] "
+                             "(a step takes one real event per user: no padding 0)")
         o, new_states, _ = self.run_step(self.embed(item_ids_t), states)
         return o, new_states
 

@@ -33,8 +33,11 @@ def _check_step_inputs(h, x, dt, A, B, C, D, z, slots):
         if slots.shape != (b,) or slots.dtype not in (torch.int32, torch.int64):
             raise ValueError(f"selective_state_step: slots must be int (batch,)={(b,)}, got {tuple(slots.shape)} "
                              f"{slots.dtype}")
-        if b and (int(slots.max()) >= h.shape[0] or int(slots.min()) < -1):
-            raise IndexError(f"selective_state_step: slots must lie in [-1, {h.shape[0] - 1}]")
+        outside = (slots >= h.shape[0]) | (slots < -1)
+        if outside.any():
+            row = int(outside.nonzero()[0])
+            raise IndexError(f"selective_state_step: slots must lie in [-1, {h.shape[0] - 1}]; row {row} has slot "
+                             f"{int(slots[row])}")
     if D is not None and D.shape != (d,):
         raise ValueError(f"selective_state_step: D must be (d,)={(d,)}, got {tuple(D.shape)}")
     if z is not None and z.shape != x.shape:

@@ -72,6 +72,17 @@ def test_bad_input_gets_a_clear_error(make_bad, match):
         model.scores(bad_items, bad_times)
 
 
+@pytest.mark.parametrize("ids, match", [
+    ([3, 0, 5], r"item id 0 of row 1 is outside \[1, 40\]"),
+    ([3, 5, 41], r"item id 41 of row 2 is outside"),
+    ([[3, 5]], r"int64 \(batch,\)"),
+])
+def test_a_bad_step_names_the_row_and_id(ids, match):
+    model = tiny_model(torch.float32)
+    with pytest.raises(InputError, match=match):
+        model.step(torch.tensor(ids), model.empty_states(len(ids)))
+
+
 def test_scan_settings_are_the_models_own():
     """The scan backend and the ONNX graph form are stored on the model (set_backend), not read from globals: two
     models with different settings run side by side, and bad settings are refused when they are set."""

@@ -90,7 +90,7 @@ def test_reference_pooled_step_matches_functional_and_skips():
 def test_step_rejects_bad_slots():
     h = torch.zeros(3, 4, 6)
     args = (torch.zeros(2, 6), torch.zeros(2), torch.tensor(-1.0), torch.zeros(2, 4), torch.zeros(2, 4))
-    with pytest.raises(IndexError, match="slots must lie in"):
+    with pytest.raises(IndexError, match=r"slots must lie in \[-1, 2\]; row 1 has slot 3"):
         selective_state_step(h, *args, slots=torch.tensor([0, 3]), backend="reference")
     with pytest.raises(ValueError, match="slots must be int"):
         selective_state_step(h, *args, slots=torch.tensor([0.0, 1.0]), backend="reference")
