@@ -13,6 +13,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .dataset import SequenceDataset
+from .errors import DataError
+from .id_maps import UNKNOWN_IDS, ItemIdMap, UserIdMap
+from .validate import integer_ids_if_canonical
 
 RawIds = Union[np.ndarray, pa.Array]
 
@@ -136,8 +139,6 @@ def through_saved_maps(user_codes, item_codes, user_vocab, item_vocab, id_maps: 
     Raises:
         DataError: unknown ids and unknown_ids == "error"; a bad unknown_ids value.
     """
-    from .errors import DataError
-    from .id_maps import UNKNOWN_IDS, ItemIdMap, UserIdMap
     if unknown_ids not in UNKNOWN_IDS:
         raise DataError(f"unknown_ids={unknown_ids!r}: expected one of {', '.join(UNKNOWN_IDS)}")
     item_of = ItemIdMap(id_maps["item_ids"]).to_model(item_vocab)            # per vocabulary entry; 0 = unknown
@@ -185,7 +186,6 @@ def factorize(raw: RawIds) -> tuple[np.ndarray, np.ndarray]:
     Ids are compared as given (tokens): distinct tokens always get distinct codes. When every distinct token is a
     canonical decimal integer the vocabulary is int64 and numbered in numeric order, else text in text order.
     """
-    from .validate import integer_ids_if_canonical
     array = raw if isinstance(raw, (pa.Array, pa.ChunkedArray)) else pa.array(raw)
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
@@ -203,7 +203,6 @@ def factorize(raw: RawIds) -> tuple[np.ndarray, np.ndarray]:
 def ids_as_numpy(raw: RawIds) -> np.ndarray:
     """Raw ids as one numpy array per row, by the rule of `factorize`: int64 when every distinct id is a canonical
     decimal integer, else the tokens (object array of str)."""
-    from .validate import integer_ids_if_canonical
     if isinstance(raw, np.ndarray):
         return raw
     array = raw.combine_chunks() if isinstance(raw, pa.ChunkedArray) else raw

@@ -80,9 +80,9 @@ class Split:
 
     def sizes(self) -> dict:
         """{"split", "train_users", "train_targets", "valid_users", "test_users"} for reports."""
-        return {"split": self.kind, "train_users": int((self.train_stop - self.dataset.offsets[:-1] >= 2).sum()),
-                "train_targets": self.n_train_targets(), "valid_users": len(self.valid),
-                "test_users": len(self.test)}
+        counts = self.target_counts()
+        return {"split": self.kind, "train_users": counts["train"], "train_targets": self.n_train_targets(),
+                "valid_users": counts["valid"], "test_users": counts["test"]}
 
 
 def leave_one_out(ds: SequenceDataset) -> Split:
