@@ -31,8 +31,9 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from .config import Config
-from .evaluate import evaluate
-from .model import T2ARec
+from .data import load_dataset_from_config, make_split, train_batches
+from .evaluate import evaluate, evaluate_splits
+from .model import T2ARec, build_model, load_model
 from .model.losses import estimate_time_margin, gap_sequence, time_pairs
 from .progress import progress_bar, write_line
 
@@ -174,8 +175,6 @@ def _uses_alignment(model, cfg: Config) -> bool:
 
 def _estimate_margin(split, cfg: Config, max_len: int) -> float:
     """λ = median |g(T_i) − g(T_j)| over the pairs L_time sees in the training batches (docs/model.md §3)."""
-    from .data import train_batches
-
     def gaps():
         for b in train_batches(split, max_len, max(cfg.train.batch_size, 1024), shuffle=False):
             items, times = torch.from_numpy(b.items), torch.from_numpy(b.times)
@@ -184,7 +183,6 @@ def _estimate_margin(split, cfg: Config, max_len: int) -> float:
 
 
 def _load_dataset(cfg: Config, dataset):
-    from .data import load_dataset_from_config
     if dataset is None or isinstance(dataset, (str, Path)):
         return load_dataset_from_config(str(dataset or cfg.data.dataset), cfg.data,
                                         verbose=cfg.train.progress and os.environ.get("RANK", "0") == "0")
@@ -192,7 +190,6 @@ def _load_dataset(cfg: Config, dataset):
 
 
 def _make_split(ds, cfg: Config):
-    from .data import make_split
     return make_split(ds, cfg.data.split)
 
 
@@ -218,7 +215,6 @@ def _save_last(model, optimizer, state: TrainState, directory: Path, cfg: Config
 
 def _resume(model, optimizer, resume) -> TrainState:
     """Restore weights, optimizer, counters and RNG states from out_dir/last (or a `last` directory itself)."""
-    from .model import load_model
     directory = Path(resume)
     if not (directory / TRAINER_STATE).is_file() and (directory / "last" / TRAINER_STATE).is_file():
         directory = directory / "last"
@@ -241,7 +237,6 @@ def _rank_batches(split, cfg: Config, max_len: int, epoch: int, ctx: DistContext
     run out repeat a batch with weight 0 for the last round, so every rank joins every collective and the step's
     gradient is still the mean over the real batches only.
     """
-    from .data import train_batches
     mine = train_batches(split, max_len, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed, epoch=epoch,
                          rank=ctx.rank, world_size=ctx.world_size, bucket=cfg.train.length_buckets,
                          samples=cfg.train.train_samples)
@@ -344,17 +339,16 @@ def fit(cfg: Config, dataset=None, out_dir=None, resume=None, on_epoch: Optional
         FileNotFoundError: `resume` names no trainer state.
         FloatingPointError: a non-finite loss (naming the epoch and step).
     """
-    from .model import build_model
     want_cuda = cfg.train.device.startswith("cuda") or (cfg.train.device == "auto" and torch.cuda.is_available())
     ctx = init_distributed("cuda" if want_cuda else "cpu")
     try:
-        return _fit(cfg, dataset, out_dir, resume, ctx, build_model, on_epoch)
+        return _fit(cfg, dataset, out_dir, resume, ctx, on_epoch)
     finally:
         if ctx.owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _fit(cfg, dataset, out_dir, resume, ctx, build_model, on_epoch=None):
+def _fit(cfg, dataset, out_dir, resume, ctx, on_epoch=None):
     device = resolve_device(cfg.train.device, ctx)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     ds = _load_dataset(cfg, dataset)
@@ -442,7 +436,6 @@ def train_and_evaluate(cfg: Config, dataset=None, out_dir=None, resume=None) -> 
         DataError: the split gives some of train, valid and test no example (before any training), or as `fit`.
         FileNotFoundError, FloatingPointError: as `fit`.
     """
-    from .evaluate import evaluate_splits
     ds = _load_dataset(cfg, dataset)
     _make_split(ds, cfg).require_targets()              # all three, before training rather than after it
     model, history = fit(cfg, dataset=ds, out_dir=out_dir, resume=resume)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ._backend import resolve_backend
 from ._common import check_scan_inputs, finish_output
+from .export_scan import selective_scan_export
 
 DEFAULT_CHUNK = 64
 
@@ -130,6 +131,5 @@ def selective_scan(x, dt, A, B, C, D=None, z=None, initial_state=None, backend="
     if backend == "loop":
         return selective_scan_loop(x, dt, A, B, C, D, z, initial_state)
     if backend == "export":
-        from .export_scan import selective_scan_export
         return selective_scan_export(x, dt, A, B, C, D, z, initial_state, form=export_form)
     return selective_scan_chunked(x, dt, A, B, C, D, z, initial_state, chunk_size=chunk_size or DEFAULT_CHUNK)
