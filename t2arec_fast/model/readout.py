@@ -77,5 +77,14 @@ class ExtrapolatedReadout:
 
 
 def make_readout(name: str, gap_embedding: Optional[nn.Embedding] = None):
-    """The readout object for option `name` (one of READOUTS); gap_embedding only for "request_gap"."""
+    """The readout object for option `name` (one of READOUTS); gap_embedding: the (REQUEST_GAP_BUCKETS, d)
+    embedding, given for "request_gap" and only for it.
+
+    Raises:
+        ValueError: an unknown name, or a gap embedding missing for "request_gap" / given for another readout.
+    """
+    if name not in READOUTS:
+        raise ValueError(f"unknown readout {name!r}; expected one of {READOUTS}")
+    if (name == "request_gap") != (gap_embedding is not None):
+        raise ValueError(f"readout {name!r}: a gap embedding is required by 'request_gap' and used by no other")
     return LastReadout() if name == "last" else ExtrapolatedReadout(gap_embedding)

@@ -123,3 +123,16 @@ def test_onnx_export_refuses_the_extrapolated_readout(tmp_path):
         with pytest.raises(InputError, match=f"readout='{readout}'"):
             export_onnx(readout_model(readout=readout), tmp_path / "onnx")
 
+
+
+def test_make_readout_refuses_what_it_cannot_build():
+    """An unknown name, or a gap embedding without readout 'request_gap' (or the reverse), is an error, never a
+    silent 'extrapolated' readout."""
+    from t2arec_fast.model.readout import REQUEST_GAP_BUCKETS, make_readout
+    emb = torch.nn.Embedding(REQUEST_GAP_BUCKETS, 4)
+    assert make_readout("request_gap", emb).name == "request_gap"
+    assert make_readout("extrapolated").name == "extrapolated" and make_readout("last").name == "last"
+    for name, gap_embedding, match in (("lastt", None, "unknown readout"), ("request_gap", None, "required"),
+                                       ("extrapolated", emb, "required")):
+        with pytest.raises(ValueError, match=match):
+            make_readout(name, gap_embedding)
