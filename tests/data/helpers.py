@@ -45,3 +45,15 @@ EXPECTED = {
     2: [(30, 300), (20, 400), (10, 500)],
     3: [(20, 50), (30, 60), (10, 70)],
 }
+
+
+def five_users():
+    """User 0: 12 events, user 1: 5, user 2: 3, user 3: 2, user 4: 1; item (user+1)*100 + position, time
+    1000·user + 10·position (the split and batch tests' data set)."""
+    rows = [(u, (u + 1) * 100 + k, 1000 * u + 10 * k) for u, n in enumerate([12, 5, 3, 2, 1]) for k in range(n)]
+    return dataset(rows)
+
+
+def raw_items(ds, ids):
+    """Model item ids (0 = padding) as the raw ids of `ds` (0 stays 0)."""
+    return np.where(ids > 0, ds.item_ids[ids], 0)
