@@ -1,6 +1,7 @@
 """ops/_backend.py, the one backend switch. Per-user test-time steps run the model under torch.func.vmap(grad(...)).
 The Triton custom ops cannot be batched by vmap, so inside torch.func transforms the backend switch gives the
 reference; outside, Triton still runs."""
+import pytest
 import torch
 
 from t2arec_fast.adapt import adapted_scores
@@ -54,3 +55,11 @@ def test_batch_episodes_still_run_the_triton_kernels(monkeypatch):
     expected = adapted_scores(model("reference"), b.items, b.times, b.target_times, cfg).scores
     assert calls
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_backend_switch():
+    cpu = torch.zeros(1)
+    assert resolve_backend("auto", cpu) == "reference"
+    assert resolve_backend("loop", cpu) == "loop"
+    with pytest.raises(ValueError, match="unknown backend"):
+        resolve_backend("cuda-magic", cpu)

@@ -1,0 +1,50 @@
+"""ops/state_step.py: the pooled reference step equals the functional one and skips slot −1, bad slots are named, and
+the step output from a carried readout hᵀC (the extrapolation) equals the one-step reference. The Triton kernel:
+test_state_step_triton.py."""
+import pytest
+import torch
+
+from t2arec_fast.ops import selective_state_step, state_step_output, state_step_reference
+
+from .helpers import rel_err
+
+
+def test_reference_pooled_step_matches_functional_and_skips():
+    g = torch.Generator().manual_seed(0)
+    d, n = 6, 4
+    pool = torch.randn(5, n, d, generator=g, dtype=torch.float64)
+    before = pool.clone()
+    x, z = torch.randn(3, d, generator=g, dtype=torch.float64), torch.randn(3, d, generator=g, dtype=torch.float64)
+    B, C = torch.randn(3, n, generator=g, dtype=torch.float64), torch.randn(3, n, generator=g, dtype=torch.float64)
+    dt = torch.rand(3, generator=g, dtype=torch.float64)
+    A, D = torch.tensor(-1.0, dtype=torch.float64), torch.randn(d, generator=g, dtype=torch.float64)
+    slots = torch.tensor([2, -1, 0])
+    y, _ = selective_state_step(pool, x, dt, A, B, C, D, z, slots=slots, backend="reference")
+    y_f, h_f = state_step_reference(before[[2, 0]], x[[0, 2]], dt[[0, 2]], A, B[[0, 2]], C[[0, 2]], D, z[[0, 2]])
+    assert torch.equal(y[1], torch.zeros(d, dtype=torch.float64))
+    assert rel_err(y[[0, 2]], y_f) <= 1e-14 and rel_err(pool[[2, 0]], h_f) <= 1e-14
+    assert torch.equal(pool[[1, 3, 4]], before[[1, 3, 4]])
+
+
+def test_step_rejects_bad_slots():
+    h = torch.zeros(3, 4, 6)
+    args = (torch.zeros(2, 6), torch.zeros(2), torch.tensor(-1.0), torch.zeros(2, 4), torch.zeros(2, 4))
+    with pytest.raises(IndexError, match=r"slots must lie in \[-1, 2\]; row 1 has slot 3"):
+        selective_state_step(h, *args, slots=torch.tensor([0, 3]), backend="reference")
+    with pytest.raises(ValueError, match="slots must be int"):
+        selective_state_step(h, *args, slots=torch.tensor([0.0, 1.0]), backend="reference")
+
+
+@pytest.mark.parametrize("with_dz", [True, False])
+def test_step_output_from_the_carried_readout_equals_the_one_step_reference(with_dz):
+    """state_step_output (extrapolation: hᵀC known, h not) is the same step as state_step_reference."""
+    g = torch.Generator().manual_seed(3)
+    b, n, d = 5, 4, 6
+    h, x, z = torch.randn(b, n, d, generator=g), torch.randn(b, d, generator=g), torch.randn(b, d, generator=g)
+    dt, B, C = torch.rand(b, generator=g), torch.randn(b, n, generator=g), torch.randn(b, n, generator=g)
+    A, D = torch.tensor(-1.3), torch.randn(d, generator=g)
+    args = [t.double() for t in (x, dt, A, B, C)]
+    extra = (D.double(), z.double()) if with_dz else (None, None)
+    y_ref, _ = state_step_reference(h.double(), *args, *extra)
+    carried = torch.bmm(C.double()[:, None, :], h.double())[:, 0]                   # hᵀC of the OLD state
+    torch.testing.assert_close(state_step_output(carried, *args, *extra), y_ref, rtol=1e-12, atol=1e-12)
