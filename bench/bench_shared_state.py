@@ -1,8 +1,8 @@
 """Shared serving state: the in-process cache against the Redis tier (with and without the local tier), and 1, 2, 4
 serving processes against one Redis.
 
-    python -m bench.bench_shared_state [--quick] [--aof disk tmpfs] [--fsync always everysec] [--out DIR]
-                                                                                  # DIR/bench_shared_state.json
+    python -m bench.bench_shared_state [--quick] [--aof disk tmpfs] [--fsync always everysec] [--markdown]
+                                       [--out DIR]                                # DIR/bench_shared_state.json
 
 Model: ml-100k-sized T2ARec (n_items 1682, d 64, d_state 32, 1 block), random weights, eval, float32, 1 torch
 thread, as bench_serving. A pool of users is observed first (a few events each); one measured call is
@@ -237,6 +237,40 @@ def print_table(result: dict) -> None:
                   f"events/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, CAS retries {r['cas_retries']}")
 
 
+def markdown_tables(result: dict) -> str:
+    """The tables docs/benchmarks.md shows, per Redis set-up: single process (events/s with the cost against
+    in-process, p50/p99, CPU ms of the serving thread + Redis with the CPU cost) and 1/2/4 processes."""
+    lines = []
+    header = " | ".join(f"B = {b}: events/s (cost) | p50 / p99 ms | CPU ms: client + Redis (cost)"
+                        for b in (1, 64, 1024))
+    for part in result["servers"]:
+        lines += ["", f"AOF on {part['aof']}, `appendfsync {part['appendfsync']}` ({part['aof_rewrites']} AOF "
+                      f"rewrites, {part['aof_rewrite_cpu_s']:.1f} s of CPU in their child processes):", "",
+                  f"| config | {header} |", "|---" * 10 + "|"]
+        base = {r["batch"]: r for r in part["single_process"] if r["config"] == "in-process"}
+        for config in CONFIGS:
+            cells = []
+            for r in (r for r in part["single_process"] if r["config"] == config):
+                cells += _markdown_cells(r, base[r["batch"]], config == "in-process")
+            lines.append(f"| {config} | " + " | ".join(cells) + " |")
+        lines += ["", "| config, batch 64 | 1 process | 2 processes | 4 processes |", "|---|---|---|---|"]
+        for config in CONFIGS:
+            cells = [f"{r['events_per_s']:,.0f} ev/s, p50 {r['p50_ms']:.1f} / p99 {r['p99_ms']:.0f} ms"
+                     for r in part["processes"] if r["config"] == config]
+            lines.append(f"| {config} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _markdown_cells(r: dict, base: dict, in_process: bool) -> list:
+    """events/s (cost), p50 / p99, CPU ms (client + Redis, CPU cost) of one configuration and batch."""
+    if in_process:
+        return [f"{r['events_per_s']:,.0f}", f"{r['p50_ms']:.2f} / {r['p99_ms']:.1f}", f"{r['cpu_ms']:.2f}"]
+    cpu_cost = (r["cpu_ms"] + r["redis_cpu_ms"]) / base["cpu_ms"]
+    return [f"{r['events_per_s']:,.0f} ({base['events_per_s'] / r['events_per_s']:.2f}×)",
+            f"{r['p50_ms']:.2f} / {r['p99_ms']:.1f}",
+            f"{r['cpu_ms']:.2f} + {r['redis_cpu_ms']:.2f} ({cpu_cost:.2f}×)"]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small pool, few calls (a smoke test, not numbers to quote)")
@@ -248,6 +282,7 @@ def main(argv=None) -> int:
     ap.add_argument("--prefill", type=int, default=None, help="events per user before timing (default 20; quick 2)")
     ap.add_argument("--runs", type=int, default=None, help="timed runs per configuration (default 3; quick 1)")
     ap.add_argument("--seconds", type=float, default=None, help="per multi-process round (default 5; quick 1)")
+    ap.add_argument("--markdown", action="store_true", help="also print the tables as docs/benchmarks.md has them")
     add_out_argument(ap)
     args = ap.parse_args(argv)
     q = args.quick
@@ -268,6 +303,8 @@ def main(argv=None) -> int:
               "servers": [one_server(aof, fsync, args, users, batches, reps) for aof in aofs for fsync in fsyncs]}
     result["environment"]["load_average_end"] = list(os.getloadavg())
     print_table(result)
+    if args.markdown:
+        print(markdown_tables(result))
     write_json(args.out, "bench_shared_state.json", result)
     return 0
 
