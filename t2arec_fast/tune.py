@@ -203,7 +203,6 @@ def run_study(dataset, space: dict, base_cfg: Config, trials: int, storage: Opti
     Raises:
         ConfigError: the stored study was created with other settings (`open_study`).
     """
-    import optuna
     from optuna.samplers import TPESampler
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState

@@ -9,7 +9,6 @@ import torch
 
 from t2arec_fast.compiled import compile_fn
 from t2arec_fast.config import Config
-from t2arec_fast.model import T2ARec
 
 from tests.model.helpers import random_batch, tiny_model
 

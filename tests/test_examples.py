@@ -1,7 +1,6 @@
 """The README's Python example is examples/quickstart.py, runs on the core dependencies alone, and its comments name
 the files it writes."""
 import re
-from pathlib import Path
 
 from declared_deps import ROOT, run_with_core_dependencies
 

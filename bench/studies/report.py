@@ -353,8 +353,8 @@ def render() -> str:
             if before.exists():
                 sections.append(before_after(json.loads(before.read_text()), json.loads(path.read_text())))
             else:
-                sections.append(f"Not yet rerun with the new defaults (`rec_weighting=target`): the table above is "
-                                f"the study before them (`rec_weighting=batch`, then the default).")
+                sections.append("Not yet rerun with the new defaults (`rec_weighting=target`): the table above is "
+                                "the study before them (`rec_weighting=batch`, then the default).")
         else:
             sections.append(f"### {name}\n\nNot run yet (`python -m bench.studies.reproduce {name}`).")
     return "\n\n".join(sections)

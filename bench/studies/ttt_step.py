@@ -16,7 +16,6 @@ the table is printed.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import time
 from pathlib import Path

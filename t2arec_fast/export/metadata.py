@@ -4,24 +4,21 @@ state a step graph takes and returns. Its own module so that exporter.py and run
 other. docs/onnx.md lists the keys."""
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import List, Optional, Tuple
 
 import torch
 
 from t2arec_fast import json_io
+from t2arec_fast.model.checkpoint import weights_fingerprint
 
 STATE_SHAPES = "state_shapes"
 
 
 def model_version(model) -> str:
-    """A content hash of the weights (16 hex digits): two graphs belong together iff their versions match."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    """The graphs' label for the weights they come from: the first 16 hex digits of
+    `model.checkpoint.weights_fingerprint` (two graphs belong together iff their versions match)."""
+    return weights_fingerprint(model)[:16]
 
 
 def graph_metadata(model, opset: int, form: str) -> dict:

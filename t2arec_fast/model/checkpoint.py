@@ -5,6 +5,7 @@ config.json holds {"model": name, "config": {...constructor kwargs...}, "version
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,6 +18,20 @@ from t2arec_fast import json_io
 from t2arec_fast.errors import InputError
 
 FORMAT_VERSION = 1
+
+
+def weights_fingerprint(model) -> str:
+    """The one content hash of a model (64 hex digits of SHA-256) over its config and every parameter and buffer
+    (names, dtypes, shapes, bytes): equal iff two models compute the same function with the same weights — the
+    same checkpoint loaded twice, or a PyTorch model and the ONNX step model built on it. Exported graphs carry its
+    first 16 digits (export.metadata), the Redis store keys model versions by it (serving.shared).
+    `model` needs `config` (a dataclass) and `state_dict()`."""
+    digest = hashlib.sha256(repr(sorted(vars(model.config).items())).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
 
 
 def _versions() -> dict:

@@ -39,8 +39,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from t2arec_fast import json_io
-from t2arec_fast.errors import (InputError, StoreConflictError, StoreCorruptError, StoreError,
-                                StoreUnavailableError)
+from t2arec_fast.errors import InputError, StoreCorruptError, StoreError, StoreUnavailableError
 
 __all__ = ["RedisStateStore", "StoreRead", "CommitOutcome", "RING_RECORD"]
 

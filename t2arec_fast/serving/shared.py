@@ -16,13 +16,12 @@ Rules (docs/serving.md, "Shared state", has the reasoning):
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from t2arec_fast.errors import InputError, StoreConflictError, StoreCorruptError
+from t2arec_fast.model.checkpoint import weights_fingerprint
 
 from .events import EventGroups, check_time_order
 from .history import ring_in_time_order
@@ -35,16 +34,10 @@ STAMP_WORDS = 8               # a local entry is [state | stamp as 8 byte-words]
 
 
 def model_fingerprint(model) -> str:
-    """sha256 over the model's class, config and every parameter and buffer (names, dtypes, shapes, bytes): two
-    processes that load the same checkpoint get the same fingerprint, hence the same model version in Redis.
-    `model` needs `config` (a ModelConfig) and `state_dict()`: T2ARec and export.runtime.OnnxStepModel have both."""
-    digest = hashlib.sha256(type(model).__name__.encode())
-    digest.update(repr(sorted(vars(model.config).items())).encode())       # a ModelConfig (a dataclass)
-    for name, tensor in model.state_dict().items():
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
+    """The model version a process registers in Redis: the runtime's class (PyTorch and ONNX Runtime compute the
+    same states only to float rounding, so they never share one) and `model.checkpoint.weights_fingerprint`. Two
+    processes that load the same checkpoint with the same runtime get the same version."""
+    return f"{type(model).__name__}:{weights_fingerprint(model)}"
 
 
 def open_store(store, history_len: int) -> RedisStateStore:

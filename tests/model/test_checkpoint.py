@@ -65,3 +65,26 @@ def test_a_config_json_that_does_not_describe_a_model_is_a_clear_error(tmp_path,
     with pytest.raises(InputError, match=message) as info:
         load_model(tmp_path / "ckpt")
     assert "config.json" in str(info.value)
+
+
+def test_weights_fingerprint_is_the_one_identity_of_a_model(tmp_path):
+    """One content hash (model.checkpoint.weights_fingerprint): equal for the same checkpoint loaded again (dtypes
+    included: a buffer cast to float32 is another model), different
+    for one changed weight or one changed config value; the ONNX label and the Redis model version are built on it."""
+    from t2arec_fast.export.metadata import model_version
+    from t2arec_fast.model.checkpoint import weights_fingerprint
+    from t2arec_fast.serving.shared import model_fingerprint
+    model = tiny_model(torch.float32)
+    model.save(tmp_path / "ckpt")
+    loaded = T2ARec.load(tmp_path / "ckpt")
+    assert weights_fingerprint(T2ARec.load(tmp_path / "ckpt")) == weights_fingerprint(loaded)
+    assert model_version(model) == weights_fingerprint(model)[:16]
+    assert model_fingerprint(model) == f"T2ARec:{weights_fingerprint(model)}"
+    with torch.no_grad():
+        next(loaded.parameters()).view(-1)[0] += 1e-6
+    assert weights_fingerprint(loaded) != weights_fingerprint(T2ARec.load(tmp_path / "ckpt"))
+    other = tiny_model(torch.float32)
+    other.load_state_dict(model.state_dict())
+    assert weights_fingerprint(other) == weights_fingerprint(model)
+    other.config.dropout = model.config.dropout + 0.1        # same weights, another setting
+    assert weights_fingerprint(other) != weights_fingerprint(model)

@@ -3,7 +3,6 @@ replay), a serving process killed mid-batch (no torn user), Redis killed and res
 Worker processes are started with "spawn" (a fresh interpreter: no forked locks or threads)."""
 import multiprocessing as mp
 import os
-import queue
 import threading
 import time
 
