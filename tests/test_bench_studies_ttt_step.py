@@ -44,3 +44,48 @@ def test_tie_orders_keep_users_and_items_and_change_targets(split):
         assert np.array_equal(other.part("test").users, by_day.part("test").users)
         changed = tie_order.target_changed(other, by_day, "test")
         assert (changed == 0.0) if label == "file" else (0.0 < changed < 1.0)
+
+
+def test_ttt_step_seeds_run_apart_combine_into_one_study(split):
+    """Seeds run in two processes join into the study one process would have written (same paired test); runs of
+    another model or a seed found twice are refused. The markdown table shows every seed and both t-tests."""
+    import json
+    model = tiny_model(n_items=split.dataset.n_items, max_len=20)
+    seed0 = ttt_step.study_seed(model, split, max_len=20)
+    seed1 = dict(seed0, test=seed0["test"] + 0.01, test_paper_step=seed0["test_paper_step"] + 0.02)
+    as_json = lambda seeds: json.loads(json.dumps({"dataset": "synthetic", "model": "t2arec",   # noqa: E731
+                                                   "grid": [list(g) for g in ttt_step.GRID], "seeds": seeds}))
+    joined = ttt_step.combine([as_json({0: seed0}), as_json({1: seed1})], ["a.json", "b.json"])
+    assert list(joined["seeds"]) == ["0", "1"]
+    assert joined["paired"] == ttt_step.paired_summary({0: seed0, 1: seed1})
+    table = ttt_step.table_markdown(joined)
+    assert table.count("\n| 0 |") == 1 and table.count("\n| 1 |") == 1 and "validation's choice vs no step" in table
+    with pytest.raises(SystemExit, match="seed 0 is in two"):
+        ttt_step.combine([as_json({0: seed0}), as_json({0: seed1})], ["a.json", "b.json"])
+    other = dict(as_json({1: seed1}), model="backbone")
+    with pytest.raises(SystemExit, match="model"):
+        ttt_step.combine([as_json({0: seed0}), other], ["a.json", "b.json"])
+
+
+def test_report_renders_the_step_and_tie_studies_from_their_json(tmp_path, monkeypatch):
+    """report.py's blocks come from the JSONs in the results folder, nothing typed by hand."""
+    import json
+    from bench.studies import report
+    grid = [list(g) for g in ttt_step.GRID]
+    row = {"valid_ndcg@10": 0.05, "valid_vs_no_step": 0.0, "share_of_ranks_moved": 0.0,
+           "relative_parameter_change": 1e-5}
+    seed = {"valid": 0.05, "test": 0.04, "grid": [dict(row, rule=r, size=s) for r, s in grid], "chosen": None,
+            "test_paper_step": 0.04, "test_chosen": 0.04}
+    study = {"dataset": "ml-100k", "model": "t2arec", "grid": grid, "seeds": {"0": seed, "1": seed},
+             "paired": ttt_step.paired_summary({0: seed, 1: seed}), "code": "abc", "environment": {"cpu": "X"}}
+    ties = {"dataset": "ml-100k", "orders": [list(o) for o in tie_order.ORDERS], "code": "abc", "environment": {},
+            "targets_changed": {o[0]: {"valid": 0.0, "test": 0.25} for o in tie_order.ORDERS},
+            "ndcg@10": {"sasrec": {o[0]: {"0": {"valid": 0.1, "test": 0.2}} for o in tie_order.ORDERS}}}
+    (tmp_path / "ttt_step_ml-100k_t2arec.json").write_text(json.dumps(study))
+    (tmp_path / "tie_order_ml-100k.json").write_text(json.dumps(ties))
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    ttt = report.render_ttt_step()
+    assert "--keep DIR --model t2arec --seeds 0 1" in ttt and "| 0 | no step | 0.0400 | 0.0400 | 0.0400 |" in ttt
+    assert "code abc" in ttt
+    rendered = report.render_ties()
+    assert "--models sasrec --seeds 0" in rendered and "| random 2 | 25.0 % | 0.2000 |" in rendered

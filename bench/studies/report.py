@@ -1,6 +1,7 @@
 """Render the generated tables of docs/results.md: the real-data studies (bench/results/reproduce_<dataset>.json,
-bench/studies/reproduce.py) and the validation searches (bench/results/tune_<name>.json,
-bench/studies/tune_alignment.py).
+bench/studies/reproduce.py), the validation searches (bench/results/tune_<name>.json,
+bench/studies/tune_alignment.py), the test-time step sizes (ttt_step_*.json) and the order of ties
+(tie_order_*.json).
 
     python -m bench.studies.report            # rewrites the block between the reproduce markers in docs/results.md
     python -m bench.studies.report --print    # only prints it
@@ -360,6 +361,44 @@ def render() -> str:
     return "\n\n".join(sections)
 
 
+TTT_BEGIN, TTT_END = "<!-- ttt_step:begin (bench/studies/report.py) -->", "<!-- ttt_step:end -->"
+TIES_BEGIN, TIES_END = "<!-- tie_order:begin (bench/studies/report.py) -->", "<!-- tie_order:end -->"
+
+
+def machine_line(report: dict) -> str:
+    env = report.get("environment") or {}
+    return (f"{env.get('cpu', '?')} ({env.get('cpus', '?')} CPUs), Python {env.get('python', '?')}, "
+            f"torch {env.get('torch', '?')}, {env.get('date', '?')}, code {report.get('code', '?')}")
+
+
+def render_ttt_step() -> str:
+    """bench/results/ttt_step_<data>_<model>.json (bench/studies/ttt_step.py): the step-size grid on validation
+    and test for no step, the paper's step and validation's choice."""
+    from bench.studies.ttt_step import table_markdown
+    sections = []
+    for path in sorted(RESULTS.glob("ttt_step_*.json")):
+        report = json.loads(path.read_text())
+        seeds = " ".join(str(s) for s in report["seeds"])
+        sections.append(f"#### {report['dataset']}, {report['model']} — `python -m bench.studies.ttt_step "
+                        f"{report['dataset']} --keep DIR --model {report['model']} --seeds {seeds}`\n\n"
+                        f"{table_markdown(report)}\n\n{machine_line(report)}; JSON: bench/results/{path.name}.")
+    return "\n\n".join(sections) or "Not run yet (`python -m bench.studies.ttt_step DATA --keep DIR`)."
+
+
+def render_ties() -> str:
+    """bench/results/tie_order_<data>.json (bench/studies/tie_order.py): kept models on every order of ties."""
+    from bench.studies.tie_order import table_markdown
+    sections = []
+    for path in sorted(RESULTS.glob("tie_order_*.json")):
+        report = json.loads(path.read_text())
+        models = " ".join(report["ndcg@10"])
+        seeds = sorted({s for m in report["ndcg@10"].values() for r in m.values() for s in r})
+        sections.append(f"#### {report['dataset']} — `python -m bench.studies.tie_order {report['dataset']} --keep DIR "
+                        f"--models {models} --seeds {' '.join(map(str, seeds))}`\n\n{table_markdown(report)}\n\n"
+                        f"{machine_line(report)}; JSON: bench/results/{path.name}.")
+    return "\n\n".join(sections) or "Not run yet (`python -m bench.studies.tie_order DATA --keep DIR`)."
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--print", action="store_true", help="print the block instead of writing docs/results.md")
@@ -373,6 +412,10 @@ def main(argv=None) -> int:
         text = replace_block(text, TUNE_BEGIN, TUNE_END, tune)
     if SHIFT_BEGIN in text:
         text = replace_block(text, SHIFT_BEGIN, SHIFT_END, render_shift())
+    if TTT_BEGIN in text:
+        text = replace_block(text, TTT_BEGIN, TTT_END, render_ttt_step())
+    if TIES_BEGIN in text:
+        text = replace_block(text, TIES_BEGIN, TIES_END, render_ties())
     DOC.write_text(text)
     if README.exists() and README_BEGIN in README.read_text():
         README.write_text(replace_block(README.read_text(), README_BEGIN, README_END, readme_table()))

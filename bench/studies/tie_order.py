@@ -73,21 +73,25 @@ def main(argv=None):
     report = {"dataset": args.dataset, "keep": str(args.keep), "code": code_version(), "environment": environment(),
               "orders": [list(o) for o in ORDERS], "targets_changed": changed, "ndcg@10": results}
     write_json(args.out, f"tie_order_{args.dataset}.json", report)
-    print_table(report)
+    print(table_markdown(report))
 
 
-def print_table(report: dict) -> None:
+def table_markdown(report: dict) -> str:
+    """Per order of ties: the share of test targets that differ from the file's order's, and each model's test
+    NDCG@10 (mean ± std over the kept seeds), as docs/results.md shows it."""
     models = list(report["ndcg@10"])
-    print("| order of ties | test targets changed | " + " | ".join(f"{m} test NDCG@10" for m in models) + " |")
-    print("|---|---|" + "---|" * len(models))
-    for label, _, _ in ORDERS:
+    lines = ["| order of ties | test targets changed | " + " | ".join(f"{m} test NDCG@10" for m in models) + " |",
+             "|---|---|" + "---|" * len(models)]
+    for label, _, _ in report["orders"]:
         cells = []
         for m in models:
             values = list(report["ndcg@10"][m][label].values())
             test = [v["test"] for v in values]
             cells.append(f"{statistics.mean(test):.4f}" + (f" ± {statistics.stdev(test):.4f}" if len(test) > 1
                                                             else ""))
-        print(f"| {label} | {100 * report['targets_changed'][label]['test']:.1f} % | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | {100 * report['targets_changed'][label]['test']:.1f} % | " + " | ".join(cells)
+                     + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -7,15 +7,17 @@ by ~1e-5 relative: a numerical no-op (docs/results.md). This study takes models 
 tensor) — and runs on test only the paper's step and the one validation chose (if it beat "no step" there).
 
     python -m bench.studies.ttt_step amazon-beauty --keep DIR --seeds 0 1 2 [--model t2arec] [--out DIR]
+    python -m bench.studies.ttt_step amazon-beauty --combine A.json B.json [--out DIR]   # seeds run apart, joined
 
 For every setting it records NDCG@10, the mean relative parameter change ‖θ'−θ‖/‖θ‖ on the first batch and the
 share of users whose target rank moved, so that "no effect" and "no change" can be told apart.
-Writes DIR/ttt_step_<data>_<model>.json (default bench/results); `python -m bench.studies.report` is not needed:
-the table is printed.
+Writes DIR/ttt_step_<data>_<model>.json (default bench/results) and prints the table; `python -m
+bench.studies.report` renders the same table into docs/results.md.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -85,12 +87,21 @@ def study_seed(model, split, max_len: int) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dataset", choices=sorted(DATASETS))
-    ap.add_argument("--keep", metavar="DIR", required=True, type=Path,
+    ap.add_argument("--keep", metavar="DIR", type=Path,
                     help="the reproduction study's --keep folder (DIR/<dataset>/<model>/seed<k>/best)")
     ap.add_argument("--model", default="t2arec", help="model label in the study (t2arec, backbone, ...)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--combine", nargs="+", type=Path, metavar="JSON", default=None,
+                    help="join finished studies of other seeds (same data, model and grid) instead of running")
     add_out_argument(ap)
     args = ap.parse_args(argv)
+    if args.combine:
+        report = combine([json.loads(p.read_text()) for p in args.combine], [str(p) for p in args.combine])
+        write_json(args.out, f"ttt_step_{report['dataset']}_{report['model'].replace(' ', '_')}.json", report)
+        print(table_markdown(report))
+        return
+    if args.keep is None:
+        ap.error("--keep DIR is required (or --combine JSON ...)")
     path, k_core, max_len = DATASETS[args.dataset]
     split = leave_one_out(load_dataset(str(path), min_count=k_core, verbose=False))
     torch.set_num_threads(1)
@@ -105,7 +116,26 @@ def main(argv=None):
               "environment": environment(), "grid": [list(g) for g in GRID], "seeds": seeds,
               "paired": paired_summary(seeds)}
     write_json(args.out, f"ttt_step_{args.dataset}_{args.model.replace(' ', '_')}.json", report)
-    print_table(report)
+    print(table_markdown(report))
+
+
+def combine(reports: list, files: list) -> dict:
+    """One study from several runs of other seeds (run one process per core); refuses runs of another data set,
+    model or grid, and a seed found twice."""
+    first = reports[0]
+    seeds = {}
+    for report, name in zip(reports, files):
+        for key in ("dataset", "model", "grid"):
+            if report[key] != first[key]:
+                raise SystemExit(f"{name}: {key} {report[key]!r} differs from {files[0]}'s {first[key]!r}")
+        for seed, result in report["seeds"].items():
+            if seed in seeds:
+                raise SystemExit(f"{name}: seed {seed} is in two of the files")
+            seeds[seed] = result
+    seeds = dict(sorted(seeds.items(), key=lambda kv: int(kv[0])))
+    return {**first, "seeds": seeds, "paired": paired_summary(seeds), "environment": environment(),
+            "combined_from": [{"file": f, "seeds": list(r["seeds"]), "code": r.get("code")}
+                              for r, f in zip(reports, files)]}
 
 
 def summary_line(r: dict) -> str:
@@ -125,17 +155,32 @@ def paired_summary(seeds: dict) -> dict:
     return out
 
 
-def print_table(report: dict) -> None:
-    print("| rule | size | valid NDCG@10 (mean over seeds) | valid vs no step | ranks moved | ‖θ'−θ‖/‖θ‖ |")
-    print("|---|---|---|---|---|---|")
-    for i, (rule, size) in enumerate(GRID):
-        rows = [r["grid"][i] for r in report["seeds"].values()]
+LABELS = {"test_paper_step": "the paper's step (sgd 0.005)", "test_chosen": "validation's choice"}
+
+
+def table_markdown(report: dict) -> str:
+    """The grid on validation (means over seeds), then test: no step, the paper's step, validation's choice per
+    seed, with paired t-tests against no step (what docs/results.md shows)."""
+    seeds = report["seeds"]
+    lines = ["| rule | size | valid NDCG@10 (mean over seeds) | valid vs no step | ranks moved | ‖θ'−θ‖/‖θ‖ |",
+             "|---|---|---|---|---|---|",
+             f"| no step | — | {statistics.mean(r['valid'] for r in seeds.values()):.4f} | — | — | 0 |"]
+    for i, (rule, size) in enumerate(report["grid"]):
+        rows = [r["grid"][i] for r in seeds.values()]
         mean = lambda key: statistics.mean(g[key] for g in rows)   # noqa: E731
-        print(f"| {rule} | {size:g} | {mean('valid_ndcg@10'):.4f} | {mean('valid_vs_no_step'):+.5f} | "
-              f"{100 * mean('share_of_ranks_moved'):.1f} % | {mean('relative_parameter_change'):.1e} |")
+        lines.append(f"| {rule} | {size:g} | {mean('valid_ndcg@10'):.4f} | {mean('valid_vs_no_step'):+.5f} | "
+                     f"{100 * mean('share_of_ranks_moved'):.1f} % | {mean('relative_parameter_change'):.1e} |")
+    lines += ["", "| seed | validation chose | test, no step | test, paper's step | test, validation's choice |",
+              "|---|---|---|---|---|"]
+    for seed, r in seeds.items():
+        chosen = "no step" if r["chosen"] is None else f"{r['chosen']['rule']} {r['chosen']['size']:g}"
+        lines.append(f"| {seed} | {chosen} | {r['test']:.4f} | {r['test_paper_step']:.4f} | {r['test_chosen']:.4f} |")
+    lines.append("")
     for key, res in report["paired"].items():
         p = "—" if res["p"] is None else f"{res['p']:.2f}"
-        print(f"{key}: test NDCG@10 vs no step {res['mean_difference']:+.5f} (p = {p})")
+        lines.append(f"- {LABELS[key]} vs no step, test NDCG@10: mean difference {res['mean_difference']:+.5f} "
+                     f"(p = {p}, {len(seeds)} seeds).")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
