@@ -36,7 +36,7 @@ from bench.harness import RESULTS, ROOT, code_version
 CODE = code_version()          # the code this process runs, read once at start (edits during a run don't count)
 
 SHARED = ROOT.parent / "shared" / "datasets"
-# name → (path, k-core, max length), as in the papers that use these sets (model-spec §7)
+# name → (path, k-core, max length), as in the papers that use these sets (docs/model.md §7)
 DATASETS = {
     "ml-100k": (SHARED / "ml-100k", 10, 200),
     "ml-latest-small": (SHARED / "ml-latest-small", 10, 200),
