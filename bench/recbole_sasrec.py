@@ -4,7 +4,8 @@ The data set is read with our loader (`t2arec_fast.data.load_dataset`, the k-cor
 bench/studies/reproduce.py), written as a RecBole atomic `.inter` file whose timestamp is each event's position in
 its user's history (0, 1, 2, ...), so that RecBole's time order is exactly ours, and trained by RecBole itself:
 leave-one-out by time (`eval_args` split LS valid_and_test, order TO, mode full), no filtering (the intervals admit
-every user and item; the counts RecBole reports are checked against ours before training), MAX_ITEM_LIST_LENGTH =
+every user and item; before training, the counts RecBole reports and its valid and test examples, target and
+input window, are checked against ours), MAX_ITEM_LIST_LENGTH =
 our max length, NDCG / Recall / MRR @10, early stopping on valid NDCG@10, and RecBole's SASRec defaults (2 layers,
 2 heads, hidden 64, inner 256, dropout 0.5, CE loss, Adam 1e-3, batch 2048) unless `--set key=value` overrides
 them. Recorded per epoch: training loss and seconds, validation seconds and metrics; then the best validation
@@ -13,10 +14,11 @@ epoch, test metrics at its checkpoint, the median seconds per epoch (validation 
 RecBole is not a dependency of this package. It needs an environment of its own (about 1.5 GB, a minute or two):
 
     python3 -m venv /tmp/rb
-    /tmp/rb/bin/pip install torch==2.13.0 recbole==1.2.1 pyarrow
+    /tmp/rb/bin/pip install torch==2.13.0 recbole==1.2.1 pyarrow "pandas<3"
 
 and is run from the repository root with that interpreter (the checkout's `t2arec_fast` is imported from there;
-pyarrow is the one dependency of our data loader that RecBole does not bring):
+pyarrow is the one dependency of our data loader that RecBole does not bring; pandas 3 runs, but RecBole 1.2.1 was
+written for pandas 1-2, and under pandas 3's copy-on-write its in-place fills of missing values do nothing):
 
     /tmp/rb/bin/python -m bench.recbole_sasrec ml-100k --epochs 50
     /tmp/rb/bin/python -m bench.recbole_sasrec amazon-beauty --seed 0 --set learning_rate=0.0005 --out DIR
@@ -35,7 +37,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import os
 import statistics
 import sys
 import tempfile
@@ -48,7 +49,7 @@ from bench.harness import add_out_argument, environment, write_json
 
 RECBOLE_VERSION = "1.2.1"
 INSTALL_HINT = ("recbole is not importable here: make its environment with `python3 -m venv /tmp/rb && "
-                f"/tmp/rb/bin/pip install torch==2.13.0 recbole=={RECBOLE_VERSION} pyarrow`, then run "
+                f"/tmp/rb/bin/pip install torch==2.13.0 recbole=={RECBOLE_VERSION} pyarrow 'pandas<3'`, then run "
                 "`/tmp/rb/bin/python -m bench.recbole_sasrec DATA` from the repository root (docs/benchmarks.md)")
 METRICS = ("ndcg@10", "recall@10", "mrr@10")
 DEFAULT_K_CORE = 10
