@@ -124,3 +124,18 @@ def test_one_small_epoch_writes_the_json(tmp_path):
     assert report["config"]["hidden_size"] == 16 and report["recbole"] == "1.2.1"
     assert 0 <= report["test"]["ndcg@10"] <= 1 and report["epochs"][0]["valid"]["ndcg@10"] >= 0
     assert report["environment"]["recbole"] == "1.2.1" and report["seconds_per_epoch"] > 0
+
+
+@NEEDS_RECBOLE
+def test_a_file_in_another_order_is_refused_before_training(tmp_path, monkeypatch):
+    write = rs.write_atomic
+
+    def reversed_times(ds, folder, name):         # each user's history backwards: same counts, other examples
+        path = write(ds, folder, name)
+        header, rows = _read_inter(path)
+        path.write_text(header + "\n" + "".join(f"{u}\t{i}\t{-t}\n" for u, i, t in rows))
+        return path
+    monkeypatch.setattr(rs, "write_atomic", reversed_times)
+    with pytest.raises(SystemExit, match="valid examples differ from ours"):
+        rs.run(rs.parse_args(["synthetic:n_users=60,n_items=200", "--k-core", "1", "--dry", "--work",
+                              str(tmp_path)]))
