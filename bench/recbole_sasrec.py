@@ -11,7 +11,8 @@ our max length, NDCG / Recall / MRR @10, early stopping on valid NDCG@10, and Re
 them. Recorded per epoch: training loss and seconds, validation seconds and metrics; then the best validation
 epoch, test metrics at its checkpoint, the median seconds per epoch (validation excluded) and the counts.
 
-RecBole is not a dependency of this package. It needs an environment of its own (about 1.7 GB, a minute or two to install):
+RecBole is not a dependency of this package. It needs an environment of its own (about 1.7 GB, a minute or two
+to install):
 
     python3 -m venv /tmp/rb
     /tmp/rb/bin/pip install torch==2.13.0 recbole==1.2.1 pyarrow "pandas<3"
