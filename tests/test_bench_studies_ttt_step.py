@@ -59,7 +59,7 @@ def test_ttt_step_seeds_run_apart_combine_into_one_study(split):
     assert list(joined["seeds"]) == ["0", "1"]
     assert joined["paired"] == ttt_step.paired_summary({0: seed0, 1: seed1})
     table = ttt_step.table_markdown(joined)
-    assert table.count("\n| 0 |") == 1 and table.count("\n| 1 |") == 1 and "validation's choice vs no step" in table
+    assert "\n| 0 |" in table and "\n| 1 |" in table and "validation's choice vs no step" in table
     with pytest.raises(SystemExit, match="seed 0 is in two"):
         ttt_step.combine([as_json({0: seed0}), as_json({0: seed1})], ["a.json", "b.json"])
     other = dict(as_json({1: seed1}), model="backbone")
@@ -89,3 +89,31 @@ def test_report_renders_the_step_and_tie_studies_from_their_json(tmp_path, monke
     assert "code abc" in ttt
     rendered = report.render_ties()
     assert "--models sasrec --seeds 0" in rendered and "| random 2 | 25.0 % | 0.2000 |" in rendered
+
+
+def test_direction_controls_move_the_same_tensors_by_the_same_size_elsewhere(split):
+    """The study's controls: 'opposite' is the alignment step reflected (θ' − θ exactly negated), 'random' moves the
+    same reached tensors by the same relative size along another direction; adapt is restored afterwards."""
+    import torch
+    from t2arec_fast import adapt
+    from t2arec_fast.data import eval_batches
+    model = tiny_model(n_items=split.dataset.n_items, max_len=20).eval()
+    batch = next(iter(eval_batches(split, "valid", 20, 64))).to_torch("cpu")
+    cfg = ttt_step.setting("relative", 0.1)
+    own = {k: v.detach() for k, v in model.named_parameters()}
+    moves = {}
+    for kind in (None, "opposite", "random"):
+        if kind is None:
+            fast = adapt.adapt_parameters(model, batch.items, batch.times, batch.target_times, cfg)
+        else:
+            with ttt_step.direction(kind):
+                fast = adapt.adapt_parameters(model, batch.items, batch.times, batch.target_times, cfg)
+        moves[kind] = {k: fast[k] - own[k] for k in fast}
+    assert adapt.alignment_update is not None and adapt.alignment_update.__name__ == "alignment_update"
+    for k, step in moves[None].items():
+        torch.testing.assert_close(moves["opposite"][k], -step)
+        size = float(step.norm())
+        assert float(moves["random"][k].norm()) == pytest.approx(size, rel=1e-4, abs=1e-12)
+        if size > 0 and step.numel() > 8:              # a one-number tensor has only two directions
+            assert float(torch.nn.functional.cosine_similarity(moves["random"][k].flatten(), step.flatten(),
+                                                               dim=0).abs()) < 0.9

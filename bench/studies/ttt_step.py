@@ -17,6 +17,8 @@ bench.studies.report` renders the same table into docs/results.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import statistics
 import time
@@ -27,6 +29,7 @@ import torch
 
 from bench.harness import add_out_argument, code_version, environment, write_json
 from bench.studies.reproduce import DATASETS, paired_t
+from t2arec_fast import adapt
 from t2arec_fast.adapt import adapt_parameters
 from t2arec_fast.config import TTTConfig
 from t2arec_fast.data import eval_batches, leave_one_out, load_dataset
@@ -37,13 +40,56 @@ from t2arec_fast.model import load_model
 PAPER = ("sgd", 0.005)
 # (rule, size): the paper's α first, then SGD two and four decades up, then the scale-free rule's relative sizes
 GRID = [PAPER, ("sgd", 0.5), ("sgd", 5.0), ("sgd", 50.0),
-        ("relative", 0.001), ("relative", 0.01), ("relative", 0.03), ("relative", 0.1)]
+        ("relative", 0.001), ("relative", 0.01), ("relative", 0.03), ("relative", 0.1), ("relative", 0.2),
+        ("relative", 0.5)]
+# Controls at validation's choice, on validation and test (explanations, never chosen): is it the alignment
+# losses' direction that helps, and which loss? Same rule, size and reached tensors.
+CONTROLS = ("L_time only", "L_state only", "opposite direction", "random direction")
 
 
 def setting(rule: str, size: float) -> TTTConfig:
     """The paper's test-time step (all parameters, μ1' = μ2' = 0.1, one update, 256 users per episode) with
     the update rule and size changed — nothing else, so the size is the only question asked."""
     return TTTConfig(ttt_rule=rule, ttt_lr=size)
+
+
+@contextlib.contextmanager
+def direction(kind: str, seed: int = 0):
+    """Within the block, every test-time update moves along another direction than −∇(μ1' L_time + μ2' L_state):
+    "opposite" (+∇: ascent) or "random" (a Gaussian direction, drawn anew per update, only for the tensors the
+    losses reach); `adapt.update` then applies the same rule and size. A study control: it swaps
+    adapt.alignment_update for the duration and puts it back."""
+    original = adapt.alignment_update
+    generator = torch.Generator().manual_seed(seed)
+
+    def other_direction(aux_losses, fast, items, times, target_times, mu_time, mu_state, lr, rule="sgd"):
+        grads = torch.func.grad(adapt.alignment_objective)(fast, aux_losses, items, times, target_times, mu_time,
+                                                           mu_state)
+        if kind == "opposite":
+            grads = {k: -g for k, g in grads.items()}
+        else:
+            grads = {k: torch.randn(g.shape, generator=generator, dtype=g.dtype) * bool(g.abs().sum() > 0)
+                     for k, g in grads.items()}
+        return {name: adapt.update(t, grads[name], lr, rule) for name, t in fast.items()}
+
+    adapt.alignment_update = other_direction
+    try:
+        yield
+    finally:
+        adapt.alignment_update = original
+
+
+def control_run(model, split, which: str, max_len: int, chosen: dict, control: str) -> dict:
+    """NDCG@10 on `which` with validation's chosen step changed as `control` says (CONTROLS)."""
+    cfg = setting(chosen["rule"], chosen["size"])
+    if control == "L_time only":
+        cfg = dataclasses.replace(cfg, ttt_mu_state=0.0)
+    elif control == "L_state only":
+        cfg = dataclasses.replace(cfg, ttt_mu_time=0.0)
+    if control in ("opposite direction", "random direction"):
+        with direction(control.split()[0]):
+            return evaluate(model, split, which, max_len, ttt=cfg)["ndcg@10"]
+    return evaluate(model, split, which, max_len, ttt=cfg)["ndcg@10"]
 
 
 def relative_change(model, split, max_len: int, ttt: TTTConfig) -> float:
@@ -81,6 +127,8 @@ def study_seed(model, split, max_len: int) -> dict:
     if chosen is not None:
         out["test_chosen"] = evaluate(model, split, "test", max_len, ttt=setting(chosen["rule"], chosen["size"]))[
             "ndcg@10"]
+        out["controls"] = {c: {w: control_run(model, split, w, max_len, out["chosen"], c) for w in ("valid", "test")}
+                           for c in CONTROLS}
     return out
 
 
@@ -175,6 +223,16 @@ def table_markdown(report: dict) -> str:
     for seed, r in seeds.items():
         chosen = "no step" if r["chosen"] is None else f"{r['chosen']['rule']} {r['chosen']['size']:g}"
         lines.append(f"| {seed} | {chosen} | {r['test']:.4f} | {r['test_paper_step']:.4f} | {r['test_chosen']:.4f} |")
+    with_controls = [(s, r) for s, r in seeds.items() if r.get("controls")]
+    if with_controls:
+        lines += ["", "Controls at validation's choice (same rule, size and tensors; not chosen, explanations), "
+                  "valid / test NDCG@10:", "",
+                  "| seed | step as chosen | " + " | ".join(CONTROLS) + " |", "|---|---|" + "---|" * len(CONTROLS)]
+        for seed, r in with_controls:
+            cells = [f"{r['controls'][c]['valid']:.4f} / {r['controls'][c]['test']:.4f}" for c in CONTROLS]
+            best = next(g for g in r["grid"] if (g["rule"], g["size"]) == (r["chosen"]["rule"], r["chosen"]["size"]))
+            lines.append(f"| {seed} | {best['valid_ndcg@10']:.4f} / {r['test_chosen']:.4f} | " + " | ".join(cells)
+                         + " |")
     lines.append("")
     for key, res in report["paired"].items():
         p = "—" if res["p"] is None else f"{res['p']:.2f}"
