@@ -99,8 +99,14 @@ def test_direction_controls_move_the_same_tensors_by_the_same_size_elsewhere(spl
     from t2arec_fast.data import eval_batches
     model = tiny_model(n_items=split.dataset.n_items, max_len=20).eval()
     batch = next(iter(eval_batches(split, "valid", 20, 64))).to_torch("cpu")
-    cfg = ttt_step.setting("relative", 0.1)
     own = {k: v.detach() for k, v in model.named_parameters()}
+    for cfg in (ttt_step.setting("relative", 0.1), ttt_step.setting("sgd", 50.0)):
+        check_controls(model, batch, cfg, own)
+
+
+def check_controls(model, batch, cfg, own):
+    import torch
+    from t2arec_fast import adapt
     moves = {}
     for kind in (None, "opposite", "random"):
         if kind is None:

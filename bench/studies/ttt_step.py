@@ -56,8 +56,8 @@ def setting(rule: str, size: float) -> TTTConfig:
 @contextlib.contextmanager
 def direction(kind: str, seed: int = 0):
     """Within the block, every test-time update moves along another direction than −∇(μ1' L_time + μ2' L_state):
-    "opposite" (+∇: ascent) or "random" (a Gaussian direction, drawn anew per update, only for the tensors the
-    losses reach); `adapt.update` then applies the same rule and size. A study control: it swaps
+    "opposite" (+∇: ascent) or "random" (a Gaussian direction with the gradient's norm, drawn anew per update; zero
+    for the tensors the losses do not reach); `adapt.update` then applies the same rule and size. A study control: it swaps
     adapt.alignment_update for the duration and puts it back."""
     original = adapt.alignment_update
     generator = torch.Generator().manual_seed(seed)
@@ -67,8 +67,8 @@ def direction(kind: str, seed: int = 0):
                                                            mu_state)
         if kind == "opposite":
             grads = {k: -g for k, g in grads.items()}
-        else:
-            grads = {k: torch.randn(g.shape, generator=generator, dtype=g.dtype) * bool(g.abs().sum() > 0)
+        else:                        # a Gaussian direction with the gradient's norm, so that either rule moves as far
+            grads = {k: _same_norm(torch.randn(g.shape, generator=generator, dtype=g.dtype), g)
                      for k, g in grads.items()}
         return {name: adapt.update(t, grads[name], lr, rule) for name, t in fast.items()}
 
@@ -77,6 +77,12 @@ def direction(kind: str, seed: int = 0):
         yield
     finally:
         adapt.alignment_update = original
+
+
+def _same_norm(direction: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """`direction` rescaled to ‖grad‖ (zero where the losses do not reach the tensor)."""
+    norm = float(direction.norm())
+    return direction * (float(grad.norm()) / norm) if norm > 0 else direction * 0
 
 
 def control_run(model, split, which: str, max_len: int, chosen: dict, control: str) -> dict:
