@@ -94,8 +94,6 @@ def test_report_renders_the_step_and_tie_studies_from_their_json(tmp_path, monke
 def test_direction_controls_move_the_same_tensors_by_the_same_size_elsewhere(split):
     """The study's controls: 'opposite' is the alignment step reflected (θ' − θ exactly negated), 'random' moves the
     same reached tensors by the same relative size along another direction; adapt is restored afterwards."""
-    import torch
-    from t2arec_fast import adapt
     from t2arec_fast.data import eval_batches
     model = tiny_model(n_items=split.dataset.n_items, max_len=20).eval()
     batch = next(iter(eval_batches(split, "valid", 20, 64))).to_torch("cpu")
