@@ -63,8 +63,7 @@ def direction(kind: str, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
 
     def other_direction(aux_losses, fast, items, times, target_times, mu_time, mu_state, lr, rule="sgd"):
-        grads = torch.func.grad(adapt.alignment_objective)(fast, aux_losses, items, times, target_times, mu_time,
-                                                           mu_state)
+        grads = adapt.alignment_gradients(fast, aux_losses, items, times, target_times, mu_time, mu_state)
         if kind == "opposite":
             grads = {k: -g for k, g in grads.items()}
         else:                        # a Gaussian direction with the gradient's norm, so that either rule moves as far
