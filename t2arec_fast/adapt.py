@@ -136,8 +136,8 @@ def update(param: torch.Tensor, grad: torch.Tensor, lr: float, rule: str, batch_
 
     rule "sgd": θ − lr ∇ (the paper's α). rule "relative": θ − lr ‖θ‖ ∇/‖∇‖, norms per tensor, so that lr is the
     relative size of the change whatever the losses' scale (LARS-style trust ratio, You et al. 2017); a zero
-    gradient, or a tensor that is all zeros, is left unchanged. batch_dims: leading dimensions that index separate episodes (per-user steps:
-    1), each normalised on its own.
+    gradient, or a tensor that is all zeros, is left unchanged. batch_dims: leading dimensions that index separate
+    episodes (per-user steps: 1), each normalised on its own.
     """
     if rule == "sgd":
         return param - lr * grad

@@ -393,9 +393,9 @@ def render_ties() -> str:
         report = json.loads(path.read_text())
         models = " ".join(report["ndcg@10"])
         seeds = sorted({s for m in report["ndcg@10"].values() for r in m.values() for s in r})
-        sections.append(f"#### {report['dataset']} — `python -m bench.studies.tie_order {report['dataset']} --keep DIR "
-                        f"--models {models} --seeds {' '.join(map(str, seeds))}`\n\n{table_markdown(report)}\n\n"
-                        f"{machine_line(report)}; JSON: bench/results/{path.name}.")
+        sections.append(f"#### {report['dataset']} — `python -m bench.studies.tie_order {report['dataset']} "
+                        f"--keep DIR --models {models} --seeds {' '.join(map(str, seeds))}`\n\n"
+                        f"{table_markdown(report)}\n\n{machine_line(report)}; JSON: bench/results/{path.name}.")
     return "\n\n".join(sections) or "Not run yet (`python -m bench.studies.tie_order DATA --keep DIR`)."
 
 

@@ -56,9 +56,9 @@ def setting(rule: str, size: float) -> TTTConfig:
 @contextlib.contextmanager
 def direction(kind: str, seed: int = 0):
     """Within the block, every test-time update moves along another direction than −∇(μ1' L_time + μ2' L_state):
-    "opposite" (+∇: ascent) or "random" (a Gaussian direction with the gradient's norm, drawn anew per update; zero
-    for the tensors the losses do not reach); `adapt.update` then applies the same rule and size. A study control: it swaps
-    adapt.alignment_update for the duration and puts it back."""
+    "opposite" (+∇: ascent) or "random" (a Gaussian direction with the gradient's norm, drawn anew per update;
+    zero for the tensors the losses do not reach); `adapt.update` then applies the same rule and size. A study
+    control: it swaps adapt.alignment_update for the duration and puts it back."""
     original = adapt.alignment_update
     generator = torch.Generator().manual_seed(seed)
 
@@ -84,17 +84,16 @@ def _same_norm(direction: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     return direction * (float(grad.norm()) / norm) if norm > 0 else direction * 0
 
 
-def control_run(model, split, which: str, max_len: int, chosen: dict, control: str) -> dict:
+def control_run(model, split, which: str, max_len: int, chosen: dict, control: str) -> float:
     """NDCG@10 on `which` with validation's chosen step changed as `control` says (CONTROLS)."""
     cfg = setting(chosen["rule"], chosen["size"])
     if control == "L_time only":
         cfg = dataclasses.replace(cfg, ttt_mu_state=0.0)
     elif control == "L_state only":
         cfg = dataclasses.replace(cfg, ttt_mu_time=0.0)
-    if control in ("opposite direction", "random direction"):
-        with direction(control.split()[0]):
-            return evaluate(model, split, which, max_len, ttt=cfg)["ndcg@10"]
-    return evaluate(model, split, which, max_len, ttt=cfg)["ndcg@10"]
+    other = control in ("opposite direction", "random direction")
+    with direction(control.split()[0]) if other else contextlib.nullcontext():
+        return evaluate(model, split, which, max_len, ttt=cfg)["ndcg@10"]
 
 
 def relative_change(model, split, max_len: int, ttt: TTTConfig) -> float:

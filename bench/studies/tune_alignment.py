@@ -37,8 +37,8 @@ def paper_literal() -> dict:
 
 
 # name → config overrides. "literal" is the paper as written (spec §3-§5); the others change one thing at a time
-# toward the fixes suggested by the measured failure (docs/results.md, "Taken literally"): compressed gaps, a scale-free L_state, keeping
-# the auxiliary gradients out of the item table, a warm-up.
+# toward the fixes suggested by the measured failure (docs/results.md, "Taken literally"): compressed gaps, a
+# scale-free L_state, keeping the auxiliary gradients out of the item table, a warm-up.
 PRETRAIN_VARIANTS = {
     "backbone": {"model": "backbone"},
     "literal": paper_literal(),

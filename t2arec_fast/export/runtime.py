@@ -284,8 +284,8 @@ class OnnxStepModel:
         self.encoder = OnnxEncoder(onnx_dir, providers=providers, threads=threads)
         if self.encoder.model_version != model_version(model):
             raise OnnxModelError(f"{onnx_dir}: the graphs were exported from another model "
-                                 f"(version {self.encoder.model_version}, this model {model_version(model)}; graphs exported "
-                                 f"before the label covered the config, 2026-12, need a re-export)")
+                                 f"(version {self.encoder.model_version}, this model {model_version(model)}); "
+                                 "graphs exported before 2026-12-01 carry an older label: re-export them")
         missing = {"encode", "step"} - set(self.encoder.kinds)
         if missing:
             raise OnnxModelError(f"{onnx_dir}: serving needs {', '.join(sorted(missing))}.onnx as well")
