@@ -6,20 +6,22 @@ Redis, so that any of several serving processes can answer for any user (docs/se
     got = store.read(users, version, local_stamps)            # one round trip: counts, stamps, states, rings
     outcome = store.commit(users, version, expected_stamps, ...)   # one round trip: all users move, or none
 
-This module only stores and checks; `OnlineRecommender` runs the model. Every batch call is one Lua script (one
-round trip, executed atomically by Redis), so a batch is applied whole or not at all — also when the calling
+This module only stores and checks; `OnlineRecommender` runs the model. Every batch call is one round trip: one
+Lua script, which Redis runs atomically — in one transaction (MULTI/EXEC) with an MSETNX of the new states when it
+writes any, under names only that call uses — so a batch is applied whole or not at all, also when the calling
 process dies in the middle of it.
 
 Key layout under the prefix P (one Redis server and database; docs/serving.md explains each choice):
 
     P:u:<user>      hash    n = event count, t = last timestamp, w = commit stamp (a random int64 drawn by the
-                            observe() call that last moved the user), s:<v> = the packed float32 state for model
-                            version v, sw:<v> = the stamp that state belongs to (it is current iff sw:<v> == w)
+                            observe() call that last moved the user), sw:<v> = the stamp of the user's state for
+                            model version v (it is current iff sw:<v> == w)
+    P:s:<user>:<v>:<stamp>  string  that state: packed float32 (written once, never changed; deleted when replaced)
     P:r:<user>      string  the ring of the last history_len events, 12 bytes each (int32 item, int64 time, little
                             endian); event j (0-based, over all time) at byte 12 * (j % history_len)
     P:pop           zset    zero-padded item id -> -(times observed): ZRANGE 0 k-1 = most observed first, ties by id
     P:models        hash    model fingerprint -> version;   P:layouts  hash  version -> layout JSON
-    P:next_version  counter of versions handed out;         P:config   hash  history_len
+    P:next_version  counter of versions handed out;         P:config   hash  history_len, format (STORE_FORMAT)
     P:done:<stamp>  string  marks an applied commit for DONE_TTL_MS, so that a retried commit is never applied twice
     P:user_ids      hash    text user id -> its shared index (raw_ids.UserKeys);   P:next_user_id  counter
 
@@ -47,6 +49,7 @@ RING_RECORD = np.dtype([("item", "<i4"), ("time", "<i8")])     # packed: 12 byte
 assert RING_RECORD.itemsize == 12
 INT64_MIN = np.iinfo(np.int64).min
 DONE_TTL_MS = 600_000          # how long an applied commit's stamp is remembered (longer than any retry sequence)
+STORE_FORMAT = 2               # the key layout above; 1 (before 2026-12-01) kept states in the user hash
 _ITEM_DIGITS = 10              # popularity members are zero-padded so that Redis' lexical tie order is numeric
 FIELD = 20                     # bytes of one decimal int64 field in a script's argument or reply (19 digits + sign)
 _READ_RECORD = np.dtype([("known", "S1"), ("n", f"S{FIELD}"), ("t", f"S{FIELD}"), ("w", f"S{FIELD}"),
@@ -57,25 +60,50 @@ _POPULAR_RECORD = np.dtype([("member", f"S{_ITEM_DIGITS}"), ("count", f"S{FIELD}
 
 # -- Lua scripts: each runs atomically inside Redis; errors name the key -------------------------------------------
 # Per-user numbers travel as fixed-width decimal fields (FIELD bytes each, left-aligned, padded with NUL or spaces)
-# inside one argument or reply string, and states and ring records as concatenated blobs: a batch of any size is a
-# handful of arguments, packed and parsed by numpy on the client instead of hundreds of per-user values. Decimal
-# text, not binary, because Lua's numbers are doubles: a 63-bit stamp or an int64 time would not survive them.
+# inside one argument or reply string, and ring records as concatenated blobs: a batch of any size is a handful of
+# arguments, packed and parsed by numpy on the client instead of hundreds of per-user values. Decimal text, not
+# binary, because Lua's numbers are doubles: a 63-bit stamp or an int64 time would not survive them.
+# States never pass through a script on the way in: every string a script receives or builds is copied into Lua
+# (measured: ~1.3 ms of Redis CPU for the 640 KB of a 64-user commit, 10x the rest of the script), so a commit's
+# states go in one MSETNX queued with the script in one MULTI/EXEC, under names no other write uses (the commit's
+# stamp is in them); the script keeps them (the user now points at them) or deletes them (nothing applied).
+_STATE_KEY = """
+local PREFIX = ARGV[PREFIX_ARG]
+local function state_key(h, version, stamp)       -- P:s:<user>:<version>:<stamp>, from the user's hash key P:u:<user>
+  return PREFIX .. ':s:' .. string.sub(h, #PREFIX + 4) .. ':' .. version .. ':' .. stamp
+end
+local function drop_old_versions(h, keep)         -- states of model versions before `keep` (the previous one)
+  local all = redis.call('HGETALL', h)
+  for j = 1, #all, 2 do
+    local ver = string.match(all[j], '^sw:(%d+)$')
+    if ver and tonumber(ver) < keep then
+      redis.call('UNLINK', state_key(h, ver, all[j + 1]))
+      redis.call('HDEL', h, all[j])
+    end
+  end
+end
+local function keep_state(key, ttl)               -- a state the script adopts lives as long as its user
+  if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+end
+"""
+
 _READ = """
--- KEYS: per user: hash, ring; then the popularity zset.  ARGV: 1 state field, 2 state-stamp field,
+-- KEYS: per user: hash, ring; then the popularity zset.  ARGV: 1 model version, 2 key prefix,
 -- 3 ring mode ('all' | 'missing' | 'none'), 4 top-k of popularity (0: none), 5 bytes per state, 6 bytes per ring
 -- (12 * history_len), 7 the caller's local stamp per user (FIELD bytes each; '0': no local copy).
 -- Returns {records, states, rings[, top]}: one RECORD-byte record per user: known ('0'/'1'), n, t, w (FIELD bytes
 -- each, space-padded), status ('0': no current state here, '1': the caller's copy is current, '2': the state is
 -- shipped), ring ('0'/'1'); the shipped states concatenated in user order; the shipped rings zero-padded to the
 -- ring size, concatenated in user order.
-local size, ringbytes, mine, mode = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[3]
+STATE_KEY
+local version, size, ringbytes, mine, mode = ARGV[1], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[3]
 local nu = (#KEYS - 1) / 2
 local records, states, rings = {}, {}, {}
 local unknown = '0' .. string.rep(' ', 3 * FIELD + 2)
 local function pad(x) return x .. string.rep(' ', FIELD - #x) end
 for i = 1, nu do
   local h, r = KEYS[2*i-1], KEYS[2*i]
-  local v = redis.pcall('HMGET', h, 'n', 't', 'w', ARGV[2])
+  local v = redis.pcall('HMGET', h, 'n', 't', 'w', 'sw:' .. version)
   if v.err then return redis.error_reply('CORRUPT ' .. h .. ' is not a hash: ' .. v.err) end
   if not v[1] then
     records[i] = unknown
@@ -90,10 +118,13 @@ for i = 1, nu do
     if w and w == string.match(string.sub(mine, FIELD * (i - 1) + 1, FIELD * i), '^%d+') then
       status = '1'                                -- the caller's copy is current: nothing to ship
     elseif w and v[4] == w then
-      local s = redis.call('HGET', h, ARGV[1])
+      local key = state_key(h, version, w)
+      local s = redis.pcall('GET', key)
+      if type(s) == 'table' then return redis.error_reply('CORRUPT ' .. key .. ' is not a string') end
       if not s or #s ~= size then
-        return redis.error_reply('CORRUPT ' .. h .. " field '" .. ARGV[1] .. "' holds " .. (s and #s or 0) ..
-                                 ' bytes, expected ' .. size .. ' (a state of ' .. size / 4 .. ' float32)')
+        return redis.error_reply('CORRUPT ' .. key .. ' (the state ' .. h .. " field 'sw:" .. version ..
+                                 "' names) holds " .. (s and #s or 0) .. ' bytes, expected ' .. size ..
+                                 ' (a state of ' .. size / 4 .. ' float32)')
       end
       status = '2'
       states[#states+1] = s
@@ -122,41 +153,61 @@ return out
 """
 
 _COMMIT = """
--- KEYS: 1 popularity zset, 2 this commit's done-marker, then per user: hash, ring.
--- ARGV: 1 state field, 2 state-stamp field, 3 new stamp, 4 TTL ms (0: none), 5 oldest model version whose fields
--- are kept, 6 bytes per state, 7 history_len, 8 the new states (concatenated, user order), 9 the ring records to
--- write (12 bytes each, user order), 10 per user 5 fields of FIELD bytes: expected stamp ('0' = a new user), new
--- count, new last time, ring slot of the user's first record, records of the user in ARGV[9];
--- 11 popularity: per item a zero-padded ITEM_DIGITS-byte member and a FIELD-byte count.
-DROP_OLD_VERSIONS
-local size, H, states, rings, users, pop = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8], ARGV[9], ARGV[10], ARGV[11]
-local nu = (#KEYS - 2) / 2
+-- Runs right after the MSETNX of the batch's new states (KEYS 3i+2, named by this commit's stamp), in one MULTI.
+-- KEYS: 1 popularity zset, 2 this commit's done-marker, then per user: hash, ring, new state.
+-- ARGV: 1 model version, 2 key prefix, 3 new stamp, 4 TTL ms (0: none), 5 oldest model version whose states are
+-- kept, 6 history_len, 7 the ring records to write (12 bytes each, user order), 8 per user 5 fields of FIELD
+-- bytes: expected stamp ('0' = a new user), new count, new last time, ring slot of the user's first record,
+-- records of the user in ARGV[7]; 9 popularity: per item a zero-padded ITEM_DIGITS-byte member and a FIELD-byte
+-- count.
+STATE_KEY
+local version, stamp, H, rings, users, pop = ARGV[1], ARGV[3], tonumber(ARGV[6]), ARGV[7], ARGV[8], ARGV[9]
+local nu = (#KEYS - 2) / 3
 local function field(i, j)                     -- field j of user i's record, as the decimal string it holds
   local at = 5 * FIELD * (i - 1) + FIELD * (j - 1)
   return string.match(string.sub(users, at + 1, at + FIELD), '^%-?%d+')
 end
-local lost = {}
+local function discard_new_states()            -- nothing applied: the states sent with it go too
+  for i = 1, nu do redis.call('UNLINK', KEYS[3*i+2]) end
+end
+local lost, old = {}, {}
 for i = 1, nu do
-  local h = KEYS[2*i+1]
-  local cur = redis.pcall('HGET', h, 'w')
-  if type(cur) == 'table' then return redis.error_reply('CORRUPT ' .. h .. ' is not a hash') end
-  if (cur or '0') ~= field(i, 1) then lost[#lost+1] = i end
+  local h = KEYS[3*i]
+  local cur = redis.pcall('HMGET', h, 'w', 'sw:' .. version)
+  if cur.err then discard_new_states(); return redis.error_reply('CORRUPT ' .. h .. ' is not a hash') end
+  if (cur[1] or '0') ~= field(i, 1) then lost[#lost+1] = i end
+  old[i] = cur[2]
 end
 if #lost > 0 then
-  if redis.call('EXISTS', KEYS[2]) == 1 then return {2} end    -- a retry of a commit that was applied
+  if redis.call('EXISTS', KEYS[2]) == 1 then                   -- a retry of a commit that was applied:
+    for i = 1, nu do                                           -- keep the states its users still point at
+      if old[i] ~= stamp then redis.call('UNLINK', KEYS[3*i+2]) end
+    end
+    return {2}
+  end
+  discard_new_states()
   table.insert(lost, 1, 0)
   return lost
 end
+for i = 0, nu do                               -- key types checked before anything is written: refused whole
+  local key, want = KEYS[3*i+1], 'string'
+  if i == 0 then want = 'zset' end
+  local t = redis.call('TYPE', key).ok
+  if t ~= want and t ~= 'none' then
+    discard_new_states()
+    return redis.error_reply('CORRUPT ' .. key .. ' is not a ' .. (i == 0 and 'sorted set' or 'string'))
+  end
+end
 local ttl, keep, from = tonumber(ARGV[4]), tonumber(ARGV[5]), 0
 for i = 1, nu do
-  local h, r = KEYS[2*i+1], KEYS[2*i+2]
-  local added = redis.call('HSET', h, 'n', field(i, 2), 't', field(i, 3), 'w', ARGV[3],
-                          ARGV[1], string.sub(states, (i - 1) * size + 1, i * size), ARGV[2], ARGV[3])
-  if added > 0 and added < 5 then drop_old_versions(h, keep) end     -- a first state of this version
+  local h, r, s = KEYS[3*i], KEYS[3*i+1], KEYS[3*i+2]
+  local added = redis.call('HSET', h, 'n', field(i, 2), 't', field(i, 3), 'w', stamp, 'sw:' .. version, stamp)
+  if old[i] and old[i] ~= stamp then redis.call('UNLINK', state_key(h, version, old[i])) end
+  if added > 0 and added < 4 then drop_old_versions(h, keep) end     -- a first state of this version
+  keep_state(s, ttl)
   local slot, k = tonumber(field(i, 4)), tonumber(field(i, 5))
   local first = math.min(k, H - slot)              -- records up to the ring's end, the rest from slot 0
-  local ok = redis.pcall('SETRANGE', r, 12 * slot, string.sub(rings, from + 1, from + 12 * first))
-  if type(ok) == 'table' then return redis.error_reply('CORRUPT ' .. r .. ' is not a string') end
+  redis.call('SETRANGE', r, 12 * slot, string.sub(rings, from + 1, from + 12 * first))
   if k > first then redis.call('SETRANGE', r, 0, string.sub(rings, from + 12 * first + 1, from + 12 * k)) end
   from = from + 12 * k
   if ttl > 0 then redis.call('PEXPIRE', h, ttl); redis.call('PEXPIRE', r, ttl) end
@@ -169,8 +220,7 @@ for p = 0, #pop / width - 1 do
 end
 for at = 1, #members, 1000 do                  -- chunks: Lua's unpack() has a bounded stack
   local part = {unpack(members, at, math.min(at + 999, #members))}
-  local scores = redis.pcall('ZMSCORE', KEYS[1], unpack(part))
-  if scores.err then return redis.error_reply('CORRUPT ' .. KEYS[1] .. ' is not a sorted set') end
+  local scores = redis.call('ZMSCORE', KEYS[1], unpack(part))
   local args = {}
   for j, m in ipairs(part) do
     args[#args+1] = (tonumber(scores[j]) or 0) - counts[at + j - 1]
@@ -183,46 +233,59 @@ return {1}
 """
 
 _PUT_STATES = """
--- Write back rebuilt states: only where the user still carries the stamp they were rebuilt for and holds no
--- current state of this version yet (so a state is written once per stamp and version).
--- KEYS: per user hash.  ARGV: 1 state field, 2 state-stamp field, 3 bytes per state, 4 the stamps (FIELD bytes
--- each), 5 the states (concatenated), 6 oldest model version whose fields are kept.
-DROP_OLD_VERSIONS
-local size, keep = tonumber(ARGV[3]), tonumber(ARGV[6])
+-- Adopt rebuilt states written just before in the same MULTI (KEYS 2i): only where the user still carries the
+-- stamp they were rebuilt for and holds no current state of this version yet (so a state is adopted once per stamp
+-- and version; a state not adopted is deleted now, unless it is the one another process adopted under that name).
+-- KEYS: per user: hash, new state.  ARGV: 1 model version, 2 key prefix, 3 the stamps (FIELD bytes each),
+-- 4 oldest model version whose states are kept, 5 TTL ms (0: none).
+STATE_KEY
+local version, keep, ttl = ARGV[1], tonumber(ARGV[4]), tonumber(ARGV[5])
 local written = 0
-for i = 1, #KEYS do
-  local v = redis.pcall('HMGET', KEYS[i], 'w', ARGV[2])
-  if v.err then return redis.error_reply('CORRUPT ' .. KEYS[i] .. ' is not a hash') end
-  local stamp = string.match(string.sub(ARGV[4], FIELD * (i - 1) + 1, FIELD * i), '^%d+')
+for i = 1, #KEYS / 2 do
+  local h, s = KEYS[2*i-1], KEYS[2*i]
+  local v = redis.pcall('HMGET', h, 'w', 'sw:' .. version)
+  if v.err then return redis.error_reply('CORRUPT ' .. h .. ' is not a hash') end
+  local stamp = string.match(string.sub(ARGV[3], FIELD * (i - 1) + 1, FIELD * i), '^%d+')
   if v[1] == stamp and v[2] ~= stamp then
-    if redis.call('HSET', KEYS[i], ARGV[1], string.sub(ARGV[5], (i - 1) * size + 1, i * size), ARGV[2], stamp) > 0
-    then
-      drop_old_versions(KEYS[i], keep)         -- a first state of this version
+    if redis.call('HSET', h, 'sw:' .. version, stamp) > 0 then
+      drop_old_versions(h, keep)               -- a first state of this version
+    elseif v[2] then
+      redis.call('UNLINK', state_key(h, version, v[2]))
     end
+    keep_state(s, ttl)
     written = written + 1
+  elseif v[2] ~= stamp then
+    redis.call('UNLINK', s)
   end
 end
 return written
 """
 
-
-_DROP_OLD_VERSIONS = """
-local function drop_old_versions(h, keep)      -- the fields of model versions before `keep` (the previous one)
-  for _, f in ipairs(redis.call('HKEYS', h)) do
-    local ver = string.match(f, '^sw?:(%d+)$')
-    if ver and tonumber(ver) < keep then redis.call('HDEL', h, f) end
+_FORGET = """
+-- Remove users whole: every model version's state, the hash, the ring.  KEYS: per user: hash, ring.
+-- ARGV: 1 key prefix.  -> how many were known.
+STATE_KEY
+local known = 0
+for i = 1, #KEYS / 2 do
+  local h = KEYS[2*i-1]
+  if redis.call('TYPE', h).ok == 'hash' then
+    known = known + 1
+    drop_old_versions(h, math.huge)
   end
+  redis.call('UNLINK', h, KEYS[2*i])
 end
+return known
 """
 
 
-def _fill(script: str) -> str:
-    return (script.replace("DROP_OLD_VERSIONS", _DROP_OLD_VERSIONS)
+def _fill(script: str, prefix_arg: int) -> str:
+    return (script.replace("STATE_KEY", _STATE_KEY.replace("PREFIX_ARG", str(prefix_arg)))
             .replace("ITEM_DIGITS", str(_ITEM_DIGITS)).replace("FIELD", str(FIELD))
             .replace("RECORD", str(_READ_RECORD.itemsize)).replace("DONE_TTL_MS", str(DONE_TTL_MS)))
 
 
-_READ, _COMMIT, _PUT_STATES = _fill(_READ), _fill(_COMMIT), _fill(_PUT_STATES)
+_READ, _COMMIT, _PUT_STATES, _FORGET = (_fill(_READ, 2), _fill(_COMMIT, 2), _fill(_PUT_STATES, 2),
+                                        _fill(_FORGET, 1))
 
 _USER_INDICES = """
 -- Text user ids -> their shared index, allocating the next index to an id never seen (atomically: two processes
@@ -238,6 +301,13 @@ for i = 1, #ARGV do
   out[i] = tonumber(v) or -1
 end
 return out
+"""
+
+_CONFIG = """
+-- KEYS: 1 the prefix's config hash.  ARGV: 1 history_len, 2 key-layout format.  A new prefix is given both
+-- (atomically: two processes opening one prefix at once agree); -> {stored history_len, stored format}.
+if redis.call('HSETNX', KEYS[1], 'history_len', ARGV[1]) == 1 then redis.call('HSET', KEYS[1], 'format', ARGV[2]) end
+return redis.call('HMGET', KEYS[1], 'history_len', 'format')
 """
 
 _REGISTER = """
@@ -339,6 +409,7 @@ class RedisStateStore:
                 # replies that ship states carry 10 KB per user: read them in 1 MB pieces (redis-py's 64 KB
                 # default made a 1,024-user read cost ~40 ms of client CPU instead of ~16; no change at batch 1)
                 socket_read_size=1 << 20,
+                command_packer=_one_buffer_packer(redis),
                 socket_timeout=float(socket_timeout_s), socket_connect_timeout=float(connect_timeout_s),
                 retry=Retry(ExponentialBackoff(cap=10 * float(retry_backoff_s), base=float(retry_backoff_s)),
                             int(retries)),
@@ -347,11 +418,11 @@ class RedisStateStore:
             raise InputError(f"RedisStateStore: bad URL {self.url!r}: {exc}") from None
         self._redis = redis.Redis(connection_pool=pool)
         self._scripts = {name: self._redis.register_script(code) for name, code in
-                         (("read", _READ), ("commit", _COMMIT), ("put_states", _PUT_STATES),
-                          ("register", _REGISTER), ("user_indices", _USER_INDICES))}
+                         (("read", _READ), ("commit", _COMMIT), ("put_states", _PUT_STATES), ("forget", _FORGET),
+                          ("register", _REGISTER), ("user_indices", _USER_INDICES), ("config", _CONFIG))}
         self._state_sizes: dict = {}             # model version -> floats per state, checked against the store
         self.counters = {"round_trips": 0, "commits": 0, "cas_conflicts": 0, "states_written_back": 0}
-        self._check_history_len()
+        self._check_config()
 
     # -- keys --------------------------------------------------------------------------------------------------
     def _key(self, *parts) -> str:
@@ -363,6 +434,10 @@ class RedisStateStore:
         for u in users.tolist():
             keys += (f"{self.prefix}:u:{u}", f"{self.prefix}:r:{u}")
         return keys
+
+    def state_key(self, user: int, version: int, stamp: int) -> str:
+        """The key of a user's state for a model version, written by the call that drew `stamp`."""
+        return f"{self.prefix}:s:{user}:{version}:{stamp}"
 
     # -- calls with the error mapping ----------------------------------------------------------------------------
     def _call(self, what: str, fn, *args, **kwargs):
@@ -391,16 +466,50 @@ class RedisStateStore:
     def _script(self, name: str, keys: Sequence[str], args: Sequence):
         return self._call(name, self._scripts[name], keys=list(keys), args=list(args), client=self._redis)
 
+    def _script_after_states(self, name: str, state_keys: Sequence[str], states: np.ndarray,
+                             keys: Sequence[str], args: Sequence, all_new: bool):
+        """One round trip, one Redis transaction (MULTI/EXEC: run whole or not at all, nothing in between): the
+        states under their keys, never over a state already there, then the script, which adopts them or deletes
+        them; -> the script's reply. all_new: the keys are this call's own (a commit's stamp is in them), so one
+        MSETNX (all or none) writes them; otherwise (a rebuilt state may already be there, written by another
+        process for the same user, version and stamp) one SET NX each.
+        EVAL, not EVALSHA: a server that lost its script cache (a restart) would otherwise store the states and
+        refuse the script that adopts them."""
+        flat = memoryview(np.ascontiguousarray(states).reshape(-1).view(np.uint8))
+        row = len(flat) // max(len(state_keys), 1)
+        rows = [flat[i * row:(i + 1) * row] for i in range(len(state_keys))]
+
+        def send():
+            pipe = self._redis.pipeline(transaction=True)
+            if all_new:
+                pipe.execute_command("MSETNX", *[x for pair in zip(state_keys, rows) for x in pair])
+            else:
+                for key, value in zip(state_keys, rows):
+                    pipe.set(key, value, nx=True)
+            pipe.execute_command("EVAL", self._scripts[name].script, len(keys), *keys, *args)
+            return pipe.execute(raise_on_error=False)[-1]
+
+        reply = self._call(name, send)
+        if isinstance(reply, Exception):
+            return self._call(name, _raise, reply)
+        return reply
+
     # -- set-up --------------------------------------------------------------------------------------------------
     def ping(self) -> bool:
         return bool(self._call("ping", self._redis.ping))
 
-    def _check_history_len(self) -> None:
+    def _check_config(self) -> None:
+        """The prefix's history_len and key layout (STORE_FORMAT) must be this store's; a new prefix gets both."""
         key = self._key("config")
-        self._call("connect", self._redis.hsetnx, key, "history_len", self.history_len)
-        stored = self._call("connect", self._redis.hget, key, "history_len")
-        if stored is None or int(stored) != self.history_len:
-            raise InputError(f"RedisStateStore: {key} says history_len={stored.decode() if stored else None}; "
+        stored_len, stored_format = self._script("config", [key], [self.history_len, STORE_FORMAT])
+        if stored_format is None or int(stored_format) != STORE_FORMAT:
+            found = stored_format.decode() if stored_format else 1
+            raise InputError(f"RedisStateStore: the keys under prefix {self.prefix!r} at {self._where()} are in "
+                             f"layout {found} ({key} field 'format'), this version reads layout {STORE_FORMAT}: "
+                             f"delete them (redis-cli --scan --pattern '{self.prefix}:*' | xargs redis-cli unlink) "
+                             f"or use another prefix")
+        if int(stored_len) != self.history_len:
+            raise InputError(f"RedisStateStore: {key} says history_len={stored_len.decode()}; "
                              f"this store was opened with history_len={self.history_len}. Every process on a "
                              f"prefix must keep the same number of events per user")
 
@@ -447,7 +556,7 @@ class RedisStateStore:
         m = len(users)
         mine = np.zeros(m, np.int64) if local_stamps is None else np.asarray(local_stamps, np.int64)
         keys = self._user_keys(users) + [self._key("pop")]
-        reply = self._script("read", keys, [f"s:{version}", f"sw:{version}", rings, int(top_k), 4 * size,
+        reply = self._script("read", keys, [int(version), self.prefix, rings, int(top_k), 4 * size,
                                             RING_RECORD.itemsize * H, _decimal(mine)])
         records = np.frombuffer(reply[0], _READ_RECORD)
         hashes = keys[0:2 * m:2]
@@ -461,7 +570,7 @@ class RedisStateStore:
         got.shipped[:] = records["status"] == b"2"
         shipped = np.flatnonzero(got.shipped)
         got.states[shipped] = np.frombuffer(reply[1], "<f4").reshape(len(shipped), size)
-        _check_finite(got.states[shipped], [hashes[i] for i in shipped], f"s:{version}")
+        _check_finite(got.states[shipped], [self.state_key(users[i], version, got.stamps[i]) for i in shipped])
         got.has_ring[:] = records["ring"] == b"1"
         ring = np.frombuffer(reply[2], RING_RECORD).reshape(-1, H)
         got.ring_items[got.has_ring], got.ring_times[got.has_ring] = ring["item"], ring["time"]
@@ -505,10 +614,14 @@ class RedisStateStore:
         popular = np.empty(len(popular_items), _POPULAR_RECORD)
         popular["member"] = np.char.zfill(popular_items.astype(_POPULAR_RECORD["member"]), _ITEM_DIGITS)
         popular["count"] = popular_counts.astype(_POPULAR_RECORD["count"])
-        keys = [self._key("pop"), self._key("done", stamp)] + self._user_keys(users)
-        reply = self._script("commit", keys, [f"s:{version}", f"sw:{version}", str(stamp), self.ttl_ms,
-                                              int(version) - 1, 4 * size, H, states.tobytes(), records.tobytes(),
-                                              per_user.tobytes(), popular.tobytes()])
+        state_keys = [self.state_key(u, version, stamp) for u in users.tolist()]
+        keys = [self._key("pop"), self._key("done", stamp)]
+        for hash_and_ring, state in zip(zip(*[iter(self._user_keys(users))] * 2), state_keys):
+            keys += (*hash_and_ring, state)
+        reply = self._script_after_states("commit", state_keys, states, keys,
+                                          [int(version), self.prefix, str(stamp), self.ttl_ms, int(version) - 1, H,
+                                           records.tobytes(), per_user.tobytes(), popular.tobytes()],
+                                          all_new=True)
         self.counters["commits"] += 1
         if reply[0] == 0:
             self.counters["cas_conflicts"] += 1
@@ -541,20 +654,19 @@ class RedisStateStore:
         states = np.ascontiguousarray(states, dtype="<f4")
         if states.shape != (len(users), size):
             raise InputError(f"put_states: states of shape {states.shape}, expected {(len(users), size)}")
-        written = int(self._script("put_states", self._user_keys(users)[0::2],
-                                   [f"s:{version}", f"sw:{version}", 4 * size,
-                                    _decimal(np.asarray(stamps, np.int64)), states.tobytes(), int(version) - 1]))
+        stamps = np.asarray(stamps, np.int64)
+        state_keys = [self.state_key(u, version, w) for u, w in zip(users.tolist(), stamps.tolist())]
+        keys = [k for pair in zip(self._user_keys(users)[0::2], state_keys) for k in pair]
+        written = int(self._script_after_states("put_states", state_keys, states, keys,
+                                                [int(version), self.prefix, _decimal(stamps), int(version) - 1,
+                                                 self.ttl_ms], all_new=False))
         self.counters["states_written_back"] += written
         return written
 
     def forget(self, users: np.ndarray) -> int:
         """Remove users entirely (every version's state, count, ring); -> how many were known."""
         keys = self._user_keys(users)
-        hashes = keys[0::2]
-        known = self._call("forget", self._redis.exists, *hashes) if hashes else 0
-        if keys:
-            self._call("forget", self._redis.delete, *keys)
-        return int(known)
+        return int(self._script("forget", keys, [self.prefix])) if keys else 0
 
     def top_items(self, k: int) -> Tuple[np.ndarray, np.ndarray]:
         """The k most observed items, most first (ties: lower id first) -> (items, counts) int64."""
@@ -588,6 +700,20 @@ class RedisStateStore:
 def _redis():
     from t2arec_fast.optional import require
     return require("redis", "redis", "The Redis state store")
+
+
+def _one_buffer_packer(redis):
+    """redis-py's own RESP serializer, its pieces joined into one buffer per command. redis-py sends every
+    argument over 6,000 bytes with a separate sendall(), so the 64 states of a commit went out as 128 writes,
+    each waking the server for a partial read: 1.0-1.7 ms for a 64 x 10 KB MULTI/MSETNX/EVAL against 0.56-0.60 ms
+    joined (one copy of the 640 KB costs ~50 us). Connection(command_packer=...) is redis-py's hook for this."""
+    from redis.connection import Encoder, PythonRespSerializer
+
+    class OneBuffer(PythonRespSerializer):
+        def pack(self, *args):
+            return [b"".join(super().pack(*args))]
+
+    return OneBuffer(6000, Encoder(encoding="utf-8", encoding_errors="strict", decode_responses=False).encode)
 
 
 # -- decoding with checks: every refusal names the key ------------------------------------------------------------
@@ -627,11 +753,11 @@ def _parses_as_int64(raw: bytes) -> bool:
         return False
 
 
-def _check_finite(states: np.ndarray, keys: List[str], field: str) -> None:
+def _check_finite(states: np.ndarray, keys: List[str]) -> None:
     bad = np.argwhere(~np.isfinite(states))
     if len(bad):
         row, position = bad[0]
-        raise StoreCorruptError(f"{keys[row]} field {field!r} holds a non-finite value at position {int(position)}")
+        raise StoreCorruptError(f"{keys[row]} holds a non-finite value at position {int(position)}")
 
 
 def _popular(flat: list, key: str) -> Tuple[np.ndarray, np.ndarray]:
@@ -641,6 +767,10 @@ def _popular(flat: list, key: str) -> Tuple[np.ndarray, np.ndarray]:
     except (TypeError, ValueError):
         raise StoreCorruptError(f"{key} holds members that are not item ids with counts") from None
     return items, counts
+
+
+def _raise(exc: Exception):
+    raise exc
 
 
 def _new_stamp() -> int:

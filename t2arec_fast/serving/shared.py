@@ -144,7 +144,8 @@ class SharedTier:
         shipped = np.flatnonzero(got.shipped)
         if len(shipped):
             flat[shipped] = got.states[shipped]
-            self._check_headers(users[shipped], flat[shipped], got.n_events[shipped], got.last_ts[shipped])
+            self._check_headers(users[shipped], flat[shipped], got.n_events[shipped], got.last_ts[shipped],
+                                got.stamps[shipped])
             self.counters["states_fetched"] += len(shipped)
         rebuild = np.flatnonzero(got.known & ~got.shipped & ~local_current)
         if len(rebuild):
@@ -155,12 +156,12 @@ class SharedTier:
             self.store.put_states(users[rebuild], self.version, got.stamps[rebuild], flat[rebuild])
         return flat
 
-    def _check_headers(self, users, flat, n_events, last_ts) -> None:
+    def _check_headers(self, users, flat, n_events, last_ts, stamps) -> None:
         readable, n, last = self.rec.layout.read_header(flat)
         bad = np.flatnonzero(~readable | (n != n_events) | (last != last_ts))
         if len(bad):
             b = bad[0]
-            raise StoreCorruptError(f"{self.store.prefix}:u:{users[b]} field 's:{self.version}': the state's header "
+            raise StoreCorruptError(f"{self.store.state_key(users[b], self.version, stamps[b])}: the state's header "
                                     f"(readable={bool(readable[b])}, events {n[b]}, last time {last[b]}) does not "
                                     f"match the user's count {n_events[b]} and last time {last_ts[b]}")
 

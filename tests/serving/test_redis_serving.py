@@ -195,14 +195,15 @@ def test_a_corrupted_state_header_is_refused_naming_the_key(model, redis_url):
     rec = _shared(model, redis_url, capacity_bytes=0)
     rec.observe([7], [3], [100])
     raw = redis.Redis.from_url(redis_url)
-    state = np.frombuffer(raw.hget("t2arec:u:7", "s:1"), np.float32).copy()
+    key = f"t2arec:s:7:1:{int(raw.hget('t2arec:u:7', 'w'))}"
+    state = np.frombuffer(raw.get(key), np.float32).copy()
     state[0] = 9                                              # layout version word
-    raw.hset("t2arec:u:7", "s:1", state.tobytes())
-    with pytest.raises(StoreCorruptError, match=r"t2arec:u:7 field 's:1': the state's header \(readable=False"):
+    raw.set(key, state.tobytes())
+    with pytest.raises(StoreCorruptError, match=rf"{key}: the state's header \(readable=False"):
         rec.recommend([7], k=3)
     raw.hset("t2arec:u:7", "n", "2")                          # a count the state does not vouch for
     state[0] = 1
-    raw.hset("t2arec:u:7", "s:1", state.tobytes())
+    raw.set(key, state.tobytes())
     with pytest.raises(StoreCorruptError, match="events 1, last time 100.*count 2"):
         rec.observe([7], [4], [200])
 
@@ -211,7 +212,7 @@ def test_a_ring_with_an_unknown_item_is_refused_naming_the_key(model, redis_url)
     rec = _shared(model, redis_url, capacity_bytes=0)
     rec.observe([7], [3], [100])
     raw = redis.Redis.from_url(redis_url)
-    raw.hdel("t2arec:u:7", "s:1", "sw:1")                     # force a rebuild from the ring
+    raw.hdel("t2arec:u:7", "sw:1")                            # force a rebuild from the ring
     raw.setrange("t2arec:r:7", 0, np.array([999], "<i4").tobytes())
     with pytest.raises(StoreCorruptError, match=r"t2arec:r:7: item 999 is not a model item id"):
         rec.recommend([7], k=3)

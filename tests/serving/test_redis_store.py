@@ -36,6 +36,11 @@ def _states(*values):
     return np.array([[v] * SIZE for v in values], np.float32)
 
 
+def _state_keys(url, user="*"):
+    """The state keys (P:s:<user>:<version>:<stamp>) in Redis, sorted."""
+    return sorted(k.decode() for k in redis.Redis.from_url(url).scan_iter(match=f"t2arec:s:{user}:*"))
+
+
 def test_commit_then_read_returns_counts_stamps_state_and_ring_in_one_call(redis_url):
     store = _store(redis_url)
     v = store.register_model("fp-a", LAYOUT)
@@ -103,6 +108,11 @@ def test_a_retried_commit_is_applied_once(redis_url):
     assert again.applied
     got = store.read(np.array([7]), v, rings="all")
     assert got.n_events[0] == 1 and got.ring_items[0].tolist() == [3, 0, 0, 0]
+    np.testing.assert_array_equal(got.states, _states(1))
+    # retried again after the user moved on: its state, already replaced, is not brought back as a stray key
+    moved = _commit(store, v, [7], [first.stamp], [1], [[(4, 2)]], _states(2))
+    assert _commit(store, v, [7], [0], [0], [[(3, 1)]], _states(1), stamp=first.stamp).applied
+    assert _state_keys(redis_url) == [f"t2arec:s:7:{v}:{moved.stamp}"]
 
 
 def test_states_of_another_model_version_are_not_served_and_the_ring_comes_for_the_rebuild(redis_url):
@@ -128,13 +138,68 @@ def test_versions_older_than_the_previous_one_are_dropped_on_write(redis_url):
     for n, v in enumerate(versions):
         stamp = _commit(store, v, [7], [stamp], [n], [[(3, n + 1)]], _states(n)).stamp
     fields = sorted(f.decode() for f in redis.Redis.from_url(redis_url).hkeys("t2arec:u:7"))
-    assert fields == sorted(["n", "t", "w", "s:2", "sw:2", "s:3", "sw:3"])
+    assert fields == sorted(["n", "t", "w", "sw:2", "sw:3"])
+    assert [k.split(":")[3] for k in _state_keys(redis_url)] == ["2", "3"]       # version 1's state deleted
     # the same when the first state of a newer version is a rebuilt one, written back by put_states
     versions = [store.register_model(f"fp-{i}", LAYOUT) for i in range(3, 5)]
     for v in versions:
         assert store.put_states(np.array([7]), v, np.array([stamp]), _states(v)) == 1
     fields = sorted(f.decode() for f in redis.Redis.from_url(redis_url).hkeys("t2arec:u:7"))
-    assert fields == sorted(["n", "t", "w", "s:4", "sw:4", "s:5", "sw:5"])
+    assert fields == sorted(["n", "t", "w", "sw:4", "sw:5"])
+    assert _state_keys(redis_url) == [f"t2arec:s:7:{v}:{stamp}" for v in versions]
+
+
+def test_one_state_per_user_and_version_is_kept_and_a_lost_commit_leaves_none(redis_url):
+    """States are written ahead of the commit script under the commit's stamp: an applied commit makes its states
+    permanent and deletes the ones they replace; a commit that loses its compare-and-set deletes its own."""
+    store = _store(redis_url)
+    v = store.register_model("fp-a", LAYOUT)
+    stamp = 0
+    for n in range(3):
+        stamp = _commit(store, v, [7, 8], [stamp, stamp], [n, n], [[(3, n + 1)], [(4, n + 1)]], _states(n, n)).stamp
+    assert _state_keys(redis_url) == [f"t2arec:s:{u}:{v}:{stamp}" for u in (7, 8)]
+    raw = redis.Redis.from_url(redis_url)
+    assert raw.pttl(f"t2arec:s:7:{v}:{stamp}") == -1                 # adopted: no expiry left
+    lost = _commit(store, v, [7, 9], [12345, 0], [3, 0], [[(3, 9)], [(3, 9)]], _states(5, 5))
+    assert not lost.applied and lost.lost.tolist() == [0]
+    assert _state_keys(redis_url) == [f"t2arec:s:{u}:{v}:{stamp}" for u in (7, 8)]
+
+
+def test_states_expire_with_their_user_under_a_ttl(redis_url):
+    store = _store(redis_url, ttl_s=30)
+    v = store.register_model("fp-a", LAYOUT)
+    stamp = _commit(store, v, [7], [0], [0], [[(3, 1)]], _states(1)).stamp
+    ttl_ms = redis.Redis.from_url(redis_url).pttl(f"t2arec:s:7:{v}:{stamp}")
+    assert 20_000 < ttl_ms <= 30_000                                # the user's TTL
+
+
+def test_rebuilt_states_are_adopted_once_and_a_stale_one_leaves_no_key(redis_url):
+    store = _store(redis_url)
+    v1 = store.register_model("fp-a", LAYOUT)
+    first = _commit(store, v1, [7, 8], [0, 0], [0, 0], [[(3, 1)], [(4, 1)]], _states(1, 2))
+    v2 = store.register_model("fp-b", LAYOUT)
+    stale = np.array([first.stamp, 99], np.int64)                 # user 8 is not at stamp 99: not adopted
+    assert store.put_states(np.array([7, 8]), v2, stale, _states(5, 6)) == 1
+    assert _state_keys(redis_url, 8) == [f"t2arec:s:8:{v1}:{first.stamp}"]
+    # another process rebuilding user 7 for the same stamp finds the state there: nothing written, nothing deleted
+    assert store.put_states(np.array([7]), v2, stale[:1], _states(9)) == 0
+    assert store.read(np.array([7]), v2).states[0].tolist() == [5.0] * SIZE
+
+
+def test_a_batch_of_states_goes_out_in_one_buffer_per_command():
+    """redis-py sends each argument over 6,000 bytes with its own sendall(); the store's packer joins them."""
+    from redis.connection import Connection
+    from t2arec_fast.serving.redis_store import _one_buffer_packer
+    rows = [memoryview(np.full(2560, i, np.float32).view(np.uint8)) for i in range(64)]
+    args = ("MSETNX", *[x for i, row in enumerate(rows) for x in (f"k{i}", row)])
+    packed = _one_buffer_packer(redis).pack(*args)
+    assert len(packed) == 1 and b"".join(Connection().pack_command(*args)) == packed[0]
+
+
+def test_a_prefix_in_an_older_key_layout_is_refused_with_what_to_do(redis_url):
+    redis.Redis.from_url(redis_url).hset("old:config", "history_len", 4)      # layout 1 wrote no format field
+    with pytest.raises(InputError, match=r"prefix 'old' .* layout 1 .*this version reads layout 2.*old:\*"):
+        _store(redis_url, prefix="old")
 
 
 def test_the_same_model_gets_the_same_version_in_every_process(redis_url):
@@ -203,9 +268,10 @@ def test_forget_and_ttl_remove_a_user_whole(redis_url):
     _commit(store, v, [1, 2], [0, 0], [0, 0], [[(3, 1)], [(4, 1)]], _states(0, 0))
     assert store.forget(np.array([1, 5])) == 1
     assert store.read(np.array([1, 2]), v).known.tolist() == [False, True]
+    assert _state_keys(redis_url, 1) == [] and len(_state_keys(redis_url, 2)) == 1
     time.sleep(0.6)
     assert not store.read(np.array([2]), v).known[0]
-    assert store.n_users() == 0
+    assert store.n_users() == 0 and _state_keys(redis_url) == []
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -213,7 +279,6 @@ def test_forget_and_ttl_remove_a_user_whole(redis_url):
     ("w", "-3", r"t2arec:u:7 field 'w' holds b'-3'"),
     ("t", "1" * 25, r"t2arec:u:7 field 't' holds 25 bytes, not an int64"),
     ("t", "99999999999999999999", r"t2arec:u:7 field 't' holds b'99999999999999999999', not an int64"),
-    ("s:1", "short", r"t2arec:u:7 field 's:1' holds 5 bytes, expected 24"),
 ])
 def test_corrupted_values_are_refused_naming_the_key(redis_url, field, value, message):
     store = _store(redis_url)
@@ -229,10 +294,22 @@ def test_a_non_finite_state_a_bad_ring_and_a_wrong_key_type_are_refused_naming_t
     v = store.register_model("fp-a", LAYOUT)
     stamp = _commit(store, v, [7], [0], [0], [[(3, 1)]], _states(1)).stamp
     raw = redis.Redis.from_url(redis_url)
-    raw.hset("t2arec:u:7", "s:1", np.full(SIZE, np.nan, np.float32).tobytes())
-    with pytest.raises(StoreCorruptError, match="t2arec:u:7 field 's:1' holds a non-finite value at position 0"):
+    state = f"t2arec:s:7:{v}:{stamp}"
+    raw.set(state, np.full(SIZE, np.nan, np.float32).tobytes())
+    with pytest.raises(StoreCorruptError, match=f"{state} holds a non-finite value at position 0"):
         store.read(np.array([7]), v)
-    raw.hset("t2arec:u:7", "s:1", _states(1).tobytes())
+    raw.set(state, b"short")
+    with pytest.raises(StoreCorruptError, match=rf"{state} \(the state t2arec:u:7 field 'sw:1' names\) holds 5 "
+                                                r"bytes, expected 24"):
+        store.read(np.array([7]), v)
+    raw.delete(state)
+    with pytest.raises(StoreCorruptError, match=f"{state} .* holds 0 bytes"):
+        store.read(np.array([7]), v)
+    raw.rpush(state, "a list")
+    with pytest.raises(StoreCorruptError, match=f"{state} is not a string"):
+        store.read(np.array([7]), v)
+    raw.delete(state)
+    raw.set(state, _states(1).tobytes())
     raw.set("t2arec:r:7", b"x" * 13)
     with pytest.raises(StoreCorruptError, match="t2arec:r:7 holds 13 bytes"):
         store.read(np.array([7]), v, rings="all")
@@ -243,6 +320,12 @@ def test_a_non_finite_state_a_bad_ring_and_a_wrong_key_type_are_refused_naming_t
     with pytest.raises(StoreCorruptError, match="t2arec:u:8 is not a hash"):
         _commit(store, v, [7, 8], [stamp, 0], [1, 0], [[(3, 2)], [(3, 2)]], _states(1, 1))
     assert store.read(np.array([7]), v).n_events[0] == 1           # the refused commit wrote nothing
+    assert _state_keys(redis_url) == [state]                        # not even the states it sent ahead
+    raw.delete("t2arec:u:8")
+    raw.rpush("t2arec:r:8", "not a string")
+    with pytest.raises(StoreCorruptError, match="t2arec:r:8 is not a string"):
+        _commit(store, v, [7, 8], [stamp, 0], [1, 0], [[(3, 2)], [(3, 2)]], _states(1, 1))
+    assert store.read(np.array([7]), v).n_events[0] == 1 and _state_keys(redis_url) == [state]
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:6379/0", "127.0.0.1:6379", "redis://127.0.0.1:6379/notadb", 7])
