@@ -82,6 +82,8 @@ class TrainConfig(_Checked):
     batch_size: int = 256
     eval_batch_size: int = 1024
     lr: float = 1e-3
+    optimizer: str = "adam"               # "adam": weight_decay is an L2 term in the gradient (torch Adam) |
+                                          # "adamw": decoupled decay of matrices only (train.make_optimizer)
     weight_decay: float = 0.0
     mu_time: float = 0.1                  # μ1 (ignored by the backbone and SASRec)
     mu_state: float = 0.1                 # μ2
@@ -262,6 +264,7 @@ CHOICES = {
     "tie_order": ("file", "item", "reversed", "random"),
     "train_samples": ("windows", "prefixes"),
     "rec_weighting": ("batch", "target"),
+    "optimizer": ("adam", "adamw"),
 }
 
 

@@ -348,6 +348,23 @@ def fit(cfg: Config, dataset=None, out_dir=None, resume=None, on_epoch: Optional
             dist.destroy_process_group()
 
 
+def make_optimizer(model: torch.nn.Module, train) -> torch.optim.Optimizer:
+    """The optimizer of `train.optimizer` (TrainConfig) over the model's parameters.
+
+    "adam": torch.optim.Adam, `weight_decay` added to the gradient (L2; what the paper and RecBole's SASRec use).
+    "adamw": torch.optim.AdamW (Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019): θ shrinks
+    by lr · weight_decay each step, apart from Adam's update — on matrices (embedding table, projections) only;
+    biases, norm gains and the SSM's per-head A_log, dt_bias and D stay undecayed (the usual split: decaying a
+    scale or an offset toward 0 changes what the layer computes, not how large its weights are).
+    """
+    if train.optimizer == "adamw":
+        decay = [p for p in model.parameters() if p.ndim >= 2]
+        rest = [p for p in model.parameters() if p.ndim < 2]
+        return torch.optim.AdamW([{"params": decay, "weight_decay": train.weight_decay},
+                                  {"params": rest, "weight_decay": 0.0}], lr=train.lr)
+    return torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+
+
 def _fit(cfg, dataset, out_dir, resume, ctx, on_epoch=None):
     device = resolve_device(cfg.train.device, ctx)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
@@ -360,7 +377,7 @@ def _fit(cfg, dataset, out_dir, resume, ctx, on_epoch=None):
     if isinstance(model, T2ARec):                 # λ of L_time (estimated for the backbone too, and reported)
         margin = cfg.model.time_margin or _estimate_margin(split, cfg, max_len)
         model.set_time_margin(margin)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    optimizer = make_optimizer(model, cfg.train)
     state = _resume(model, optimizer, resume) if resume else TrainState()
     out_dir = Path(out_dir) if out_dir is not None else None
     if out_dir is not None and ctx.is_main:

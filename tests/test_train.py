@@ -105,7 +105,36 @@ def test_target_weighting_counts_every_target_once():
     assert target_weight(B, DistContext(), 8.0, real=False) == 0.0
 
 
-@pytest.mark.parametrize("key", ["rec_weighting", "train_samples"])
+def test_adamw_decays_matrices_apart_from_the_gradient_and_leaves_vectors():
+    """With zero gradients AdamW only decays: every matrix by (1 − lr · wd), biases, norms and the SSM's A_log,
+    dt_bias and D not at all; Adam's L2 term instead moves every parameter (it enters the gradient)."""
+    from t2arec_fast.config import TrainConfig
+    from t2arec_fast.model import T2ARec
+    from t2arec_fast.train import make_optimizer
+    for name in ("adamw", "adam"):
+        torch.manual_seed(0)
+        model = T2ARec(20, d=8, d_state=4, n_layers=1)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        opt = make_optimizer(model, TrainConfig(optimizer=name, lr=0.1, weight_decay=0.5))
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        opt.step()
+        for n, p in model.named_parameters():
+            if name == "adamw":
+                want = before[n] * (1 - 0.1 * 0.5) if p.ndim >= 2 else before[n]
+                torch.testing.assert_close(p.detach(), want, msg=n)
+            elif before[n].abs().sum() > 0:
+                assert not torch.equal(p.detach(), before[n]), n
+
+
+def test_adamw_trains(tiny_dataset):
+    cfg = tiny_config("t2arec", epochs=2, lr=5e-3, optimizer="adamw", weight_decay=0.05, aux_warmup_epochs=0)
+    _, history = fit(cfg, dataset=tiny_dataset)
+    recs = [e["rec"] for e in history["epochs"]]
+    assert all(math.isfinite(r) for r in recs) and recs[-1] < recs[0]
+
+
+@pytest.mark.parametrize("key", ["rec_weighting", "train_samples", "optimizer"])
 def test_unknown_training_choice_is_a_config_error(tiny_dataset, key):
     from t2arec_fast.config import ConfigError
     with pytest.raises(ConfigError, match=key):
