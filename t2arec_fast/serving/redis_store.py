@@ -121,13 +121,15 @@ for i = 1, nu do
       local key = state_key(h, version, w)
       local s = redis.pcall('GET', key)
       if type(s) == 'table' then return redis.error_reply('CORRUPT ' .. key .. ' is not a string') end
-      if not s or #s ~= size then
+      if s and #s ~= size then
         return redis.error_reply('CORRUPT ' .. key .. ' (the state ' .. h .. " field 'sw:" .. version ..
-                                 "' names) holds " .. (s and #s or 0) .. ' bytes, expected ' .. size ..
+                                 "' names) holds " .. #s .. ' bytes, expected ' .. size ..
                                  ' (a state of ' .. size / 4 .. ' float32)')
       end
-      status = '2'
-      states[#states+1] = s
+      if s then                                   -- (a key lost alone, e.g. evicted: rebuilt from the ring)
+        status = '2'
+        states[#states+1] = s
+      end
     end
     if mode == 'all' or (mode == 'missing' and status == '0') then
       local g = redis.pcall('GET', r)
@@ -167,8 +169,14 @@ local function field(i, j)                     -- field j of user i's record, as
   local at = 5 * FIELD * (i - 1) + FIELD * (j - 1)
   return string.match(string.sub(users, at + 1, at + FIELD), '^%-?%d+')
 end
-local function discard_new_states()            -- nothing applied: the states sent with it go too
-  for i = 1, nu do redis.call('UNLINK', KEYS[3*i+2]) end
+local function discard_new_states()            -- not applied: the states sent with it go too, except one a user
+  for i = 1, nu do                             -- points at (the same name: an earlier try of this very commit)
+    if redis.pcall('HGET', KEYS[3*i], 'sw:' .. version) ~= stamp then redis.call('UNLINK', KEYS[3*i+2]) end
+  end
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then     -- a retry of a commit that was applied: never apply it twice
+  discard_new_states()
+  return {2}
 end
 local lost, old = {}, {}
 for i = 1, nu do
@@ -179,12 +187,6 @@ for i = 1, nu do
   old[i] = cur[2]
 end
 if #lost > 0 then
-  if redis.call('EXISTS', KEYS[2]) == 1 then                   -- a retry of a commit that was applied:
-    for i = 1, nu do                                           -- keep the states its users still point at
-      if old[i] ~= stamp then redis.call('UNLINK', KEYS[3*i+2]) end
-    end
-    return {2}
-  end
   discard_new_states()
   table.insert(lost, 1, 0)
   return lost
@@ -233,27 +235,44 @@ return {1}
 """
 
 _PUT_STATES = """
--- Adopt rebuilt states written just before in the same MULTI (KEYS 2i): only where the user still carries the
--- stamp they were rebuilt for and holds no current state of this version yet (so a state is adopted once per stamp
--- and version; a state not adopted is deleted now, unless it is the one another process adopted under that name).
+-- Adopt rebuilt states written just before in the same MULTI (KEYS 2i, by SET NX): only where the user still carries
+-- the stamp they were rebuilt for and holds no current state of this version (so a state is adopted once per stamp
+-- and version). A state whose name the user already points at (written by another process, or rewritten after
+-- its key was lost) stays; any other is deleted. Every hash and state key is checked before anything is written.
 -- KEYS: per user: hash, new state.  ARGV: 1 model version, 2 key prefix, 3 the stamps (FIELD bytes each),
--- 4 oldest model version whose states are kept, 5 TTL ms (0: none).
+-- 4 oldest model version whose states are kept.  -> how many states were adopted.
 STATE_KEY
-local version, keep, ttl = ARGV[1], tonumber(ARGV[4]), tonumber(ARGV[5])
-local written = 0
-for i = 1, #KEYS / 2 do
-  local h, s = KEYS[2*i-1], KEYS[2*i]
-  local v = redis.pcall('HMGET', h, 'w', 'sw:' .. version)
-  if v.err then return redis.error_reply('CORRUPT ' .. h .. ' is not a hash') end
-  local stamp = string.match(string.sub(ARGV[3], FIELD * (i - 1) + 1, FIELD * i), '^%d+')
-  if v[1] == stamp and v[2] ~= stamp then
-    if redis.call('HSET', h, 'sw:' .. version, stamp) > 0 then
-      drop_old_versions(h, keep)               -- a first state of this version
-    elseif v[2] then
-      redis.call('UNLINK', state_key(h, version, v[2]))
+local version, keep, nu = ARGV[1], tonumber(ARGV[4]), #KEYS / 2
+local function stamp_of(i) return string.match(string.sub(ARGV[3], FIELD * (i - 1) + 1, FIELD * i), '^%d+') end
+local function refuse(message)                 -- nothing adopted; the states sent that no user points at go
+  for i = 1, nu do                             -- (a key of another type was not written here: it stays)
+    if redis.pcall('HGET', KEYS[2*i-1], 'sw:' .. version) ~= stamp_of(i)
+       and redis.call('TYPE', KEYS[2*i]).ok == 'string' then
+      redis.call('UNLINK', KEYS[2*i])
     end
-    keep_state(s, ttl)
-    written = written + 1
+  end
+  return redis.error_reply('CORRUPT ' .. message)
+end
+local cur = {}
+for i = 1, nu do
+  cur[i] = redis.pcall('HMGET', KEYS[2*i-1], 'w', 'sw:' .. version)
+  if cur[i].err then return refuse(KEYS[2*i-1] .. ' is not a hash') end
+  if redis.call('TYPE', KEYS[2*i]).ok ~= 'string' then return refuse(KEYS[2*i] .. ' is not a string') end
+end
+local written = 0
+for i = 1, nu do
+  local h, s, v, stamp = KEYS[2*i-1], KEYS[2*i], cur[i], stamp_of(i)
+  if v[1] == stamp then                        -- still the user's current stamp
+    if v[2] ~= stamp then
+      if redis.call('HSET', h, 'sw:' .. version, stamp) > 0 then
+        drop_old_versions(h, keep)             -- a first state of this version
+      elseif v[2] then
+        redis.call('UNLINK', state_key(h, version, v[2]))
+      end
+      written = written + 1
+    end
+    local left = redis.call('PTTL', h)         -- a state lives as long as its user (the TTL is the hash's)
+    if left > 0 then redis.call('PEXPIRE', s, left) end
   elseif v[2] ~= stamp then
     redis.call('UNLINK', s)
   end
@@ -481,7 +500,7 @@ class RedisStateStore:
 
         def send():
             pipe = self._redis.pipeline(transaction=True)
-            if all_new:
+            if all_new and state_keys:
                 pipe.execute_command("MSETNX", *[x for pair in zip(state_keys, rows) for x in pair])
             else:
                 for key, value in zip(state_keys, rows):
@@ -502,8 +521,10 @@ class RedisStateStore:
         """The prefix's history_len and key layout (STORE_FORMAT) must be this store's; a new prefix gets both."""
         key = self._key("config")
         stored_len, stored_format = self._script("config", [key], [self.history_len, STORE_FORMAT])
-        if stored_format is None or int(stored_format) != STORE_FORMAT:
-            found = stored_format.decode() if stored_format else 1
+        if not (stored_len or b"").isdigit():
+            raise StoreCorruptError(f"{key} field 'history_len' holds {stored_len!r}, not a number of events")
+        if stored_format != str(STORE_FORMAT).encode():
+            found = stored_format.decode(errors="replace") if stored_format else 1
             raise InputError(f"RedisStateStore: the keys under prefix {self.prefix!r} at {self._where()} are in "
                              f"layout {found} ({key} field 'format'), this version reads layout {STORE_FORMAT}: "
                              f"delete them (redis-cli --scan --pattern '{self.prefix}:*' | xargs redis-cli unlink) "
@@ -596,7 +617,9 @@ class RedisStateStore:
         states = np.ascontiguousarray(states, dtype="<f4")
         if states.shape != (len(users), size):
             raise InputError(f"commit: states of shape {states.shape}, expected {(len(users), size)}")
-        stamp = stamp or _new_stamp()
+        if not len(users):
+            return CommitOutcome(True, np.zeros(0, np.int64), stamp or 0)
+        stamp = _check_stamp(stamp) if stamp is not None else _new_stamp()
         H = self.history_len
         kept = np.minimum(counts, H)                     # only each user's last H events land in its ring
         first = counts - kept                            # rank of the first of them
@@ -658,8 +681,8 @@ class RedisStateStore:
         state_keys = [self.state_key(u, version, w) for u, w in zip(users.tolist(), stamps.tolist())]
         keys = [k for pair in zip(self._user_keys(users)[0::2], state_keys) for k in pair]
         written = int(self._script_after_states("put_states", state_keys, states, keys,
-                                                [int(version), self.prefix, _decimal(stamps), int(version) - 1,
-                                                 self.ttl_ms], all_new=False))
+                                                [int(version), self.prefix, _decimal(stamps), int(version) - 1],
+                                                all_new=False))
         self.counters["states_written_back"] += written
         return written
 
@@ -800,9 +823,21 @@ def _check_url(url) -> str:
 
 
 def _check_prefix(prefix) -> str:
-    if not isinstance(prefix, str) or not prefix or any(c.isspace() for c in prefix):
-        raise InputError(f"RedisStateStore: prefix must be a non-empty string without spaces, got {prefix!r}")
+    """Non-empty, no spaces, and none of SCAN's pattern characters * ? [ ] \\ (n_users() and clear() match
+    '<prefix>:*': a prefix 'a*' would match, and clear() delete, the keys of prefix 'ab')."""
+    if (not isinstance(prefix, str) or not prefix or any(c.isspace() for c in prefix)
+            or any(c in "*?[]\\" for c in prefix)):
+        raise InputError(f"RedisStateStore: prefix must be a non-empty string without spaces or any of * ? [ ] \\, "
+                         f"got {prefix!r}")
     return prefix
+
+
+def _check_stamp(stamp) -> int:
+    """A commit stamp passed in (to retry a call): an int in 1 .. 2^63 − 1, what the scripts read back."""
+    if isinstance(stamp, bool) or not isinstance(stamp, (int, np.integer)) or not 1 <= int(stamp) < 2 ** 63:
+        raise InputError(f"commit: stamp must be an integer in 1 .. 2**63 - 1 (the one an earlier call returned), "
+                         f"got {stamp!r}")
+    return int(stamp)
 
 
 def _positive_int(value, name: str) -> int:

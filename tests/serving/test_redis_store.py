@@ -303,8 +303,6 @@ def test_a_non_finite_state_a_bad_ring_and_a_wrong_key_type_are_refused_naming_t
                                                 r"bytes, expected 24"):
         store.read(np.array([7]), v)
     raw.delete(state)
-    with pytest.raises(StoreCorruptError, match=f"{state} .* holds 0 bytes"):
-        store.read(np.array([7]), v)
     raw.rpush(state, "a list")
     with pytest.raises(StoreCorruptError, match=f"{state} is not a string"):
         store.read(np.array([7]), v)
@@ -359,3 +357,185 @@ def test_redis_down_fails_fast_then_the_store_recovers_when_it_returns(redis_ser
     got = store.read(np.array([7]), v)
     assert got.n_events[0] == 1 and got.stamps[0] == first.stamp   # the acknowledged commit survived SIGKILL
     assert _commit(store, v, [7], [first.stamp], [1], [[(4, 2)]], _states(2)).applied
+
+
+# -- found by a review that tried to break the state keys (each failed before its fix) ------------------------------
+def test_a_retry_that_finds_no_done_marker_keeps_the_state_its_user_points_at(redis_url):
+    """The done-marker expires (10 min) or is evicted; a retry after that is a lost compare-and-set, and the
+    states it sent again — under the names its first try's states have — must not be deleted with it."""
+    store = _store(redis_url)
+    v = store.register_model("fp-a", LAYOUT)
+    first = _commit(store, v, [7], [0], [0], [[(3, 1)]], _states(1))
+    redis.Redis.from_url(redis_url).delete(f"t2arec:done:{first.stamp}")
+    again = _commit(store, v, [7], [0], [0], [[(3, 1)]], _states(1), stamp=first.stamp)
+    assert not again.applied
+    assert _state_keys(redis_url) == [f"t2arec:s:7:{v}:{first.stamp}"]
+    np.testing.assert_array_equal(store.read(np.array([7]), v).states, _states(1))
+
+
+def test_a_retry_after_the_user_was_forgotten_is_not_applied_again(redis_url):
+    store = _store(redis_url)
+    v = store.register_model("fp-a", LAYOUT)
+    first = _commit(store, v, [7], [0], [0], [[(3, 1)]], _states(1))
+    store.forget(np.array([7]))
+    assert _commit(store, v, [7], [0], [0], [[(3, 1)]], _states(1), stamp=first.stamp).applied
+    assert not store.read(np.array([7]), v).known[0]
+    assert store.top_items(1)[1].tolist() == [1] and _state_keys(redis_url) == []    # counted once
+
+
+def test_put_states_with_a_bad_key_anywhere_in_the_batch_writes_nothing(redis_url):
+    store = _store(redis_url)
+    v1 = store.register_model("fp-a", LAYOUT)
+    first = _commit(store, v1, [7, 9], [0, 0], [0, 0], [[(3, 1)], [(3, 1)]], _states(1, 1))
+    v2 = store.register_model("fp-b", LAYOUT)
+    raw = redis.Redis.from_url(redis_url)
+    raw.set("t2arec:u:8", "not a hash")
+    before = sorted(raw.keys("t2arec:*"))
+    with pytest.raises(StoreCorruptError, match="t2arec:u:8 is not a hash"):
+        store.put_states(np.array([7, 8, 9]), v2, np.array([first.stamp] * 3), _states(5, 6, 7))
+    assert sorted(raw.keys("t2arec:*")) == before
+    raw.delete("t2arec:u:8")
+    raw.rpush(f"t2arec:s:7:{v2}:{first.stamp}", "a list where the rebuilt state goes")
+    before = sorted(raw.keys("t2arec:*"))
+    with pytest.raises(StoreCorruptError, match=f"t2arec:s:7:{v2}:{first.stamp} is not a string"):
+        store.put_states(np.array([7, 9]), v2, np.array([first.stamp] * 2), _states(5, 7))
+    assert sorted(raw.keys("t2arec:*")) == before
+
+
+def test_a_state_key_lost_alone_is_rebuilt_from_the_ring_and_written_again(redis_url):
+    """A state key can go without its user (eviction under an allkeys-*/volatile-* maxmemory-policy, a manual
+    delete): the user then has no current state, the ring comes for a rebuild, and the rebuilt state is written
+    under the name the user already points at."""
+    store = _store(redis_url)
+    v = store.register_model("fp-a", LAYOUT)
+    first = _commit(store, v, [7], [0], [0], [[(3, 1)]], _states(1))
+    redis.Redis.from_url(redis_url).delete(f"t2arec:s:7:{v}:{first.stamp}")
+    got = store.read(np.array([7]), v)
+    assert got.known[0] and not got.shipped[0] and got.has_ring[0]
+    assert store.put_states(np.array([7]), v, got.stamps, _states(4)) == 0      # nothing to adopt: already named
+    np.testing.assert_array_equal(store.read(np.array([7]), v).states, _states(4))
+
+
+def test_a_rebuilt_state_expires_with_its_user(redis_url):
+    store = _store(redis_url, ttl_s=30)
+    v1 = store.register_model("fp-a", LAYOUT)
+    first = _commit(store, v1, [7], [0], [0], [[(3, 1)]], _states(1))
+    raw = redis.Redis.from_url(redis_url)
+    raw.pexpire("t2arec:u:7", 5_000)                                 # the user's time is running out
+    v2 = store.register_model("fp-b", LAYOUT)
+    assert store.put_states(np.array([7]), v2, np.array([first.stamp]), _states(5)) == 1
+    assert 0 < raw.pttl(f"t2arec:s:7:{v2}:{first.stamp}") <= 5_000
+
+
+def test_an_empty_commit_is_a_no_op_and_a_stamp_out_of_range_is_refused(redis_url):
+    store = _store(redis_url)
+    v = store.register_model("fp-a", LAYOUT)
+    z = np.zeros(0, np.int64)
+    assert store.commit(z, v, z, z, z, z, np.zeros((0, SIZE), np.float32), z, z, z, z).applied
+    for stamp in (-5, 2 ** 63, 1.5):
+        with pytest.raises(InputError, match="stamp must be an integer in 1 .. 2\\*\\*63 - 1"):
+            _commit(store, v, [7], [0], [0], [[(3, 1)]], _states(1), stamp=stamp)
+    assert store.n_users() == 0
+
+
+def test_a_config_that_is_not_a_number_is_refused_naming_the_key(redis_url):
+    raw = redis.Redis.from_url(redis_url)
+    raw.hset("t2arec:config", mapping={"history_len": 4, "format": "two"})
+    with pytest.raises(InputError, match="t2arec:config field 'format'"):
+        _store(redis_url)
+    raw.hset("t2arec:config", mapping={"history_len": "four", "format": 2})
+    with pytest.raises(StoreCorruptError, match="t2arec:config field 'history_len' holds b'four'"):
+        _store(redis_url)
+
+
+@pytest.mark.parametrize("prefix", ["a*", "a?b", "x[1]", "back\\slash"])
+def test_a_prefix_with_scan_pattern_characters_is_refused(prefix):
+    with pytest.raises(InputError, match="prefix must be"):
+        RedisStateStore("redis://127.0.0.1:1/0", prefix=prefix)
+
+
+def _all_consistent(url, prefix):
+    """-> (the state keys there are, the state keys the users' hashes name): equal when no state is stray or
+    missing."""
+    raw = redis.Redis.from_url(url)
+    keys = {k.decode() for k in raw.scan_iter(match=f"{prefix}:*")}
+    states = {k for k in keys if k.startswith(f"{prefix}:s:")}
+    pointed = set()
+    for h in [k for k in keys if k.startswith(f"{prefix}:u:")]:
+        user = h[len(prefix) + 3:]
+        for f, w in raw.hgetall(h).items():
+            if f.startswith(b"sw:"):
+                pointed.add(f"{prefix}:s:{user}:{f[3:].decode()}:{w.decode()}")
+    return states, pointed
+
+
+@pytest.mark.parametrize("prefix", ["a:u:b", "x%.^$(", "p:s:1", "ü:u:"])   # Lua pattern characters too
+@pytest.mark.parametrize("users", [[-5, 7], [2**63 - 1, -(2**63)]])
+def test_no_state_is_stray_or_missing_through_a_lifecycle_under_odd_prefixes_and_ids(redis_url, prefix, users):
+    store = _store(redis_url, prefix=prefix)
+    v1 = store.register_model("fp-a", LAYOUT)
+    a = _commit(store, v1, users, [0, 0], [0, 0], [[(3, 1)], [(4, 1)]], _states(1, 2))
+    b = _commit(store, v1, users, [a.stamp] * 2, [1, 1], [[(3, 2)], [(4, 2)]], _states(3, 4))
+    v2 = store.register_model("fp-b", LAYOUT)
+    assert store.put_states(np.array(users), v2, np.array([b.stamp] * 2), _states(5, 6)) == 2
+    v3 = store.register_model("fp-c", LAYOUT)
+    c = _commit(store, v3, users, [b.stamp] * 2, [2, 2], [[(3, 3)], [(4, 3)]], _states(7, 8))
+    states, pointed = _all_consistent(redis_url, prefix)
+    assert states == pointed and len(states) == 4
+    np.testing.assert_array_equal(store.read(np.array(users), v3).states, _states(7, 8))
+    assert store.forget(np.array(users)) == 2
+    assert _all_consistent(redis_url, prefix) == (set(), set())
+    d = _commit(store, v3, users, [0, 0], [0, 0], [[(3, 9)], [(4, 9)]], _states(1, 1))
+    assert d.applied and _all_consistent(redis_url, prefix)[0] == _all_consistent(redis_url, prefix)[1]
+    store.clear()
+
+
+def test_every_call_works_after_the_server_lost_its_script_cache(redis_url):
+    store = _store(redis_url)
+    v = store.register_model("fp-a", LAYOUT)
+    a = _commit(store, v, [7], [0], [0], [[(3, 1)]], _states(1))
+    raw = redis.Redis.from_url(redis_url)
+    for call in range(4):
+        raw.script_flush()
+        if call == 0:
+            assert store.read(np.array([7]), v).shipped[0]
+        elif call == 1:
+            a = _commit(store, v, [7], [a.stamp], [1], [[(3, 2)]], _states(2))
+            assert a.applied
+        elif call == 2:
+            v2 = store.register_model("fp-b", LAYOUT)
+            assert store.put_states(np.array([7]), v2, np.array([a.stamp]), _states(3)) == 1
+        else:
+            assert store.forget(np.array([7])) == 1
+    assert not list(raw.scan_iter(match="t2arec:s:*"))
+
+
+def test_a_commit_refused_for_a_corrupt_ring_pop_or_hash_leaves_the_keyspace_as_it_was(redis_url):
+    store = _store(redis_url)
+    v = store.register_model("fp-a", LAYOUT)
+    raw = redis.Redis.from_url(redis_url)
+    raw.rpush("t2arec:r:8", "x")
+    before = sorted(raw.keys("*"))
+    with pytest.raises(StoreCorruptError, match="t2arec:r:8"):
+        _commit(store, v, [7, 8], [0, 0], [0, 0], [[(3, 1)], [(4, 1)]], _states(1, 2))
+    assert sorted(raw.keys("*")) == before
+    raw.delete("t2arec:r:8"); raw.set("t2arec:pop", "x"); raw.hset("t2arec:u:9", "w", 1)
+    raw.delete("t2arec:u:9"); raw.set("t2arec:u:9", "s")
+    for users in ([7], [7, 9]):
+        before = sorted(raw.keys("*"))
+        with pytest.raises(StoreCorruptError, match="t2arec:(pop|u:9)"):
+            _commit(store, v, users, [0] * len(users), [0] * len(users), [[(3, 1)]] * len(users),
+                    _states(*[1] * len(users)))
+        assert sorted(raw.keys("*")) == before
+
+
+def test_a_rebuild_that_lands_after_its_user_moved_on_leaves_no_state(redis_url):
+    store = _store(redis_url)
+    v1 = store.register_model("fp-a", LAYOUT)
+    a = _commit(store, v1, [7], [0], [0], [[(3, 1)]], _states(1))
+    v2 = store.register_model("fp-b", LAYOUT)
+    b = _commit(store, v2, [7], [a.stamp], [1], [[(3, 2)]], _states(2))   # moved on before the rebuild lands
+    assert store.put_states(np.array([7]), v2, np.array([a.stamp]), _states(9)) == 0
+    assert store.put_states(np.array([7]), v1, np.array([a.stamp]), _states(9)) == 0
+    states, pointed = _all_consistent(redis_url, "t2arec")
+    assert states == pointed
