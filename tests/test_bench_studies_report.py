@@ -152,10 +152,14 @@ def test_shift_curve_pools_valid_and_test_targets_weighted_by_count(tmp_path):
     assert (tmp_path / "curve.png").stat().st_size > 1000
 
 
-def test_before_after_compares_the_means_per_model():
+def test_before_after_compares_the_means_per_model_on_validation_and_test():
     before, after = study(), study()
     after["runs"]["sasrec"] = [run(0, 0.06), run(1, 0.07), run(2, 0.08)]
+    for r in after["runs"]["sasrec"]:
+        r["valid"] = {**r["valid"], "ndcg@10": 0.04}                  # validation down where test went up
     text = report.before_after(before, after)
-    assert "| sasrec | 0.0500 ± 0.0000 | 0.0700 ± 0.0100 | +0.0200 |" in text
-    assert "| backbone | 0.1100 ± 0.0100 | 0.1100 ± 0.0100 | +0.0000 |" in text
-    assert "| t2arec + test-time step | 0.1300 ± 0.0200 | 0.1300 ± 0.0200 | +0.0000 |" in text
+    assert ("| sasrec | 0.0500 ± 0.0000 | 0.0400 ± 0.0000 | -0.0100 | 0.0500 ± 0.0000 | 0.0700 ± 0.0100 | +0.0200 |"
+            in text)
+    assert ("| backbone | 0.1100 ± 0.0100 | 0.1100 ± 0.0100 | +0.0000 | 0.1100 ± 0.0100 | 0.1100 ± 0.0100 | "
+            "+0.0000 |") in text
+    assert "| t2arec + test-time step | — | — | — | 0.1300 ± 0.0200 | 0.1300 ± 0.0200 | +0.0000 |" in text
