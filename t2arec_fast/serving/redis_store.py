@@ -506,12 +506,12 @@ class RedisStateStore:
                 for key, value in zip(state_keys, rows):
                     pipe.set(key, value, nx=True)
             pipe.execute_command("EVAL", self._scripts[name].script, len(keys), *keys, *args)
-            return pipe.execute(raise_on_error=False)[-1]
+            reply = pipe.execute(raise_on_error=False)[-1]
+            if isinstance(reply, Exception):        # the script's refusal: _call maps it like any other
+                raise reply
+            return reply
 
-        reply = self._call(name, send)
-        if isinstance(reply, Exception):
-            return self._call(name, _raise, reply)
-        return reply
+        return self._call(name, send)
 
     # -- set-up --------------------------------------------------------------------------------------------------
     def ping(self) -> bool:
@@ -638,9 +638,10 @@ class RedisStateStore:
         popular["member"] = np.char.zfill(popular_items.astype(_POPULAR_RECORD["member"]), _ITEM_DIGITS)
         popular["count"] = popular_counts.astype(_POPULAR_RECORD["count"])
         state_keys = [self.state_key(u, version, stamp) for u in users.tolist()]
+        hash_ring = self._user_keys(users)
         keys = [self._key("pop"), self._key("done", stamp)]
-        for hash_and_ring, state in zip(zip(*[iter(self._user_keys(users))] * 2), state_keys):
-            keys += (*hash_and_ring, state)
+        for i, state in enumerate(state_keys):
+            keys += (hash_ring[2 * i], hash_ring[2 * i + 1], state)
         reply = self._script_after_states("commit", state_keys, states, keys,
                                           [int(version), self.prefix, str(stamp), self.ttl_ms, int(version) - 1, H,
                                            records.tobytes(), per_user.tobytes(), popular.tobytes()],
@@ -790,10 +791,6 @@ def _popular(flat: list, key: str) -> Tuple[np.ndarray, np.ndarray]:
     except (TypeError, ValueError):
         raise StoreCorruptError(f"{key} holds members that are not item ids with counts") from None
     return items, counts
-
-
-def _raise(exc: Exception):
-    raise exc
 
 
 def _new_stamp() -> int:
