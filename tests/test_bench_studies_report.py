@@ -163,3 +163,32 @@ def test_before_after_compares_the_means_per_model_on_validation_and_test():
     assert ("| backbone | 0.1100 ± 0.0100 | 0.1100 ± 0.0100 | +0.0000 | 0.1100 ± 0.0100 | 0.1100 ± 0.0100 | "
             "+0.0000 |") in text
     assert "| t2arec + test-time step | — | — | — | 0.1300 ± 0.0200 | 0.1300 ± 0.0200 | +0.0000 |" in text
+
+
+def recbole_run():
+    epochs = [{"epoch": i, "valid": {"ndcg@10": v, "recall@10": 2 * v, "mrr@10": v / 2}}
+              for i, v in enumerate((0.01, 0.03, 0.02))]
+    return {"dataset": "ml-100k", "recbole": "1.2.1", "config": {"seed": 2020}, "max_epochs": 3,
+            "stopping_step": 10, "tie_order": "file", "overrides": {"learning_rate": "0.0005"}, "epochs": epochs,
+            "epochs_run": 3, "best_epoch": 1, "best_valid": epochs[1]["valid"],
+            "test": {"ndcg@10": 0.025, "recall@10": 0.05, "mrr@10": 0.0125}, "seconds_per_epoch": 12.0,
+            "environment": {"cpu": "AMD EPYC", "cpus": 2, "torch": "2.x", "date": "2026-12-01"}}
+
+
+def test_recbole_block_puts_its_run_beside_our_sasrec(tmp_path, monkeypatch):
+    (tmp_path / "reproduce_ml-100k.json").write_text(json.dumps(study()))
+    (tmp_path / "recbole_sasrec_ml-100k.json").write_text(json.dumps(recbole_run()))
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    text = report.render_recbole()
+    assert ("`python -m bench.recbole_sasrec ml-100k --seed 2020 --epochs 3 --set learning_rate=0.0005`"
+            in text)
+    # RecBole counts epochs from 0: its best (index 1) is the second of three
+    assert "| RecBole 1.2.1 SASRec | 2020 | 0.0300 (2 of 3) | 0.0250 | 0.0500 | 0.0125 | 12 |" in text
+    assert ("| ours, SASRec: `python -m bench.studies.reproduce ml-100k --seeds 0 1 2 --epochs 60 --set "
+            "batch_size=64` | 0 1 2 | 0.0500 ± 0.0000 (5, 5, 5) | 0.0500 ± 0.0000 |") in text
+    assert "after each epoch (epoch 1 first): .0100 .0300 .0200." in text
+
+
+def test_recbole_block_without_runs_says_how_to_make_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    assert "Not run yet" in report.render_recbole()

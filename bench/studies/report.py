@@ -1,7 +1,7 @@
 """Render the generated tables of docs/results.md: the real-data studies (bench/results/reproduce_<dataset>.json,
 bench/studies/reproduce.py), the validation searches (bench/results/tune_<name>.json,
-bench/studies/tune_alignment.py), the test-time step sizes (ttt_step_*.json) and the order of ties
-(tie_order_*.json).
+bench/studies/tune_alignment.py), the test-time step sizes (ttt_step_*.json), the order of ties
+(tie_order_*.json) and RecBole's SASRec run side by side (recbole_sasrec_*.json, bench/recbole_sasrec.py).
 
     python -m bench.studies.report            # rewrites the block between the reproduce markers in docs/results.md
     python -m bench.studies.report --print    # only prints it
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from typing import Optional
 from pathlib import Path
 
 from bench.harness import RESULTS, ROOT
@@ -405,6 +406,58 @@ def render_ties() -> str:
     return "\n\n".join(sections) or "Not run yet (`python -m bench.studies.tie_order DATA --keep DIR`)."
 
 
+RECBOLE_BEGIN, RECBOLE_END = "<!-- recbole:begin (bench/studies/report.py) -->", "<!-- recbole:end -->"
+
+
+def recbole_command(report: dict) -> str:
+    """The command that wrote a bench/recbole_sasrec.py JSON, rebuilt from what it recorded."""
+    parts = [f"python -m bench.recbole_sasrec {report['dataset']} --seed {report['config']['seed']} "
+             f"--epochs {report['max_epochs']}"]
+    if report.get("stopping_step", 10) != 10:
+        parts.append(f"--stopping-step {report['stopping_step']}")
+    if report.get("tie_order", "file") != "file":
+        parts.append(f"--tie-order {report['tie_order']}")
+    if report.get("overrides"):
+        parts.append("--set " + " ".join(f"{k}={v}" for k, v in report["overrides"].items()))
+    return " ".join(parts)
+
+
+def recbole_section(theirs: dict, ours: Optional[dict]) -> str:
+    """RecBole's SASRec (one run of bench/recbole_sasrec.py) beside our SASRec of the reproduction study on the same
+    data set: validation NDCG@10 at the best epoch and test metrics at that checkpoint; RecBole's per-epoch curve."""
+    curve = " ".join(f"{e['valid']['ndcg@10']:.4f}".lstrip("0") for e in theirs["epochs"])
+    test = theirs["test"]
+    lines = [f"#### {theirs['dataset']} — RecBole: `{recbole_command(theirs)}` (its own environment)", "",
+             "| run | seeds | best valid NDCG@10 (epoch) | test NDCG@10 | test Recall@10 | test MRR@10 | s/epoch |",
+             "|---|---|---|---|---|---|---|",
+             f"| RecBole {theirs['recbole']} SASRec | {theirs['config']['seed']} | "
+             f"{theirs['best_valid']['ndcg@10']:.4f} ({theirs['best_epoch'] + 1} of {theirs['epochs_run']}) | "
+             f"{test['ndcg@10']:.4f} | {test['recall@10']:.4f} | {test['mrr@10']:.4f} | "
+             f"{theirs['seconds_per_epoch']:.0f} |"]
+    if ours and ours["runs"].get("sasrec"):
+        runs = ours["runs"]["sasrec"]
+        epochs = ", ".join(str(r["best_epoch"]) for r in runs)
+        lines.append(f"| ours, SASRec: `{command_of(ours)}` | {' '.join(str(r['seed']) for r in runs)} | "
+                     f"{fmt([r['valid']['ndcg@10'] for r in runs])} ({epochs}) | "
+                     + " | ".join(fmt([r["test"][m] for r in runs]) for m in ("ndcg@10", "recall@10", "mrr@10"))
+                     + f" | {statistics.median(r['seconds_per_epoch'] for r in runs):.0f} |")
+    env = theirs.get("environment") or {}
+    lines += ["", f"RecBole's validation NDCG@10 after each epoch (epoch 1 first): {curve}. "
+              f"{env.get('cpu', '?')} ({env.get('cpus', '?')} CPUs), torch {env.get('torch', '?')}, "
+              f"{env.get('date', '?')}; JSON: bench/results/recbole_sasrec_{theirs['dataset']}.json."]
+    return "\n".join(lines)
+
+
+def render_recbole() -> str:
+    """bench/results/recbole_sasrec_<data>.json beside our reproduce_<data>.json."""
+    sections = []
+    for path in sorted(RESULTS.glob("recbole_sasrec_*.json")):
+        theirs = json.loads(path.read_text())
+        ours_path = RESULTS / f"reproduce_{theirs['dataset']}.json"
+        sections.append(recbole_section(theirs, json.loads(ours_path.read_text()) if ours_path.exists() else None))
+    return "\n\n".join(sections) or "Not run yet (`python -m bench.recbole_sasrec DATA`, docs/benchmarks.md)."
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--print", action="store_true", help="print the block instead of writing docs/results.md")
@@ -422,6 +475,8 @@ def main(argv=None) -> int:
         text = replace_block(text, TTT_BEGIN, TTT_END, render_ttt_step())
     if TIES_BEGIN in text:
         text = replace_block(text, TIES_BEGIN, TIES_END, render_ties())
+    if RECBOLE_BEGIN in text:
+        text = replace_block(text, RECBOLE_BEGIN, RECBOLE_END, render_recbole())
     DOC.write_text(text)
     if README.exists() and README_BEGIN in README.read_text():
         README.write_text(replace_block(README.read_text(), README_BEGIN, README_END, readme_table()))
