@@ -74,3 +74,17 @@ def test_non_finite_trial_fails_with_its_reason(tmp_path):
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert "non-finite loss" in study.trials[0].user_attrs["error"]
     assert lines[0].startswith("trial 0 [0/2]: fail (non-finite loss at epoch 1")
+
+
+def test_the_committed_same_budget_space_loads_and_fits_every_model():
+    """bench/studies/spaces/same_budget.yaml (issue 14's same-budget studies) searches only keys every model reads."""
+    from pathlib import Path
+    from t2arec_fast.config import Config
+    from t2arec_fast.tune import load_space
+    space = load_space(Path(__file__).resolve().parents[1] / "bench" / "studies" / "spaces" / "same_budget.yaml")
+    assert set(space) == {"lr", "dropout", "n_layers", "weight_decay"}
+    for model in ("sasrec", "backbone", "t2arec"):
+        cfg = Config()
+        cfg.model.model = model
+        for name in space:
+            assert any(hasattr(section, name) for section in (cfg.data, cfg.model, cfg.train, cfg.ttt)), name
