@@ -143,10 +143,9 @@ def open_study(space: dict, base_cfg: Config, storage: Optional[str] = None, stu
             its trials would not be comparable).
     """
     import optuna
-    from optuna.storages import RDBStorage
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if storage is not None:
-        storage = RDBStorage(storage)
+        storage = _rdb_storage(storage)
     identity = _as_stored({"dataset": dataset_name, "space": {k: p.to_dict() for k, p in space.items()},
                            "fixed": _fixed_settings(base_cfg, space)})
     # a trial is compared with the median of earlier trials at the same epoch, once 2 trials have finished
@@ -161,6 +160,28 @@ def open_study(space: dict, base_cfg: Config, storage: Optional[str] = None, stu
                           f"settings ({_differences(stored, identity)}): resume it with the same settings, or pass "
                           "another --study-name")
     return study
+
+
+# What another process's creation of the same new database looks like from here (SQLite, PostgreSQL, MySQL).
+_CREATION_RACE = ("already exists", "unique constraint", "duplicate", "database is locked")
+
+
+def _rdb_storage(url: str, attempts: int = 8):
+    """optuna's RDBStorage(url), retried while another process is creating the same new database.
+
+    Optuna creates its tables on first use; processes started together on a new storage race to create them and
+    all but one fail ("table studies already exists", optuna/optuna#1092). Waiting and opening again finds the
+    tables the winner made. Other errors (a bad URL, a missing folder) are raised at once.
+    """
+    import sqlalchemy.exc
+    from optuna.storages import RDBStorage
+    for attempt in range(attempts):
+        try:
+            return RDBStorage(url)
+        except sqlalchemy.exc.DBAPIError as exc:
+            if attempt == attempts - 1 or not any(s in str(exc).lower() for s in _CREATION_RACE):
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def _as_stored(value):

@@ -88,3 +88,37 @@ def test_the_committed_same_budget_space_loads_and_fits_every_model():
         cfg.model.model = model
         for name in space:
             assert any(hasattr(section, name) for section in (cfg.data, cfg.model, cfg.train, cfg.ttt)), name
+
+
+def _open_at_once(url, name, barrier, results):
+    """One of several processes opening the same new storage at the same moment."""
+    from t2arec_fast.config import Config
+    space = load_space(_SPACE)
+    barrier.wait()
+    try:
+        open_study(space, Config(), storage=url, study_name=name, dataset_name="synthetic")
+        results.put((name, "ok"))
+    except Exception as exc:                      # reported to the test, which names it
+        results.put((name, f"{type(exc).__name__}: {exc}"))
+
+
+_SPACE = __import__("pathlib").Path(__file__).resolve().parents[1] / "bench" / "studies" / "spaces" / "same_budget.yaml"
+
+
+def test_processes_that_create_one_new_storage_together_all_open_it(tmp_path):
+    """Optuna creates a storage's tables on first use; two processes starting at once on a new sqlite file raced
+    ("table studies already exists", optuna/optuna#1092) and one died. Each retries until the other has made it."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("spawn")
+    for attempt in range(2):                      # the race is timing-dependent: two fresh files
+        url = f"sqlite:///{tmp_path / f'study{attempt}.db'}"
+        n = 4
+        barrier, results = ctx.Barrier(n), ctx.Queue()
+        procs = [ctx.Process(target=_open_at_once, args=(url, f"t2arec-m{i % 2}", barrier, results))
+                 for i in range(n)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+        outcomes = [results.get(timeout=10) for _ in procs]
+        assert all(outcome == "ok" for _, outcome in outcomes), outcomes
