@@ -171,7 +171,11 @@ def _rdb_storage(url: str, attempts: int = 8):
 
     Optuna creates its tables on first use; processes started together on a new storage race to create them and
     all but one fail ("table studies already exists", optuna/optuna#1092). Waiting and opening again finds the
-    tables the winner made. Other errors (a bad URL, a missing folder) are raised at once.
+    tables the winner made.
+
+    Raises:
+        ConfigError: not a database URL, or one that cannot be opened (a missing folder, no permission, a server
+            that does not answer), naming the URL.
     """
     import sqlalchemy.exc
     from optuna.storages import RDBStorage
@@ -180,8 +184,11 @@ def _rdb_storage(url: str, attempts: int = 8):
             return RDBStorage(url)
         except sqlalchemy.exc.DBAPIError as exc:
             if attempt == attempts - 1 or not any(s in str(exc).lower() for s in _CREATION_RACE):
-                raise
+                raise ConfigError(f"storage {url!r}: cannot open the study's database "
+                                  f"({str(exc.orig) or type(exc.orig).__name__})") from None
             time.sleep(0.2 * (attempt + 1))
+        except sqlalchemy.exc.ArgumentError as exc:
+            raise ConfigError(f"storage {url!r}: not a database URL ({exc}; e.g. sqlite:///study.db)") from None
 
 
 def _as_stored(value):

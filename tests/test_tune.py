@@ -1,13 +1,18 @@
 """t2arec_fast.tune: search spaces checked against the config, pruning of trailing trials."""
 
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("optuna")
 
-from t2arec_fast.config import ConfigError                          # noqa: E402
+from t2arec_fast.config import Config, ConfigError                  # noqa: E402
 from t2arec_fast.tune import load_space, open_study, run_study      # noqa: E402
 
 from helpers import SYNTHETIC, tiny_config                          # noqa: E402
+
+# issue 14's same-budget search space (committed; opened by the storage tests too)
+_SPACE = Path(__file__).resolve().parents[1] / "bench" / "studies" / "spaces" / "same_budget.yaml"
 
 
 def write(path, text):
@@ -78,10 +83,7 @@ def test_non_finite_trial_fails_with_its_reason(tmp_path):
 
 def test_the_committed_same_budget_space_loads_and_fits_every_model():
     """bench/studies/spaces/same_budget.yaml (issue 14's same-budget studies) searches only keys every model reads."""
-    from pathlib import Path
-    from t2arec_fast.config import Config
-    from t2arec_fast.tune import load_space
-    space = load_space(Path(__file__).resolve().parents[1] / "bench" / "studies" / "spaces" / "same_budget.yaml")
+    space = load_space(_SPACE)
     assert set(space) == {"lr", "dropout", "n_layers", "weight_decay"}
     for model in ("sasrec", "backbone", "t2arec"):
         cfg = Config()
@@ -92,7 +94,6 @@ def test_the_committed_same_budget_space_loads_and_fits_every_model():
 
 def _open_at_once(url, name, barrier, results):
     """One of several processes opening the same new storage at the same moment."""
-    from t2arec_fast.config import Config
     space = load_space(_SPACE)
     barrier.wait()
     try:
@@ -101,8 +102,6 @@ def _open_at_once(url, name, barrier, results):
     except Exception as exc:                      # reported to the test, which names it
         results.put((name, f"{type(exc).__name__}: {exc}"))
 
-
-_SPACE = __import__("pathlib").Path(__file__).resolve().parents[1] / "bench" / "studies" / "spaces" / "same_budget.yaml"
 
 
 def test_processes_that_create_one_new_storage_together_all_open_it(tmp_path):
@@ -122,3 +121,11 @@ def test_processes_that_create_one_new_storage_together_all_open_it(tmp_path):
             p.join(120)
         outcomes = [results.get(timeout=10) for _ in procs]
         assert all(outcome == "ok" for _, outcome in outcomes), outcomes
+
+
+@pytest.mark.parametrize("url, message", [("notaurl", "not a database URL"),
+                                          ("sqlite:////nonexistent-folder/study.db", "cannot open")])
+def test_a_storage_that_cannot_be_opened_is_a_config_error_naming_it(url, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        open_study(load_space(_SPACE), Config(), storage=url)
+    assert url in str(err.value)
