@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-from typing import Optional
 from pathlib import Path
+from typing import Optional
 
 from bench.harness import RESULTS, ROOT
 from bench.studies.reproduce import DATASETS, mean_std, paired_t

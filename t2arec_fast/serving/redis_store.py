@@ -60,9 +60,11 @@ _POPULAR_RECORD = np.dtype([("member", f"S{_ITEM_DIGITS}"), ("count", f"S{FIELD}
 
 # -- Lua scripts: each runs atomically inside Redis; errors name the key -------------------------------------------
 # Per-user numbers travel as fixed-width decimal fields (FIELD bytes each, left-aligned, padded with NUL or spaces)
-# inside one argument or reply string, and ring records as concatenated blobs: a batch of any size is a handful of
-# arguments, packed and parsed by numpy on the client instead of hundreds of per-user values. Decimal text, not
-# binary, because Lua's numbers are doubles: a 63-bit stamp or an int64 time would not survive them.
+# inside one argument or reply string, and a commit's ring records as one concatenated blob: a batch of any size
+# is a handful of arguments, packed and parsed by numpy on the client instead of hundreds of per-user values (a
+# read's shipped states and rings come back one string each: joining them in Lua costs more than sending them).
+# Decimal text, not binary, because Lua's numbers are doubles: a 63-bit stamp or an int64 time would not survive
+# them.
 # States never pass through a script on the way in: every string a script receives or builds is copied into Lua
 # (measured: ~1.3 ms of Redis CPU for the 640 KB of a 64-user commit, 10x the rest of the script), so a commit's
 # states go in one MSETNX queued with the script in one MULTI/EXEC, under names no other write uses (the commit's
@@ -753,9 +755,9 @@ def _padded_rings(rings: list, H: int) -> np.ndarray:
     """The read script's rings (each as stored: at most H records of 12 bytes, unfilled slots absent at the end)
     -> (len(rings), H) RING_RECORD, zero-padded."""
     out = np.zeros((len(rings), H), RING_RECORD)
-    flat = out.reshape(-1).view(np.uint8)
     for j, ring in enumerate(rings):
-        flat[j * H * RING_RECORD.itemsize:j * H * RING_RECORD.itemsize + len(ring)] = np.frombuffer(ring, np.uint8)
+        records = np.frombuffer(ring, RING_RECORD)
+        out[j, :len(records)] = records
     return out
 
 
