@@ -182,7 +182,8 @@ class Adapted(NamedTuple):
 
 
 def adapted_scores(model: nn.Module, items: torch.Tensor, times: torch.Tensor, target_times: torch.Tensor, ttt_cfg,
-                   *, per_user: Optional[bool] = None, plain_scores: Optional[torch.Tensor] = None) -> Adapted:
+                   *, per_user: Optional[bool] = None, plain_scores: Optional[torch.Tensor] = None,
+                   causal: bool = False) -> Adapted:
     """Scores after the test-time step — the one route through it, for evaluation and serving alike.
 
     items, times: (batch, L) int64 LEFT-padded; target_times: (batch,) int64 = t_{n+1}, the request time.
@@ -193,6 +194,9 @@ def adapted_scores(model: nn.Module, items: torch.Tensor, times: torch.Tensor, t
     batch is not a meaningful episode).
     plain_scores: the rows' scores without the step when the caller has them (serving: from the cached states);
     rows that do not adapt keep them, and adapted rows are written into it. Otherwise they come from model.scores.
+    causal: a shared episode adapts on the events up to its earliest request time only (`history_until`), as a
+    server batching requests can; each row is still scored on its whole history. Per-user episodes are causal as
+    they are (a row holds only events before its own request).
 
     The model is put in eval mode for the call (dropout off, as in the paper) and returned to its previous mode; its
     parameters are not modified. Source: the paper's Algorithm 1 (docs/model.md, "Test-time alignment").
@@ -206,7 +210,7 @@ def adapted_scores(model: nn.Module, items: torch.Tensor, times: torch.Tensor, t
     try:
         chosen = _rows_to_adapt(model, items, times, target_times, ttt_cfg)
         if bool(chosen.any()) and bool(chosen.all()):
-            scores = _episodes(model, items, times, target_times, ttt_cfg, per_user)
+            scores = _episodes(model, items, times, target_times, ttt_cfg, per_user, causal)
             return Adapted(scores if plain_scores is None else plain_scores.copy_(scores), chosen)
         if plain_scores is None:
             with torch.no_grad():
@@ -214,7 +218,7 @@ def adapted_scores(model: nn.Module, items: torch.Tensor, times: torch.Tensor, t
         if bool(chosen.any()):
             items, times, target_times = items[chosen], times[chosen], target_times[chosen]
             keep = (items != 0).any(dim=0)               # drop columns that are padding for every adapted row
-            adapted = _episodes(model, items[:, keep], times[:, keep], target_times, ttt_cfg, per_user)
+            adapted = _episodes(model, items[:, keep], times[:, keep], target_times, ttt_cfg, per_user, causal)
             plain_scores[chosen.to(plain_scores.device)] = adapted.to(plain_scores)
         return Adapted(plain_scores, chosen)
     finally:
@@ -231,15 +235,36 @@ def _rows_to_adapt(model, items, times, target_times, ttt_cfg) -> torch.Tensor:
     return torch.ones(items.shape[0], dtype=torch.bool, device=items.device)
 
 
-def _episodes(model, items, times, target_times, ttt_cfg, per_user: bool) -> torch.Tensor:
-    """Scores of every row after its episode: one per row (vmap) or one for the whole batch."""
+def _episodes(model, items, times, target_times, ttt_cfg, per_user: bool, causal: bool = False) -> torch.Tensor:
+    """Scores of every row after its episode: one per row (vmap) or one for the whole batch (on the events up to
+    its earliest request time with `causal`)."""
     if per_user:
         return torch.cat([_per_user_chunk(model, items[i:i + PER_USER_CHUNK], times[i:i + PER_USER_CHUNK],
                                           target_times[i:i + PER_USER_CHUNK], ttt_cfg)
                           for i in range(0, items.shape[0], PER_USER_CHUNK)])
-    fast = adapt_parameters(model, items, times, target_times, ttt_cfg)
+    if causal:
+        known = history_until(items, times, target_times.min())
+        fast = adapt_parameters(model, *known, ttt_cfg) if known[0].shape[0] else {}
+    else:
+        fast = adapt_parameters(model, items, times, target_times, ttt_cfg)
     with torch.no_grad():
         return _batch_scores(model, fast, items, times, target_times, ttt_cfg)
+
+
+def history_until(items: torch.Tensor, times: torch.Tensor, cut: torch.Tensor) -> tuple:
+    """What a server knows at time `cut`: LEFT-padded (batch, L) histories without their events after `cut`, rows
+    left empty dropped, and every row's request time set to `cut` → (items, times, target_times), width = the
+    longest remaining row (at least 1). An event at `cut` itself is kept (it preceded the request)."""
+    keep = (items != 0) & (times <= cut)
+    rows = keep.any(dim=1)
+    keep = keep[rows]
+    # a stable sort of the keep flags moves each row's kept events, in order, to its right end
+    order = torch.sort(keep.to(torch.int8), dim=1, stable=True).indices
+    width = max(int(keep.sum(dim=1).max()), 1) if keep.shape[0] else 1
+    packed_items = torch.gather(torch.where(keep, items[rows], 0), 1, order)[:, -width:]
+    packed_times = torch.gather(torch.where(keep, times[rows], 0), 1, order)[:, -width:]
+    return packed_items, packed_times, torch.full((int(rows.sum()),), int(cut), dtype=times.dtype,
+                                                  device=times.device)
 
 
 def shift_gate(items: torch.Tensor, times: torch.Tensor, target_times: torch.Tensor, factor: float) -> torch.Tensor:

@@ -114,6 +114,10 @@ class TTTConfig(_Checked):
     ttt_mu_state: float = 0.1             # μ2'
     ttt_params: str = "all"               # "all" | "block" | "ssm" (A, dt_bias, in_proj) | "norms"
     ttt_batch_size: int = 256             # users per test batch (the adaptation depends on it)
+    ttt_order: str = "time"               # how evaluation groups users into episodes: "time" (by request time,
+                                          # adapting on events before the episode's first request: what a
+                                          # server can do) | "random" | "stored" (the data's user order; it
+                                          # groups similar users in some files, docs/results.md)
     ttt_gate: float = 0.0                 # adapt only users whose request gap T_{n+1} ≥ gate × their median gap
                                           # (0 = everyone, the paper); an extension, see docs/results.md
     ttt_compile: bool = False             # torch.compile the per-batch step (functional gradient) and its scoring
@@ -260,6 +264,7 @@ CHOICES = {
     "state_norm": ("fro", "squared", "relative"),
     "ttt_params": ("all", "block", "ssm", "norms"),
     "ttt_rule": ("sgd", "relative"),
+    "ttt_order": ("time", "random", "stored"),
     "position_origin": ("end", "start"),
     "tie_order": ("file", "item", "reversed", "random"),
     "train_samples": ("windows", "prefixes"),

@@ -3,7 +3,8 @@ test-time segment, with or without the test-time step.
 
 History items are NOT masked by default (RecBole's convention); `mask_history=True` masks them and the result says
 so. Ties are counted pessimistically (see `metrics`). The test-time step's outcome depends on which users share a
-batch, so every TTT result records its batch size and the order of users (a hash of the user ids as batched).
+batch, so episodes are formed in a stated order (`ttt_order`, `episode_order`) and every TTT result records its
+batch size, that order and a hash of the user ids as batched.
 """
 from __future__ import annotations
 
@@ -20,6 +21,13 @@ from .metrics import DEFAULT_KS, metrics_from_ranks, ndcg_by_request_gap, ndcg_b
 from .progress import progress_bar
 from .request_gaps import REQUEST_GAP_LABELS
 
+# How evaluation groups users into the test-time step's shared episodes (TTTConfig.ttt_order). Some data files
+# number users so that neighbours share items (amazon-beauty, yelp-a: 62 % of neighbouring users share an item,
+# 1-1.5 % of random pairs), and an episode of neighbours then adapts the model to what its users have in common,
+# which no server would see (docs/results.md, "Episodes and the user order").
+EPISODE_ORDERS = ("time", "random", "stored")
+RANDOM_ORDER_SEED = 0
+
 TABLE_COLUMNS = ("recall@5", "recall@10", "recall@20", "mrr@10", "ndcg@5", "ndcg@10", "ndcg@20")
 
 
@@ -29,7 +37,8 @@ def evaluate(model, split, which: str = "test", max_len: int = 200, batch_size: 
     """Metrics of `model` on the `which` ("valid" | "test") targets of a leave-one-out `split`.
 
     ttt: None for plain scores, or a TTTConfig: each batch of `ttt.ttt_batch_size` users (NOT `batch_size`: the
-    adaptation depends on it) is scored after the test-time step. → JSON-able dict: recall@K, mrr@K, ndcg@K,
+    adaptation depends on it) is scored after the test-time step, the batches formed in `ttt.ttt_order`
+    (`episode_order`; with "time" each batch adapts on the events before its earliest request only). → JSON-able dict: recall@K, mrr@K, ndcg@K,
     "ndcg@10_by_segment" (segments by target timestamp, earliest first), "ndcg@10_by_request_gap" ({bin: [NDCG@10,
     targets]} by t_{n+1} − t_n, request_gaps.REQUEST_GAP_BINS), n_users, split, mask_history, ties and, with TTT,
     "ttt": its settings, batch size and user order. compile_backend: plain scores through torch.compile with that
@@ -51,14 +60,17 @@ def evaluate(model, split, which: str = "test", max_len: int = 200, batch_size: 
         from .compiled import compiled_scores
         scores_fn = compiled_scores(model, compile_backend)
     ranks, target_times, request_gaps, users = [], [], [], []
-    batches = eval_batches(split, which, max_len, size)
+    shared = use_ttt and ttt.ttt_batch_size > 1
+    order = episode_order(split, which, ttt.ttt_order) if shared else None
+    batches = eval_batches(split, which, max_len, size, order=order)
     if progress:
         batches = progress_bar(batches, f"{which}{' +ttt' if use_ttt else ''}")
     try:
         for batch in batches:
             tb = batch.to_torch(device)
             if use_ttt:
-                scores = adapted_scores(model, tb.items, tb.times, tb.target_times, ttt).scores
+                scores = adapted_scores(model, tb.items, tb.times, tb.target_times, ttt,
+                                        causal=shared and ttt.ttt_order == "time").scores
             else:
                 with torch.no_grad():
                     scores = scores_fn(tb.items, tb.times, tb.target_times)
@@ -70,22 +82,55 @@ def evaluate(model, split, which: str = "test", max_len: int = 200, batch_size: 
     finally:
         model.train(was_training)
     ranks = np.concatenate(ranks) if ranks else np.zeros(0, np.int64)
+    batched_users = np.concatenate(users).astype(np.int64) if users else np.zeros(0, np.int64)
+    target_times = np.concatenate(target_times) if target_times else np.zeros(0, np.int64)
+    request_gaps = np.concatenate(request_gaps) if request_gaps else np.zeros(0, np.int64)
+    if order is not None:                      # back to split.part(which) order
+        ranks, target_times, request_gaps = (_unpermute(a, order) for a in (ranks, target_times, request_gaps))
     result = metrics_from_ranks(ranks, ks)
     if len(ranks):
-        segments = np.asarray(time_segments(np.concatenate(target_times), n_segments))
+        segments = np.asarray(time_segments(target_times, n_segments))
         result["ndcg@10_by_segment"] = ndcg_by_segment(ranks, segments, n_segments, k=10)
-        result["ndcg@10_by_request_gap"] = ndcg_by_request_gap(ranks, np.concatenate(request_gaps))
+        result["ndcg@10_by_request_gap"] = ndcg_by_request_gap(ranks, request_gaps)
     result.update(n_users=int(len(ranks)), split=which, mask_history=bool(mask_history), ties="pessimistic")
     if return_ranks:  # 0-based rank of each example's target, in split.part(which) order (for custom breakdowns)
         result["ranks"] = ranks
     if use_ttt:
-        order = np.concatenate(users).astype(np.int64) if users else np.zeros(0, np.int64)
-        episodes = "per user (vectorised over each batch)" if ttt.ttt_batch_size == 1 else "per batch"
+        episodes = "per batch" if shared else "per user (vectorised over each batch)"
         result["ttt"] = {**dataclasses.asdict(ttt), "active": ttt_is_active(ttt), "batch_size": ttt.ttt_batch_size,
                          "episodes": episodes, "rows_per_call": size,
-                         "order": "eval_batches order (users as stored in the split, not shuffled)",
-                         "user_order_sha1": hashlib.sha1(order.tobytes()).hexdigest()}
+                         "order": _ORDER_TEXT[ttt.ttt_order] if shared else "any (each user alone)",
+                         "user_order_sha1": hashlib.sha1(batched_users.tobytes()).hexdigest()}
     return result
+
+
+_ORDER_TEXT = {"time": "by request time; each episode adapts on the events before its earliest request",
+               "random": f"a random permutation of the users (seed {RANDOM_ORDER_SEED})",
+               "stored": "users as stored in the split (the data file's numbering)"}
+
+
+def episode_order(split, which: str, order: str) -> np.ndarray:
+    """Indices into split.part(which) in the order the test-time step's episodes are cut from: "time" sorts by
+    request time (the target's timestamp; ties keep the stored order), "random" is a fixed permutation
+    (RANDOM_ORDER_SEED), "stored" the split's own order.
+
+    Raises:
+        ValueError: an order not in EPISODE_ORDERS.
+    """
+    stops = split.part(which).stops
+    if order == "time":
+        return np.argsort(split.dataset.timestamps[stops], kind="stable")
+    if order == "random":
+        return np.random.default_rng(RANDOM_ORDER_SEED).permutation(len(stops))
+    if order == "stored":
+        return np.arange(len(stops))
+    raise ValueError(f"unknown ttt_order {order!r}; expected one of {EPISODE_ORDERS}")
+
+
+def _unpermute(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    out = np.empty_like(values)
+    out[order] = values
+    return out
 
 
 def evaluate_splits(model, split, max_len: int, batch_size: int = 1024, ttt=None, mask_history: bool = False,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -34,6 +35,12 @@ METRIC = "valid ndcg@10"
 NOT_SEARCHABLE = ("dataset", "progress", "device")
 # settings that may differ between the processes of one study without changing what the trials measure
 PER_PROCESS = ("progress", "device", "eval_batch_size")
+# A process running a trial writes a heartbeat to the storage this often (s); a running trial whose heartbeat is
+# older than the grace period belongs to a process that died: the next process marks it failed and runs its
+# parameters again, up to RETRIES times (Optuna's heartbeat and RetryHeartbeatStaleTrialCallback).
+HEARTBEAT_S = 60
+GRACE_S = 300
+RETRIES = 2
 
 
 @dataclass(frozen=True)
@@ -135,8 +142,8 @@ def open_study(space: dict, base_cfg: Config, storage: Optional[str] = None, stu
                dataset_name: str = "", prune_after: int = 3):
     """Create the study in `storage`, or load it when it exists there.
 
-    A trial whose process was killed stays "running" in the storage and does not count as finished, so the next
-    process runs another in its place. Source: docs/tuning.md.
+    A trial whose process was killed stops sending heartbeats; once they are GRACE_S old the next process to start
+    a trial marks it failed and runs the same parameters again first (up to RETRIES times). Source: docs/tuning.md.
 
     Raises:
         ConfigError: the stored study was created for another data set, search space or fixed settings (so that
@@ -177,11 +184,15 @@ def _rdb_storage(url: str, attempts: int = 8):
         ConfigError: not a database URL, or one that cannot be opened (a missing folder, no permission, a server
             that does not answer), naming the URL.
     """
+    import optuna
     import sqlalchemy.exc
-    from optuna.storages import RDBStorage
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
     for attempt in range(attempts):
         try:
-            return RDBStorage(url)
+            with warnings.catch_warnings():     # heartbeats are "experimental" in Optuna 5 (stable since 2.x)
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=RETRIES))
         except sqlalchemy.exc.DBAPIError as exc:
             if attempt == attempts - 1 or not any(s in str(exc).lower() for s in _CREATION_RACE):
                 raise ConfigError(f"storage {url!r}: cannot open the study's database "

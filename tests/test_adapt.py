@@ -194,3 +194,31 @@ def test_unknown_rule_is_refused_with_the_choices():
         update(torch.ones(2), torch.ones(2), 0.1, "adam")
     with pytest.raises(ValueError, match="ttt_rule"):
         TTTConfig(ttt_rule="adam")
+
+
+def test_history_until_keeps_what_was_known_at_the_cut():
+    from t2arec_fast.adapt import history_until
+    items = torch.tensor([[0, 5, 6, 7], [0, 0, 8, 9], [0, 0, 0, 4], [1, 2, 3, 4]])
+    times = torch.tensor([[0, 10, 20, 30], [0, 0, 25, 26], [0, 0, 0, 40], [5, 20, 21, 22]])
+    known_items, known_times, request = history_until(items, times, torch.tensor(20))
+    assert known_items.tolist() == [[5, 6], [1, 2]] and known_times.tolist() == [[10, 20], [5, 20]]
+    assert request.tolist() == [20, 20]
+    empty = history_until(items, times, torch.tensor(1))
+    assert empty[0].shape == (0, 1) and empty[2].shape == (0,)
+
+
+def test_a_causal_episode_does_not_see_events_after_its_first_request():
+    """With causal=True the step adapts on what a server knew at the episode's earliest request: changing other
+    users' later events changes nothing for anyone; without it, it does."""
+    model, batch = tiny_model(), random_batch(batch=6)
+    first = int(batch.target_times.argmin())
+    cut = batch.target_times.min()
+    later = (batch.times > cut) & (batch.items != 0)
+    later[first] = False
+    assert later.any()
+    altered = torch.where(later, (batch.items % 30) + 1, batch.items)
+    cfg = dataclasses.replace(TTT, ttt_rule="relative", ttt_lr=0.1)
+    for causal, same in ((True, True), (False, False)):
+        a = adapted_scores(model, batch.items, batch.times, batch.target_times, cfg, causal=causal).scores
+        b = adapted_scores(model, altered, batch.times, batch.target_times, cfg, causal=causal).scores
+        assert torch.equal(a[first], b[first]) == same

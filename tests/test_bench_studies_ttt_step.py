@@ -1,6 +1,7 @@
 """bench/studies/ttt_step.py and tie_order.py on a tiny model and the synthetic data: the numbers they report are
 the ones the package computes (no hand-made values), and "no step" stays what validation falls back on."""
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -121,3 +122,63 @@ def check_controls(model, batch, cfg, own):
         if size > 0 and step.numel() > 8:              # a one-number tensor has only two directions
             assert float(torch.nn.functional.cosine_similarity(moves["random"][k].flatten(), step.flatten(),
                                                                dim=0).abs()) < 0.9
+
+
+
+def test_ttt_episodes_facts_by_brute_force(split):
+    """The share of targets found in another member's history, counted member by member, and the spans."""
+    from bench.studies import ttt_episodes
+    from t2arec_fast.evaluate import EPISODE_ORDERS, episode_order
+    ds, examples = split.dataset, split.part("test")
+    for order in EPISODE_ORDERS:
+        facts = ttt_episodes.order_facts(split, "test", order, episode=8)
+        index = episode_order(split, "test", order)
+        hits, spans = 0, []
+        for b in range(0, len(index), 8):
+            members = list(index[b:b + 8])
+            for m in members:
+                target = ds.items[examples.stops[m]]
+                hits += any(target in ds.items[ds.offsets[examples.users[o]]:examples.stops[o]]
+                            for o in members if o != m)
+            times = ds.timestamps[examples.stops[members]]
+            spans.append((times.max() - times.min()) / 86_400)
+        assert facts["target_in_another_members_history"] == pytest.approx(hits / len(index))
+        assert facts["median_span_days"] == pytest.approx(float(np.median(spans)))
+
+
+def test_ttt_episodes_study_rows_and_paired_tests(split):
+    """Every order is evaluated on both parts beside no step; seeds join into paired tests over seeds."""
+    from bench.studies import ttt_episodes
+    from t2arec_fast.config import TTTConfig
+    from t2arec_fast.evaluate import EPISODE_ORDERS
+    model = tiny_model(n_items=split.dataset.n_items, max_len=20)
+    ttt = TTTConfig(ttt_rule="relative", ttt_lr=0.1, ttt_batch_size=8)
+    out = ttt_episodes.study_seed(model, split, max_len=20, ttt=ttt)
+    assert set(out) == {"valid", "test"} and set(out["test"]) == {"no step", *EPISODE_ORDERS}
+    assert out["test"]["stored"] == evaluate(model, split, "test", 20,
+                                             ttt=dataclasses.replace(ttt, ttt_order="stored"))["ndcg@10"]
+    shifted = {"valid": dict(out["valid"]), "test": {k: v + 0.01 * (k == "time") for k, v in out["test"].items()}}
+    paired = ttt_episodes.paired_summary({0: out, 1: shifted, 2: out})
+    assert paired["test: time − no step"]["mean_diff"] == pytest.approx(
+        out["test"]["time"] - out["test"]["no step"] + 0.01 / 3)
+
+
+def test_ttt_episodes_report_block_shows_every_order_and_its_command(split, tmp_path, monkeypatch):
+    """docs/results.md's block is rendered from the JSON: one row per order with what its episodes share, and the
+    command that made it; studies without an order were batched in the stored order."""
+    from bench.studies import report as report_mod, ttt_episodes
+    from t2arec_fast.config import TTTConfig
+    model = tiny_model(n_items=split.dataset.n_items, max_len=20)
+    ttt = TTTConfig(ttt_rule="relative", ttt_lr=0.1, ttt_batch_size=8)
+    seeds = {"0": ttt_episodes.study_seed(model, split, 20, ttt), "1": ttt_episodes.study_seed(model, split, 20, ttt)}
+    facts = {o: ttt_episodes.order_facts(split, "test", o, 8) for o in ("time", "random", "stored")}
+    study = {"dataset": "synthetic", "model": "t2arec", "ttt": dataclasses.asdict(ttt), "facts": facts,
+             "seeds": seeds, "paired": ttt_episodes.paired_summary(seeds)}
+    (tmp_path / ttt_episodes.file_name(study)).write_text(json.dumps(study))
+    monkeypatch.setattr(report_mod, "RESULTS", tmp_path)
+    text = report_mod.render_ttt_episodes()
+    assert ("`python -m bench.studies.ttt_episodes synthetic --keep DIR --model t2arec --seeds 0 1 --ttt_rule "
+            "relative --ttt_lr 0.1 --episode 8`") in text
+    stored = facts["stored"]["target_in_another_members_history"]
+    assert f"| stored | {stored:.1%} |" in text and "| no step | — | — |" in text
+    assert "test: stored − time" in text

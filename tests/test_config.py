@@ -143,6 +143,8 @@ def test_choices_table_names_what_the_code_implements():
     from t2arec_fast.model.sasrec import POSITION_ORIGINS
     assert CHOICES["position_origin"] == POSITION_ORIGINS and CHOICES["tie_order"] == TIE_ORDERS
     assert CHOICES["train_samples"] == TRAIN_SAMPLES
+    from t2arec_fast.evaluate import EPISODE_ORDERS
+    assert CHOICES["ttt_order"] == EPISODE_ORDERS
     assert set(CHOICES) | set(LIMITS) <= set(_FIELD_TYPES)                 # a renamed key cannot be left behind
     numeric = {k for k, t in _FIELD_TYPES.items() if t in (int, float, Optional[int], Optional[float])}
     assert numeric - set(LIMITS) == {"seed", "time_margin"} - set(LIMITS)  # every other number has a range

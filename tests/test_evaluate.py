@@ -57,3 +57,32 @@ def test_evaluate_splits_adds_the_ttt_results_only_when_the_step_is_active(setup
     assert set(evaluate_splits(model, split, MAX_LEN)) == {"valid", "test"}
     active = TTTConfig(ttt_batch_size=32)
     assert set(evaluate_splits(model, split, MAX_LEN, ttt=active)) == {"valid", "test", "valid_ttt", "test_ttt"}
+
+
+@pytest.mark.parametrize("order", ["time", "random", "stored"])
+def test_ttt_episodes_are_formed_in_the_stated_order(setup, order):
+    """Each order's episodes, computed by hand (permute, batch, adapt — causally for "time" — and score), give
+    evaluate()'s ranks, returned in the split's order; the record names the order."""
+    from t2arec_fast.adapt import adapted_scores
+    from t2arec_fast.evaluate import episode_order
+    model, split = setup
+    ttt = TTTConfig(ttt_rule="relative", ttt_lr=0.1, ttt_batch_size=16, ttt_order=order)
+    result = evaluate(model, split, "test", MAX_LEN, ttt=ttt, return_ranks=True)
+    index = episode_order(split, "test", order)
+    assert sorted(index) == list(range(result["n_users"]))
+    by_hand = np.empty(len(index), np.int64)
+    for b, batch in enumerate(eval_batches(split, "test", MAX_LEN, 16, order=index)):
+        tb = batch.to_torch("cpu")
+        scores = adapted_scores(model, tb.items, tb.times, tb.target_times, ttt, causal=order == "time").scores
+        by_hand[index[b * 16:(b + 1) * 16]] = target_ranks(scores, tb.targets).numpy()
+    np.testing.assert_array_equal(result["ranks"], by_hand)
+    assert order in result["ttt"]["order"]
+    if order == "time":
+        times = split.dataset.timestamps[split.part("test").stops[index]]
+        assert np.all(np.diff(times) >= 0)
+
+
+def test_an_order_that_is_not_a_permutation_is_refused(setup):
+    _, split = setup
+    with pytest.raises(ValueError, match="permutation"):
+        eval_batches(split, "test", MAX_LEN, 16, order=np.zeros(len(split.part("test").users), np.int64))

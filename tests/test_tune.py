@@ -126,3 +126,49 @@ def test_a_storage_that_cannot_be_opened_is_a_config_error_naming_it(url, messag
     with pytest.raises(ConfigError, match=message) as err:
         open_study(load_space(_SPACE), Config(), storage=url)
     assert url in str(err.value)
+
+
+def _die_in_a_trial(url, space_path, started):
+    """A tuning process that starts a trial (lr = 0.005) and hangs in it until it is killed."""
+    import time as _time
+    from t2arec_fast import tune
+    tune.HEARTBEAT_S, tune.GRACE_S = 1, 2
+    space = load_space(space_path)
+    study = open_study(space, tiny_config("sasrec", epochs=1), storage=url, study_name="k")
+    study.enqueue_trial({"lr": 0.005})
+
+    def objective(trial):
+        space["lr"].suggest(trial)
+        started.set()
+        _time.sleep(600)
+    study.optimize(objective, n_trials=1)
+
+
+def test_a_trial_whose_process_was_killed_is_run_again_with_its_parameters(tmp_path, monkeypatch):
+    """SIGKILL in the middle of a trial: its heartbeats stop, and the next process marks it failed and runs the
+    same parameters before anything new (docs/tuning.md, 'Studies that outlive a process')."""
+    import multiprocessing
+    import os
+    import signal
+    import time as _time
+    from optuna.trial import TrialState
+    from t2arec_fast import tune
+    from t2arec_fast.data import load_dataset
+    space_path = write(tmp_path / "space.yaml", "lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n")
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    ctx = multiprocessing.get_context("spawn")
+    started = ctx.Event()
+    child = ctx.Process(target=_die_in_a_trial, args=(url, space_path, started))
+    child.start()
+    assert started.wait(120), "the child never started its trial"
+    _time.sleep(1.5)                                # at least one heartbeat written
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(10)
+    monkeypatch.setattr(tune, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(tune, "GRACE_S", 2)
+    _time.sleep(3)                                  # the dead trial's last heartbeat is older than the grace period
+    ds = load_dataset(SYNTHETIC, min_count=1, verbose=False)
+    study = run_study(ds, load_space(space_path), tiny_config("sasrec", epochs=1), trials=1, storage=url,
+                      study_name="k")
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert study.trials[1].params == study.trials[0].params == {"lr": 0.005}

@@ -1,7 +1,7 @@
 """Render the generated tables of docs/results.md: the real-data studies (bench/results/reproduce_<dataset>.json,
 bench/studies/reproduce.py), the validation searches (bench/results/tune_<name>.json,
-bench/studies/tune_alignment.py), the test-time step sizes (ttt_step_*.json), the order of ties
-(tie_order_*.json) and RecBole's SASRec run side by side (recbole_sasrec_*.json, bench/recbole_sasrec.py).
+bench/studies/tune_alignment.py), the test-time step sizes (ttt_step_*.json) and episode orders
+(ttt_episodes_*.json), the order of ties (tie_order_*.json) and RecBole's SASRec run side by side (recbole_sasrec_*.json, bench/recbole_sasrec.py).
 
     python -m bench.studies.report            # rewrites the block between the reproduce markers in docs/results.md
     python -m bench.studies.report --print    # only prints it
@@ -386,10 +386,32 @@ def render_ttt_step() -> str:
     for path in sorted(RESULTS.glob("ttt_step_*.json")):
         report = json.loads(path.read_text())
         seeds = " ".join(str(s) for s in report["seeds"])
-        sections.append(f"#### {report['dataset']}, {report['model']} — `python -m bench.studies.ttt_step "
-                        f"{report['dataset']} --keep DIR --model {report['model']} --seeds {seeds}`\n\n"
+        order = report.get("episode_order", "stored")       # studies before ttt_order batched in the stored order
+        sections.append(f"#### {report['dataset']}, {report['model']}, episodes by {ORDER_WORDS[order]} — "
+                        f"`python -m bench.studies.ttt_step {report['dataset']} --keep DIR --model {report['model']} "
+                        f"--seeds {seeds}`\n\n"
                         f"{table_markdown(report)}\n\n{machine_line(report)}; JSON: bench/results/{path.name}.")
     return "\n\n".join(sections) or "Not run yet (`python -m bench.studies.ttt_step DATA --keep DIR`)."
+
+
+ORDER_WORDS = {"time": "request time", "random": "a random order", "stored": "the stored user order"}
+EPISODES_BEGIN, EPISODES_END = "<!-- ttt_episodes:begin (bench/studies/report.py) -->", "<!-- ttt_episodes:end -->"
+
+
+def render_ttt_episodes() -> str:
+    """bench/results/ttt_episodes_<data>_<model>_<B>.json (bench/studies/ttt_episodes.py): one step, episodes of
+    users grouped in every order."""
+    from bench.studies.ttt_episodes import table_markdown
+    sections = []
+    for path in sorted(RESULTS.glob("ttt_episodes_*.json")):
+        report = json.loads(path.read_text())
+        ttt, seeds = report["ttt"], " ".join(str(s) for s in report["seeds"])
+        sections.append(f"#### {report['dataset']}, {report['model']}, {ttt['ttt_batch_size']} users per episode, "
+                        f"{ttt['ttt_rule']} {ttt['ttt_lr']:g} — `python -m bench.studies.ttt_episodes "
+                        f"{report['dataset']} --keep DIR --model {report['model']} --seeds {seeds} "
+                        f"--ttt_rule {ttt['ttt_rule']} --ttt_lr {ttt['ttt_lr']:g} --episode {ttt['ttt_batch_size']}`"
+                        f"\n\n{table_markdown(report)}\n\n{machine_line(report)}; JSON: bench/results/{path.name}.")
+    return "\n\n".join(sections) or "Not run yet (`python -m bench.studies.ttt_episodes DATA --keep DIR`)."
 
 
 def render_ties() -> str:
@@ -473,6 +495,8 @@ def main(argv=None) -> int:
         text = replace_block(text, SHIFT_BEGIN, SHIFT_END, render_shift())
     if TTT_BEGIN in text:
         text = replace_block(text, TTT_BEGIN, TTT_END, render_ttt_step())
+    if EPISODES_BEGIN in text:
+        text = replace_block(text, EPISODES_BEGIN, EPISODES_END, render_ttt_episodes())
     if TIES_BEGIN in text:
         text = replace_block(text, TIES_BEGIN, TIES_END, render_ties())
     if RECBOLE_BEGIN in text:

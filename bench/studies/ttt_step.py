@@ -48,8 +48,9 @@ CONTROLS = ("L_time only", "L_state only", "opposite direction", "random directi
 
 
 def setting(rule: str, size: float) -> TTTConfig:
-    """The paper's test-time step (all parameters, μ1' = μ2' = 0.1, one update, 256 users per episode) with
-    the update rule and size changed — nothing else, so the size is the only question asked."""
+    """The paper's test-time step (all parameters, μ1' = μ2' = 0.1, one update, 256 users per episode, episodes
+    in the default order: by request time, bench/studies/ttt_episodes.py) with the update rule and size changed —
+    nothing else, so the size is the only question asked."""
     return TTTConfig(ttt_rule=rule, ttt_lr=size)
 
 
@@ -165,7 +166,8 @@ def main(argv=None):
         seeds[seed] = study_seed(load_model(folder), split, max_len)
         print(f"seed {seed}: " + summary_line(seeds[seed]), flush=True)
     report = {"dataset": args.dataset, "model": args.model, "keep": str(args.keep), "code": code_version(),
-              "environment": environment(), "grid": [list(g) for g in GRID], "seeds": seeds,
+              "environment": environment(), "grid": [list(g) for g in GRID],
+              "episode_order": setting(*PAPER).ttt_order, "seeds": seeds,
               "paired": paired_summary(seeds)}
     write_json(args.out, f"ttt_step_{args.dataset}_{args.model.replace(' ', '_')}.json", report)
     print(table_markdown(report))

@@ -123,17 +123,25 @@ def _length_buckets(lengths: np.ndarray, batch_size: int, rng: np.random.Generat
 
 
 def eval_batches(split: Split, part: str, max_len: int, batch_size: int, rank: int = 0,
-                 world_size: int = 1) -> Batches:
-    """Validation or test examples in user order: the last max_len events before each target (`Batch`, whose
-    next_items is 0 except its last column).
+                 world_size: int = 1, order: Optional[np.ndarray] = None) -> Batches:
+    """Validation or test examples in user order (or in `order`: a permutation of the indices of
+    split.part(part)): the last max_len events before each target (`Batch`, whose next_items is 0 except its last
+    column).
 
     Raises:
-        ValueError: `part` not "valid" or "test", batch_size < 1, or a rank outside 0..world_size−1.
+        ValueError: `part` not "valid" or "test", batch_size < 1, a rank outside 0..world_size−1, or an `order`
+            that is not a permutation of the part's examples.
     """
     examples = split.part(part)
     first = split.dataset.offsets[examples.users]
     starts = np.maximum(first, examples.stops - max_len)
-    return Batches(split.dataset, starts, examples.stops - starts, examples.users, batch_size, rank, world_size)
+    lengths, users = examples.stops - starts, examples.users
+    if order is not None:
+        order = np.asarray(order)
+        if order.shape != users.shape or not np.array_equal(np.sort(order), np.arange(len(users))):
+            raise ValueError(f"order must be a permutation of the {len(users)} {part} examples")
+        starts, lengths, users = starts[order], lengths[order], users[order]
+    return Batches(split.dataset, starts, lengths, users, batch_size, rank, world_size)
 
 
 def training_windows(split: Split, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
