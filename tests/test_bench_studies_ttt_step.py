@@ -182,3 +182,17 @@ def test_ttt_episodes_report_block_shows_every_order_and_its_command(split, tmp_
     stored = facts["stored"]["target_in_another_members_history"]
     assert f"| stored | {stored:.1%} |" in text and "| no step | — | — |" in text
     assert "test: stored − time" in text
+
+
+def test_ttt_step_per_user_study_names_its_episodes_and_skips_the_direction_controls(split):
+    """--episode 1: each user's own step (what serving runs); the direction controls, which swap the shared
+    episode's update, are not run, and the file and table say so."""
+    model = tiny_model(n_items=split.dataset.n_items, max_len=20)
+    out = ttt_step.study_seed(model, split, max_len=20, episode=1)
+    by_setting = {(g["rule"], g["size"]): g for g in out["grid"]}
+    one = ttt_step.setting("relative", 0.1, episode=1)
+    assert by_setting[("relative", 0.1)]["valid_ndcg@10"] == evaluate(model, split, "valid", 20, ttt=one)["ndcg@10"]
+    if out["chosen"] is not None:
+        assert set(out["controls"]) == {"L_time only", "L_state only"}
+    assert ttt_step.file_name({"dataset": "d", "model": "t2arec", "episode": 1}) == "ttt_step_d_t2arec_per_user.json"
+    assert ttt_step.file_name({"dataset": "d", "model": "t2arec"}) == "ttt_step_d_t2arec.json"

@@ -387,9 +387,12 @@ def render_ttt_step() -> str:
         report = json.loads(path.read_text())
         seeds = " ".join(str(s) for s in report["seeds"])
         order = report.get("episode_order", "stored")       # studies before ttt_order batched in the stored order
-        sections.append(f"#### {report['dataset']}, {report['model']}, episodes by {ORDER_WORDS[order]} — "
+        episode = report.get("episode", 256)
+        users = "each user alone" if episode == 1 else f"{episode} users per episode, by {ORDER_WORDS[order]}"
+        option = "" if episode == 256 else f" --episode {episode}"
+        sections.append(f"#### {report['dataset']}, {report['model']}, {users} — "
                         f"`python -m bench.studies.ttt_step {report['dataset']} --keep DIR --model {report['model']} "
-                        f"--seeds {seeds}`\n\n"
+                        f"--seeds {seeds}{option}`\n\n"
                         f"{table_markdown(report)}\n\n{machine_line(report)}; JSON: bench/results/{path.name}.")
     return "\n\n".join(sections) or "Not run yet (`python -m bench.studies.ttt_step DATA --keep DIR`)."
 

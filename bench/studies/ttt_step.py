@@ -47,11 +47,12 @@ GRID = [PAPER, ("sgd", 0.5), ("sgd", 5.0), ("sgd", 50.0),
 CONTROLS = ("L_time only", "L_state only", "opposite direction", "random direction")
 
 
-def setting(rule: str, size: float) -> TTTConfig:
+def setting(rule: str, size: float, episode: int = 256) -> TTTConfig:
     """The paper's test-time step (all parameters, μ1' = μ2' = 0.1, one update, 256 users per episode, episodes
     in the default order: by request time, bench/studies/ttt_episodes.py) with the update rule and size changed —
-    nothing else, so the size is the only question asked."""
-    return TTTConfig(ttt_rule=rule, ttt_lr=size)
+    nothing else, so the size is the only question asked. episode: users per episode (1 = each user alone, the
+    form serving uses)."""
+    return TTTConfig(ttt_rule=rule, ttt_lr=size, ttt_batch_size=episode)
 
 
 @contextlib.contextmanager
@@ -85,9 +86,15 @@ def _same_norm(direction: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     return direction * (float(grad.norm()) / norm) if norm > 0 else direction * 0
 
 
-def control_run(model, split, which: str, max_len: int, chosen: dict, control: str) -> float:
+def controls_for(episode: int) -> tuple:
+    """The controls a study runs: the direction controls swap the shared-episode update (`direction`), which
+    per-user episodes (vmap over `adapt.update`) do not call."""
+    return CONTROLS if episode > 1 else tuple(c for c in CONTROLS if "direction" not in c)
+
+
+def control_run(model, split, which: str, max_len: int, chosen: dict, control: str, episode: int = 256) -> float:
     """NDCG@10 on `which` with validation's chosen step changed as `control` says (CONTROLS)."""
-    cfg = setting(chosen["rule"], chosen["size"])
+    cfg = setting(chosen["rule"], chosen["size"], episode)
     if control == "L_time only":
         cfg = dataclasses.replace(cfg, ttt_mu_state=0.0)
     elif control == "L_state only":
@@ -108,13 +115,14 @@ def relative_change(model, split, max_len: int, ttt: TTTConfig) -> float:
     return statistics.mean(changes)
 
 
-def study_seed(model, split, max_len: int) -> dict:
-    """Validation grid, then test for no step, the paper's step and validation's choice."""
+def study_seed(model, split, max_len: int, episode: int = 256) -> dict:
+    """Validation grid, then test for no step, the paper's step and validation's choice (`episode` users per
+    episode)."""
     plain = {w: evaluate(model, split, w, max_len, return_ranks=True) for w in ("valid", "test")}
     plain_valid = ndcg_per_example(plain["valid"]["ranks"])
     grid = []
     for rule, size in GRID:
-        cfg = setting(rule, size)
+        cfg = setting(rule, size, episode)
         t0 = time.perf_counter()
         res = evaluate(model, split, "valid", max_len, ttt=cfg, return_ranks=True)
         grid.append({"rule": rule, "size": size, "valid_ndcg@10": res["ndcg@10"],
@@ -126,14 +134,14 @@ def study_seed(model, split, max_len: int) -> dict:
     chosen = best if best["valid_ndcg@10"] > plain["valid"]["ndcg@10"] else None
     out = {"valid": plain["valid"]["ndcg@10"], "test": plain["test"]["ndcg@10"], "grid": grid,
            "chosen": None if chosen is None else {"rule": chosen["rule"], "size": chosen["size"]}}
-    paper = evaluate(model, split, "test", max_len, ttt=setting(*PAPER), return_ranks=True)
+    paper = evaluate(model, split, "test", max_len, ttt=setting(*PAPER, episode), return_ranks=True)
     out["test_paper_step"] = paper["ndcg@10"]
     out["test_chosen"] = plain["test"]["ndcg@10"]
     if chosen is not None:
-        out["test_chosen"] = evaluate(model, split, "test", max_len, ttt=setting(chosen["rule"], chosen["size"]))[
-            "ndcg@10"]
-        out["controls"] = {c: {w: control_run(model, split, w, max_len, out["chosen"], c) for w in ("valid", "test")}
-                           for c in CONTROLS}
+        out["test_chosen"] = evaluate(model, split, "test", max_len,
+                                      ttt=setting(chosen["rule"], chosen["size"], episode))["ndcg@10"]
+        out["controls"] = {c: {w: control_run(model, split, w, max_len, out["chosen"], c, episode)
+                               for w in ("valid", "test")} for c in controls_for(episode)}
     return out
 
 
@@ -144,13 +152,15 @@ def main(argv=None):
                     help="the reproduction study's --keep folder (DIR/<dataset>/<model>/seed<k>/best)")
     ap.add_argument("--model", default="t2arec", help="model label in the study (t2arec, backbone, ...)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--episode", type=int, default=256,
+                    help="users per episode (the paper: 256; 1 = each user alone, the form serving uses)")
     ap.add_argument("--combine", nargs="+", type=Path, metavar="JSON", default=None,
                     help="join finished studies of other seeds (same data, model and grid) instead of running")
     add_out_argument(ap)
     args = ap.parse_args(argv)
     if args.combine:
         report = combine([json.loads(p.read_text()) for p in args.combine], [str(p) for p in args.combine])
-        write_json(args.out, f"ttt_step_{report['dataset']}_{report['model'].replace(' ', '_')}.json", report)
+        write_json(args.out, file_name(report), report)
         print(table_markdown(report))
         return
     if args.keep is None:
@@ -163,14 +173,21 @@ def main(argv=None):
         folder = args.keep / args.dataset / args.model.replace(" ", "_") / f"seed{seed}" / "best"
         if not folder.exists():
             raise SystemExit(f"no kept model at {folder}: run the reproduction study with --keep {args.keep} first")
-        seeds[seed] = study_seed(load_model(folder), split, max_len)
+        seeds[seed] = study_seed(load_model(folder), split, max_len, args.episode)
         print(f"seed {seed}: " + summary_line(seeds[seed]), flush=True)
     report = {"dataset": args.dataset, "model": args.model, "keep": str(args.keep), "code": code_version(),
               "environment": environment(), "grid": [list(g) for g in GRID],
-              "episode_order": setting(*PAPER).ttt_order, "seeds": seeds,
+              "episode": args.episode, "episode_order": setting(*PAPER).ttt_order, "seeds": seeds,
               "paired": paired_summary(seeds)}
-    write_json(args.out, f"ttt_step_{args.dataset}_{args.model.replace(' ', '_')}.json", report)
+    write_json(args.out, file_name(report), report)
     print(table_markdown(report))
+
+
+def file_name(report: dict) -> str:
+    """ttt_step_<data>_<model>[_per_user | _e<B>].json (no suffix: the paper's 256 users per episode)."""
+    episode = report.get("episode", 256)
+    suffix = "" if episode == 256 else "_per_user" if episode == 1 else f"_e{episode}"
+    return f"ttt_step_{report['dataset']}_{report['model'].replace(' ', '_')}{suffix}.json"
 
 
 def combine(reports: list, files: list) -> dict:
@@ -179,8 +196,8 @@ def combine(reports: list, files: list) -> dict:
     first = reports[0]
     seeds = {}
     for report, name in zip(reports, files):
-        for key in ("dataset", "model", "grid"):
-            if report[key] != first[key]:
+        for key in ("dataset", "model", "grid", "episode", "episode_order"):
+            if report.get(key) != first.get(key):
                 raise SystemExit(f"{name}: {key} {report[key]!r} differs from {files[0]}'s {first[key]!r}")
         for seed, result in report["seeds"].items():
             if seed in seeds:
@@ -235,7 +252,8 @@ def table_markdown(report: dict) -> str:
                   "valid / test NDCG@10:", "",
                   "| seed | step as chosen | " + " | ".join(CONTROLS) + " |", "|---|---|" + "---|" * len(CONTROLS)]
         for seed, r in with_controls:
-            cells = [f"{r['controls'][c]['valid']:.4f} / {r['controls'][c]['test']:.4f}" for c in CONTROLS]
+            cells = [f"{r['controls'][c]['valid']:.4f} / {r['controls'][c]['test']:.4f}" if c in r["controls"]
+                     else "not run (per user)" for c in CONTROLS]
             best = next(g for g in r["grid"] if (g["rule"], g["size"]) == (r["chosen"]["rule"], r["chosen"]["size"]))
             lines.append(f"| {seed} | {best['valid_ndcg@10']:.4f} / {r['test_chosen']:.4f} | " + " | ".join(cells)
                          + " |")
