@@ -162,7 +162,7 @@ def open_study(space: dict, base_cfg: Config, storage: Optional[str] = None, stu
     stored = study.user_attrs.get("identity")
     if stored is None:
         study.set_user_attr("identity", identity)
-    elif stored != identity:
+    elif (stored := _with_new_keys(stored, identity["fixed"])) != identity:
         raise ConfigError(f"study {study_name!r} in {storage.url if storage else 'memory'} was created with other "
                           f"settings ({_differences(stored, identity)}): resume it with the same settings, or pass "
                           "another --study-name")
@@ -211,6 +211,14 @@ def _as_stored(value):
     return value
 
 
+def _with_new_keys(stored: dict, fixed: dict) -> dict:
+    """A stored identity with the settings added to Config since it was written, at their defaults: a study
+    written by an earlier version resumes as long as nothing it fixed has changed."""
+    defaults = _as_stored(Config().flat())
+    added = {k: defaults[k] for k in fixed if k not in stored.get("fixed", {}) and k in defaults}
+    return {**stored, "fixed": dict(sorted({**stored.get("fixed", {}), **added}.items()))}
+
+
 def _differences(stored: dict, current: dict) -> str:
     """'dataset: a → b; epochs: 3 → 4' — what differs between a stored study's identity and this invocation's."""
     out = [f"{k}: {stored.get(k)!r} → {current[k]!r}" for k in ("dataset",) if stored.get(k) != current[k]]
@@ -246,9 +254,10 @@ def run_study(dataset, space: dict, base_cfg: Config, trials: int, storage: Opti
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
     study = study or open_study(space, base_cfg, storage, study_name, dataset_name, prune_after)
+    _fail_stale_trials(study)            # before counting: a dead process's trial is re-queued, not skipped
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
-    remaining = trials - len(study.get_trials(deepcopy=False, states=finished))
-    if remaining <= 0:
+    budget = trials - len(study.get_trials(deepcopy=False, states=finished))
+    if budget <= 0:
         return study
     # a resumed study must not replay the first process's random draws: the sampler's seed moves on with it
     study.sampler = TPESampler(seed=seed + len(study.trials), n_startup_trials=min(5, trials))
@@ -256,8 +265,38 @@ def run_study(dataset, space: dict, base_cfg: Config, trials: int, storage: Opti
     callbacks = [MaxTrialsCallback(trials, states=finished)]
     if on_trial is not None:
         callbacks.append(lambda s, t: on_trial(trial_line(s, t, trials)))
-    study.optimize(objective, n_trials=remaining, catch=(FloatingPointError,), callbacks=callbacks)
+    while budget > 0 and len(study.get_trials(deepcopy=False, states=finished)) < trials:
+        budget -= 1
+        try:
+            study.optimize(objective, n_trials=1, catch=(FloatingPointError,), callbacks=callbacks)
+        except ValueError:               # Optuna could not record the trial: was it failed by another process?
+            taken = _taken_over(study, objective)
+            if taken is None:
+                raise
+            if on_trial is not None:
+                on_trial(taken)
     return study
+
+
+def _fail_stale_trials(study) -> None:
+    import optuna
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _taken_over(study, objective) -> Optional[str]:
+    """The progress line for this process's last trial when another process failed it meanwhile (this one was
+    paused past the grace period: its heartbeats stopped and the trial was re-queued there); None when the error
+    is something else (the objective raised it itself)."""
+    from optuna.trial import TrialState
+    trial = objective.current
+    if trial is None or objective.outcome not in ("returned", "taken over"):
+        return None
+    if study._storage.get_trial(trial._trial_id).state != TrialState.FAIL:
+        return None
+    return (f"trial {trial.number}: given up — failed by another process while this one was paused for over "
+            f"{GRACE_S} s; its parameters run again as a retry")
 
 
 def _objective(dataset, space: dict, base_cfg: Config):
@@ -265,11 +304,13 @@ def _objective(dataset, space: dict, base_cfg: Config):
     from .train import fit
 
     def objective(trial) -> float:
+        objective.current, objective.outcome = trial, "running"
         params = {name: p.suggest(trial) for name, p in space.items()}
         cfg = copy.deepcopy(base_cfg).update(params, source=f"trial {trial.number}")
         t0 = time.perf_counter()
 
         def report(record: dict) -> None:
+            # raises UpdateFinishedTrialError once another process has failed this trial (see _taken_over)
             trial.report(record["valid_ndcg@10"], record["epoch"])
             trial.set_user_attr("epochs_run", record["epoch"])
             if trial.should_prune():
@@ -277,13 +318,18 @@ def _objective(dataset, space: dict, base_cfg: Config):
                 raise optuna.TrialPruned(f"pruned at epoch {record['epoch']}")
         try:
             _, history = fit(cfg, dataset=dataset, on_epoch=report)
+            trial.set_user_attr("best_epoch", history["best_epoch"])
+            trial.set_user_attr("seconds", time.perf_counter() - t0)
         except FloatingPointError as exc:        # run_study's catch marks the trial failed; keep the reason
             trial.set_user_attr("error", str(exc))
             raise
-        trial.set_user_attr("best_epoch", history["best_epoch"])
-        trial.set_user_attr("seconds", time.perf_counter() - t0)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            objective.outcome = "taken over"
+            raise
         best = history["best_valid_ndcg@10"]
+        objective.outcome = "returned"
         return float(best) if best is not None else 0.0
+    objective.current = objective.outcome = None
     return objective
 
 

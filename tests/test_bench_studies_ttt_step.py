@@ -195,4 +195,27 @@ def test_ttt_step_per_user_study_names_its_episodes_and_skips_the_direction_cont
     if out["chosen"] is not None:
         assert set(out["controls"]) == {"L_time only", "L_state only"}
     assert ttt_step.file_name({"dataset": "d", "model": "t2arec", "episode": 1}) == "ttt_step_d_t2arec_per_user.json"
-    assert ttt_step.file_name({"dataset": "d", "model": "t2arec"}) == "ttt_step_d_t2arec.json"
+    assert ttt_step.file_name({"dataset": "d", "model": "t2arec", "episode_order": "time"}) == "ttt_step_d_t2arec.json"
+    # studies from before ttt_order batched users in the stored order
+    assert ttt_step.file_name({"dataset": "d", "model": "t2arec"}) == "ttt_step_d_t2arec_stored.json"
+
+
+def test_ttt_step_parameter_change_is_measured_on_the_first_evaluated_episode(split):
+    """‖θ'−θ‖/‖θ‖ comes from the first episode as evaluation forms it: by request time, adapted causally."""
+    from t2arec_fast.adapt import adapt_parameters, history_until
+    from t2arec_fast.data import eval_batches
+    from t2arec_fast.evaluate import episode_order
+    model = tiny_model(n_items=split.dataset.n_items, max_len=20)
+    cfg = ttt_step.setting("sgd", 50.0, episode=16)
+    first = next(iter(eval_batches(split, "valid", 20, 16, order=episode_order(split, "valid", "time")))).to_torch()
+    fast = adapt_parameters(model, *history_until(first.items, first.times, first.target_times.min()), cfg)
+    own = dict(model.named_parameters())
+    expected = np.mean([float((fast[k] - own[k]).norm() / own[k].norm()) for k in fast if float(own[k].norm()) > 0])
+    assert ttt_step.relative_change(model, split, 20, cfg) == pytest.approx(expected)
+
+
+def test_ttt_step_combine_refuses_a_study_of_another_episode_order(split):
+    old = {"dataset": "d", "model": "m", "grid": [], "seeds": {"0": {}}}                  # before ttt_order
+    new = {**old, "episode": 256, "episode_order": "time", "seeds": {"1": {}}}
+    with pytest.raises(SystemExit, match="episode"):
+        ttt_step.combine([old, new], ["old.json", "new.json"])

@@ -172,3 +172,100 @@ def test_a_trial_whose_process_was_killed_is_run_again_with_its_parameters(tmp_p
                       study_name="k")
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert study.trials[1].params == study.trials[0].params == {"lr": 0.005}
+
+
+def test_a_study_written_before_a_setting_existed_resumes(tmp_path):
+    """A setting added to Config later (e.g. ttt_order) is read at its default in a stored identity without it;
+    a changed one is still refused, naming it."""
+    space, url = load_space(_SPACE), f"sqlite:///{tmp_path / 'study.db'}"
+    study = open_study(space, Config(), storage=url, study_name="old")
+    identity = study.user_attrs["identity"]
+    del identity["fixed"]["ttt_order"]
+    study.set_user_attr("identity", identity)                 # as an earlier version wrote it
+    open_study(space, Config(), storage=url, study_name="old")
+    with pytest.raises(ConfigError, match="ttt_order: 'time' → 'random'"):
+        open_study(space, Config.from_sources(overrides={"ttt_order": "random"}), storage=url, study_name="old")
+
+
+def _paused_tuner(url, space_path, started):
+    """A tuning process whose trial is paused (Ctrl-Z, a suspended VM) between two epochs."""
+    import time as _time
+    from t2arec_fast import train, tune
+    tune.HEARTBEAT_S, tune.GRACE_S = 1, 2
+
+    def slow_fit(cfg, dataset=None, on_epoch=None):
+        started.set()
+        _time.sleep(8)                              # paused in here by the test
+        on_epoch({"valid_ndcg@10": 0.1, "epoch": 1})
+        return None, {"best_epoch": 1, "best_valid_ndcg@10": 0.1}
+    train.fit = slow_fit
+    space = load_space(space_path)
+    study = open_study(space, tiny_config("sasrec", epochs=1), storage=url, study_name="k")
+    study.enqueue_trial({"lr": 0.005})
+    lines = []
+    tune.run_study(None, space, tiny_config("sasrec", epochs=1), trials=1, study=study, on_trial=lines.append)
+    assert len(lines) == 1 and "given up" in lines[0], lines
+
+
+def test_a_process_paused_past_the_grace_period_gives_its_trial_up_when_it_wakes(tmp_path, monkeypatch):
+    """Another process fails the paused trial and runs its retry; the paused one, when it goes on, says so and
+    exits normally instead of dying on Optuna's 'Cannot tell a FAIL trial'."""
+    import multiprocessing
+    import os
+    import signal
+    import time as _time
+    from optuna.trial import TrialState
+    from t2arec_fast import tune
+    from t2arec_fast.data import load_dataset
+    space_path = write(tmp_path / "space.yaml", "lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n")
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    ctx = multiprocessing.get_context("spawn")
+    started = ctx.Event()
+    child = ctx.Process(target=_paused_tuner, args=(url, space_path, started))
+    child.start()
+    assert started.wait(120)
+    _time.sleep(1.5)
+    os.kill(child.pid, signal.SIGSTOP)
+    try:
+        monkeypatch.setattr(tune, "HEARTBEAT_S", 1)
+        monkeypatch.setattr(tune, "GRACE_S", 2)
+        _time.sleep(3)
+        ds = load_dataset(SYNTHETIC, min_count=1, verbose=False)
+        study = run_study(ds, load_space(space_path), tiny_config("sasrec", epochs=1), trials=1, storage=url,
+                          study_name="k")
+    finally:
+        os.kill(child.pid, signal.SIGCONT)
+    child.join(60)
+    assert child.exitcode == 0
+    assert [(t.state, t.params) for t in study.trials] == [(TrialState.FAIL, {"lr": 0.005}),
+                                                           (TrialState.COMPLETE, {"lr": 0.005})]
+
+
+def test_a_resume_after_the_grace_period_runs_the_killed_parameters_before_counting(tmp_path, monkeypatch):
+    """A process resumed at once (within the grace period) runs new parameters; one that starts later first
+    fails the dead trial and re-runs its parameters, even when the study already holds `trials` finished ones."""
+    import multiprocessing
+    import os
+    import signal
+    import time as _time
+    from optuna.trial import TrialState
+    from t2arec_fast import tune
+    from t2arec_fast.data import load_dataset
+    space_path = write(tmp_path / "space.yaml", "lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n")
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    ctx = multiprocessing.get_context("spawn")
+    started = ctx.Event()
+    child = ctx.Process(target=_die_in_a_trial, args=(url, space_path, started))
+    child.start()
+    assert started.wait(120)
+    _time.sleep(1.5)
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(10)
+    monkeypatch.setattr(tune, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(tune, "GRACE_S", 2)
+    ds, cfg = load_dataset(SYNTHETIC, min_count=1, verbose=False), tiny_config("sasrec", epochs=1)
+    run_study(ds, load_space(space_path), cfg, trials=1, storage=url, study_name="k")      # at once
+    _time.sleep(3)
+    study = run_study(ds, load_space(space_path), cfg, trials=2, storage=url, study_name="k")
+    assert (TrialState.COMPLETE, {"lr": 0.005}) in [(t.state, t.params) for t in study.trials]
+    assert study.trials[0].state == TrialState.FAIL

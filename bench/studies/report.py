@@ -389,7 +389,8 @@ def render_ttt_step() -> str:
         order = report.get("episode_order", "stored")       # studies before ttt_order batched in the stored order
         episode = report.get("episode", 256)
         users = "each user alone" if episode == 1 else f"{episode} users per episode, by {ORDER_WORDS[order]}"
-        option = "" if episode == 256 else f" --episode {episode}"
+        option = ("" if episode == 256 else f" --episode {episode}") + (
+            "" if order == "time" or episode == 1 else f" --order {order}")
         sections.append(f"#### {report['dataset']}, {report['model']}, {users} — "
                         f"`python -m bench.studies.ttt_step {report['dataset']} --keep DIR --model {report['model']} "
                         f"--seeds {seeds}{option}`\n\n"

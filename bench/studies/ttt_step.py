@@ -30,10 +30,10 @@ import torch
 from bench.harness import add_out_argument, code_version, environment, write_json
 from bench.studies.reproduce import DATASETS, paired_t
 from t2arec_fast import adapt
-from t2arec_fast.adapt import adapt_parameters
+from t2arec_fast.adapt import adapt_parameters, history_until
 from t2arec_fast.config import TTTConfig
 from t2arec_fast.data import eval_batches, leave_one_out, load_dataset
-from t2arec_fast.evaluate import evaluate
+from t2arec_fast.evaluate import episode_order, evaluate
 from t2arec_fast.metrics import ndcg_per_example
 from t2arec_fast.model import load_model
 
@@ -47,12 +47,12 @@ GRID = [PAPER, ("sgd", 0.5), ("sgd", 5.0), ("sgd", 50.0),
 CONTROLS = ("L_time only", "L_state only", "opposite direction", "random direction")
 
 
-def setting(rule: str, size: float, episode: int = 256) -> TTTConfig:
+def setting(rule: str, size: float, episode: int = 256, order: str = "time") -> TTTConfig:
     """The paper's test-time step (all parameters, μ1' = μ2' = 0.1, one update, 256 users per episode, episodes
     in the default order: by request time, bench/studies/ttt_episodes.py) with the update rule and size changed —
     nothing else, so the size is the only question asked. episode: users per episode (1 = each user alone, the
-    form serving uses)."""
-    return TTTConfig(ttt_rule=rule, ttt_lr=size, ttt_batch_size=episode)
+    form serving uses); order: how users are grouped into episodes (`ttt_order`)."""
+    return TTTConfig(ttt_rule=rule, ttt_lr=size, ttt_batch_size=episode, ttt_order=order)
 
 
 @contextlib.contextmanager
@@ -92,9 +92,10 @@ def controls_for(episode: int) -> tuple:
     return CONTROLS if episode > 1 else tuple(c for c in CONTROLS if "direction" not in c)
 
 
-def control_run(model, split, which: str, max_len: int, chosen: dict, control: str, episode: int = 256) -> float:
+def control_run(model, split, which: str, max_len: int, chosen: dict, control: str, episode: int = 256,
+                order: str = "time") -> float:
     """NDCG@10 on `which` with validation's chosen step changed as `control` says (CONTROLS)."""
-    cfg = setting(chosen["rule"], chosen["size"], episode)
+    cfg = setting(chosen["rule"], chosen["size"], episode, order)
     if control == "L_time only":
         cfg = dataclasses.replace(cfg, ttt_mu_state=0.0)
     elif control == "L_state only":
@@ -105,24 +106,28 @@ def control_run(model, split, which: str, max_len: int, chosen: dict, control: s
 
 
 def relative_change(model, split, max_len: int, ttt: TTTConfig) -> float:
-    """Mean over the adapted tensors of ‖θ'−θ‖/‖θ‖ after the step on the first validation batch (tensors the
-    losses do not reach, such as the FFN, count with 0)."""
-    batch = next(iter(eval_batches(split, "valid", max_len, ttt.ttt_batch_size))).to_torch("cpu")
+    """Mean over the adapted tensors of ‖θ'−θ‖/‖θ‖ after the step on the first validation episode as evaluation
+    forms it (`ttt_order`, causal for "time"; tensors the losses do not reach, such as the FFN, count with 0)."""
+    order = episode_order(split, "valid", ttt.ttt_order)
+    batch = next(iter(eval_batches(split, "valid", max_len, ttt.ttt_batch_size, order=order))).to_torch("cpu")
     model.eval()
-    fast = adapt_parameters(model, batch.items, batch.times, batch.target_times, ttt)
+    inputs = (batch.items, batch.times, batch.target_times)
+    if ttt.ttt_order == "time" and ttt.ttt_batch_size > 1:
+        inputs = history_until(batch.items, batch.times, batch.target_times.min())
+    fast = adapt_parameters(model, *inputs, ttt)
     own = {k: v.detach() for k, v in model.named_parameters()}
     changes = [float((fast[k] - own[k]).norm() / own[k].norm()) for k in fast if float(own[k].norm()) > 0]
     return statistics.mean(changes)
 
 
-def study_seed(model, split, max_len: int, episode: int = 256) -> dict:
+def study_seed(model, split, max_len: int, episode: int = 256, order: str = "time") -> dict:
     """Validation grid, then test for no step, the paper's step and validation's choice (`episode` users per
     episode)."""
     plain = {w: evaluate(model, split, w, max_len, return_ranks=True) for w in ("valid", "test")}
     plain_valid = ndcg_per_example(plain["valid"]["ranks"])
     grid = []
     for rule, size in GRID:
-        cfg = setting(rule, size, episode)
+        cfg = setting(rule, size, episode, order)
         t0 = time.perf_counter()
         res = evaluate(model, split, "valid", max_len, ttt=cfg, return_ranks=True)
         grid.append({"rule": rule, "size": size, "valid_ndcg@10": res["ndcg@10"],
@@ -134,13 +139,13 @@ def study_seed(model, split, max_len: int, episode: int = 256) -> dict:
     chosen = best if best["valid_ndcg@10"] > plain["valid"]["ndcg@10"] else None
     out = {"valid": plain["valid"]["ndcg@10"], "test": plain["test"]["ndcg@10"], "grid": grid,
            "chosen": None if chosen is None else {"rule": chosen["rule"], "size": chosen["size"]}}
-    paper = evaluate(model, split, "test", max_len, ttt=setting(*PAPER, episode), return_ranks=True)
+    paper = evaluate(model, split, "test", max_len, ttt=setting(*PAPER, episode, order), return_ranks=True)
     out["test_paper_step"] = paper["ndcg@10"]
     out["test_chosen"] = plain["test"]["ndcg@10"]
     if chosen is not None:
         out["test_chosen"] = evaluate(model, split, "test", max_len,
-                                      ttt=setting(chosen["rule"], chosen["size"], episode))["ndcg@10"]
-        out["controls"] = {c: {w: control_run(model, split, w, max_len, out["chosen"], c, episode)
+                                      ttt=setting(chosen["rule"], chosen["size"], episode, order))["ndcg@10"]
+        out["controls"] = {c: {w: control_run(model, split, w, max_len, out["chosen"], c, episode, order)
                                for w in ("valid", "test")} for c in controls_for(episode)}
     return out
 
@@ -154,6 +159,8 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--episode", type=int, default=256,
                     help="users per episode (the paper: 256; 1 = each user alone, the form serving uses)")
+    ap.add_argument("--order", default="time", choices=["time", "random", "stored"],
+                    help="how users are grouped into episodes (ttt_order; 'stored' = before 2026-12-01)")
     ap.add_argument("--combine", nargs="+", type=Path, metavar="JSON", default=None,
                     help="join finished studies of other seeds (same data, model and grid) instead of running")
     add_out_argument(ap)
@@ -173,11 +180,11 @@ def main(argv=None):
         folder = args.keep / args.dataset / args.model.replace(" ", "_") / f"seed{seed}" / "best"
         if not folder.exists():
             raise SystemExit(f"no kept model at {folder}: run the reproduction study with --keep {args.keep} first")
-        seeds[seed] = study_seed(load_model(folder), split, max_len, args.episode)
+        seeds[seed] = study_seed(load_model(folder), split, max_len, args.episode, args.order)
         print(f"seed {seed}: " + summary_line(seeds[seed]), flush=True)
     report = {"dataset": args.dataset, "model": args.model, "keep": str(args.keep), "code": code_version(),
               "environment": environment(), "grid": [list(g) for g in GRID],
-              "episode": args.episode, "episode_order": setting(*PAPER).ttt_order, "seeds": seeds,
+              "episode": args.episode, "episode_order": args.order, "seeds": seeds,
               "paired": paired_summary(seeds)}
     write_json(args.out, file_name(report), report)
     print(table_markdown(report))
@@ -185,8 +192,9 @@ def main(argv=None):
 
 def file_name(report: dict) -> str:
     """ttt_step_<data>_<model>[_per_user | _e<B>].json (no suffix: the paper's 256 users per episode)."""
-    episode = report.get("episode", 256)
+    episode, order = report.get("episode", 256), report.get("episode_order", "stored")
     suffix = "" if episode == 256 else "_per_user" if episode == 1 else f"_e{episode}"
+    suffix += "" if order == "time" or episode == 1 else f"_{order}"
     return f"ttt_step_{report['dataset']}_{report['model'].replace(' ', '_')}{suffix}.json"
 
 
@@ -198,7 +206,7 @@ def combine(reports: list, files: list) -> dict:
     for report, name in zip(reports, files):
         for key in ("dataset", "model", "grid", "episode", "episode_order"):
             if report.get(key) != first.get(key):
-                raise SystemExit(f"{name}: {key} {report[key]!r} differs from {files[0]}'s {first[key]!r}")
+                raise SystemExit(f"{name}: {key} {report.get(key)!r} differs from {files[0]}'s {first.get(key)!r}")
         for seed, result in report["seeds"].items():
             if seed in seeds:
                 raise SystemExit(f"{name}: seed {seed} is in two of the files")
