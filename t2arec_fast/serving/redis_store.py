@@ -287,12 +287,24 @@ _FORGET = """
 -- Remove users whole: every model version's state, the hash, the ring.  KEYS: per user: hash, ring.
 -- ARGV: 1 key prefix.  -> how many were known.
 STATE_KEY
+local function drop_states_by_name(h)            -- the hash that named them is gone: find them by key name
+  local cursor = '0'
+  repeat
+    local reply = redis.call('SCAN', cursor, 'MATCH', state_key(h, '*', '*'), 'COUNT', 1000)
+    cursor = reply[1]
+    for _, k in ipairs(reply[2]) do redis.call('UNLINK', k) end
+  until cursor == '0'
+end
 local known = 0
 for i = 1, #KEYS / 2 do
   local h = KEYS[2*i-1]
-  if redis.call('TYPE', h).ok == 'hash' then
+  local kind = redis.call('TYPE', h).ok
+  if kind == 'hash' then
     known = known + 1
     drop_old_versions(h, math.huge)
+  elseif kind ~= 'none' then                      -- a corrupted user (its hash overwritten): O(keys), rare
+    known = known + 1
+    drop_states_by_name(h)
   end
   redis.call('UNLINK', h, KEYS[2*i])
 end

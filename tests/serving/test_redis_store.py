@@ -274,6 +274,17 @@ def test_forget_and_ttl_remove_a_user_whole(redis_url):
     assert store.n_users() == 0 and _state_keys(redis_url) == []
 
 
+def test_forget_of_a_user_whose_hash_was_overwritten_removes_its_states_too(redis_url):
+    """The hash names the user's state keys; when something overwrote it, forget finds them by name."""
+    store = _store(redis_url)
+    v = store.register_model("fp-a", LAYOUT)
+    _commit(store, v, [1, 12], [0, 0], [0, 0], [[(3, 1)], [(4, 1)]], _states(0, 0))
+    redis.Redis.from_url(redis_url).set("t2arec:u:1", "not a hash")
+    assert store.forget(np.array([1])) == 1
+    assert _state_keys(redis_url, 1) == [] and len(_state_keys(redis_url, 12)) == 1   # user 12 untouched
+    assert store.read(np.array([12]), v).known.tolist() == [True]
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("n", "seven", r"t2arec:u:7 field 'n' holds b'seven', not an int64"),
     ("w", "-3", r"t2arec:u:7 field 'w' holds b'-3'"),
