@@ -92,6 +92,24 @@ def code_version() -> str:
     return head.stdout.strip() + ("+uncommitted changes" if dirty.stdout.strip() else "")
 
 
+def join_seed_runs(reports: list, files: list, same: tuple, paired: Callable[[dict], dict]) -> dict:
+    """One study from runs of other seeds (one process per core): refuses a run whose `same` keys differ from the
+    first's (naming the key and both files) and a seed found twice; `paired` recomputes the paired tests."""
+    first, seeds = reports[0], {}
+    for report, name in zip(reports, files):
+        for key in same:
+            if report.get(key) != first.get(key):
+                raise SystemExit(f"{name}: {key} {report.get(key)!r} differs from {files[0]}'s {first.get(key)!r}")
+        for seed, result in report["seeds"].items():
+            if seed in seeds:
+                raise SystemExit(f"{name}: seed {seed} is in two of the files")
+            seeds[seed] = result
+    seeds = dict(sorted(seeds.items(), key=lambda kv: int(kv[0])))
+    return {**first, "seeds": seeds, "paired": paired(seeds), "environment": environment(),
+            "combined_from": [{"file": f, "seeds": list(r["seeds"]), "code": r.get("code")}
+                              for r, f in zip(reports, files)]}
+
+
 def cpu_name() -> str:
     """The CPU's model name from /proc/cpuinfo (Linux), else what platform reports."""
     try:

@@ -144,16 +144,13 @@ def _die_in_a_trial(url, space_path, started):
     study.optimize(objective, n_trials=1)
 
 
-def test_a_trial_whose_process_was_killed_is_run_again_with_its_parameters(tmp_path, monkeypatch):
-    """SIGKILL in the middle of a trial: its heartbeats stop, and the next process marks it failed and runs the
-    same parameters before anything new (docs/tuning.md, 'Studies that outlive a process')."""
+def _kill_a_process_in_its_trial(tmp_path):
+    """SIGKILL a tuning process in the middle of its trial (lr = 0.005), after its first heartbeat; → (storage
+    URL, search-space path)."""
     import multiprocessing
     import os
     import signal
     import time as _time
-    from optuna.trial import TrialState
-    from t2arec_fast import tune
-    from t2arec_fast.data import load_dataset
     space_path = write(tmp_path / "space.yaml", "lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n")
     url = f"sqlite:///{tmp_path / 'study.db'}"
     ctx = multiprocessing.get_context("spawn")
@@ -164,6 +161,17 @@ def test_a_trial_whose_process_was_killed_is_run_again_with_its_parameters(tmp_p
     _time.sleep(1.5)                                # at least one heartbeat written
     os.kill(child.pid, signal.SIGKILL)
     child.join(10)
+    return url, space_path
+
+
+def test_a_trial_whose_process_was_killed_is_run_again_with_its_parameters(tmp_path, monkeypatch):
+    """SIGKILL in the middle of a trial: its heartbeats stop, and the next process marks it failed and runs the
+    same parameters before anything new (docs/tuning.md, 'Studies that outlive a process')."""
+    import time as _time
+    from optuna.trial import TrialState
+    from t2arec_fast import tune
+    from t2arec_fast.data import load_dataset
+    url, space_path = _kill_a_process_in_its_trial(tmp_path)
     monkeypatch.setattr(tune, "HEARTBEAT_S", 1)
     monkeypatch.setattr(tune, "GRACE_S", 2)
     _time.sleep(3)                                  # the dead trial's last heartbeat is older than the grace period
@@ -244,23 +252,11 @@ def test_a_process_paused_past_the_grace_period_gives_its_trial_up_when_it_wakes
 def test_a_resume_after_the_grace_period_runs_the_killed_parameters_before_counting(tmp_path, monkeypatch):
     """A process resumed at once (within the grace period) runs new parameters; one that starts later first
     fails the dead trial and re-runs its parameters, even when the study already holds `trials` finished ones."""
-    import multiprocessing
-    import os
-    import signal
     import time as _time
     from optuna.trial import TrialState
     from t2arec_fast import tune
     from t2arec_fast.data import load_dataset
-    space_path = write(tmp_path / "space.yaml", "lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n")
-    url = f"sqlite:///{tmp_path / 'study.db'}"
-    ctx = multiprocessing.get_context("spawn")
-    started = ctx.Event()
-    child = ctx.Process(target=_die_in_a_trial, args=(url, space_path, started))
-    child.start()
-    assert started.wait(120)
-    _time.sleep(1.5)
-    os.kill(child.pid, signal.SIGKILL)
-    child.join(10)
+    url, space_path = _kill_a_process_in_its_trial(tmp_path)
     monkeypatch.setattr(tune, "HEARTBEAT_S", 1)
     monkeypatch.setattr(tune, "GRACE_S", 2)
     ds, cfg = load_dataset(SYNTHETIC, min_count=1, verbose=False), tiny_config("sasrec", epochs=1)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.harness import add_out_argument, code_version, environment, write_json
+from bench.harness import add_out_argument, code_version, environment, join_seed_runs, write_json
 from bench.studies.reproduce import DATASETS, paired_t
 from t2arec_fast.config import TTTConfig
 from t2arec_fast.data import leave_one_out, load_dataset
@@ -103,19 +103,7 @@ def table_markdown(report: dict) -> str:
 
 def combine(reports: list, files: list) -> dict:
     """One study from runs of other seeds; refuses another data set, model or step, and a seed found twice."""
-    first, seeds = reports[0], {}
-    for report, name in zip(reports, files):
-        for key in ("dataset", "model", "ttt", "facts"):
-            if report[key] != first[key]:
-                raise SystemExit(f"{name}: {key} {report[key]!r} differs from {files[0]}'s {first[key]!r}")
-        for seed, result in report["seeds"].items():
-            if seed in seeds:
-                raise SystemExit(f"{name}: seed {seed} is in two of the files")
-            seeds[seed] = result
-    seeds = dict(sorted(seeds.items(), key=lambda kv: int(kv[0])))
-    return {**first, "seeds": seeds, "paired": paired_summary(seeds), "environment": environment(),
-            "combined_from": [{"file": f, "seeds": list(r["seeds"]), "code": r.get("code")}
-                              for r, f in zip(reports, files)]}
+    return join_seed_runs(reports, files, ("dataset", "model", "ttt", "facts"), paired_summary)
 
 
 def file_name(report: dict) -> str:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.harness import add_out_argument, code_version, environment, write_json
+from bench.harness import add_out_argument, code_version, environment, join_seed_runs, write_json
 from bench.studies.reproduce import DATASETS, paired_t
 from t2arec_fast import adapt
 from t2arec_fast.adapt import adapt_parameters, history_until
@@ -201,20 +201,7 @@ def file_name(report: dict) -> str:
 def combine(reports: list, files: list) -> dict:
     """One study from several runs of other seeds (run one process per core); refuses runs of another data set,
     model or grid, and a seed found twice."""
-    first = reports[0]
-    seeds = {}
-    for report, name in zip(reports, files):
-        for key in ("dataset", "model", "grid", "episode", "episode_order"):
-            if report.get(key) != first.get(key):
-                raise SystemExit(f"{name}: {key} {report.get(key)!r} differs from {files[0]}'s {first.get(key)!r}")
-        for seed, result in report["seeds"].items():
-            if seed in seeds:
-                raise SystemExit(f"{name}: seed {seed} is in two of the files")
-            seeds[seed] = result
-    seeds = dict(sorted(seeds.items(), key=lambda kv: int(kv[0])))
-    return {**first, "seeds": seeds, "paired": paired_summary(seeds), "environment": environment(),
-            "combined_from": [{"file": f, "seeds": list(r["seeds"]), "code": r.get("code")}
-                              for r, f in zip(reports, files)]}
+    return join_seed_runs(reports, files, ("dataset", "model", "grid", "episode", "episode_order"), paired_summary)
 
 
 def summary_line(r: dict) -> str:
