@@ -407,8 +407,11 @@ def render_ttt_episodes() -> str:
     users grouped in every order."""
     from bench.studies.ttt_episodes import table_markdown
     sections = []
-    for path in sorted(RESULTS.glob("ttt_episodes_*.json")):
-        report = json.loads(path.read_text())
+    reports = sorted(((path, json.loads(path.read_text())) for path in RESULTS.glob("ttt_episodes_*.json")),
+                     key=lambda pr: (pr[1]["dataset"], pr[1]["model"], pr[1]["ttt"]["ttt_batch_size"]))
+    if reports:
+        sections.append(episodes_summary([report for _, report in reports]))
+    for path, report in reports:
         ttt, seeds = report["ttt"], " ".join(str(s) for s in report["seeds"])
         sections.append(f"#### {report['dataset']}, {report['model']}, {ttt['ttt_batch_size']} users per episode, "
                         f"{ttt['ttt_rule']} {ttt['ttt_lr']:g} — `python -m bench.studies.ttt_episodes "
@@ -416,6 +419,21 @@ def render_ttt_episodes() -> str:
                         f"--ttt_rule {ttt['ttt_rule']} --ttt_lr {ttt['ttt_lr']:g} --episode {ttt['ttt_batch_size']}`"
                         f"\n\n{table_markdown(report)}\n\n{machine_line(report)}; JSON: bench/results/{path.name}.")
     return "\n\n".join(sections) or "Not run yet (`python -m bench.studies.ttt_episodes DATA --keep DIR`)."
+
+
+def episodes_summary(reports: list) -> str:
+    """One row per study: test NDCG@10 (mean over seeds) with no step and with the step in each order, and the
+    paired test of the request-time order against no step."""
+    lines = ["| data | model | users per episode | seeds | no step | by request time (p vs no step) | random | "
+             "stored user order |", "|---|---|---|---|---|---|---|---|"]
+    for r in reports:
+        test = {name: statistics.mean(r["seeds"][s]["test"][name] for s in r["seeds"])
+                for name in ("no step", "time", "random", "stored")}
+        p = r["paired"]["test: time − no step"]["p"]
+        lines.append(f"| {r['dataset']} | {r['model']} | {r['ttt']['ttt_batch_size']} | {len(r['seeds'])} | "
+                     f"{test['no step']:.4f} | {test['time']:.4f} ({'—' if p is None else f'{p:.3f}'}) | "
+                     f"{test['random']:.4f} | {test['stored']:.4f} |")
+    return "Test NDCG@10, mean over seeds (step: relative ρ as in each study's heading):\n\n" + "\n".join(lines)
 
 
 def render_ties() -> str:
