@@ -1,7 +1,8 @@
 """Render the generated tables of docs/results.md: the real-data studies (bench/results/reproduce_<dataset>.json,
 bench/studies/reproduce.py), the validation searches (bench/results/tune_<name>.json,
 bench/studies/tune_alignment.py), the test-time step sizes (ttt_step_*.json) and episode orders
-(ttt_episodes_*.json), the order of ties (tie_order_*.json) and RecBole's SASRec run side by side (recbole_sasrec_*.json, bench/recbole_sasrec.py).
+(ttt_episodes_*.json), the order of ties (tie_order_*.json) and RecBole's SASRec run side by side
+(recbole_sasrec_*.json, bench/recbole_sasrec.py).
 
     python -m bench.studies.report            # rewrites the block between the reproduce markers in docs/results.md
     python -m bench.studies.report --print    # only prints it
