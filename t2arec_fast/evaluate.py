@@ -41,8 +41,9 @@ def evaluate(model, split, which: str = "test", max_len: int = 200, batch_size: 
     (`episode_order`; with "time" each batch adapts on the events before its earliest request only).
     → JSON-able dict: recall@K, mrr@K, ndcg@K, "ndcg@10_by_segment" (segments by target timestamp, earliest
     first), "ndcg@10_by_request_gap" ({bin: [NDCG@10, targets]} by t_{n+1} − t_n, request_gaps.REQUEST_GAP_BINS),
-    n_users, split, mask_history, ties and, with TTT, "ttt": its settings, batch size and user order. compile_backend: plain scores through torch.compile with that
-    backend (t2arec_fast/compiled.py); None = eager. Source: docs/model.md §7.
+    n_users, split, mask_history, ties and, with TTT, "ttt": its settings, batch size and user order.
+    compile_backend: plain scores through torch.compile with that backend (t2arec_fast/compiled.py); None = eager.
+    Source: docs/model.md §7.
 
     Raises:
         ValueError: `which` not "valid" or "test", or batch_size < 1.
