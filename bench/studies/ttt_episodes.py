@@ -142,7 +142,8 @@ def main(argv=None):
         if not folder.exists():
             raise SystemExit(f"no kept model at {folder}: run the reproduction study with --keep {args.keep} first")
         seeds[seed] = study_seed(load_model(folder), split, max_len, ttt)
-        print(f"seed {seed}: {json.dumps(seeds[seed])}", flush=True)
+        print(f"seed {seed}: " + "; ".join(f"{part} " + ", ".join(f"{name} {value:.4f}" for name, value in row.items())
+                                            for part, row in seeds[seed].items()), flush=True)
     report = {"dataset": args.dataset, "model": args.model, "keep": str(args.keep), "ttt": dataclasses.asdict(ttt),
               "facts": facts, "code": code_version(), "environment": environment(), "seeds": seeds,
               "paired": paired_summary(seeds)}
