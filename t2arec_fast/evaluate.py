@@ -191,7 +191,7 @@ def format_table(results: dict, columns=TABLE_COLUMNS) -> str:
             notes.append(f"{name}: history items masked")
         if "ttt" in r:
             t = r["ttt"]
-            notes.append(f"{name}: test-time step α={t['ttt_lr']} M={t['ttt_updates']} μ1'={t['ttt_mu_time']} "
-                         f"μ2'={t['ttt_mu_state']} params={t['ttt_params']} batch={t['batch_size']} "
-                         f"order sha1 {t['user_order_sha1'][:12]}")
+            notes.append(f"{name}: test-time step {t['ttt_rule']} {t['ttt_lr']} M={t['ttt_updates']} "
+                         f"μ1'={t['ttt_mu_time']} μ2'={t['ttt_mu_state']} params={t['ttt_params']} "
+                         f"batch={t['batch_size']}, users {t['order']} (order sha1 {t['user_order_sha1'][:12]})")
     return "\n".join(lines + ([""] + notes if notes else []))

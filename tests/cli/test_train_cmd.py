@@ -46,6 +46,7 @@ def test_evaluate_checkpoint(trained, tmp_path, capsys):
     assert results["max_len"] == 20                     # carried from the checkpoint
     printed = capsys.readouterr().out
     assert "test_ttt" in printed and "NDCG@10 by request gap" in printed      # the printed table
+    assert "batch=40, users by request time; each episode adapts on the events before" in printed
     assert sum(n for _, n in results["test"]["ndcg@10_by_request_gap"].values()) == results["test"]["n_users"]
 
     rc = main(["evaluate", str(trained / "run" / "best"), SYNTHETIC, "--no-ttt", "--json", str(path)])
