@@ -242,13 +242,20 @@ def _episodes(model, items, times, target_times, ttt_cfg, per_user: bool, causal
         return torch.cat([_per_user_chunk(model, items[i:i + PER_USER_CHUNK], times[i:i + PER_USER_CHUNK],
                                           target_times[i:i + PER_USER_CHUNK], ttt_cfg)
                           for i in range(0, items.shape[0], PER_USER_CHUNK)])
-    if causal:
-        known = history_until(items, times, target_times.min())
-        fast = adapt_parameters(model, *known, ttt_cfg) if known[0].shape[0] else {}
-    else:
-        fast = adapt_parameters(model, items, times, target_times, ttt_cfg)
+    fast = episode_parameters(model, items, times, target_times, ttt_cfg, causal)
     with torch.no_grad():
         return _batch_scores(model, fast, items, times, target_times, ttt_cfg)
+
+
+def episode_parameters(model: nn.Module, items: torch.Tensor, times: torch.Tensor, target_times: torch.Tensor,
+                       ttt_cfg, causal: bool = False) -> Dict[str, torch.Tensor]:
+    """θ' of one shared episode (`adapt_parameters`), with `causal` on the events up to its earliest request time
+    only (`history_until`); {} (no change) when no event is that early."""
+    if causal:
+        items, times, target_times = history_until(items, times, target_times.min())
+        if not items.shape[0]:
+            return {}
+    return adapt_parameters(model, items, times, target_times, ttt_cfg)
 
 
 def history_until(items: torch.Tensor, times: torch.Tensor, cut: torch.Tensor) -> tuple:

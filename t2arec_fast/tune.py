@@ -20,6 +20,7 @@ storage and study continues it, up to `trials` finished (complete or pruned) tri
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -184,13 +185,11 @@ def _rdb_storage(url: str, attempts: int = 8):
         ConfigError: not a database URL, or one that cannot be opened (a missing folder, no permission, a server
             that does not answer), naming the URL.
     """
-    import optuna
     import sqlalchemy.exc
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
     for attempt in range(attempts):
         try:
-            with warnings.catch_warnings():     # heartbeats are "experimental" in Optuna 5 (stable since 2.x)
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            with _heartbeats_allowed():
                 return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                                   heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=RETRIES))
         except sqlalchemy.exc.DBAPIError as exc:
@@ -280,9 +279,17 @@ def run_study(dataset, space: dict, base_cfg: Config, trials: int, storage: Opti
 
 def _fail_stale_trials(study) -> None:
     import optuna
+    with _heartbeats_allowed():
+        optuna.storages.fail_stale_trials(study)
+
+
+@contextlib.contextmanager
+def _heartbeats_allowed():
+    """Optuna's heartbeats are marked "experimental" (stable since 2.x): no warning for using them."""
+    import optuna
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+        yield
 
 
 def _taken_over(study, objective) -> Optional[str]:

@@ -29,7 +29,7 @@ import torch
 
 from bench.harness import add_out_argument, code_version, environment, join_seed_runs, write_json
 from bench.studies.reproduce import DATASETS, paired_t
-from t2arec_fast.config import TTTConfig
+from t2arec_fast.config import CHOICES, TTTConfig
 from t2arec_fast.data import leave_one_out, load_dataset
 from t2arec_fast.evaluate import EPISODE_ORDERS, episode_order, evaluate
 from t2arec_fast.model import load_model
@@ -116,7 +116,7 @@ def main(argv=None):
     ap.add_argument("--keep", metavar="DIR", type=Path, help="models kept by the reproduction study")
     ap.add_argument("--model", default="backbone", help="model label in the study (backbone, t2arec, ...)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--ttt_rule", default="relative", choices=["sgd", "relative"])
+    ap.add_argument("--ttt_rule", default="relative", choices=CHOICES["ttt_rule"])
     ap.add_argument("--ttt_lr", type=float, default=0.1)
     ap.add_argument("--episode", type=int, default=64, help="users per episode (ttt_batch_size, at least 2)")
     ap.add_argument("--combine", nargs="+", type=Path, metavar="JSON", default=None)

@@ -30,10 +30,10 @@ import torch
 from bench.harness import add_out_argument, code_version, environment, join_seed_runs, write_json
 from bench.studies.reproduce import DATASETS, paired_t
 from t2arec_fast import adapt
-from t2arec_fast.adapt import adapt_parameters, history_until
+from t2arec_fast.adapt import episode_parameters
 from t2arec_fast.config import TTTConfig
 from t2arec_fast.data import eval_batches, leave_one_out, load_dataset
-from t2arec_fast.evaluate import episode_order, evaluate
+from t2arec_fast.evaluate import EPISODE_ORDERS, episode_order, evaluate
 from t2arec_fast.metrics import ndcg_per_example
 from t2arec_fast.model import load_model
 
@@ -111,10 +111,8 @@ def relative_change(model, split, max_len: int, ttt: TTTConfig) -> float:
     order = episode_order(split, "valid", ttt.ttt_order)
     batch = next(iter(eval_batches(split, "valid", max_len, ttt.ttt_batch_size, order=order))).to_torch("cpu")
     model.eval()
-    inputs = (batch.items, batch.times, batch.target_times)
-    if ttt.ttt_order == "time" and ttt.ttt_batch_size > 1:
-        inputs = history_until(batch.items, batch.times, batch.target_times.min())
-    fast = adapt_parameters(model, *inputs, ttt)
+    fast = episode_parameters(model, batch.items, batch.times, batch.target_times, ttt,
+                              causal=ttt.ttt_order == "time" and ttt.ttt_batch_size > 1)
     own = {k: v.detach() for k, v in model.named_parameters()}
     changes = [float((fast[k] - own[k]).norm() / own[k].norm()) for k in fast if float(own[k].norm()) > 0]
     return statistics.mean(changes)
@@ -159,7 +157,7 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--episode", type=int, default=256,
                     help="users per episode (the paper: 256; 1 = each user alone, the form serving uses)")
-    ap.add_argument("--order", default="time", choices=["time", "random", "stored"],
+    ap.add_argument("--order", default="time", choices=EPISODE_ORDERS,
                     help="how users are grouped into episodes (ttt_order; 'stored' = before 2026-12-01)")
     ap.add_argument("--combine", nargs="+", type=Path, metavar="JSON", default=None,
                     help="join finished studies of other seeds (same data, model and grid) instead of running")
