@@ -13,7 +13,10 @@ Configurations, measured in one run with their repetitions interleaved (a busy m
   redis+local   OnlineRecommender(model, store=url): Redis holds the truth, this process's cache is the local tier
                 (the users' current states are local here, so observe is one compare-and-set round trip and
                 recommend one read that ships no state)
-  redis-only    the same with capacity_bytes=0: every state travels from Redis and back on every call
+  redis-only    the same with capacity_bytes=0 and snapshot_every=1 (what OnlineRecommender(model, store=url,
+                capacity_bytes=0) chooses): every state travels from Redis and back on every call
+  redis+local every-commit   redis+local with snapshot_every=1: every commit stores every user's state (the key
+                layout before 2026-12-02, side by side)
 and P = 1, 2, 4 serving processes of each configuration (batch 64) run at once for a fixed time, each serving its
 own share of the pool (as a load balancer with user affinity routes them): events/s of all together, per-call
 latency. (Contention on the same users, and its compare-and-set retries, is what
@@ -136,11 +139,13 @@ def single_process(recs: dict, users, batches, runs: int, reps: dict, server_cpu
 
 
 def recommender(config: str, url: str, prefix: str):
-    """One serving configuration: "in-process", "redis+local" or "redis-only" (this model, HISTORY events)."""
+    """One serving configuration of CONFIGS (this model, HISTORY events)."""
     if config == "in-process":
         return OnlineRecommender(model(), capacity_bytes=1 << 30, history_len=HISTORY)
-    return OnlineRecommender(model(), store=RedisStateStore(url, prefix=prefix, history_len=HISTORY),
-                             capacity_bytes=1 << 30 if config == "redis+local" else 0, history_len=HISTORY)
+    store = RedisStateStore(url, prefix=prefix.replace(" ", "_"), history_len=HISTORY,
+                            snapshot_every=1 if config.endswith("every-commit") or config == "redis-only" else None)
+    return OnlineRecommender(model(), store=store, capacity_bytes=0 if config == "redis-only" else 1 << 30,
+                             history_len=HISTORY)
 
 
 def _serving_process(config, url, users, batch, seconds, round_, start, results):
@@ -192,7 +197,9 @@ def processes(url, users, batch: int, counts, seconds: float) -> list:
     return rows
 
 
-CONFIGS = ("in-process", "redis+local", "redis-only")
+CONFIGS = ("in-process", "redis+local", "redis-only", "redis+local every-commit")
+# redis+local / redis-only: the store's default (a state stored every 16 events, readers step through the rest);
+# "every-commit": snapshot_every=1, every commit stores every user's state (the layout before 2026-12-02)
 
 
 def one_server(aof: str, fsync: str, args, users, batches, reps) -> dict:

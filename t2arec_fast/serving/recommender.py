@@ -108,7 +108,7 @@ class OnlineRecommender(RawIdServing):
         self.shared = None
         if store is not None:                 # users' data in Redis; this process's cache is the local tier
             from .shared import SharedTier, open_store
-            self.shared = SharedTier(self, open_store(store, history_len), self.capacity_bytes)
+            self.shared = SharedTier(self, open_store(store, history_len, self.capacity_bytes), self.capacity_bytes)
             self.history = None
             self.user_keys = UserKeys(store=self.shared.store)     # text ids' keys shared through Redis too
         self._install_model(model)
@@ -222,21 +222,29 @@ class OnlineRecommender(RawIdServing):
 
     @torch.inference_mode()
     def _advance(self, groups: EventGroups, start: np.ndarray, n_before: np.ndarray, items: np.ndarray,
-                 times: np.ndarray) -> np.ndarray:
+                 times: np.ndarray, step_rows: Optional[int] = None) -> np.ndarray:
         """States of the call's users after their events: (U, size) float32 numpy, header written (event count
         and last time after the call), computed in place of `start` (U, size): their states before the call
-        (zeros for new users), with n_before (U,) events (per EventGroups member)."""
+        (zeros for new users), with n_before (U,) events (per EventGroups member).
+
+        step_rows: run every step on exactly this many rows (users in chunks, the last one padded), so that a
+        user's new state does not depend on how many others step with it — CPU matrix kernels round differently
+        for different row counts (docs/serving.md, "Shared state"); None: all users of a step at once."""
         state = torch.from_numpy(start).to(self.device)
         views, o = self.layout.views(state)       # writing into these writes `start`
         step_items = torch.from_numpy(items[groups.step_order]).to(self.device)
         at = 0
         for m in groups.active.tolist():          # step r: users in members [0, m), one event each
-            o_new, new_states = self.model.step(step_items[at:at + m],
-                                                [BlockState(v.conv[:m], v.ssm[:m]) for v in views])
-            for view, new in zip(views, new_states):
-                view.conv[:m].copy_(new.conv)
-                view.ssm[:m].copy_(new.ssm)
-            o[:m].copy_(o_new)
+            chunk = m if step_rows is None else step_rows
+            for lo in range(0, m, chunk):         # rows [lo, hi) of the step, padded up to `chunk`
+                hi = min(lo + chunk, m)
+                o_new, new_states = self.model.step(
+                    _padded(step_items[at + lo:at + hi], chunk, fill=1),
+                    [BlockState(_padded(v.conv[lo:hi], chunk), _padded(v.ssm[lo:hi], chunk)) for v in views])
+                for view, new in zip(views, new_states):
+                    view.conv[lo:hi].copy_(new.conv[:hi - lo])
+                    view.ssm[lo:hi].copy_(new.ssm[:hi - lo])
+                o[lo:hi].copy_(o_new[:hi - lo])
             at += m
         flat = state.cpu().numpy() if state.device.type != "cpu" else start
         self.layout.write_header(flat, n_before + groups.counts, last_times(groups, times))
@@ -571,3 +579,10 @@ def _onnx_model(model, onnx_dir):
     with tempfile.TemporaryDirectory(prefix="t2arec_onnx_") as tmp:    # ONNX Runtime reads the graphs at start-up
         export_onnx(model, tmp, kinds=("encode", "step"))
         return OnnxStepModel(model, tmp)
+
+
+def _padded(rows: torch.Tensor, n: int, fill: int = 0) -> torch.Tensor:
+    """rows (m, ...) with n − m rows of `fill` appended (rows itself when m == n)."""
+    if len(rows) == n:
+        return rows
+    return torch.cat([rows, rows.new_full((n - len(rows),) + tuple(rows.shape[1:]), fill)])

@@ -3,7 +3,7 @@ Redis, so that any of several serving processes can answer for any user (docs/se
 
     store = RedisStateStore("redis://127.0.0.1:6379/0", prefix="t2arec", history_len=200, ttl_s=None)
     version = store.register_model(fingerprint, layout)      # the same model gets the same version in every process
-    got = store.read(users, version, local_stamps)            # one round trip: counts, stamps, states, rings
+    got = store.read(users, version, local_stamps, ...)       # one round trip: counts, stamps, states, events
     outcome = store.commit(users, version, expected_stamps, ...)   # one round trip: all users move, or none
 
 This module only stores and checks; `OnlineRecommender` runs the model. Every batch call is one round trip: one
@@ -14,8 +14,9 @@ process dies in the middle of it.
 Key layout under the prefix P (one Redis server and database; docs/serving.md explains each choice):
 
     P:u:<user>      hash    n = event count, t = last timestamp, w = commit stamp (a random int64 drawn by the
-                            observe() call that last moved the user), sw:<v> = the stamp of the user's state for
-                            model version v (it is current iff sw:<v> == w)
+                            observe() call that last moved the user), e = epoch (the stamp that created the user),
+                            sw:<v> / sn:<v> = the stamp and event count of the user's stored state for model
+                            version v (stored every snapshot_every events: the ring holds the ones after it)
     P:s:<user>:<v>:<stamp>  string  that state: packed float32 (written once, never changed; deleted when replaced)
     P:r:<user>      string  the ring of the last history_len events, 12 bytes each (int32 item, int64 time, little
                             endian); event j (0-based, over all time) at byte 12 * (j % history_len)
@@ -28,7 +29,8 @@ Key layout under the prefix P (one Redis server and database; docs/serving.md ex
 Compare-and-set: a commit names, per user, the stamp its new state was computed from (empty for a user it believes
 new); the script applies the batch only if every user still carries that stamp. The stamp, not the bare event
 count, is compared because a count can come back (a user forgotten or expired by the TTL, then observed again)
-while a stamp never repeats.
+while a stamp never repeats. Within one epoch the count identifies the state: a reader holding an older copy of the
+same epoch steps it through the events after it (docs/serving.md, "States stored every snapshot_every events").
 """
 from __future__ import annotations
 
@@ -48,14 +50,20 @@ __all__ = ["RedisStateStore", "StoreRead", "CommitOutcome", "RING_RECORD"]
 RING_RECORD = np.dtype([("item", "<i4"), ("time", "<i8")])     # packed: 12 bytes per event
 assert RING_RECORD.itemsize == 12
 INT64_MIN = np.iinfo(np.int64).min
+SNAPSHOT_EVERY = 16            # default: a stored state is at most 15 events behind (docs/serving.md)
 DONE_TTL_MS = 600_000          # how long an applied commit's stamp is remembered (longer than any retry sequence)
-STORE_FORMAT = 2               # the key layout above; 1 (before 2026-12-01) kept states in the user hash
+STORE_FORMAT = 3               # the key layout above; 2 (before 2026-12-02) stored every user's state on every
+                               # commit, 1 (before 2026-12-01) kept states in the user hash
 _ITEM_DIGITS = 10              # popularity members are zero-padded so that Redis' lexical tie order is numeric
-FIELD = 20                     # bytes of one decimal int64 field in a script's argument or reply (19 digits + sign)
+FIELD = 21                     # bytes of one decimal int64 field in a script's argument or reply: a sign, 19 digits
+                               # and at least one pad byte, so that a script reads a blob as a sequence of numbers
 _READ_RECORD = np.dtype([("known", "S1"), ("n", f"S{FIELD}"), ("t", f"S{FIELD}"), ("w", f"S{FIELD}"),
-                         ("status", "S1"), ("ring", "S1")])        # one user in the read script's reply
+                         ("e", f"S{FIELD}"), ("sw", f"S{FIELD}"), ("sn", f"S{FIELD}"), ("status", "S1"),
+                         ("ring", "S1")])                          # one user in the read script's reply
+_LOCAL_RECORD = np.dtype([("w", f"S{FIELD}"), ("e", f"S{FIELD}"), ("n", f"S{FIELD}")])   # a caller's local copy
 _COMMIT_RECORD = np.dtype([("expected", f"S{FIELD}"), ("n", f"S{FIELD}"), ("t", f"S{FIELD}"),
-                           ("slot", f"S{FIELD}"), ("records", f"S{FIELD}")])   # one user in the commit's arguments
+                           ("slot", f"S{FIELD}"), ("records", f"S{FIELD}"), ("snapshot", f"S{FIELD}")])
+                                                                                 # one user in a commit's arguments
 _POPULAR_RECORD = np.dtype([("member", f"S{_ITEM_DIGITS}"), ("count", f"S{FIELD}")])
 
 # -- Lua scripts: each runs atomically inside Redis; errors name the key -------------------------------------------
@@ -80,9 +88,19 @@ local function drop_old_versions(h, keep)         -- states of model versions be
     local ver = string.match(all[j], '^sw:(%d+)$')
     if ver and tonumber(ver) < keep then
       redis.call('UNLINK', state_key(h, ver, all[j + 1]))
-      redis.call('HDEL', h, all[j])
+      redis.call('HDEL', h, all[j], 'sn:' .. ver)
     end
   end
+end
+local function numbers(blob)                    -- the decimal fields of a blob, in order (one C-level scan each)
+  local out = {}
+  for x in string.gmatch(blob, '%-?%d+') do out[#out+1] = x end
+  return out
+end
+local function user_keys(ids)                    -- P:u:<user>, P:r:<user> of each user id
+  local h, r = {}, {}
+  for i, id in ipairs(ids) do h[i], r[i] = PREFIX .. ':u:' .. id, PREFIX .. ':r:' .. id end
+  return h, r
 end
 local function keep_state(key, ttl)               -- a state the script adopts lives as long as its user
   if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
@@ -90,91 +108,137 @@ end
 """
 
 _READ = """
--- KEYS: per user: hash, ring; then the popularity zset.  ARGV: 1 model version, 2 key prefix,
--- 3 ring mode ('all' | 'missing' | 'none'), 4 top-k of popularity (0: none), 5 bytes per state, 6 bytes per ring
--- (12 * history_len), 7 the caller's local stamp per user (FIELD bytes each; '0': no local copy).
--- Returns {records, states, rings[, top]}: one RECORD-byte record per user: known ('0'/'1'), n, t, w (FIELD bytes
--- each, space-padded), status ('0': no current state here, '1': the caller's copy is current, '2': the state is
--- shipped), ring ('0'/'1'); an array of the shipped states, in user order; an array of the shipped rings, in user
--- order, each as stored (at most history_len records: the client pads it). Arrays, not concatenations: Lua 5.1's
+-- KEYS: 1 the popularity zset (the users' keys are named by ARGV 9).  ARGV: 1 model version, 2 key prefix,
+-- 3 ring mode ('all' | 'missing' | 'none'), 4 top-k of popularity (0: none), 5 bytes per state, 6 history_len,
+-- 7 the caller's local copy per user: stamp, epoch, event count (FIELD bytes each; stamp '0': no local copy),
+-- 8 replay limit: the most events the caller steps from its local copy or from an empty state, 9 the user ids
+-- (FIELD bytes each: the script builds their keys, so a call of any size is a handful of arguments).
+-- Returns {records, states, rings, events[, top]}: one RECORD-byte record per user: known ('0'/'1'), n, t, w, e,
+-- sw:<v>, sn:<v> (FIELD bytes each, space-padded), status, ring ('0'/'1'); the shipped states (status 2), the
+-- shipped rings (each as stored: at most history_len records, the client pads it) and the events to replay
+-- (statuses 2, 3, 4: the user's events from the base's count to n, 12 bytes each, in order), each an array in user
+-- order. Status:
+-- '1' the caller's copy is current; '3' the caller's copy is behind by the events shipped; '2' the version's
+-- stored state is shipped, with the events after it; '4' no usable state: all of the user's events are shipped
+-- (step them from an empty state); '0' none of those: rebuild from the ring. Arrays, not concatenations: Lua 5.1's
 -- table.concat of 64 states of 10 KB cost Redis 3.9 ms of CPU, returning them as an array 0.7 ms (measured).
 STATE_KEY
-local version, size, ringbytes, mine, mode = ARGV[1], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[3]
-local nu = (#KEYS - 1) / 2
-local records, states, rings = {}, {}, {}
-local unknown = '0' .. string.rep(' ', 3 * FIELD + 2)
-local function pad(x) return x .. string.rep(' ', FIELD - #x) end
+local version, size, H, mine, mode = ARGV[1], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[3]
+local limit = math.min(tonumber(ARGV[8]), H)
+local hashes, ringkeys = user_keys(numbers(ARGV[9]))
+local nu = #hashes
+mine = numbers(mine)                             -- per user: stamp, epoch, count
+local records, states, rings, events = {}, {}, {}, {}
+local unknown = '0' .. string.rep(' ', 6 * FIELD + 2)
+local names = {'n', 't', 'w', 'e', 'sw:' .. version, 'sn:' .. version}
+local function events_from(r, from, n)          -- ring records of events from .. n-1 (event j at slot j % H)
+  if n == from then return '' end
+  local a, b = from % H, n % H
+  local parts = a < b and {{a, b}} or {{a, H}, {0, b}}
+  local g = ''
+  for _, p in ipairs(parts) do
+    if p[2] > p[1] then
+      local got = redis.pcall('GETRANGE', r, 12 * p[1], 12 * p[2] - 1)
+      if type(got) == 'table' then return nil, redis.error_reply('CORRUPT ' .. r .. ' is not a string') end
+      g = g .. got
+    end
+  end
+  if #g ~= 12 * (n - from) then
+    return nil, redis.error_reply('CORRUPT ' .. r .. ' holds ' .. redis.call('STRLEN', r) .. ' bytes: not a ' ..
+                                  'ring of the ' .. math.min(n, H) .. ' latest events (12 bytes each)')
+  end
+  return g
+end
 for i = 1, nu do
-  local h, r = KEYS[2*i-1], KEYS[2*i]
-  local v = redis.pcall('HMGET', h, 'n', 't', 'w', 'sw:' .. version)
+  local h, r = hashes[i], ringkeys[i]
+  local v = redis.pcall('HMGET', h, unpack(names))
   if v.err then return redis.error_reply('CORRUPT ' .. h .. ' is not a hash: ' .. v.err) end
   if not v[1] then
     records[i] = unknown
   else
-    for j, name in ipairs({'n', 't', 'w'}) do
-      if v[j] and #v[j] > FIELD then
+    for j, name in ipairs(names) do
+      if v[j] and #v[j] > FIELD - 1 then
         return redis.error_reply('CORRUPT ' .. h .. " field '" .. name .. "' holds " .. #v[j] ..
                                  ' bytes, not an int64')
       end
     end
-    local w, status, ring = v[3], '0', '0'
-    if w and w == string.match(string.sub(mine, FIELD * (i - 1) + 1, FIELD * i), '^%d+') then
+    -- (a count that is not a number is refused by the client, naming the field: no shortcut is taken for it)
+    local n, w, e, sn = tonumber(v[1]) or -1, v[3], v[4], tonumber(v[6] or '')
+    local status, ring, from = '0', '0', nil
+    local n_mine = tonumber(mine[3*i])
+    if n < 0 then
+    elseif w and w == mine[3*i-2] then
       status = '1'                                -- the caller's copy is current: nothing to ship
-    elseif w and v[4] == w then
-      local key = state_key(h, version, w)
-      local s = redis.pcall('GET', key)
-      if type(s) == 'table' then return redis.error_reply('CORRUPT ' .. key .. ' is not a string') end
-      if s and #s ~= size then
-        return redis.error_reply('CORRUPT ' .. key .. ' (the state ' .. h .. " field 'sw:" .. version ..
-                                 "' names) holds " .. #s .. ' bytes, expected ' .. size ..
-                                 ' (a state of ' .. size / 4 .. ' float32)')
+    elseif e and e == mine[3*i-1] and n_mine < n and n - n_mine <= limit then
+      status, from = '3', n_mine                  -- the caller's copy plus the events it has not seen
+    else
+      if v[5] and sn and n - sn <= H and sn <= n then
+        local key = state_key(h, version, v[5])
+        local s = redis.pcall('GET', key)
+        if type(s) == 'table' then return redis.error_reply('CORRUPT ' .. key .. ' is not a string') end
+        if s and #s ~= size then
+          return redis.error_reply('CORRUPT ' .. key .. ' (the state ' .. h .. " field 'sw:" .. version ..
+                                   "' names) holds " .. #s .. ' bytes, expected ' .. size ..
+                                   ' (a state of ' .. size / 4 .. ' float32)')
+        end
+        if s then                                 -- (a key lost alone, e.g. evicted: rebuilt from the ring)
+          status, from = '2', sn
+          states[#states+1] = s
+        end
       end
-      if s then                                   -- (a key lost alone, e.g. evicted: rebuilt from the ring)
-        status = '2'
-        states[#states+1] = s
-      end
+      if status == '0' and n <= limit then status, from = '4', 0 end     -- e.g. a user newer than its first state
+    end
+    if from then
+      local g, err = events_from(r, from, n)
+      if err then return err end
+      events[#events+1] = g
     end
     if mode == 'all' or (mode == 'missing' and status == '0') then
       local g = redis.pcall('GET', r)
       if type(g) == 'table' then return redis.error_reply('CORRUPT ' .. r .. ' is not a string') end
       g = g or ''
-      if #g > ringbytes or #g % 12 ~= 0 then
+      if #g > 12 * H or #g % 12 ~= 0 then
         return redis.error_reply('CORRUPT ' .. r .. ' holds ' .. #g .. ' bytes: not a ring of at most ' ..
-                                 ringbytes / 12 .. ' events of 12 bytes')
+                                 H .. ' events of 12 bytes')
       end
       ring = '1'
       rings[#rings+1] = g
     end
-    records[i] = '1' .. pad(v[1]) .. pad(v[2] or '') .. pad(w or '') .. status .. ring
+    records[i] = string.format('1%-FIELDs%-FIELDs%-FIELDs%-FIELDs%-FIELDs%-FIELDs', v[1], v[2] or '', w or '', e or '',
+                               v[5] or '', v[6] or '') .. status .. ring
   end
 end
-local out = {table.concat(records), states, rings}
+local out = {table.concat(records), states, rings, events}
 if ARGV[4] ~= '0' then
-  local top = redis.pcall('ZRANGE', KEYS[#KEYS], 0, tonumber(ARGV[4]) - 1, 'WITHSCORES')
-  if top.err then return redis.error_reply('CORRUPT ' .. KEYS[#KEYS] .. ' is not a sorted set') end
-  out[4] = top
+  local top = redis.pcall('ZRANGE', KEYS[1], 0, tonumber(ARGV[4]) - 1, 'WITHSCORES')
+  if top.err then return redis.error_reply('CORRUPT ' .. KEYS[1] .. ' is not a sorted set') end
+  out[5] = top
 end
 return out
 """
 
 _COMMIT = """
--- Runs right after the MSETNX of the batch's new states (KEYS 3i+2, named by this commit's stamp), in one MULTI.
--- KEYS: 1 popularity zset, 2 this commit's done-marker, then per user: hash, ring, new state.
+-- Runs right after the MSETNX of the batch's new states (P:s:<user>:<version>:<this commit's stamp>; only the users
+-- whose state is stored this time), in one MULTI.
+-- KEYS: 1 popularity zset, 2 this commit's done-marker (the users' keys are named by ARGV 10).
 -- ARGV: 1 model version, 2 key prefix, 3 new stamp, 4 TTL ms (0: none), 5 oldest model version whose states are
--- kept, 6 history_len, 7 the ring records to write (12 bytes each, user order), 8 per user 5 fields of FIELD
+-- kept, 6 history_len, 7 the ring records to write (12 bytes each, user order), 8 per user 6 fields of FIELD
 -- bytes: expected stamp ('0' = a new user), new count, new last time, ring slot of the user's first record,
--- records of the user in ARGV[7]; 9 popularity: per item a zero-padded ITEM_DIGITS-byte member and a FIELD-byte
--- count.
+-- records of the user in ARGV[7], 1 if its new state was sent (0: the stored state stays, the ring has the rest);
+-- 9 popularity: per item a zero-padded ITEM_DIGITS-byte member and a FIELD-byte count, 10 the user ids (FIELD
+-- bytes each).
 STATE_KEY
 local version, stamp, H, rings, users, pop = ARGV[1], ARGV[3], tonumber(ARGV[6]), ARGV[7], ARGV[8], ARGV[9]
-local nu = (#KEYS - 2) / 3
-local function field(i, j)                     -- field j of user i's record, as the decimal string it holds
-  local at = 5 * FIELD * (i - 1) + FIELD * (j - 1)
-  return string.match(string.sub(users, at + 1, at + FIELD), '^%-?%d+')
-end
+local hashes, ringkeys = user_keys(numbers(ARGV[10]))
+local nu = #hashes
+users = numbers(users)
+local function field(i, j) return users[6 * (i - 1) + j] end   -- field j of user i, as the decimal string it holds
 local function discard_new_states()            -- not applied: the states sent with it go too, except one a user
   for i = 1, nu do                             -- points at (the same name: an earlier try of this very commit)
-    if redis.pcall('HGET', KEYS[3*i], 'sw:' .. version) ~= stamp then redis.call('UNLINK', KEYS[3*i+2]) end
+    local h = hashes[i]
+    if field(i, 6) == '1' and redis.pcall('HGET', h, 'sw:' .. version) ~= stamp then
+      redis.call('UNLINK', state_key(h, version, stamp))
+    end
   end
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then     -- a retry of a commit that was applied: never apply it twice
@@ -183,7 +247,7 @@ if redis.call('EXISTS', KEYS[2]) == 1 then     -- a retry of a commit that was a
 end
 local lost, old = {}, {}
 for i = 1, nu do
-  local h = KEYS[3*i]
+  local h = hashes[i]
   local cur = redis.pcall('HMGET', h, 'w', 'sw:' .. version)
   if cur.err then discard_new_states(); return redis.error_reply('CORRUPT ' .. h .. ' is not a hash') end
   if (cur[1] or '0') ~= field(i, 1) then lost[#lost+1] = i end
@@ -195,8 +259,8 @@ if #lost > 0 then
   return lost
 end
 for i = 0, nu do                               -- key types checked before anything is written: refused whole
-  local key, want = KEYS[3*i+1], 'string'
-  if i == 0 then want = 'zset' end
+  local key, want = KEYS[1], 'zset'
+  if i > 0 then key, want = ringkeys[i], 'string' end
   local t = redis.call('TYPE', key).ok
   if t ~= want and t ~= 'none' then
     discard_new_states()
@@ -205,11 +269,18 @@ for i = 0, nu do                               -- key types checked before anyth
 end
 local ttl, keep, from = tonumber(ARGV[4]), tonumber(ARGV[5]), 0
 for i = 1, nu do
-  local h, r, s = KEYS[3*i], KEYS[3*i+1], KEYS[3*i+2]
-  local added = redis.call('HSET', h, 'n', field(i, 2), 't', field(i, 3), 'w', stamp, 'sw:' .. version, stamp)
-  if old[i] and old[i] ~= stamp then redis.call('UNLINK', state_key(h, version, old[i])) end
-  if added > 0 and added < 4 then drop_old_versions(h, keep) end     -- a first state of this version
-  keep_state(s, ttl)
+  local h, r = hashes[i], ringkeys[i]
+  local known = field(i, 1) ~= '0'
+  redis.call('HSET', h, 'n', field(i, 2), 't', field(i, 3), 'w', stamp)
+  if not known then redis.call('HSET', h, 'e', stamp) end    -- a new user: its epoch is the stamp that made it
+  if field(i, 6) == '1' then                   -- the new state was sent: the user points at it
+    redis.call('HSET', h, 'sw:' .. version, stamp, 'sn:' .. version, field(i, 2))
+    if old[i] and old[i] ~= stamp then redis.call('UNLINK', state_key(h, version, old[i]))
+    elseif known and not old[i] then drop_old_versions(h, keep) end  -- a first state of this version
+    keep_state(state_key(h, version, stamp), ttl)
+  elseif old[i] and ttl > 0 then               -- the stored state stays: it lives as long as its user
+    redis.call('PEXPIRE', state_key(h, version, old[i]), ttl)
+  end
   local slot, k = tonumber(field(i, 4)), tonumber(field(i, 5))
   local first = math.min(k, H - slot)              -- records up to the ring's end, the rest from slot 0
   redis.call('SETRANGE', r, 12 * slot, string.sub(rings, from + 1, from + 12 * first))
@@ -239,9 +310,10 @@ return {1}
 
 _PUT_STATES = """
 -- Adopt rebuilt states written just before in the same MULTI (KEYS 2i, by SET NX): only where the user still carries
--- the stamp they were rebuilt for and holds no current state of this version (so a state is adopted once per stamp
--- and version). A state whose name the user already points at (written by another process, or rewritten after
--- its key was lost) stays; any other is deleted. Every hash and state key is checked before anything is written.
+-- the stamp they were rebuilt for and holds no state of this version stored under that stamp (so a state is adopted
+-- once per stamp and version); it becomes the stored state, at the user's count (sn:<v>). A state whose name the
+-- user already points at (written by another process, or rewritten after its key was lost) stays; any other is
+-- deleted. Every hash and state key is checked before anything is written.
 -- KEYS: per user: hash, new state.  ARGV: 1 model version, 2 key prefix, 3 the stamps (FIELD bytes each),
 -- 4 oldest model version whose states are kept.  -> how many states were adopted.
 STATE_KEY
@@ -258,7 +330,7 @@ local function refuse(message)                 -- nothing adopted; the states se
 end
 local cur = {}
 for i = 1, nu do
-  cur[i] = redis.pcall('HMGET', KEYS[2*i-1], 'w', 'sw:' .. version)
+  cur[i] = redis.pcall('HMGET', KEYS[2*i-1], 'w', 'sw:' .. version, 'n')
   if cur[i].err then return refuse(KEYS[2*i-1] .. ' is not a hash') end
   if redis.call('TYPE', KEYS[2*i]).ok ~= 'string' then return refuse(KEYS[2*i] .. ' is not a string') end
 end
@@ -267,9 +339,10 @@ for i = 1, nu do
   local h, s, v, stamp = KEYS[2*i-1], KEYS[2*i], cur[i], stamp_of(i)
   if v[1] == stamp then                        -- still the user's current stamp
     if v[2] ~= stamp then
-      if redis.call('HSET', h, 'sw:' .. version, stamp) > 0 then
+      redis.call('HSET', h, 'sw:' .. version, stamp, 'sn:' .. version, v[3])
+      if not v[2] then
         drop_old_versions(h, keep)             -- a first state of this version
-      elseif v[2] then
+      else
         redis.call('UNLINK', state_key(h, version, v[2]))
       end
       written = written + 1
@@ -366,10 +439,18 @@ return v
 class StoreRead:
     """What the store held for a batch of distinct users at one instant (one atomic read). m users.
 
-    known (m,) bool: the store has events of the user.   n_events, last_ts, stamps (m,) int64 (0, INT64_MIN, 0 when
-    unknown).   local_current (m,) bool: the caller's local copy carries the current stamp (nothing shipped).
-    shipped (m,) bool: states[i] holds the store's current state for the model version.   has_ring (m,) bool:
-    ring_items / ring_times (m, history_len) int64 hold the raw ring (event j at j % history_len).
+    known (m,) bool: the store has events of the user.   n_events, last_ts, stamps, epochs (m,) int64 (0,
+    INT64_MIN, 0, 0 when unknown; the epoch is the stamp of the commit that created the user: a user forgotten and
+    observed again has a new one).   Where each user's current state comes from (at most one is True):
+    local_current (m,) bool: the caller's local copy carries the current stamp (nothing shipped);
+    replay_local (m,) bool: the caller's local copy (same epoch, fewer events) plus the shipped events;
+    shipped (m,) bool: states[i] holds the model version's stored state (its key's stamp: snapshot_stamps[i]),
+    after snapshot_counts[i] events, plus the shipped events;
+    replay_empty (m,) bool: an empty state plus all the user's events (shipped);
+    none of these (a known user): rebuild from the ring.
+    Shipped events: event_user (k,) index into users, event_items, event_times (k,) int64, each user's in order,
+    the first of them being the user's event number event_from[i] (0-based).
+    has_ring (m,) bool: ring_items / ring_times (m, history_len) int64 hold the raw ring (event j at j % history_len).
     popular: (items (k,) int64, counts (k,) int64) when asked for, most observed first.
     """
     known: np.ndarray
@@ -382,6 +463,15 @@ class StoreRead:
     has_ring: np.ndarray
     ring_items: np.ndarray
     ring_times: np.ndarray
+    epochs: np.ndarray
+    snapshot_counts: np.ndarray
+    snapshot_stamps: np.ndarray
+    replay_local: np.ndarray
+    replay_empty: np.ndarray
+    event_from: np.ndarray
+    event_user: np.ndarray
+    event_items: np.ndarray
+    event_times: np.ndarray
     popular: Optional[Tuple[np.ndarray, np.ndarray]] = None
 
 
@@ -410,6 +500,11 @@ class RedisStateStore:
         max_connections: connection-pool size (threads beyond it wait up to socket_timeout_s for a connection).
         max_cas_retries: how often a caller may re-apply a batch that lost its compare-and-set (see
             `OnlineRecommender`) before StoreConflictError.
+        snapshot_every: a user's state is stored each time its event count passes a multiple of this (at most
+            history_len; default min(16, history_len); 1: on every commit); in between a commit stores only the
+            events, and a reader steps its copy (or the stored state) through the events it has not seen — fewer
+            than snapshot_every after a stored state, up to snapshot_every after its own copy (docs/serving.md,
+            "States stored every snapshot_every events").
 
     Raises:
         InputError: a bad URL or setting; a history_len other than the one stored under the prefix.
@@ -419,7 +514,7 @@ class RedisStateStore:
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "t2arec", history_len: int = 200,
                  ttl_s: Optional[float] = None, socket_timeout_s: float = 2.0, connect_timeout_s: float = 0.5,
                  retries: int = 2, retry_backoff_s: float = 0.05, max_connections: int = 32,
-                 max_cas_retries: int = 64):
+                 max_cas_retries: int = 64, snapshot_every: Optional[int] = None):
         redis = _redis()
         from redis.backoff import ExponentialBackoff
         from redis.retry import Retry
@@ -428,6 +523,11 @@ class RedisStateStore:
         self.history_len = _positive_int(history_len, "history_len")
         self.ttl_ms = 0 if ttl_s is None else _positive_int(round(float(ttl_s) * 1000), "ttl_s (in ms)")
         self.max_cas_retries = _positive_int(max_cas_retries, "max_cas_retries")
+        self.snapshot_every = (min(SNAPSHOT_EVERY, self.history_len) if snapshot_every is None
+                               else _positive_int(snapshot_every, "snapshot_every"))
+        if self.snapshot_every > self.history_len:
+            raise InputError(f"RedisStateStore: snapshot_every={snapshot_every} exceeds history_len="
+                             f"{self.history_len}: the events after a stored state must still be in the ring")
         for name, value in (("socket_timeout_s", socket_timeout_s), ("connect_timeout_s", connect_timeout_s),
                             ("retry_backoff_s", retry_backoff_s)):
             if not float(value) > 0:
@@ -436,7 +536,7 @@ class RedisStateStore:
             raise InputError(f"RedisStateStore: retries must be >= 0, got {retries!r}")
         self.settings = {"socket_timeout_s": float(socket_timeout_s), "connect_timeout_s": float(connect_timeout_s),
                          "retries": int(retries), "retry_backoff_s": float(retry_backoff_s),
-                         "max_connections": int(max_connections)}
+                         "max_connections": int(max_connections), "snapshot_every": self.snapshot_every}
         try:
             pool = redis.BlockingConnectionPool.from_url(
                 self.url, max_connections=int(max_connections), timeout=float(socket_timeout_s),
@@ -577,52 +677,74 @@ class RedisStateStore:
 
     # -- read ----------------------------------------------------------------------------------------------------
     def read(self, users: np.ndarray, version: int, local_stamps: Optional[np.ndarray] = None,
-             rings: str = "missing", top_k: int = 0) -> StoreRead:
+             rings: str = "missing", top_k: int = 0, local_epochs: Optional[np.ndarray] = None,
+             local_counts: Optional[np.ndarray] = None, replay_limit: Optional[int] = None) -> StoreRead:
         """One atomic read of distinct users (m,) int64 for model `version`.
 
-        local_stamps (m,) int64: the stamp of the caller's local copy of each user's state (0: none); a user whose
-        local copy is current gets no state shipped. rings: "all" ships every known user's ring, "missing" only
-        those whose state must be rebuilt (no current state of this version anywhere), "none" never.
-        top_k > 0 also returns the k most observed items.
+        The caller's local copy of each user's state: local_stamps (m,) int64, the stamp it carries (0: none), with
+        local_epochs and local_counts (m,) int64, the user's epoch and event count it was computed for. A user
+        whose local copy is current gets nothing shipped; one whose copy is behind by at most `replay_limit` events
+        (default `snapshot_every`) gets those events; any other gets the version's stored state and the events
+        after it, or all its events when it has at most `replay_limit` and no stored state — or else only its ring,
+        to rebuild from. rings: "all" ships every known user's ring, "missing" only those the state must be rebuilt
+        from, "none" never. top_k > 0 also returns the k most observed items.
 
         Raises: StoreCorruptError naming the key of an unreadable value; InputError for an unregistered version;
         StoreUnavailableError.
         """
         size, H = self.state_size(version), self.history_len
         m = len(users)
-        mine = np.zeros(m, np.int64) if local_stamps is None else np.asarray(local_stamps, np.int64)
-        keys = self._user_keys(users) + [self._key("pop")]
-        reply = self._script("read", keys, [int(version), self.prefix, rings, int(top_k), 4 * size,
-                                            RING_RECORD.itemsize * H, _decimal(mine)])
+        mine = np.zeros(m, _LOCAL_RECORD)
+        for name, values in (("w", local_stamps), ("e", local_epochs), ("n", local_counts)):
+            mine[name] = (np.zeros(m, np.int64) if values is None else np.asarray(values, np.int64)).astype(
+                _LOCAL_RECORD[name])
+        # with a state stored on every commit nothing is replayed: every process serves the committer's bits
+        limit = (0 if self.snapshot_every == 1 else self.snapshot_every) if replay_limit is None else int(replay_limit)
+        reply = self._script("read", [self._key("pop")], [int(version), self.prefix, rings, int(top_k), 4 * size, H,
+                                                          mine.tobytes(), limit, _decimal(users)])
         records = np.frombuffer(reply[0], _READ_RECORD)
-        hashes = keys[0:2 * m:2]
+        hashes = [f"{self.prefix}:u:{u}" for u in users.tolist()]
         got = _empty_read(m, size, H)
         got.known[:] = records["known"] == b"1"
         known = np.flatnonzero(got.known)
-        got.n_events[known] = _int_column(records["n"][known], [hashes[i] for i in known], "n", minimum=1)
-        got.last_ts[known] = _int_column(records["t"][known], [hashes[i] for i in known], "t")
-        got.stamps[known] = _int_column(records["w"][known], [hashes[i] for i in known], "w", minimum=1)
-        got.local_current[:] = records["status"] == b"1"
-        got.shipped[:] = records["status"] == b"2"
+        where = [hashes[i] for i in known]
+        got.n_events[known] = _int_column(records["n"][known], where, "n", minimum=1)
+        got.last_ts[known] = _int_column(records["t"][known], where, "t")
+        got.stamps[known] = _int_column(records["w"][known], where, "w", minimum=1)
+        status = records["status"]
+        got.local_current[:], got.replay_local[:] = status == b"1", status == b"3"
+        got.shipped[:], got.replay_empty[:] = status == b"2", status == b"4"
+        epoch = np.flatnonzero(got.known & (np.char.strip(records["e"]) != b""))
+        got.epochs[epoch] = _int_column(records["e"][epoch], [hashes[i] for i in epoch], "e", minimum=1)
         shipped = np.flatnonzero(got.shipped)
-        got.states[shipped] = np.frombuffer(b"".join(reply[1]), "<f4").reshape(len(shipped), size)
-        _check_finite(got.states[shipped], [self.state_key(users[i], version, got.stamps[i]) for i in shipped])
+        if len(shipped):
+            state_stamps = _int_column(records["sw"][shipped], [hashes[i] for i in shipped], f"sw:{version}", 1)
+            got.snapshot_stamps[shipped] = state_stamps
+            state_keys = [self.state_key(users[i], version, w) for i, w in zip(shipped, state_stamps)]
+            got.snapshot_counts[shipped] = _int_column(records["sn"][shipped], state_keys, f"sn:{version}", 0)
+            got.states[shipped] = np.frombuffer(b"".join(reply[1]), "<f4").reshape(len(shipped), size)
+            _check_finite(got.states[shipped], state_keys)
+        replayed = np.flatnonzero(got.shipped | got.replay_local | got.replay_empty)
+        _unpack_events(got, replayed, reply[3])
         got.has_ring[:] = records["ring"] == b"1"
         ring = _padded_rings(reply[2], H)
         got.ring_items[got.has_ring], got.ring_times[got.has_ring] = ring["item"], ring["time"]
         if top_k:
-            got.popular = _popular(reply[3], self._key("pop"))
+            got.popular = _popular(reply[4], self._key("pop"))
         return got
+
 
     # -- commit --------------------------------------------------------------------------------------------------
     def commit(self, users: np.ndarray, version: int, expected_stamps: np.ndarray, n_before: np.ndarray,
                counts: np.ndarray, last_ts: np.ndarray, states: np.ndarray, event_user: np.ndarray,
-               event_rank: np.ndarray, items: np.ndarray, times: np.ndarray, stamp: Optional[int] = None
-               ) -> CommitOutcome:
+               event_rank: np.ndarray, items: np.ndarray, times: np.ndarray, stamp: Optional[int] = None,
+               snapshot: Optional[np.ndarray] = None) -> CommitOutcome:
         """Store the batch if every user still carries `expected_stamps` (0: a user believed new); else nothing.
 
         users (U,) distinct int64; n_before, counts, last_ts (U,) int64: events before the call, events in it, the
-        new last timestamp; states (U, size) float32: the new states. Events (n,): event_user = index into users,
+        new last timestamp; states (U, size) float32: the new states, of which only the rows where `snapshot` (U,)
+        bool is True are stored (default: all; `snapshot_rows` gives the store's rule) — for the others the
+        stored state stays and the ring holds the events after it. Events (n,): event_user = index into users,
         event_rank = rank among that user's events in the call (call order), items, times. `stamp`: pass the same
         value again to retry a call whose outcome is unknown (it is applied at most once).
 
@@ -644,6 +766,8 @@ class RedisStateStore:
             np.asarray(last_ts, np.int64).astype(_COMMIT_RECORD["t"]))
         per_user["slot"] = ((n_before + first) % H).astype(_COMMIT_RECORD["slot"])
         per_user["records"] = kept.astype(_COMMIT_RECORD["records"])
+        snapshot = np.ones(len(users), bool) if snapshot is None else np.asarray(snapshot, bool)
+        per_user["snapshot"] = snapshot.astype(np.int64).astype(_COMMIT_RECORD["snapshot"])
         keep = event_rank >= first[event_user]
         order = np.lexsort((event_rank[keep], event_user[keep]))        # user by user, in call order
         records = np.empty(len(order), RING_RECORD)
@@ -652,20 +776,24 @@ class RedisStateStore:
         popular = np.empty(len(popular_items), _POPULAR_RECORD)
         popular["member"] = np.char.zfill(popular_items.astype(_POPULAR_RECORD["member"]), _ITEM_DIGITS)
         popular["count"] = popular_counts.astype(_POPULAR_RECORD["count"])
-        state_keys = [self.state_key(u, version, stamp) for u in users.tolist()]
-        hash_ring = self._user_keys(users)
-        keys = [self._key("pop"), self._key("done", stamp)]
-        for i, state in enumerate(state_keys):
-            keys += (hash_ring[2 * i], hash_ring[2 * i + 1], state)
-        reply = self._script_after_states("commit", state_keys, states, keys,
+        sent = np.flatnonzero(snapshot)
+        reply = self._script_after_states("commit", [self.state_key(u, version, stamp) for u in users[sent].tolist()],
+                                          states[sent], [self._key("pop"), self._key("done", stamp)],
                                           [int(version), self.prefix, str(stamp), self.ttl_ms, int(version) - 1, H,
-                                           records.tobytes(), per_user.tobytes(), popular.tobytes()],
+                                           records.tobytes(), per_user.tobytes(), popular.tobytes(),
+                                           _decimal(np.asarray(users, np.int64))],
                                           all_new=True)
         self.counters["commits"] += 1
         if reply[0] == 0:
             self.counters["cas_conflicts"] += 1
             return CommitOutcome(False, np.asarray(reply[1:], np.int64) - 1, stamp)
         return CommitOutcome(True, np.zeros(0, np.int64), stamp)
+
+    def snapshot_rows(self, n_before: np.ndarray, n_after: np.ndarray) -> np.ndarray:
+        """(U,) bool: the users whose new state a commit stores — those whose event count passes a multiple of
+        snapshot_every (so a stored state is never more than snapshot_every - 1 events behind, whatever the
+        batching)."""
+        return np.asarray(n_before) // self.snapshot_every != np.asarray(n_after) // self.snapshot_every
 
     # -- text user ids ---------------------------------------------------------------------------------------------
     def user_indices(self, ids: Sequence[str]) -> np.ndarray:
@@ -760,7 +888,22 @@ def _empty_read(m: int, size: int, H: int) -> StoreRead:
     return StoreRead(known=np.zeros(m, bool), n_events=np.zeros(m, np.int64), last_ts=np.full(m, INT64_MIN),
                      stamps=np.zeros(m, np.int64), local_current=np.zeros(m, bool), shipped=np.zeros(m, bool),
                      states=np.zeros((m, size), np.float32), has_ring=np.zeros(m, bool),
-                     ring_items=np.zeros((m, H), np.int64), ring_times=np.zeros((m, H), np.int64))
+                     ring_items=np.zeros((m, H), np.int64), ring_times=np.zeros((m, H), np.int64),
+                     epochs=np.zeros(m, np.int64), snapshot_counts=np.zeros(m, np.int64),
+                     snapshot_stamps=np.zeros(m, np.int64),
+                     replay_local=np.zeros(m, bool), replay_empty=np.zeros(m, bool),
+                     event_from=np.zeros(m, np.int64), event_user=np.zeros(0, np.int64),
+                     event_items=np.zeros(0, np.int64), event_times=np.zeros(0, np.int64))
+
+
+def _unpack_events(got: StoreRead, replayed: np.ndarray, blobs: list) -> None:
+    """The read's shipped events (one blob per replayed user, in user order) into got.event_*."""
+    events = np.frombuffer(b"".join(blobs), RING_RECORD)
+    lengths = np.array([len(b) // RING_RECORD.itemsize for b in blobs], np.int64)
+    got.event_user = np.repeat(replayed, lengths)
+    got.event_items = events["item"].astype(np.int64)
+    got.event_times = events["time"].astype(np.int64)
+    got.event_from[replayed] = got.n_events[replayed] - lengths
 
 
 def _padded_rings(rings: list, H: int) -> np.ndarray:

@@ -2,9 +2,13 @@
 (`RedisStateStore`), with this process's `StateCache` kept as a local fast tier in front of it.
 
 Rules (docs/serving.md, "Shared state", has the reasoning):
-  * Redis holds the truth. A local entry carries the commit stamp of the state it holds (8 extra words after the
-    state: the stamp's bytes, exact in float32 and float16). Every call checks each user's current stamp in Redis
-    in the same round trip that would fetch the state, so a local entry is used only when Redis holds nothing newer.
+  * Redis holds the truth. A local entry carries the commit stamp and the user's epoch of the state it holds (16
+    extra words after the state: their bytes, exact in float32 and float16). Every call checks each user's current
+    stamp in Redis in the same round trip that would fetch anything, so a local entry is used as it is only when
+    Redis holds nothing newer; when it is behind, Redis ships the events it lacks and they are stepped onto it.
+  * A commit stores a user's state only when its count passes a multiple of `snapshot_every`; in between it
+    stores the events (the ring). A reader without a current copy steps the stored state, or its own older copy
+    of the same epoch, through the events after it: the same steps the committer took, so the same bits.
   * observe() is optimistic: it steps from the local copy and commits with a compare-and-set on every user's stamp
     (one round trip). A user whose stamp moved on (another process advanced it) is re-read and the batch
     re-applied; the whole batch lands in one atomic script, or nothing of it does.
@@ -23,14 +27,22 @@ import numpy as np
 from t2arec_fast.errors import InputError, StoreConflictError, StoreCorruptError
 from t2arec_fast.model.checkpoint import weights_fingerprint
 
-from .events import EventGroups, check_time_order
+from .events import EventGroups, check_time_order, group_events
 from .history import ring_in_time_order
 from .layout import int64_to_words, words_to_int64
 from .redis_store import INT64_MIN, RedisStateStore
 
 __all__ = ["SharedTier", "model_fingerprint", "open_store"]
 
-STAMP_WORDS = 8               # a local entry is [state | stamp as 8 byte-words]
+LOCAL_WORDS = 16              # a local entry is [state | stamp, epoch as 8 byte-words each]
+# The Redis tier runs every step on chunks of exactly this many users (the last one padded): a reader recomputes
+# states that their committer computed in other company, and CPU matrix kernels round differently for different
+# row counts (a user stepped alone and among 64 differed by up to 2.5e-7; in chunks of one size the bits did not
+# depend on the chunk's other rows or the user's place in it: tests/serving). Always, whatever snapshot_every, so
+# that processes with different settings on one store agree too. 64: the benchmark's batch, where a chunk costs no
+# more than one step of the batch; a lone user pays a 64-row step (~0.4 ms instead of ~0.2 on this CPU for the
+# ml-100k-sized model).
+STEP_ROWS = 64
 
 
 def model_fingerprint(model) -> str:
@@ -40,10 +52,14 @@ def model_fingerprint(model) -> str:
     return f"{type(model).__name__}:{weights_fingerprint(model)}"
 
 
-def open_store(store, history_len: int) -> RedisStateStore:
-    """A RedisStateStore from a URL (its defaults otherwise) or the object itself; its history_len must match."""
+def open_store(store, history_len: int, local_capacity_bytes: int = 1) -> RedisStateStore:
+    """A RedisStateStore from a URL (its defaults otherwise) or the object itself; its history_len must match.
+    From a URL for a process with no local tier, the store keeps every commit's states (snapshot_every=1): such a
+    process has no copy to step forward, and replaying up to 15 events on every call cost it more than storing
+    the states (docs/benchmarks.md, "Shared state")."""
     if isinstance(store, str):
-        return RedisStateStore(store, history_len=history_len)
+        return RedisStateStore(store, history_len=history_len,
+                               snapshot_every=None if local_capacity_bytes else 1)
     if not isinstance(store, RedisStateStore):
         raise InputError(f"store must be a redis:// URL or a RedisStateStore, got {type(store).__name__}")
     if store.history_len != history_len:
@@ -59,6 +75,7 @@ class _Base:
     n_events: np.ndarray
     last_ts: np.ndarray
     stamps: np.ndarray
+    epochs: np.ndarray
 
 
 class SharedTier:
@@ -67,7 +84,8 @@ class SharedTier:
     def __init__(self, rec, store: RedisStateStore, local_capacity_bytes: int):
         self.rec, self.store = rec, store
         self.local_capacity_bytes = int(local_capacity_bytes)
-        self.counters = {"cas_retries": 0, "states_fetched": 0, "local_current": 0}
+        self.counters = {"cas_retries": 0, "states_fetched": 0, "local_current": 0, "events_replayed": 0,
+                         "states_stored": 0}
         self.local = None
         self.version = None
 
@@ -76,7 +94,7 @@ class SharedTier:
         """Register the model (its version is shared by every process serving it) with its `StateLayout` and size
         the local tier."""
         self.version = self.store.register_model(model_fingerprint(model), layout.describe())
-        size = layout.size + STAMP_WORDS
+        size = layout.size + LOCAL_WORDS
         if self.local_capacity_bytes and (self.local is None or self.local.state_size != size):
             from t2arec_fast.cache import StateCache
             self.local = StateCache(size, self.local_capacity_bytes, dtype=self.rec.dtype, shards=self.rec.shards)
@@ -84,32 +102,38 @@ class SharedTier:
 
     # -- local tier -------------------------------------------------------------------------------------------------
     def _local(self, users: np.ndarray):
-        """→ found (m,) bool, states (m, size) float32, stamps (m,) int64 (0 where not found)."""
-        size = self.rec.layout.size
+        """→ found (m,) bool, states (m, size) float32, stamps (m,) int64, epochs (m,) int64 (0 where not found)."""
+        size, m = self.rec.layout.size, len(users)
         if self.local is None:
-            return np.zeros(len(users), bool), np.zeros((len(users), size), np.float32), np.zeros(len(users), np.int64)
+            return np.zeros(m, bool), np.zeros((m, size), np.float32), np.zeros(m, np.int64), np.zeros(m, np.int64)
         found, both = self.local.get(users, self.version)
-        stamps = np.where(found, words_to_int64(both[:, size:]), 0)
-        return found, np.ascontiguousarray(both[:, :size]), stamps
+        stamps = np.where(found, words_to_int64(both[:, size:size + 8]), 0)
+        epochs = np.where(found, words_to_int64(both[:, size + 8:]), 0)
+        return found, np.ascontiguousarray(both[:, :size]), stamps, epochs
 
-    def _put_local(self, users: np.ndarray, flat: np.ndarray, stamps: np.ndarray) -> None:
+    def _put_local(self, users: np.ndarray, flat: np.ndarray, stamps: np.ndarray, epochs: np.ndarray) -> None:
         if self.local is not None and len(users):
-            self.local.put(users, np.ascontiguousarray(np.hstack([flat, int64_to_words(stamps)])), self.version)
+            self.local.put(users, np.ascontiguousarray(np.hstack([flat, int64_to_words(stamps),
+                                                                  int64_to_words(epochs)])), self.version)
 
     # -- observe ----------------------------------------------------------------------------------------------------
     def observe(self, groups: EventGroups, users: np.ndarray, items: np.ndarray, times: np.ndarray) -> None:
-        """Advance the call's users by their events and commit them to Redis as one compare-and-set batch; a user
-        another process moved meanwhile is re-read and the batch re-applied (counted in stats()["cas_retries"])."""
+        """Advance the call's users by their events and commit them to Redis as one compare-and-set batch (states
+        only of the users whose count passes a multiple of snapshot_every); a user another process moved meanwhile
+        is re-read and the batch re-applied (counted in stats()["cas_retries"])."""
         U = groups.users
         base = self._bases(U)
         for _ in range(self.store.max_cas_retries + 1):
             check_time_order(users, times, groups, base.last_ts)
-            flat = self.rec._advance(groups, base.flat.copy(), base.n_events, items, times)
+            flat = self.rec._advance(groups, base.flat.copy(), base.n_events, items, times, STEP_ROWS)
             _, n_after, last_after = self.rec.layout.read_header(flat)
+            snapshot = self.store.snapshot_rows(base.n_events, n_after)
             outcome = self.store.commit(U, self.version, base.stamps, base.n_events, groups.counts, last_after, flat,
-                                        groups.member, groups.rank, items, times)
+                                        groups.member, groups.rank, items, times, snapshot=snapshot)
             if outcome.applied:
-                self._put_local(U, flat, np.full(len(U), outcome.stamp, np.int64))
+                self.counters["states_stored"] += int(snapshot.sum())
+                epochs = np.where(base.stamps == 0, outcome.stamp, base.epochs)     # a new user's epoch: this stamp
+                self._put_local(U, flat, np.full(len(U), outcome.stamp, np.int64), epochs)
                 return
             self.counters["cas_retries"] += 1
             self._refresh(base, U, outcome.lost)
@@ -117,37 +141,45 @@ class SharedTier:
                                  f"{self.store.max_cas_retries} retries; nothing was stored")
 
     def _bases(self, users: np.ndarray) -> _Base:
-        found, flat, stamps = self._local(users)
+        found, flat, stamps, epochs = self._local(users)
         _, n_events, last_ts = self.rec.layout.read_header(flat)
-        base = _Base(flat, np.where(found, n_events, 0), np.where(found, last_ts, INT64_MIN), stamps)
+        base = _Base(flat, np.where(found, n_events, 0), np.where(found, last_ts, INT64_MIN), stamps, epochs)
         missing = np.flatnonzero(~found)
         if len(missing):
             self._refresh(base, users, missing)
         return base
 
     def _refresh(self, base: _Base, users: np.ndarray, idx: np.ndarray) -> None:
-        """Re-read users[idx] from Redis into base: unknown users start empty, others from Redis' state or,
-        without a current one for this model version, from their ring."""
-        got = self.store.read(users[idx], self.version, rings="missing")
-        flat = self._states_of(users[idx], got, np.zeros(len(idx), bool), None)
-        base.flat[idx] = flat
+        """Re-read users[idx] from Redis into base: unknown users start empty, others from their state in Redis
+        or base's own copy stepped through the events it lacks or, without either, rebuilt from their ring."""
+        got = self.store.read(users[idx], self.version, base.stamps[idx], rings="missing",
+                              local_epochs=base.epochs[idx], local_counts=base.n_events[idx])
+        base.flat[idx] = self._states_of(users[idx], got, base.flat[idx])
         base.n_events[idx] = got.n_events
         base.last_ts[idx] = got.last_ts
         base.stamps[idx] = got.stamps
+        base.epochs[idx] = got.epochs
 
-    def _states_of(self, users: np.ndarray, got, local_current: np.ndarray, local_flat) -> np.ndarray:
-        """(m, size) states of a read: the local copy where current, else Redis' state (checked), else rebuilt from
-        the ring (and written back once); zeros for unknown users."""
+    def _states_of(self, users: np.ndarray, got, local_flat: np.ndarray) -> np.ndarray:
+        """(m, size) current states of a read: the local copy where current; else the stored state, the local
+        copy or an empty state stepped through the shipped events (checked against Redis' count and time); else
+        rebuilt from the ring (and written back once); zeros for unknown users."""
         flat = np.zeros((len(users), self.rec.layout.size), np.float32)
-        if local_flat is not None:
-            flat[local_current] = local_flat[local_current]
+        mine = got.local_current | got.replay_local
+        flat[mine] = local_flat[mine]
         shipped = np.flatnonzero(got.shipped)
         if len(shipped):
             flat[shipped] = got.states[shipped]
-            self._check_headers(users[shipped], flat[shipped], got.n_events[shipped], got.last_ts[shipped],
-                                got.stamps[shipped])
+            self._check_headers(flat[shipped], got.snapshot_counts[shipped], None, [
+                self.store.state_key(u, self.version, w) for u, w in zip(users[shipped], got.snapshot_stamps[shipped])])
             self.counters["states_fetched"] += len(shipped)
-        rebuild = np.flatnonzero(got.known & ~got.shipped & ~local_current)
+        replayed = np.flatnonzero(got.shipped | got.replay_local | got.replay_empty)
+        if len(replayed):
+            self._replay(users, flat, got)
+            self._check_headers(flat[replayed], got.n_events[replayed], got.last_ts[replayed], [
+                f"{self.store.prefix}:r:{u} (the events after the user's state)" for u in users[replayed]])
+        rebuild = np.flatnonzero(got.known & ~got.local_current & ~got.replay_local & ~got.replay_empty
+                                 & ~got.shipped)
         if len(rebuild):
             items, times, n = got.ring_items[rebuild], got.ring_times[rebuild], got.n_events[rebuild]
             self._check_rings(users[rebuild], items)
@@ -156,17 +188,31 @@ class SharedTier:
             self.store.put_states(users[rebuild], self.version, got.stamps[rebuild], flat[rebuild])
         return flat
 
-    def _check_headers(self, users, flat, n_events, last_ts, stamps) -> None:
+    def _replay(self, users: np.ndarray, flat: np.ndarray, got) -> None:
+        """Step the rows of `flat` through the read's shipped events, in place: the steps their committers took."""
+        if not len(got.event_user):
+            return
+        self._check_rings(users[got.event_user], got.event_items[:, None], allow_empty=False)
+        groups = group_events(got.event_user)
+        rows = groups.users                                 # members are row indices here
+        flat[rows] = self.rec._advance(groups, flat[rows].copy(), got.event_from[rows], got.event_items,
+                                       got.event_times, STEP_ROWS)
+        self.counters["events_replayed"] += len(got.event_user)
+
+    def _check_headers(self, flat, n_events, last_ts, where) -> None:
+        """A state's header must say the count (and, when given, last time) that Redis holds for it; `where`
+        names, per row, the key to blame."""
         readable, n, last = self.rec.layout.read_header(flat)
-        bad = np.flatnonzero(~readable | (n != n_events) | (last != last_ts))
+        bad = np.flatnonzero(~readable | (n != n_events) | (False if last_ts is None else last != last_ts))
         if len(bad):
             b = bad[0]
-            raise StoreCorruptError(f"{self.store.state_key(users[b], self.version, stamps[b])}: the state's header "
-                                    f"(readable={bool(readable[b])}, events {n[b]}, last time {last[b]}) does not "
-                                    f"match the user's count {n_events[b]} and last time {last_ts[b]}")
+            expected = f"count {n_events[b]}" + ("" if last_ts is None else f" and last time {last_ts[b]}")
+            raise StoreCorruptError(f"{where[b]}: the state's header (readable={bool(readable[b])}, events {n[b]}, "
+                                    f"last time {last[b]}) does not match the user's {expected}")
 
-    def _check_rings(self, users, items) -> None:
-        bad = np.argwhere((items < 0) | (items > self.rec.n_items))
+    def _check_rings(self, users, items, allow_empty: bool = True) -> None:
+        """Ring items must be model item ids (0 marks an unfilled slot of a raw ring)."""
+        bad = np.argwhere((items < (0 if allow_empty else 1)) | (items > self.rec.n_items))
         if len(bad):
             u = bad[0][0]
             raise StoreCorruptError(f"{self.store.prefix}:r:{users[u]}: item {items[u, bad[0][1]]} is not a model "
@@ -178,13 +224,14 @@ class SharedTier:
         from .recommender import RequestView
         distinct, inverse = np.unique(users, return_inverse=True)
         inverse = inverse.reshape(-1)
-        found, local_flat, local_stamps = self._local(distinct)
+        found, local_flat, local_stamps, local_epochs = self._local(distinct)
+        _, local_counts, _ = self.rec.layout.read_header(local_flat)
         got = self.store.read(distinct, self.version, local_stamps, rings="all" if need_rings else "missing",
-                              top_k=k)
+                              top_k=k, local_epochs=local_epochs, local_counts=np.where(found, local_counts, 0))
         self.counters["local_current"] += int(got.local_current.sum())
-        flat = self._states_of(distinct, got, got.local_current, local_flat)
+        flat = self._states_of(distinct, got, local_flat)
         fresh = np.flatnonzero(got.known & ~got.local_current)
-        self._put_local(distinct[fresh], flat[fresh], got.stamps[fresh])
+        self._put_local(distinct[fresh], flat[fresh], got.stamps[fresh], got.epochs[fresh])
         gone = np.flatnonzero(found & ~got.known)            # forgotten or expired in Redis: drop the local copy
         if len(gone) and self.local is not None:
             self.local.delete(distinct[gone])

@@ -371,3 +371,35 @@ def test_an_onnx_step_model_serves_from_a_shared_store(tmp_path, redis_url):
     np.testing.assert_array_equal(answers[0][0], answers[1][0])
     np.testing.assert_allclose(answers[0][1], answers[1][1], rtol=1e-4, atol=1e-5)
 
+
+
+def test_steps_in_fixed_chunks_do_not_depend_on_the_other_rows_or_the_place_in_the_chunk():
+    """What lets any process of a Redis-backed deployment replay a user's events bit for bit (docs/serving.md,
+    "Why replays give the same bits"): with step_rows=64 a user's new state is the same bits whoever steps with it
+    and wherever it sits, also for batches above 64 (several chunks, the last one padded); it equals the one-step
+    path to float rounding."""
+    from t2arec_fast.serving.events import group_events
+    from t2arec_fast.serving.shared import STEP_ROWS
+    torch.manual_seed(0)
+    rec = OnlineRecommender(T2ARec(300, d=32, d_state=8, n_layers=2).eval(), capacity_bytes=1 << 20)
+    rng = np.random.default_rng(0)
+    pool = (rng.standard_normal((200, rec.layout.size)) * 0.1).astype(np.float32)
+    items = rng.integers(1, 301, 200)
+
+    def step(rows, step_rows, events=1):
+        ids = np.repeat(np.arange(len(rows)), events)           # `events` events per user, in one call
+        groups = group_events(ids)
+        order = groups.users
+        out = rec._advance(groups, pool[rows][order], np.zeros(len(rows), np.int64),
+                           np.repeat(items[rows], events), np.zeros(len(ids), np.int64), step_rows)
+        back = np.empty_like(out)
+        back[order] = out
+        return back
+
+    want = step(np.array([7]), STEP_ROWS, events=2)[0]
+    for size in (1, 5, 64, 65, 150):
+        rows = rng.choice(np.r_[0:7, 8:200], size, replace=False)
+        rows[rng.integers(size)] = 7
+        got = step(rows, STEP_ROWS, events=2)[rows == 7][0]
+        assert got.tobytes() == want.tobytes(), size
+        np.testing.assert_allclose(step(rows, None, events=2)[rows == 7][0], want, rtol=1e-5, atol=1e-6)

@@ -24,25 +24,33 @@ def _tiny_model():
     return T2ARec(40, d=8, d_state=4, n_layers=1).eval()
 
 
-def _final_states(url, users, version):
-    """{user: state bytes} as stored in Redis."""
-    got = RedisStateStore(url, history_len=HISTORY_LEN).read(np.asarray(users, np.int64), version)
-    assert got.shipped.all()
-    return got.states, got.n_events
+def _final_states(url, users, version, prefix="t2arec"):
+    """(m, size) states of `users` as any serving process sees them — the state stored in Redis stepped through the
+    events after it — read by a fresh process with no local tier, and (m,) event counts."""
+    store = RedisStateStore(url, prefix=prefix, history_len=HISTORY_LEN)
+    rec = OnlineRecommender(_tiny_model(), store=store, capacity_bytes=0, history_len=HISTORY_LEN)
+    assert rec.version == version
+    view = rec.shared.request_view(np.asarray(users, np.int64), need_rings=False, k=1)
+    assert view.known.all() and rec.stats()["rebuilds"] == 0
+    flat = view.flat[view.pick]
+    return flat, rec.layout.read_header(flat)[1]
 
 
-def _replayed_states(calls):
-    """States after replaying `calls` (lists of (users, items, times)) in one in-process recommender."""
-    rec = OnlineRecommender(_tiny_model(), capacity_bytes=64 << 20, history_len=HISTORY_LEN)
-    for users, items, times in calls:
-        rec.observe(users, items, times)
-    return rec
-
-
-def _in_process_states(rec, users):
-    found, flat = rec.cache.get(np.asarray(users, np.int64), rec.version)
+def _replayed_states(url, calls, users):
+    """States of `users` after replaying `calls` (lists of (users, items, times)) in ONE process on a store of its
+    own (prefix "single"); checked against the in-process path to float rounding."""
+    single = OnlineRecommender(_tiny_model(), store=RedisStateStore(url, prefix="single", history_len=HISTORY_LEN),
+                               capacity_bytes=64 << 20, history_len=HISTORY_LEN)
+    here = OnlineRecommender(_tiny_model(), capacity_bytes=64 << 20, history_len=HISTORY_LEN)
+    for u, i, t in calls:
+        single.observe(u, i, t)
+        here.observe(u, i, t)
+    states, _ = _final_states(url, users, single.version, prefix="single")
+    found, flat = here.cache.get(np.asarray(users, np.int64), here.version)
     assert found.all()
-    return flat
+    np.testing.assert_allclose(states, flat, rtol=1e-5, atol=1e-6)
+    RedisStateStore(url, prefix="single", history_len=HISTORY_LEN).clear()
+    return states
 
 
 # -- contention: 4 processes x 4 threads --------------------------------------------------------------------------
@@ -122,11 +130,11 @@ def test_four_processes_replaying_one_stream_lose_nothing_and_match_a_single_pro
     print(f"\n{n_users * per_user} events in {elapsed:.1f} s over {n_procs} processes x 4 threads; "
           f"CAS retries: {retries}; per process: {[s['cas_retries'] for s in worker_stats]}")
     assert sum(s["events"] for s in worker_stats) == n_users * per_user
-    single = _replayed_states([([int(users[u])], [int(items[u, j])], [int(times[u, j])])
-                               for j in range(per_user) for u in range(n_users)])
-    stored, n_events = _final_states(redis_url, users, single.version)
+    single = _replayed_states(redis_url, [([int(users[u])], [int(items[u, j])], [int(times[u, j])])
+                                          for j in range(per_user) for u in range(n_users)], users)
+    stored, n_events = _final_states(redis_url, users, 1)
     assert (n_events == per_user).all()
-    assert stored.tobytes() == _in_process_states(single, users).tobytes()
+    assert stored.tobytes() == single.tobytes()
 
 
 # -- a serving process killed mid-batch ---------------------------------------------------------------------------
@@ -166,8 +174,8 @@ def test_a_serving_process_killed_mid_batch_leaves_every_user_before_or_after_th
         assert len(np.unique(n_events)) == 1, f"torn batch: event counts {np.unique(n_events)}"
         applied = int(n_events[0])
         assert last_acked <= applied <= last_acked + 1        # the batch in flight: all of it, or none
-        single = _replayed_states([_batch(b, users) for b in range(1, applied + 1)])
-        assert stored.tobytes() == _in_process_states(single, users).tobytes()
+        single = _replayed_states(redis_url, [_batch(b, users) for b in range(1, applied + 1)], users)
+        assert stored.tobytes() == single.tobytes()
         RedisStateStore(redis_url, history_len=HISTORY_LEN).clear()     # the next round starts empty
 
 
@@ -211,6 +219,6 @@ def test_redis_killed_and_restarted_loses_nothing_acknowledged(redis_server, app
                 redis_server.start()
     stored, n_events = _final_states(redis_server.url, users, rec.version)
     assert (n_events == n_batches).all()
-    single = _replayed_states([_batch(b, users) for b in range(1, n_batches + 1)])
-    assert stored.tobytes() == _in_process_states(single, users).tobytes()
+    single = _replayed_states(redis_server.url, [_batch(b, users) for b in range(1, n_batches + 1)], users)
+    assert stored.tobytes() == single.tobytes()
     print(f"\nRedis SIGKILLed {len(kills)} times; {failures} calls failed fast and were resolved")

@@ -23,36 +23,49 @@ def histories():
     return random_histories(n_users=30, max_len=25)
 
 
-def _shared(model, url, **kw):
+def _shared(model, url, snapshot_every=None, prefix="t2arec", **kw):
     kw.setdefault("history_len", 64)
     kw.setdefault("capacity_bytes", 4 << 20)
-    return OnlineRecommender(model, store=url, **kw)
+    store = RedisStateStore(url, prefix=prefix, history_len=kw["history_len"], snapshot_every=snapshot_every)
+    return OnlineRecommender(model, store=store, **kw)
 
 
 @pytest.mark.parametrize("capacity_bytes", [4 << 20, 0], ids=["with-local-tier", "redis-only"])
 @pytest.mark.parametrize("per_call", [1, 4])
+@pytest.mark.parametrize("snapshot_every", [1, None], ids=["every-commit", "default"])
 def test_the_redis_tier_answers_like_the_in_process_path_and_the_full_encoder(model, histories, redis_url,
-                                                                             capacity_bytes, per_call):
+                                                                             capacity_bytes, per_call, snapshot_every):
+    """The Redis tier steps in 64-row chunks (what lets any process replay a user's events bit for bit): the same
+    bits as another Redis-tier process that took the calls (with or without a local tier, states stored every 16
+    events or on every commit), and the in-process answers to float rounding."""
     here = OnlineRecommender(model, capacity_bytes=4 << 20, history_len=64)
-    shared = _shared(model, redis_url, capacity_bytes=capacity_bytes)
+    shared = _shared(model, redis_url, snapshot_every, capacity_bytes=capacity_bytes)
+    twin = _shared(model, redis_url, snapshot_every, prefix="twin")          # another store, local tier on
     for users, items, times in interleaved(histories, per_call=per_call):
         here.observe(users, items, times)
         shared.observe(users, items, times)
+        twin.observe(users, items, times)
     users = list(histories) + [12345]                                   # and one cold-start user
     got, want = served_scores(shared, users), served_scores(here, users)
-    np.testing.assert_array_equal(got, want)                            # the same steps: bitwise
+    np.testing.assert_array_equal(got, served_scores(twin, users))      # the same steps: bitwise
+    assert_close_scores(got, want, rtol=1e-6)
     assert_close_scores(got[:-1], reference_scores(model, histories, users[:-1]))
     for exclude_seen in (False, True):
-        a, b = here.recommend(np.array(users), k=7, exclude_seen=exclude_seen), \
+        a, b = twin.recommend(np.array(users), k=7, exclude_seen=exclude_seen), \
             shared.recommend(np.array(users), k=7, exclude_seen=exclude_seen)
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
+        np.testing.assert_array_equal(a[0], here.recommend(np.array(users), k=7, exclude_seen=exclude_seen)[0])
     stats = shared.stats()
     assert stats["events"] == here.stats()["events"] and stats["rebuilds"] == 0 and stats["cas_retries"] == 0
+    if snapshot_every is None and not capacity_bytes:                  # every call replayed what it lacked
+        assert stats["events_replayed"] > 0 and stats["states_stored"] < stats["events"]
 
 
 def test_two_processes_on_one_store_see_each_others_events_and_never_a_stale_local_copy(model, histories, redis_url):
-    here = OnlineRecommender(model, capacity_bytes=4 << 20, history_len=64)
+    """a and b take turns; each catches up on the other's events (stepping its local copy through them): both
+    answer with the bits of one recommender that took every call."""
+    here = _shared(model, redis_url, prefix="one")
     a, b = _shared(model, redis_url), _shared(model, redis_url)
     assert a.version == b.version == 1                       # same weights, same version, without talking
     for i, (users, items, times) in enumerate(interleaved(histories, per_call=2)):
@@ -62,6 +75,7 @@ def test_two_processes_on_one_store_see_each_others_events_and_never_a_stale_loc
         np.testing.assert_array_equal(served_scores(a, users), served_scores(here, users))   # a's local copies
         np.testing.assert_array_equal(served_scores(b, users), served_scores(here, users))   # are never stale
     assert a.stats()["local_current"] > 0 and a.stats()["cas_retries"] == 0
+    assert a.stats()["events_replayed"] > 0 and b.stats()["events_replayed"] > 0
     u, t = list(histories)[0], int(histories[list(histories)[0]][1][-1])
     for rec in (b, a):                       # b moves u while a holds a local copy: a's commit loses, re-applies
         here.observe([u], [5], [t + 1])
@@ -71,24 +85,30 @@ def test_two_processes_on_one_store_see_each_others_events_and_never_a_stale_loc
     np.testing.assert_array_equal(served_scores(b, [u]), served_scores(here, [u]))
 
 
-def test_after_a_model_swap_states_are_rebuilt_once_from_the_rings(model, histories, redis_url):
-    old = _shared(model, redis_url)
+@pytest.mark.parametrize("snapshot_every", [1, None], ids=["every-commit", "default"])
+def test_after_a_model_swap_states_are_rebuilt_once_from_the_rings(model, histories, redis_url, snapshot_every):
+    """A user without a state of the new version is rebuilt from its ring once, by the first process to see it;
+    with replays allowed (the default), a user with at most snapshot_every events is stepped from an empty state
+    instead (exact, nothing written)."""
+    old = _shared(model, redis_url, snapshot_every)
     for users, items, times in interleaved(histories, per_call=3):
         old.observe(users, items, times)
     new_model = small_model(seed=5)
     users = list(histories)
     want = reference_scores(new_model, histories, users)
-    first, second = _shared(new_model, redis_url), _shared(new_model, redis_url, capacity_bytes=0)
+    first = _shared(new_model, redis_url, snapshot_every)
+    second = _shared(new_model, redis_url, snapshot_every, capacity_bytes=0)
     assert first.version == second.version == 2
     assert_close_scores(served_scores(first, users), want)
-    assert first.stats()["rebuilds"] == len(users)
+    long = sum(len(histories[u][0]) > first.shared.store.snapshot_every for u in users)
+    assert first.stats()["rebuilds"] == (len(users) if snapshot_every == 1 else long) > 0
     assert_close_scores(served_scores(second, users), want)
     assert second.stats()["rebuilds"] == 0                    # the first process wrote the rebuilt states back
     old.swap_model(new_model)                                 # a running process swaps: the same version
     assert old.version == 2
     assert_close_scores(served_scores(old, users), want)
     assert old.stats()["rebuilds"] == 0
-    keep_old = _shared(model, redis_url)                      # the old model's states are still there, untouched
+    keep_old = _shared(model, redis_url, snapshot_every)     # the old model's states are still there, untouched
     assert keep_old.version == 1 and keep_old.stats()["rebuilds"] == 0
 
 
@@ -147,11 +167,11 @@ def test_two_processes_rebuilding_one_user_at_once_both_answer_alike_and_one_wri
                                                                                           redis_url):
     """The documented race after a model swap: both processes compute the rebuild (neither waits for the other),
     the first write-back lands, the second is refused by the stamp check, and both answers are the same."""
-    old = _shared(model, redis_url)
+    old = _shared(model, redis_url, snapshot_every=1)
     for users, items, times in interleaved(histories, per_call=3):
         old.observe(users, items, times)
     new_model, users = small_model(seed=5), list(histories)[:4]
-    a, b = _shared(new_model, redis_url), _shared(new_model, redis_url)
+    a, b = _shared(new_model, redis_url, snapshot_every=1), _shared(new_model, redis_url, snapshot_every=1)
     b_put = b.shared.store.put_states
     answers = {}
 
@@ -192,7 +212,7 @@ def test_forget_removes_the_user_from_every_process(model, redis_url):
 
 
 def test_a_corrupted_state_header_is_refused_naming_the_key(model, redis_url):
-    rec = _shared(model, redis_url, capacity_bytes=0)
+    rec = _shared(model, redis_url, snapshot_every=1, capacity_bytes=0)
     rec.observe([7], [3], [100])
     raw = redis.Redis.from_url(redis_url)
     key = f"t2arec:s:7:1:{int(raw.hget('t2arec:u:7', 'w'))}"
@@ -201,7 +221,7 @@ def test_a_corrupted_state_header_is_refused_naming_the_key(model, redis_url):
     raw.set(key, state.tobytes())
     with pytest.raises(StoreCorruptError, match=rf"{key}: the state's header \(readable=False"):
         rec.recommend([7], k=3)
-    raw.hset("t2arec:u:7", "n", "2")                          # a count the state does not vouch for
+    raw.hset("t2arec:u:7", mapping={"n": "2", "sn:1": "2"})  # a count the state does not vouch for
     state[0] = 1
     raw.set(key, state.tobytes())
     with pytest.raises(StoreCorruptError, match="events 1, last time 100.*count 2"):

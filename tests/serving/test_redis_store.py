@@ -18,7 +18,7 @@ def _store(url, **kw):
     return RedisStateStore(url, **kw)
 
 
-def _commit(store, version, users, expected, n_before, per_user_events, states, stamp=None):
+def _commit(store, version, users, expected, n_before, per_user_events, states, stamp=None, snapshot=None):
     """per_user_events: list (one per user) of [(item, time), ...] in call order."""
     users = np.asarray(users, np.int64)
     ev_user, ev_rank, items, times = [], [], [], []
@@ -29,7 +29,7 @@ def _commit(store, version, users, expected, n_before, per_user_events, states, 
     last = np.array([e[-1][1] for e in per_user_events], np.int64)
     return store.commit(users, version, np.asarray(expected, np.int64), np.asarray(n_before, np.int64), counts,
                         last, np.asarray(states, np.float32), np.array(ev_user), np.array(ev_rank),
-                        np.array(items, np.int64), np.array(times, np.int64), stamp=stamp)
+                        np.array(items, np.int64), np.array(times, np.int64), stamp=stamp, snapshot=snapshot)
 
 
 def _states(*values):
@@ -53,6 +53,53 @@ def test_commit_then_read_returns_counts_stamps_state_and_ring_in_one_call(redis
     assert got.shipped[:2].all() and not got.shipped[2]
     np.testing.assert_array_equal(got.states[:2], _states(1.5, 2.5))
     assert got.ring_items[0].tolist() == [3, 4, 0, 0] and got.ring_times[0].tolist() == [100, 101, 0, 0]
+
+
+def test_a_commit_stores_only_the_states_it_is_told_and_readers_get_the_events_after_them(redis_url):
+    """Between stored states a commit stores only the events: a reader gets the stored state and the events after
+    it (here across the ring's end), or, holding an older copy of the same epoch, only the events it lacks."""
+    store = _store(redis_url)                                        # history_len 4
+    v = store.register_model("fp-a", LAYOUT)
+    c1 = _commit(store, v, [7], [0], [0], [[(3, 1), (4, 2), (5, 3)]], _states(1), snapshot=[True])
+    c2 = _commit(store, v, [7], [c1.stamp], [3], [[(6, 4), (7, 5), (8, 6)]], _states(2), snapshot=[False])
+    assert _state_keys(redis_url) == [f"t2arec:s:7:{v}:{c1.stamp}"]                    # c2's state not stored
+    got = store.read(np.array([7]), v)
+    assert got.shipped[0] and got.snapshot_counts[0] == 3 and got.event_from[0] == 3 and got.epochs[0] == c1.stamp
+    np.testing.assert_array_equal(got.states, _states(1))
+    assert got.event_items.tolist() == [6, 7, 8] and got.event_times.tolist() == [4, 5, 6]   # slots 3, 0, 1
+    assert got.event_user.tolist() == [0, 0, 0] and not got.has_ring[0]
+    mine = dict(local_stamps=np.array([c1.stamp]), local_epochs=np.array([c1.stamp]), local_counts=np.array([3]))
+    behind = store.read(np.array([7]), v, **mine)
+    assert behind.replay_local[0] and not behind.shipped[0] and behind.event_items.tolist() == [6, 7, 8]
+    current = store.read(np.array([7]), v, local_stamps=np.array([c2.stamp]), local_epochs=np.array([c1.stamp]),
+                         local_counts=np.array([6]))
+    assert current.local_current[0] and len(current.event_items) == 0
+    other_epoch = store.read(np.array([7]), v, **{**mine, "local_epochs": np.array([12345])})
+    assert other_epoch.shipped[0] and not other_epoch.replay_local[0]        # another life of the user: not its copy
+    too_far = store.read(np.array([7]), v, **mine, replay_limit=2)           # 3 events behind, 2 allowed
+    assert too_far.shipped[0] and too_far.event_items.tolist() == [6, 7, 8]
+    assert store.snapshot_rows(np.array([0, 3, 3, 15]), np.array([3, 4, 7, 16])).tolist() == [False, True, True, True]
+
+
+def test_events_to_replay_from_a_damaged_ring_are_refused_naming_the_key(redis_url):
+    store = _store(redis_url)
+    v = store.register_model("fp-a", LAYOUT)
+    c1 = _commit(store, v, [7], [0], [0], [[(3, 1)]], _states(1), snapshot=[True])
+    _commit(store, v, [7], [c1.stamp], [1], [[(4, 2), (5, 3)]], _states(2), snapshot=[False])
+    raw = redis.Redis.from_url(redis_url)
+    raw.set("t2arec:r:7", raw.get("t2arec:r:7")[:20])                # cut inside the second event
+    with pytest.raises(StoreCorruptError, match="t2arec:r:7 holds 20 bytes: not a ring of the 3 latest events"):
+        store.read(np.array([7]), v)
+
+
+def test_a_stored_state_lives_as_long_as_its_user_when_later_commits_store_only_events(redis_url):
+    store = _store(redis_url, ttl_s=30)
+    v = store.register_model("fp-a", LAYOUT)
+    c1 = _commit(store, v, [7], [0], [0], [[(3, 1)]], _states(1), snapshot=[True])
+    raw = redis.Redis.from_url(redis_url)
+    raw.pexpire(f"t2arec:s:7:{v}:{c1.stamp}", 1_000)
+    _commit(store, v, [7], [c1.stamp], [1], [[(4, 2)]], _states(2), snapshot=[False])
+    assert raw.pttl(f"t2arec:s:7:{v}:{c1.stamp}") > 20_000 and raw.pttl("t2arec:u:7") > 20_000
 
 
 def test_ring_keeps_the_last_history_len_events_across_wraparound(redis_url):
@@ -121,8 +168,10 @@ def test_states_of_another_model_version_are_not_served_and_the_ring_comes_for_t
     v2 = store.register_model("fp-b", {"size": 3, "layout_version": 1})
     assert (v1, v2) == (1, 2)
     _commit(store, v1, [7], [0], [0], [[(3, 1), (4, 2)]], _states(1))
-    got = store.read(np.array([7]), v2)
-    assert got.known[0] and not got.shipped[0] and got.has_ring[0]
+    small = store.read(np.array([7]), v2)          # 2 events, no state of v2: step them from an empty state
+    assert small.replay_empty[0] and not small.has_ring[0] and small.event_items.tolist() == [3, 4]
+    got = store.read(np.array([7]), v2, replay_limit=0)          # (not allowed to: rebuild from the ring)
+    assert got.known[0] and not got.shipped[0] and not got.replay_empty[0] and got.has_ring[0]
     assert got.ring_items[0].tolist()[:2] == [3, 4]
     assert store.put_states(np.array([7]), v2, got.stamps, np.ones((1, 3), np.float32)) == 1
     assert store.put_states(np.array([7]), v2, got.stamps, np.zeros((1, 3), np.float32)) == 0   # once per stamp
@@ -138,14 +187,14 @@ def test_versions_older_than_the_previous_one_are_dropped_on_write(redis_url):
     for n, v in enumerate(versions):
         stamp = _commit(store, v, [7], [stamp], [n], [[(3, n + 1)]], _states(n)).stamp
     fields = sorted(f.decode() for f in redis.Redis.from_url(redis_url).hkeys("t2arec:u:7"))
-    assert fields == sorted(["n", "t", "w", "sw:2", "sw:3"])
+    assert fields == sorted(["n", "t", "w", "e", "sw:2", "sn:2", "sw:3", "sn:3"])
     assert [k.split(":")[3] for k in _state_keys(redis_url)] == ["2", "3"]       # version 1's state deleted
     # the same when the first state of a newer version is a rebuilt one, written back by put_states
     versions = [store.register_model(f"fp-{i}", LAYOUT) for i in range(3, 5)]
     for v in versions:
         assert store.put_states(np.array([7]), v, np.array([stamp]), _states(v)) == 1
     fields = sorted(f.decode() for f in redis.Redis.from_url(redis_url).hkeys("t2arec:u:7"))
-    assert fields == sorted(["n", "t", "w", "sw:4", "sw:5"])
+    assert fields == sorted(["n", "t", "w", "e", "sw:4", "sn:4", "sw:5", "sn:5"])
     assert _state_keys(redis_url) == [f"t2arec:s:7:{v}:{stamp}" for v in versions]
 
 
@@ -198,7 +247,7 @@ def test_a_batch_of_states_goes_out_in_one_buffer_per_command():
 
 def test_a_prefix_in_an_older_key_layout_is_refused_with_what_to_do(redis_url):
     redis.Redis.from_url(redis_url).hset("old:config", "history_len", 4)      # layout 1 wrote no format field
-    with pytest.raises(InputError, match=r"prefix 'old' .* layout 1 .*this version reads layout 2.*old:\*"):
+    with pytest.raises(InputError, match=r"prefix 'old' .* layout 1 .*this version reads layout 3.*old:\*"):
         _store(redis_url, prefix="old")
 
 
@@ -421,7 +470,7 @@ def test_a_state_key_lost_alone_is_rebuilt_from_the_ring_and_written_again(redis
     v = store.register_model("fp-a", LAYOUT)
     first = _commit(store, v, [7], [0], [0], [[(3, 1)]], _states(1))
     redis.Redis.from_url(redis_url).delete(f"t2arec:s:7:{v}:{first.stamp}")
-    got = store.read(np.array([7]), v)
+    got = store.read(np.array([7]), v, replay_limit=0)
     assert got.known[0] and not got.shipped[0] and got.has_ring[0]
     assert store.put_states(np.array([7]), v, got.stamps, _states(4)) == 0      # nothing to adopt: already named
     np.testing.assert_array_equal(store.read(np.array([7]), v).states, _states(4))
