@@ -197,6 +197,22 @@ def processes(url, users, batch: int, counts, seconds: float) -> list:
     return rows
 
 
+def command_profile(url: str, users: np.ndarray, prefill_events: int, calls: int = 300) -> dict:
+    """Redis' own time per batch-64 call of redis+local by command (`INFO commandstats` around `calls` calls on a
+    fresh prefix): {command: µs per call}. EVAL / EXEC (the commit) and EVALSHA (the read) include the Redis
+    commands their scripts run, which are listed too."""
+    rec = recommender("redis+local", url, prefix="profile")
+    prefill(rec, users, prefill_events)
+    client = _redis_client(url)
+    client.config_resetstat()
+    work = Workload(users, seed=3)
+    for _ in range(calls):
+        work.call(rec, 64)
+    stats = client.info("commandstats")
+    return {name.replace("cmdstat_", ""): round(v["usec"] / calls, 1) for name, v in stats.items()
+            if not name.startswith("cmdstat_config")}
+
+
 CONFIGS = ("in-process", "redis+local", "redis-only", "redis+local every-commit")
 # redis+local / redis-only: the store's default (a state stored every 16 events, readers step through the rest);
 # "every-commit": snapshot_every=1, every commit stores every user's state (the layout before 2026-12-02)
@@ -212,9 +228,11 @@ def one_server(aof: str, fsync: str, args, users, batches, reps) -> dict:
         server_cpu = ServerCpu(server.process.pid)
         rows = single_process(recs, users, batches, args.runs, reps, server_cpu)
         multi = processes(server.url, users, 64, (1, 2, 4), args.seconds)
+        profile = command_profile(server.url, users, args.prefill, calls=30 if args.quick else 300)
         aof_info = _redis_client(server.url).info("persistence")
         return {"aof": aof, "appendfsync": fsync, "aof_folder": str(folder), "single_process": rows,
-                "processes": multi, "aof_rewrites": int(aof_info.get("aof_rewrites", 0)),
+                "processes": multi, "redis_us_per_call_by_command": profile,
+                "aof_rewrites": int(aof_info.get("aof_rewrites", 0)),
                 "aof_rewrite_cpu_s": server_cpu(children=True)}
     finally:
         server.stop()
@@ -242,6 +260,8 @@ def print_table(result: dict) -> None:
         for r in part["processes"]:
             print(f"{r['config']:<12} {r['processes']} process(es), batch {r['batch']}: {r['events_per_s']:,.0f} "
                   f"events/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, CAS retries {r['cas_retries']}")
+        top = sorted(part["redis_us_per_call_by_command"].items(), key=lambda kv: -kv[1])
+        print("Redis µs per batch-64 call of redis+local, by command: " + ", ".join(f"{k} {v}" for k, v in top))
 
 
 def markdown_tables(result: dict) -> str:
