@@ -13,8 +13,8 @@ Configurations, measured in one run with their repetitions interleaved (a busy m
   redis+local   OnlineRecommender(model, store=url): Redis holds the truth, this process's cache is the local tier
                 (the users' current states are local here, so observe is one compare-and-set round trip and
                 recommend one read that ships no state)
-  redis-only    the same with capacity_bytes=0 and snapshot_every=1 (what OnlineRecommender(model, store=url,
-                capacity_bytes=0) chooses): every state travels from Redis and back on every call
+  redis-only    the same with capacity_bytes=0, on a prefix with snapshot_every=1 (the setting docs/serving.md
+                recommends without a local tier): every state travels from Redis and back on every call
   redis+local every-commit   redis+local with snapshot_every=1: every commit stores every user's state (the key
                 layout before 2026-12-02, side by side)
 and P = 1, 2, 4 serving processes of each configuration (batch 64) run at once for a fixed time, each serving its

@@ -108,7 +108,7 @@ class OnlineRecommender(RawIdServing):
         self.shared = None
         if store is not None:                 # users' data in Redis; this process's cache is the local tier
             from .shared import SharedTier, open_store
-            self.shared = SharedTier(self, open_store(store, history_len, self.capacity_bytes), self.capacity_bytes)
+            self.shared = SharedTier(self, open_store(store, history_len), self.capacity_bytes)
             self.history = None
             self.user_keys = UserKeys(store=self.shared.store)     # text ids' keys shared through Redis too
         self._install_model(model)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import secrets
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -111,7 +111,8 @@ _READ = """
 -- KEYS: 1 the popularity zset (the users' keys are named by ARGV 9).  ARGV: 1 model version, 2 key prefix,
 -- 3 ring mode ('all' | 'missing' | 'none'), 4 top-k of popularity (0: none), 5 bytes per state, 6 history_len,
 -- 7 the caller's local copy per user: stamp, epoch, event count (FIELD bytes each; stamp '0': no local copy),
--- 8 replay limit: the most events the caller steps from its local copy or from an empty state, 9 the user ids
+-- 8 replay limit: the most events the caller steps its local copy through (a stored state within history_len
+-- events, or an empty state for a user with at most history_len events, is always stepped), 9 the user ids
 -- (FIELD bytes each: the script builds their keys, so a call of any size is a handful of arguments).
 -- Returns {records, states, rings, events[, top]}: one RECORD-byte record per user: known ('0'/'1'), n, t, w, e,
 -- sw:<v>, sn:<v> (FIELD bytes each, space-padded), status, ring ('0'/'1'); the shipped states (status 2), the
@@ -119,8 +120,8 @@ _READ = """
 -- (statuses 2, 3, 4: the user's events from the base's count to n, 12 bytes each, in order), each an array in user
 -- order. Status:
 -- '1' the caller's copy is current; '3' the caller's copy is behind by the events shipped; '2' the version's
--- stored state is shipped, with the events after it; '4' no usable state: all of the user's events are shipped
--- (step them from an empty state); '0' none of those: rebuild from the ring. Arrays, not concatenations: Lua 5.1's
+-- stored state is shipped, with the events after it; '4' no usable stored state, at most history_len events: all
+-- of them are shipped (step them from an empty state); '0' none of those: rebuild from the ring. Arrays, not concatenations: Lua 5.1's
 -- table.concat of 64 states of 10 KB cost Redis 3.9 ms of CPU, returning them as an array 0.7 ms (measured).
 STATE_KEY
 local version, size, H, mine, mode = ARGV[1], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[3]
@@ -164,6 +165,17 @@ for i = 1, nu do
     end
     -- (a count that is not a number is refused by the client, naming the field: no shortcut is taken for it)
     local n, w, e, sn = tonumber(v[1]) or -1, v[3], v[4], tonumber(v[6] or '')
+    if n >= 0 then
+      local bad = nil
+      if not e then bad = "field 'e' is missing (every user has an epoch)"
+      elseif (v[5] == false) ~= (v[6] == false) then bad = "fields 'sw:" .. version .. "' and 'sn:" .. version ..
+                                                           "' come together: one is missing"
+      elseif v[5] and not string.match(v[5], '^%d+$') then bad = "field 'sw:" .. version .. "' is not a stamp"
+      elseif v[6] and not (string.match(v[6], '^%d+$') and sn <= n) then
+        bad = "field 'sn:" .. version .. "' holds " .. v[6] .. ', not an event count of at most n = ' .. v[1]
+      end
+      if bad then return redis.error_reply('CORRUPT ' .. h .. ' ' .. bad) end
+    end
     local status, ring, from = '0', '0', nil
     local n_mine = tonumber(mine[3*i])
     if n < 0 then
@@ -172,7 +184,7 @@ for i = 1, nu do
     elseif e and e == mine[3*i-1] and n_mine < n and n - n_mine <= limit then
       status, from = '3', n_mine                  -- the caller's copy plus the events it has not seen
     else
-      if v[5] and sn and n - sn <= H and sn <= n then
+      if v[5] and n - sn <= H then
         local key = state_key(h, version, v[5])
         local s = redis.pcall('GET', key)
         if type(s) == 'table' then return redis.error_reply('CORRUPT ' .. key .. ' is not a string') end
@@ -186,7 +198,9 @@ for i = 1, nu do
           states[#states+1] = s
         end
       end
-      if status == '0' and n <= limit then status, from = '4', 0 end     -- e.g. a user newer than its first state
+      -- no usable stored state, every event still in the ring: step them all from an empty state (what its
+      -- committers did, so the same bits); only beyond history_len events rebuild from the ring
+      if status == '0' and n <= H then status, from = '4', 0 end
     end
     if from then
       local g, err = events_from(r, from, n)
@@ -197,9 +211,9 @@ for i = 1, nu do
       local g = redis.pcall('GET', r)
       if type(g) == 'table' then return redis.error_reply('CORRUPT ' .. r .. ' is not a string') end
       g = g or ''
-      if #g > 12 * H or #g % 12 ~= 0 then
-        return redis.error_reply('CORRUPT ' .. r .. ' holds ' .. #g .. ' bytes: not a ring of at most ' ..
-                                 H .. ' events of 12 bytes')
+      if n >= 0 and #g ~= 12 * math.min(n, H) then
+        return redis.error_reply('CORRUPT ' .. r .. ' holds ' .. #g .. ' bytes: not a ring of the ' ..
+                                 math.min(n, H) .. ' latest events (12 bytes each)')
       end
       ring = '1'
       rings[#rings+1] = g
@@ -226,7 +240,9 @@ _COMMIT = """
 -- bytes: expected stamp ('0' = a new user), new count, new last time, ring slot of the user's first record,
 -- records of the user in ARGV[7], 1 if its new state was sent (0: the stored state stays, the ring has the rest);
 -- 9 popularity: per item a zero-padded ITEM_DIGITS-byte member and a FIELD-byte count, 10 the user ids (FIELD
--- bytes each).
+-- bytes each), 11 snapshot_every.  -> {1, users (1-based) whose state was not sent although the stored state of
+-- this version is missing or snapshot_every or more events behind (another model version's process stored the
+-- last ones: the caller writes them with put_states)} | {0, users whose stamp moved} | {2} (applied before).
 STATE_KEY
 local version, stamp, H, rings, users, pop = ARGV[1], ARGV[3], tonumber(ARGV[6]), ARGV[7], ARGV[8], ARGV[9]
 local hashes, ringkeys = user_keys(numbers(ARGV[10]))
@@ -245,13 +261,13 @@ if redis.call('EXISTS', KEYS[2]) == 1 then     -- a retry of a commit that was a
   discard_new_states()
   return {2}
 end
-local lost, old = {}, {}
+local lost, old, oldn, behind, every = {}, {}, {}, {1}, tonumber(ARGV[11])
 for i = 1, nu do
   local h = hashes[i]
-  local cur = redis.pcall('HMGET', h, 'w', 'sw:' .. version)
+  local cur = redis.pcall('HMGET', h, 'w', 'sw:' .. version, 'sn:' .. version)
   if cur.err then discard_new_states(); return redis.error_reply('CORRUPT ' .. h .. ' is not a hash') end
   if (cur[1] or '0') ~= field(i, 1) then lost[#lost+1] = i end
-  old[i] = cur[2]
+  old[i], oldn[i] = cur[2], tonumber(cur[3] or '')
 end
 if #lost > 0 then
   discard_new_states()
@@ -278,8 +294,12 @@ for i = 1, nu do
     if old[i] and old[i] ~= stamp then redis.call('UNLINK', state_key(h, version, old[i]))
     elseif known and not old[i] then drop_old_versions(h, keep) end  -- a first state of this version
     keep_state(state_key(h, version, stamp), ttl)
-  elseif old[i] and ttl > 0 then               -- the stored state stays: it lives as long as its user
-    redis.call('PEXPIRE', state_key(h, version, old[i]), ttl)
+  else
+    if old[i] and ttl > 0 then                 -- the stored state stays: it lives as long as its user
+      redis.call('PEXPIRE', state_key(h, version, old[i]), ttl)
+    end
+    local n_new = tonumber(field(i, 2))
+    if n_new >= every and (not oldn[i] or n_new - oldn[i] >= every) then behind[#behind+1] = i end
   end
   local slot, k = tonumber(field(i, 4)), tonumber(field(i, 5))
   local first = math.min(k, H - slot)              -- records up to the ring's end, the rest from slot 0
@@ -305,7 +325,7 @@ for at = 1, #members, 1000 do                  -- chunks: Lua's unpack() has a b
   redis.call('ZADD', KEYS[1], unpack(args))
 end
 redis.call('SET', KEYS[2], '1', 'PX', DONE_TTL_MS)
-return {1}
+return behind
 """
 
 _PUT_STATES = """
@@ -411,10 +431,13 @@ return out
 """
 
 _CONFIG = """
--- KEYS: 1 the prefix's config hash.  ARGV: 1 history_len, 2 key-layout format.  A new prefix is given both
--- (atomically: two processes opening one prefix at once agree); -> {stored history_len, stored format}.
-if redis.call('HSETNX', KEYS[1], 'history_len', ARGV[1]) == 1 then redis.call('HSET', KEYS[1], 'format', ARGV[2]) end
-return redis.call('HMGET', KEYS[1], 'history_len', 'format')
+-- KEYS: 1 the prefix's config hash.  ARGV: 1 history_len, 2 key-layout format, 3 snapshot_every.  A new prefix is
+-- given all three (atomically: two processes opening one prefix at once agree);
+-- -> {stored history_len, stored format, stored snapshot_every}.
+if redis.call('HSETNX', KEYS[1], 'history_len', ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'format', ARGV[2], 'snapshot_every', ARGV[3])
+end
+return redis.call('HMGET', KEYS[1], 'history_len', 'format', 'snapshot_every')
 """
 
 _REGISTER = """
@@ -445,7 +468,8 @@ class StoreRead:
     local_current (m,) bool: the caller's local copy carries the current stamp (nothing shipped);
     replay_local (m,) bool: the caller's local copy (same epoch, fewer events) plus the shipped events;
     shipped (m,) bool: states[i] holds the model version's stored state (its key's stamp: snapshot_stamps[i]),
-    after snapshot_counts[i] events, plus the shipped events;
+    after snapshot_counts[i] events (known for every user with a stored state of this version; -1: none), plus
+    the shipped events;
     replay_empty (m,) bool: an empty state plus all the user's events (shipped);
     none of these (a known user): rebuild from the ring.
     Shipped events: event_user (k,) index into users, event_items, event_times (k,) int64, each user's in order,
@@ -478,10 +502,14 @@ class StoreRead:
 @dataclass
 class CommitOutcome:
     """applied: the batch is stored (all users moved).  lost (r,) int64: indices of the users whose stamp had
-    moved on (nothing was written).  stamp: the stamp every user of an applied batch now carries."""
+    moved on (nothing was written).  stamp: the stamp every user of an applied batch now carries.  behind (b,)
+    int64: indices of applied users whose state was not sent while the stored state of this model version is
+    missing or snapshot_every or more events behind (processes of another version stored the last ones): the
+    caller stores them with put_states."""
     applied: bool
     lost: np.ndarray
     stamp: int
+    behind: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 class RedisStateStore:
@@ -501,10 +529,10 @@ class RedisStateStore:
         max_cas_retries: how often a caller may re-apply a batch that lost its compare-and-set (see
             `OnlineRecommender`) before StoreConflictError.
         snapshot_every: a user's state is stored each time its event count passes a multiple of this (at most
-            history_len; default min(16, history_len); 1: on every commit); in between a commit stores only the
-            events, and a reader steps its copy (or the stored state) through the events it has not seen — fewer
-            than snapshot_every after a stored state, up to snapshot_every after its own copy (docs/serving.md,
-            "States stored every snapshot_every events").
+            history_len; 1: on every commit); in between a commit stores only the events, and a reader steps its
+            copy (or the stored state) through the events it has not seen (docs/serving.md, "States stored every
+            snapshot_every events"). A setting of the prefix, like history_len: None takes the prefix's (a new
+            prefix gets min(16, history_len)); a value other than the prefix's is refused.
 
     Raises:
         InputError: a bad URL or setting; a history_len other than the one stored under the prefix.
@@ -523,8 +551,9 @@ class RedisStateStore:
         self.history_len = _positive_int(history_len, "history_len")
         self.ttl_ms = 0 if ttl_s is None else _positive_int(round(float(ttl_s) * 1000), "ttl_s (in ms)")
         self.max_cas_retries = _positive_int(max_cas_retries, "max_cas_retries")
+        self._asked_snapshot_every = snapshot_every
         self.snapshot_every = (min(SNAPSHOT_EVERY, self.history_len) if snapshot_every is None
-                               else _positive_int(snapshot_every, "snapshot_every"))
+                               else _positive_int(snapshot_every, "snapshot_every"))   # the prefix's, once connected
         if self.snapshot_every > self.history_len:
             raise InputError(f"RedisStateStore: snapshot_every={snapshot_every} exceeds history_len="
                              f"{self.history_len}: the events after a stored state must still be in the ring")
@@ -633,9 +662,11 @@ class RedisStateStore:
         return bool(self._call("ping", self._redis.ping))
 
     def _check_config(self) -> None:
-        """The prefix's history_len and key layout (STORE_FORMAT) must be this store's; a new prefix gets both."""
+        """The prefix's history_len, key layout (STORE_FORMAT) and snapshot_every must be this store's (a
+        snapshot_every not given is taken from the prefix); a new prefix gets all three."""
         key = self._key("config")
-        stored_len, stored_format = self._script("config", [key], [self.history_len, STORE_FORMAT])
+        stored_len, stored_format, stored_every = self._script("config", [key], [self.history_len, STORE_FORMAT,
+                                                                                 self.snapshot_every])
         if not (stored_len or b"").isdigit():
             raise StoreCorruptError(f"{key} field 'history_len' holds {stored_len!r}, not a number of events")
         if stored_format != str(STORE_FORMAT).encode():
@@ -648,6 +679,14 @@ class RedisStateStore:
             raise InputError(f"RedisStateStore: {key} says history_len={stored_len.decode()}; "
                              f"this store was opened with history_len={self.history_len}. Every process on a "
                              f"prefix must keep the same number of events per user")
+        if not (stored_every or b"").isdigit() or not 1 <= int(stored_every) <= self.history_len:
+            raise StoreCorruptError(f"{key} field 'snapshot_every' holds {stored_every!r}, not a number of events "
+                                    f"in 1..history_len")
+        if self._asked_snapshot_every is not None and int(stored_every) != self.snapshot_every:
+            raise InputError(f"RedisStateStore: {key} says snapshot_every={stored_every.decode()}; this store was "
+                             f"opened with snapshot_every={self.snapshot_every}. Every process on a prefix must "
+                             f"store states at the same counts (or pass snapshot_every=None to take the prefix's)")
+        self.snapshot_every = int(stored_every)
 
     def register_model(self, fingerprint: str, layout: dict) -> int:
         """The model version of a model (its fingerprint: a digest of weights and config) and state layout:
@@ -684,9 +723,9 @@ class RedisStateStore:
         The caller's local copy of each user's state: local_stamps (m,) int64, the stamp it carries (0: none), with
         local_epochs and local_counts (m,) int64, the user's epoch and event count it was computed for. A user
         whose local copy is current gets nothing shipped; one whose copy is behind by at most `replay_limit` events
-        (default `snapshot_every`) gets those events; any other gets the version's stored state and the events
-        after it, or all its events when it has at most `replay_limit` and no stored state — or else only its ring,
-        to rebuild from. rings: "all" ships every known user's ring, "missing" only those the state must be rebuilt
+        (default: snapshot_every, or 0 when that is 1) gets those events; any other gets the version's stored state
+        and the events after it (if at most history_len), or all its events when it has at most history_len and
+        no usable stored state — or else only its ring, to rebuild from. rings: "all" ships every known user's ring, "missing" only those the state must be rebuilt
         from, "none" never. top_k > 0 also returns the k most observed items.
 
         Raises: StoreCorruptError naming the key of an unreadable value; InputError for an unregistered version;
@@ -724,6 +763,8 @@ class RedisStateStore:
             got.snapshot_counts[shipped] = _int_column(records["sn"][shipped], state_keys, f"sn:{version}", 0)
             got.states[shipped] = np.frombuffer(b"".join(reply[1]), "<f4").reshape(len(shipped), size)
             _check_finite(got.states[shipped], state_keys)
+        stored = np.flatnonzero(got.known & ~got.shipped & (np.char.strip(records["sn"]) != b""))
+        got.snapshot_counts[stored] = records["sn"][stored].astype(np.int64)       # (checked by the script)
         replayed = np.flatnonzero(got.shipped | got.replay_local | got.replay_empty)
         _unpack_events(got, replayed, reply[3])
         got.has_ring[:] = records["ring"] == b"1"
@@ -781,13 +822,13 @@ class RedisStateStore:
                                           states[sent], [self._key("pop"), self._key("done", stamp)],
                                           [int(version), self.prefix, str(stamp), self.ttl_ms, int(version) - 1, H,
                                            records.tobytes(), per_user.tobytes(), popular.tobytes(),
-                                           _decimal(np.asarray(users, np.int64))],
+                                           _decimal(np.asarray(users, np.int64)), self.snapshot_every],
                                           all_new=True)
         self.counters["commits"] += 1
         if reply[0] == 0:
             self.counters["cas_conflicts"] += 1
             return CommitOutcome(False, np.asarray(reply[1:], np.int64) - 1, stamp)
-        return CommitOutcome(True, np.zeros(0, np.int64), stamp)
+        return CommitOutcome(True, np.zeros(0, np.int64), stamp, np.asarray(reply[1:], np.int64) - 1)
 
     def snapshot_rows(self, n_before: np.ndarray, n_after: np.ndarray) -> np.ndarray:
         """(U,) bool: the users whose new state a commit stores — those whose event count passes a multiple of
@@ -889,7 +930,7 @@ def _empty_read(m: int, size: int, H: int) -> StoreRead:
                      stamps=np.zeros(m, np.int64), local_current=np.zeros(m, bool), shipped=np.zeros(m, bool),
                      states=np.zeros((m, size), np.float32), has_ring=np.zeros(m, bool),
                      ring_items=np.zeros((m, H), np.int64), ring_times=np.zeros((m, H), np.int64),
-                     epochs=np.zeros(m, np.int64), snapshot_counts=np.zeros(m, np.int64),
+                     epochs=np.zeros(m, np.int64), snapshot_counts=np.full(m, -1, np.int64),
                      snapshot_stamps=np.zeros(m, np.int64),
                      replay_local=np.zeros(m, bool), replay_empty=np.zeros(m, bool),
                      event_from=np.zeros(m, np.int64), event_user=np.zeros(0, np.int64),

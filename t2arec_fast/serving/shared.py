@@ -38,8 +38,8 @@ LOCAL_WORDS = 16              # a local entry is [state | stamp, epoch as 8 byte
 # The Redis tier runs every step on chunks of exactly this many users (the last one padded): a reader recomputes
 # states that their committer computed in other company, and CPU matrix kernels round differently for different
 # row counts (a user stepped alone and among 64 differed by up to 2.5e-7; in chunks of one size the bits did not
-# depend on the chunk's other rows or the user's place in it: tests/serving). Always, whatever snapshot_every, so
-# that processes with different settings on one store agree too. 64: the benchmark's batch, where a chunk costs no
+# depend on the chunk's other rows or the user's place in it: tests/serving). Always, whatever snapshot_every (a
+# setting of the prefix). 64: the benchmark's batch, where a chunk costs no
 # more than one step of the batch; a lone user pays a 64-row step (~0.4 ms instead of ~0.2 on this CPU for the
 # ml-100k-sized model).
 STEP_ROWS = 64
@@ -52,14 +52,11 @@ def model_fingerprint(model) -> str:
     return f"{type(model).__name__}:{weights_fingerprint(model)}"
 
 
-def open_store(store, history_len: int, local_capacity_bytes: int = 1) -> RedisStateStore:
-    """A RedisStateStore from a URL (its defaults otherwise) or the object itself; its history_len must match.
-    From a URL for a process with no local tier, the store keeps every commit's states (snapshot_every=1): such a
-    process has no copy to step forward, and replaying up to 15 events on every call cost it more than storing
-    the states (docs/benchmarks.md, "Shared state")."""
+def open_store(store, history_len: int) -> RedisStateStore:
+    """A RedisStateStore from a URL (its defaults otherwise: the prefix's snapshot_every) or the object itself;
+    its history_len must match."""
     if isinstance(store, str):
-        return RedisStateStore(store, history_len=history_len,
-                               snapshot_every=None if local_capacity_bytes else 1)
+        return RedisStateStore(store, history_len=history_len)
     if not isinstance(store, RedisStateStore):
         raise InputError(f"store must be a redis:// URL or a RedisStateStore, got {type(store).__name__}")
     if store.history_len != history_len:
@@ -123,8 +120,16 @@ class SharedTier:
         is re-read and the batch re-applied (counted in stats()["cas_retries"])."""
         U = groups.users
         base = self._bases(U)
+        verified = False                      # base checked against Redis (not only local copies)?
         for _ in range(self.store.max_cas_retries + 1):
-            check_time_order(users, times, groups, base.last_ts)
+            try:
+                check_time_order(users, times, groups, base.last_ts)
+            except InputError:
+                if verified:
+                    raise
+                self._refresh(base, U, np.arange(len(U)))      # a local copy can be older than Redis' truth (the
+                verified = True                                # user forgotten or expired since): ask before refusing
+                continue
             flat = self.rec._advance(groups, base.flat.copy(), base.n_events, items, times, STEP_ROWS)
             _, n_after, last_after = self.rec.layout.read_header(flat)
             snapshot = self.store.snapshot_rows(base.n_events, n_after)
@@ -133,10 +138,15 @@ class SharedTier:
             if outcome.applied:
                 self.counters["states_stored"] += int(snapshot.sum())
                 epochs = np.where(base.stamps == 0, outcome.stamp, base.epochs)     # a new user's epoch: this stamp
-                self._put_local(U, flat, np.full(len(U), outcome.stamp, np.int64), epochs)
+                stamps = np.full(len(U), outcome.stamp, np.int64)
+                self._put_local(U, flat, stamps, epochs)
+                behind = outcome.behind                 # this version's stored state fell behind (a rolling swap)
+                if len(behind):
+                    self.store.put_states(U[behind], self.version, stamps[behind], flat[behind])
                 return
             self.counters["cas_retries"] += 1
             self._refresh(base, U, outcome.lost)
+            verified = False
         raise StoreConflictError(f"observe: users {U[outcome.lost][:5].tolist()} kept moving under this batch for "
                                  f"{self.store.max_cas_retries} retries; nothing was stored")
 
@@ -178,6 +188,13 @@ class SharedTier:
             self._replay(users, flat, got)
             self._check_headers(flat[replayed], got.n_events[replayed], got.last_ts[replayed], [
                 f"{self.store.prefix}:r:{u} (the events after the user's state)" for u in users[replayed]])
+        # a state computed here where this version's stored one is missing or a snapshot_every or more events behind
+        # (a model swap, a lost key, commits by another version's processes): store it, as a committer would have
+        every = self.store.snapshot_every
+        behind = got.replay_empty | (got.snapshot_counts < 0) | (got.n_events - got.snapshot_counts >= every)
+        back = np.flatnonzero((got.shipped | got.replay_local | got.replay_empty) & (got.n_events >= every) & behind)
+        if len(back):
+            self.store.put_states(users[back], self.version, got.stamps[back], flat[back])
         rebuild = np.flatnonzero(got.known & ~got.local_current & ~got.replay_local & ~got.replay_empty
                                  & ~got.shipped)
         if len(rebuild):

@@ -23,10 +23,11 @@ def histories():
     return random_histories(n_users=30, max_len=25)
 
 
-def _shared(model, url, snapshot_every=None, prefix="t2arec", **kw):
+def _shared(model, url, snapshot_every=None, prefix="t2arec", ttl_s=None, **kw):
     kw.setdefault("history_len", 64)
     kw.setdefault("capacity_bytes", 4 << 20)
-    store = RedisStateStore(url, prefix=prefix, history_len=kw["history_len"], snapshot_every=snapshot_every)
+    store = RedisStateStore(url, prefix=prefix, history_len=kw["history_len"], snapshot_every=snapshot_every,
+                            ttl_s=ttl_s)
     return OnlineRecommender(model, store=store, **kw)
 
 
@@ -86,29 +87,35 @@ def test_two_processes_on_one_store_see_each_others_events_and_never_a_stale_loc
 
 
 @pytest.mark.parametrize("snapshot_every", [1, None], ids=["every-commit", "default"])
-def test_after_a_model_swap_states_are_rebuilt_once_from_the_rings(model, histories, redis_url, snapshot_every):
-    """A user without a state of the new version is rebuilt from its ring once, by the first process to see it;
-    with replays allowed (the default), a user with at most snapshot_every events is stepped from an empty state
-    instead (exact, nothing written)."""
-    old = _shared(model, redis_url, snapshot_every)
+@pytest.mark.parametrize("history_len", [64, 16])
+def test_after_a_model_swap_states_are_rebuilt_once_from_the_rings(model, histories, redis_url, snapshot_every,
+                                                                   history_len):
+    """A user with no state of the new version is stepped from an empty state through its events when the ring
+    still holds all of them (exact), else rebuilt from its ring (its last history_len events) — once, by the first
+    process to see it, which writes the state back when a committer would have stored one."""
+    kw = dict(history_len=history_len)
+    old = _shared(model, redis_url, snapshot_every, **kw)
     for users, items, times in interleaved(histories, per_call=3):
         old.observe(users, items, times)
     new_model = small_model(seed=5)
     users = list(histories)
-    want = reference_scores(new_model, histories, users)
-    first = _shared(new_model, redis_url, snapshot_every)
-    second = _shared(new_model, redis_url, snapshot_every, capacity_bytes=0)
+    want = reference_scores(new_model, histories, users, last=history_len)
+    first = _shared(new_model, redis_url, snapshot_every, **kw)
+    second = _shared(new_model, redis_url, snapshot_every, capacity_bytes=0, **kw)
     assert first.version == second.version == 2
     assert_close_scores(served_scores(first, users), want)
-    long = sum(len(histories[u][0]) > first.shared.store.snapshot_every for u in users)
-    assert first.stats()["rebuilds"] == (len(users) if snapshot_every == 1 else long) > 0
+    n = np.array([len(histories[u][0]) for u in users])
+    every = first.shared.store.snapshot_every
+    assert first.stats()["rebuilds"] == (n > history_len).sum()
+    assert first.stats()["states_written_back"] == (n >= every).sum() > 0
     assert_close_scores(served_scores(second, users), want)
-    assert second.stats()["rebuilds"] == 0                    # the first process wrote the rebuilt states back
+    assert second.stats()["rebuilds"] == 0 and second.stats()["states_written_back"] == 0
+    np.testing.assert_array_equal(served_scores(second, users), served_scores(first, users))
     old.swap_model(new_model)                                 # a running process swaps: the same version
     assert old.version == 2
     assert_close_scores(served_scores(old, users), want)
     assert old.stats()["rebuilds"] == 0
-    keep_old = _shared(model, redis_url, snapshot_every)     # the old model's states are still there, untouched
+    keep_old = _shared(model, redis_url, snapshot_every, **kw)   # the old model's states are still there, untouched
     assert keep_old.version == 1 and keep_old.stats()["rebuilds"] == 0
 
 
@@ -165,13 +172,15 @@ def test_the_device_tier_refuses_a_shared_store_by_name(model, redis_url):
 
 def test_two_processes_rebuilding_one_user_at_once_both_answer_alike_and_one_write_lands(model, histories,
                                                                                           redis_url):
-    """The documented race after a model swap: both processes compute the rebuild (neither waits for the other),
-    the first write-back lands, the second is refused by the stamp check, and both answers are the same."""
-    old = _shared(model, redis_url, snapshot_every=1)
+    """The documented race after a model swap: both processes compute the users' states (stepped from nothing or,
+    beyond history_len events, rebuilt; neither waits for the other), the first write-back lands, the second is
+    refused by the stamp check, and both answers are the same."""
+    kw = dict(snapshot_every=1, history_len=8)
+    old = _shared(model, redis_url, **kw)
     for users, items, times in interleaved(histories, per_call=3):
         old.observe(users, items, times)
     new_model, users = small_model(seed=5), list(histories)[:4]
-    a, b = _shared(new_model, redis_url, snapshot_every=1), _shared(new_model, redis_url, snapshot_every=1)
+    a, b = _shared(new_model, redis_url, **kw), _shared(new_model, redis_url, **kw)
     b_put = b.shared.store.put_states
     answers = {}
 
@@ -182,7 +191,9 @@ def test_two_processes_rebuilding_one_user_at_once_both_answer_alike_and_one_wri
     b.shared.store.put_states = a_rebuilds_first
     answers["b"] = served_scores(b, users)
     np.testing.assert_array_equal(answers["a"], answers["b"])
-    assert a.stats()["rebuilds"] == b.stats()["rebuilds"] == len(users)          # computed twice
+    long = sum(len(histories[u][0]) > 8 for u in users)
+    assert a.stats()["rebuilds"] == b.stats()["rebuilds"] == long > 0              # computed twice
+    assert a.stats()["events_replayed"] == b.stats()["events_replayed"] > 0
     assert a.stats()["states_written_back"] == len(users)                         # written once
     assert b.stats()["states_written_back"] == 0
 
@@ -291,3 +302,69 @@ def test_request_time_readout_and_test_time_step_through_redis_equal_the_in_proc
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_allclose(a[1], b[1], rtol=1e-6)
     assert shared.stats()["adapted"] == here.stats()["adapted"] > 0
+
+
+# -- found by a break-review of layout 3 (2026-12-01); each failed before its fix --------------------------------
+@pytest.mark.parametrize("history_len", [64, 16])
+def test_a_rolling_swap_leaves_the_new_versions_processes_with_the_same_bits(model, redis_url, history_len):
+    """An old-model process makes the user's count pass 16, so the new model's committer had no state of its
+    version stored; it now stores one (CommitOutcome.behind), and a new-model process arriving later steps from
+    it instead of rebuilding from the ring (which, past history_len events, holds a shorter history)."""
+    new = small_model(seed=1)
+    a_new, b_old = _shared(new, redis_url, history_len=history_len), _shared(model, redis_url, history_len=history_len)
+    a_new.observe([1] * 10, list(range(3, 13)), list(range(10, 20)))          # n = 10: no state stored
+    b_old.observe([1] * 10, list(range(13, 23)), list(range(20, 30)))         # n = 20: a state of v1 only
+    a_new.observe([1], [30], [31])                                            # n = 21: v2's state stored now
+    c_new = _shared(new, redis_url, history_len=history_len)
+    np.testing.assert_array_equal(served_scores(a_new, [1]), served_scores(c_new, [1]))
+    assert c_new.stats()["rebuilds"] == 0
+
+
+@pytest.mark.parametrize("bad", ["abc", "999"])
+def test_a_corrupted_stored_state_count_is_refused_naming_the_field(model, redis_url, bad):
+    a = _shared(model, redis_url, snapshot_every=4, history_len=8)
+    for j in range(20):
+        a.observe([1], [1 + j % 30], [100 + j])
+    redis.Redis.from_url(redis_url).hset("t2arec:u:1", f"sn:{a.version}", bad)
+    with pytest.raises(StoreCorruptError, match=f"t2arec:u:1 field 'sn:{a.version}' holds {bad}"):
+        served_scores(_shared(model, redis_url, history_len=8), [1])
+
+
+def test_a_ring_shorter_than_its_users_count_is_refused_naming_the_key(model, redis_url):
+    a = _shared(model, redis_url, snapshot_every=4, history_len=8)
+    for j in range(20):
+        a.observe([1], [1 + j % 30], [100 + j])
+    raw = redis.Redis.from_url(redis_url)
+    for key in raw.scan_iter(match="t2arec:s:1:*"):          # the state key lost alone: rebuild from the ring
+        raw.delete(key)
+    raw.set("t2arec:r:1", raw.get("t2arec:r:1")[:12 * 7])    # 7 of its 8 records
+    with pytest.raises(StoreCorruptError, match="t2arec:r:1 holds 84 bytes: not a ring of the 8 latest events"):
+        _shared(model, redis_url, history_len=8).recommend([1], k=5)
+    b = _shared(model, redis_url, history_len=8, prefix="other")
+    b.observe([1, 1, 1], [3, 4, 5], [1, 2, 3])
+    raw.set("other:r:1", raw.get("other:r:1")[:12])          # exclude_seen would serve items 4 and 5 again
+    with pytest.raises(StoreCorruptError, match="other:r:1 holds 12 bytes: not a ring of the 3 latest events"):
+        b.recommend([1], k=10, exclude_seen=True)
+
+
+def test_an_event_after_another_process_forgot_the_user_is_accepted(model, redis_url):
+    """The local copy's last time (1000) is older news than Redis' (the user is gone): checked against Redis before
+    an event is refused as too early."""
+    a, b = _shared(model, redis_url), _shared(model, redis_url)
+    a.observe([1], [3], [1000])
+    assert b.forget([1]) == 1
+    a.observe([1], [4], [500])
+    assert a.shared.store.read(np.array([1]), a.version).n_events[0] == 1
+    with pytest.raises(InputError, match="earlier than that user's last event at 500"):
+        a.observe([1], [5], [400])                            # and a truly early one is still refused
+
+
+def test_an_event_after_the_users_ttl_expired_is_accepted(model, redis_url):
+    import time
+    a = _shared(model, redis_url, ttl_s=0.2)
+    a.observe([1], [3], [1000])
+    time.sleep(0.5)
+    assert 1 not in a
+    a.observe([1], [4], [500])                                # a new user
+    assert a.shared.store.read(np.array([1]), a.version).n_events[0] == 1
+

@@ -167,12 +167,13 @@ def test_states_of_another_model_version_are_not_served_and_the_ring_comes_for_t
     v1 = store.register_model("fp-a", LAYOUT)
     v2 = store.register_model("fp-b", {"size": 3, "layout_version": 1})
     assert (v1, v2) == (1, 2)
-    _commit(store, v1, [7], [0], [0], [[(3, 1), (4, 2)]], _states(1))
-    small = store.read(np.array([7]), v2)          # 2 events, no state of v2: step them from an empty state
+    _commit(store, v1, [8], [0], [0], [[(3, 1), (4, 2)]], _states(1))
+    small = store.read(np.array([8]), v2)          # 2 events, no state of v2: step them from an empty state
     assert small.replay_empty[0] and not small.has_ring[0] and small.event_items.tolist() == [3, 4]
-    got = store.read(np.array([7]), v2, replay_limit=0)          # (not allowed to: rebuild from the ring)
+    _commit(store, v1, [7], [0], [0], [[(3, 1), (4, 2), (5, 3), (6, 4), (7, 5)]], _states(1))
+    got = store.read(np.array([7]), v2)            # 5 events, the ring holds 4: rebuild from it
     assert got.known[0] and not got.shipped[0] and not got.replay_empty[0] and got.has_ring[0]
-    assert got.ring_items[0].tolist()[:2] == [3, 4]
+    assert got.ring_items[0].tolist() == [7, 4, 5, 6]                  # event j at slot j % 4
     assert store.put_states(np.array([7]), v2, got.stamps, np.ones((1, 3), np.float32)) == 1
     assert store.put_states(np.array([7]), v2, got.stamps, np.zeros((1, 3), np.float32)) == 0   # once per stamp
     again = store.read(np.array([7]), v2)
@@ -464,16 +465,21 @@ def test_put_states_with_a_bad_key_anywhere_in_the_batch_writes_nothing(redis_ur
 
 def test_a_state_key_lost_alone_is_rebuilt_from_the_ring_and_written_again(redis_url):
     """A state key can go without its user (eviction under an allkeys-*/volatile-* maxmemory-policy, a manual
-    delete): the user then has no current state, the ring comes for a rebuild, and the rebuilt state is written
-    under the name the user already points at."""
+    delete): the user then has no usable state; with more events than the ring holds the ring comes for a
+    rebuild, and the rebuilt state is written under the name the user already points at (the latest commit
+    stored it). With fewer, all its events come, to step from an empty state."""
     store = _store(redis_url)
     v = store.register_model("fp-a", LAYOUT)
-    first = _commit(store, v, [7], [0], [0], [[(3, 1)]], _states(1))
+    first = _commit(store, v, [7], [0], [0], [[(3, t) for t in range(1, 6)]], _states(1))
     redis.Redis.from_url(redis_url).delete(f"t2arec:s:7:{v}:{first.stamp}")
-    got = store.read(np.array([7]), v, replay_limit=0)
-    assert got.known[0] and not got.shipped[0] and got.has_ring[0]
+    got = store.read(np.array([7]), v)
+    assert got.known[0] and not got.shipped[0] and not got.replay_empty[0] and got.has_ring[0]
     assert store.put_states(np.array([7]), v, got.stamps, _states(4)) == 0      # nothing to adopt: already named
     np.testing.assert_array_equal(store.read(np.array([7]), v).states, _states(4))
+    few = _commit(store, v, [8], [0], [0], [[(3, 1), (4, 2)]], _states(1))
+    redis.Redis.from_url(redis_url).delete(f"t2arec:s:8:{v}:{few.stamp}")
+    stepped = store.read(np.array([8]), v)
+    assert stepped.replay_empty[0] and stepped.event_items.tolist() == [3, 4] and not stepped.has_ring[0]
 
 
 def test_a_rebuilt_state_expires_with_its_user(redis_url):
@@ -599,3 +605,36 @@ def test_a_rebuild_that_lands_after_its_user_moved_on_leaves_no_state(redis_url)
     assert store.put_states(np.array([7]), v1, np.array([a.stamp]), _states(9)) == 0
     states, pointed = _all_consistent(redis_url, "t2arec")
     assert states == pointed
+
+
+def test_snapshot_every_is_a_setting_of_the_prefix(redis_url):
+    """Where states are stored must be the same in every process (a reader's choice between stepping and
+    rebuilding depends on it): another value is refused, None takes the prefix's."""
+    first = _store(redis_url, history_len=8, snapshot_every=2)
+    assert first.snapshot_every == 2 and _store(redis_url, history_len=8).snapshot_every == 2
+    with pytest.raises(InputError, match="t2arec:config says snapshot_every=2; this store was opened with "
+                                         "snapshot_every=4"):
+        _store(redis_url, history_len=8, snapshot_every=4)
+    assert _store(redis_url, prefix="fresh", history_len=8).snapshot_every == 8     # min(16, history_len)
+    with pytest.raises(InputError, match="snapshot_every=9 exceeds history_len=8"):
+        _store(redis_url, prefix="other", history_len=8, snapshot_every=9)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("e", None, "field 'e' is missing"),
+    ("sw:1", None, "fields 'sw:1' and 'sn:1' come together: one is missing"),
+    ("sw:1", "x1", "field 'sw:1' is not a stamp"),
+    ("sn:1", "-2", "field 'sn:1' holds -2, not an event count of at most n = 1"),
+])
+def test_corrupted_epochs_and_stored_state_fields_are_refused_naming_the_key(redis_url, field, value, message):
+    store = _store(redis_url)
+    v = store.register_model("fp-a", LAYOUT)
+    _commit(store, v, [7], [0], [0], [[(3, 1)]], _states(1))
+    raw = redis.Redis.from_url(redis_url)
+    if value is None:
+        raw.hdel("t2arec:u:7", field)
+    else:
+        raw.hset("t2arec:u:7", field, value)
+    with pytest.raises(StoreCorruptError, match=f"t2arec:u:7 {message}"):
+        store.read(np.array([7]), v)
+
