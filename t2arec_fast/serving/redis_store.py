@@ -565,7 +565,7 @@ class RedisStateStore:
             raise InputError(f"RedisStateStore: retries must be >= 0, got {retries!r}")
         self.settings = {"socket_timeout_s": float(socket_timeout_s), "connect_timeout_s": float(connect_timeout_s),
                          "retries": int(retries), "retry_backoff_s": float(retry_backoff_s),
-                         "max_connections": int(max_connections), "snapshot_every": self.snapshot_every}
+                         "max_connections": int(max_connections)}
         try:
             pool = redis.BlockingConnectionPool.from_url(
                 self.url, max_connections=int(max_connections), timeout=float(socket_timeout_s),
@@ -895,6 +895,7 @@ class RedisStateStore:
 
     def describe(self) -> dict:
         return {"url": self._where(), "prefix": self.prefix, "history_len": self.history_len,
+                "snapshot_every": self.snapshot_every,
                 "ttl_s": self.ttl_ms / 1000 if self.ttl_ms else None, **self.settings}
 
     def close(self) -> None:

@@ -611,7 +611,8 @@ def test_snapshot_every_is_a_setting_of_the_prefix(redis_url):
     """Where states are stored must be the same in every process (a reader's choice between stepping and
     rebuilding depends on it): another value is refused, None takes the prefix's."""
     first = _store(redis_url, history_len=8, snapshot_every=2)
-    assert first.snapshot_every == 2 and _store(redis_url, history_len=8).snapshot_every == 2
+    joined = _store(redis_url, history_len=8)
+    assert first.snapshot_every == joined.snapshot_every == joined.describe()["snapshot_every"] == 2
     with pytest.raises(InputError, match="t2arec:config says snapshot_every=2; this store was opened with "
                                          "snapshot_every=4"):
         _store(redis_url, history_len=8, snapshot_every=4)
