@@ -214,8 +214,8 @@ def command_profile(url: str, users: np.ndarray, prefill_events: int, calls: int
 
 
 CONFIGS = ("in-process", "redis+local", "redis-only", "redis+local every-commit")
-# redis+local / redis-only: the store's default (a state stored every 16 events, readers step through the rest);
-# "every-commit": snapshot_every=1, every commit stores every user's state (the layout before 2026-12-02)
+# redis+local: the store's default (a state stored every 16 events, readers step through the rest); redis-only and
+# "every-commit": snapshot_every=1, every commit stores every user's state (as the layout before 2026-12-02 did)
 
 
 def one_server(aof: str, fsync: str, args, users, batches, reps) -> dict:

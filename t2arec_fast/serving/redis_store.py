@@ -118,11 +118,11 @@ _READ = """
 -- sw:<v>, sn:<v> (FIELD bytes each, space-padded), status, ring ('0'/'1'); the shipped states (status 2), the
 -- shipped rings (each as stored: at most history_len records, the client pads it) and the events to replay
 -- (statuses 2, 3, 4: the user's events from the base's count to n, 12 bytes each, in order), each an array in user
--- order. Status:
--- '1' the caller's copy is current; '3' the caller's copy is behind by the events shipped; '2' the version's
--- stored state is shipped, with the events after it; '4' no usable stored state, at most history_len events: all
--- of them are shipped (step them from an empty state); '0' none of those: rebuild from the ring. Arrays, not concatenations: Lua 5.1's
--- table.concat of 64 states of 10 KB cost Redis 3.9 ms of CPU, returning them as an array 0.7 ms (measured).
+-- order. Status: '1' the caller's copy is current; '3' the caller's copy is behind by the events shipped; '2' the
+-- version's stored state is shipped, with the events after it; '4' no usable stored state, at most history_len
+-- events: all of them are shipped (step them from an empty state); '0' none of those: rebuild from the ring.
+-- Arrays, not concatenations: Lua 5.1's table.concat of 64 states of 10 KB cost Redis 3.9 ms of CPU, returning them
+-- as an array 0.7 ms (measured).
 STATE_KEY
 local version, size, H, mine, mode = ARGV[1], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[3]
 local limit = math.min(tonumber(ARGV[8]), H)
@@ -725,8 +725,9 @@ class RedisStateStore:
         whose local copy is current gets nothing shipped; one whose copy is behind by at most `replay_limit` events
         (default: snapshot_every, or 0 when that is 1) gets those events; any other gets the version's stored state
         and the events after it (if at most history_len), or all its events when it has at most history_len and
-        no usable stored state — or else only its ring, to rebuild from. rings: "all" ships every known user's ring, "missing" only those the state must be rebuilt
-        from, "none" never. top_k > 0 also returns the k most observed items.
+        no usable stored state — or else only its ring, to rebuild from. rings: "all" ships every known user's
+        ring, "missing" only those the state must be rebuilt from, "none" never. top_k > 0 also returns the k most
+        observed items.
 
         Raises: StoreCorruptError naming the key of an unreadable value; InputError for an unregistered version;
         StoreUnavailableError.
@@ -753,18 +754,15 @@ class RedisStateStore:
         status = records["status"]
         got.local_current[:], got.replay_local[:] = status == b"1", status == b"3"
         got.shipped[:], got.replay_empty[:] = status == b"2", status == b"4"
-        epoch = np.flatnonzero(got.known & (np.char.strip(records["e"]) != b""))
-        got.epochs[epoch] = _int_column(records["e"][epoch], [hashes[i] for i in epoch], "e", minimum=1)
+        got.epochs[known] = _int_column(records["e"][known], where, "e", minimum=1)   # (the script refuses none)
+        stored = np.flatnonzero(got.known & (records["sn"].astype("S1") != b" "))    # sw and sn: checked there too
+        got.snapshot_counts[stored] = records["sn"][stored].astype(np.int64)
         shipped = np.flatnonzero(got.shipped)
         if len(shipped):
-            state_stamps = _int_column(records["sw"][shipped], [hashes[i] for i in shipped], f"sw:{version}", 1)
-            got.snapshot_stamps[shipped] = state_stamps
-            state_keys = [self.state_key(users[i], version, w) for i, w in zip(shipped, state_stamps)]
-            got.snapshot_counts[shipped] = _int_column(records["sn"][shipped], state_keys, f"sn:{version}", 0)
+            got.snapshot_stamps[shipped] = records["sw"][shipped].astype(np.int64)
+            state_keys = [self.state_key(users[i], version, got.snapshot_stamps[i]) for i in shipped]
             got.states[shipped] = np.frombuffer(b"".join(reply[1]), "<f4").reshape(len(shipped), size)
             _check_finite(got.states[shipped], state_keys)
-        stored = np.flatnonzero(got.known & ~got.shipped & (np.char.strip(records["sn"]) != b""))
-        got.snapshot_counts[stored] = records["sn"][stored].astype(np.int64)       # (checked by the script)
         replayed = np.flatnonzero(got.shipped | got.replay_local | got.replay_empty)
         _unpack_events(got, replayed, reply[3])
         got.has_ring[:] = records["ring"] == b"1"

@@ -39,9 +39,8 @@ LOCAL_WORDS = 16              # a local entry is [state | stamp, epoch as 8 byte
 # states that their committer computed in other company, and CPU matrix kernels round differently for different
 # row counts (a user stepped alone and among 64 differed by up to 2.5e-7; in chunks of one size the bits did not
 # depend on the chunk's other rows or the user's place in it: tests/serving). Always, whatever snapshot_every (a
-# setting of the prefix). 64: the benchmark's batch, where a chunk costs no
-# more than one step of the batch; a lone user pays a 64-row step (~0.4 ms instead of ~0.2 on this CPU for the
-# ml-100k-sized model).
+# setting of the prefix). 64: the benchmark's batch, where a chunk costs no more than one step of the batch; a lone
+# user pays a 64-row step (~0.4 ms instead of ~0.2 on this CPU for the ml-100k-sized model).
 STEP_ROWS = 64
 
 
@@ -180,23 +179,23 @@ class SharedTier:
         shipped = np.flatnonzero(got.shipped)
         if len(shipped):
             flat[shipped] = got.states[shipped]
-            self._check_headers(flat[shipped], got.snapshot_counts[shipped], None, [
-                self.store.state_key(u, self.version, w) for u, w in zip(users[shipped], got.snapshot_stamps[shipped])])
+            self._check_headers(flat[shipped], got.snapshot_counts[shipped], None, lambda b: self.store.state_key(
+                users[shipped[b]], self.version, got.snapshot_stamps[shipped[b]]))
             self.counters["states_fetched"] += len(shipped)
-        replayed = np.flatnonzero(got.shipped | got.replay_local | got.replay_empty)
+        computed = got.shipped | got.replay_local | got.replay_empty      # stepped here through shipped events
+        replayed = np.flatnonzero(computed)
         if len(replayed):
             self._replay(users, flat, got)
-            self._check_headers(flat[replayed], got.n_events[replayed], got.last_ts[replayed], [
-                f"{self.store.prefix}:r:{u} (the events after the user's state)" for u in users[replayed]])
+            self._check_headers(flat[replayed], got.n_events[replayed], got.last_ts[replayed],
+                                lambda b: f"{self.store.prefix}:r:{users[replayed[b]]} (the events after its state)")
         # a state computed here where this version's stored one is missing or a snapshot_every or more events behind
         # (a model swap, a lost key, commits by another version's processes): store it, as a committer would have
         every = self.store.snapshot_every
         behind = got.replay_empty | (got.snapshot_counts < 0) | (got.n_events - got.snapshot_counts >= every)
-        back = np.flatnonzero((got.shipped | got.replay_local | got.replay_empty) & (got.n_events >= every) & behind)
+        back = np.flatnonzero(computed & (got.n_events >= every) & behind)
         if len(back):
             self.store.put_states(users[back], self.version, got.stamps[back], flat[back])
-        rebuild = np.flatnonzero(got.known & ~got.local_current & ~got.replay_local & ~got.replay_empty
-                                 & ~got.shipped)
+        rebuild = np.flatnonzero(got.known & ~got.local_current & ~computed)
         if len(rebuild):
             items, times, n = got.ring_items[rebuild], got.ring_times[rebuild], got.n_events[rebuild]
             self._check_rings(users[rebuild], items)
@@ -217,14 +216,14 @@ class SharedTier:
         self.counters["events_replayed"] += len(got.event_user)
 
     def _check_headers(self, flat, n_events, last_ts, where) -> None:
-        """A state's header must say the count (and, when given, last time) that Redis holds for it; `where`
-        names, per row, the key to blame."""
+        """A state's header must say the count (and, when given, last time) that Redis holds for it; where(row)
+        names the key to blame (built only for a refusal)."""
         readable, n, last = self.rec.layout.read_header(flat)
         bad = np.flatnonzero(~readable | (n != n_events) | (False if last_ts is None else last != last_ts))
         if len(bad):
             b = bad[0]
             expected = f"count {n_events[b]}" + ("" if last_ts is None else f" and last time {last_ts[b]}")
-            raise StoreCorruptError(f"{where[b]}: the state's header (readable={bool(readable[b])}, events {n[b]}, "
+            raise StoreCorruptError(f"{where(b)}: the state's header (readable={bool(readable[b])}, events {n[b]}, "
                                     f"last time {last[b]}) does not match the user's {expected}")
 
     def _check_rings(self, users, items, allow_empty: bool = True) -> None:
