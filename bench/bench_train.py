@@ -7,6 +7,8 @@ validation pass) in its own subprocess, so that its peak resident memory (CPU: r
 its own. Reported: median seconds per epoch after the first (the first also compiles / warms up; for the
 `t2arec_compiled` row, torch.compile with inductor, compile s = first epoch − that median and "vs eager" = the
 t2arec row's s/epoch over this row's), peak memory, and the RSS before training (data + torch) for reference.
+With --recipe YAML (e.g. t2arec_fast/configs/tuned_beauty.yaml) every model also trains under that recipe, in the
+same run beside its default row ("<model>+<recipe>"; "vs default" = this row's s/epoch over the default row's).
 Then the test-time step (bench_ttt.py's unit: forward, L_time/L_state, backward, adapted forward, full ranking) in
 batches/s at --ttt-batch × 200 on ml-100k's item count (random sequences: ml-100k has only 943 users).
 
@@ -52,9 +54,10 @@ def train_worker(opts) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     ds = load_dataset(opts.data, min_count=opts.min_count, verbose=False)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    model = EXTRA_MODELS.get(opts.worker, {"model": opts.worker})
+    base, _, recipe = opts.worker.partition("+")           # "<model>" or "<model>+<recipe>"
+    model = EXTRA_MODELS.get(base, {"model": base})
     aligned = model["model"] == "t2arec"
-    cfg = Config.from_sources(overrides=dict(
+    cfg = Config.from_sources(yaml_path=opts.recipe if recipe else None, overrides=dict(
         **model, max_len=opts.max_len, min_count=opts.min_count, epochs=opts.epochs,
         batch_size=opts.batch_size, patience=opts.epochs + 1, progress=False, device=device,
         mu_time=opts.mu_time if aligned else 0.0, mu_state=opts.mu_state if aligned else 0.0,
@@ -97,17 +100,20 @@ def run_worker(name: str, opts) -> dict:
 
 
 def format_table(rows: list, ttt: dict) -> str:
-    lines = [f"{'model':<18} {'device':<6} {'s/epoch':>8} {'vs eager':>8} {'compile s':>9} {'steps':>6} "
-             f"{'eval s':>7} {'peak MiB':>9} {'RSS before':>10} {'valid NDCG@10':>13}"]
+    lines = [f"{'model':<26} {'device':<6} {'s/epoch':>8} {'vs eager':>8} {'vs default':>10} {'compile s':>9} "
+             f"{'steps':>6} {'eval s':>7} {'peak MiB':>9} {'RSS before':>10} {'valid NDCG@10':>13}"]
     eager = {r["model"]: r["seconds_per_epoch"] for r in rows if "error" not in r}
     for r in rows:
         if "error" in r:
-            lines.append(f"{r['model']:<18} ERROR {r['error']}")
+            lines.append(f"{r['model']:<26} ERROR {r['error']}")
             continue
         base = eager.get(r["model"].removesuffix("_compiled"))
         ratio = f"{base / r['seconds_per_epoch']:.2f}x" if base and r["model"].endswith("_compiled") else ""
+        default = eager.get(r["model"].partition("+")[0]) if "+" in r["model"] else None
+        cost = f"{r['seconds_per_epoch'] / default:.2f}x" if default else ""
         compile_s = f"{r['compile_s']:.1f}" if r.get("compile_s") is not None else ""
-        lines.append(f"{r['model']:<18} {r['device']:<6} {r['seconds_per_epoch']:>8.2f} {ratio:>8} {compile_s:>9} "
+        lines.append(f"{r['model']:<26} {r['device']:<6} {r['seconds_per_epoch']:>8.2f} {ratio:>8} {cost:>10} "
+                     f"{compile_s:>9} "
                      f"{r['steps_per_epoch']:>6} {r['eval_seconds']:>7.2f} {r['peak_mem_mib']:>9.0f} "
                      f"{r['rss_before_training_mib']:>10.0f} {r['valid_ndcg10']:>13.4f}")
     if ttt:
@@ -132,6 +138,8 @@ def parse_args(argv=None):
     p.add_argument("--mu-time", type=float, default=0.1, help="μ1 of the t2arec row")
     p.add_argument("--mu-state", type=float, default=0.1, help="μ2 of the t2arec row")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=[*MODELS, *EXTRA_MODELS])
+    p.add_argument("--recipe", default=None, metavar="YAML",
+                   help="also train every model under this config file, beside its default row")
     p.add_argument("--ttt-batch", type=int, default=4096, help="test batch for the throughput row (0 = skip)")
     p.add_argument("--ttt-reps", type=int, default=2)
     p.add_argument("--ttt-warmup", type=int, default=1)
@@ -151,7 +159,8 @@ def main(argv=None) -> int:
         print(json_io.dumps(result, indent=None))
         return 0
     rows = []
-    for name in opts.models:
+    stem = Path(opts.recipe).stem if opts.recipe else None
+    for name in [n for m in opts.models for n in (m, f"{m}+{stem}")[:2 if stem else 1]]:
         rows.append(run_worker(name, opts))
         print(format_table(rows[-1:], {}).splitlines()[-1], flush=True)
     ttt = run_worker("ttt", opts) if opts.ttt_batch > 0 else {}

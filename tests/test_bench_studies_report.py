@@ -192,3 +192,44 @@ def test_recbole_block_puts_its_run_beside_our_sasrec(tmp_path, monkeypatch):
 def test_recbole_block_without_runs_says_how_to_make_one(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     assert "Not run yet" in report.render_recbole()
+
+
+def test_recipe_block_pairs_each_model_with_its_defaults_run_by_seed(tmp_path, monkeypatch):
+    base = study()
+    recipe = study()
+    recipe["overrides"] = {"batch_size": "64", "optimizer": "adamw"}
+    recipe["runs"]["backbone"] = [run(0, 0.12), run(1, 0.14), run(2, 0.17)]       # +0.02, +0.03, +0.05
+    (tmp_path / "reproduce_ml-100k.json").write_text(json.dumps(base))
+    (tmp_path / "reproduce_ml-100k_tuned_beauty.json").write_text(json.dumps(recipe))
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    text = report.render_recipes()
+    assert "#### ml-100k, recipe `tuned_beauty` — `python -m bench.studies.reproduce ml-100k" in text
+    assert "--set batch_size=64 optimizer=adamw" in text
+    t, p = paired_t([0.12, 0.14, 0.17], [0.10, 0.11, 0.12])
+    row = (f"| backbone | 0.1100 ± 0.0100 | 0.1433 ± 0.0252 | +0.0333 (p = {p:.3f}) "
+           f"| 0.1100 ± 0.0100 | 0.1433 ± 0.0252 | +0.0333 (p = {p:.3f}) |")
+    assert row in text
+    assert "| sasrec | 0.0500 ± 0.0000 | 0.0500 ± 0.0000 | +0.0000 |" in text      # no spread: no t-test
+    (tmp_path / "reproduce_ml-100k.json").unlink()
+    assert "against the recipe" not in report.render_recipes()                  # nothing to pair with
+
+
+def test_recipe_block_without_studies_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    assert report.render_recipes() == "No recipe studied yet."
+
+
+def test_same_budget_table_lists_finished_trials_best_first(tmp_path, monkeypatch):
+    def trial(number, state, value=None, lr=1e-3):
+        return {"number": number, "state": state, "value": value, "best_epoch": 20 if value else None,
+                "epochs_run": 24, "params": {"lr": lr, "dropout": 0.4, "n_layers": 2, "weight_decay": 1.0}}
+    summary = {"trials": {"complete": 2, "pruned": 0, "fail": 1},
+               "all_trials": [trial(0, "fail"), trial(1, "complete", 0.041, 5e-4), trial(2, "complete", 0.0436)]}
+    (tmp_path / "same_budget_amazon-beauty_backbone.json").write_text(json.dumps(summary))
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    text = report.render_same_budget()
+    best = "| amazon-beauty | backbone | 2 | 0.001 | 0.4 | 2 | 1.0 | 0.0436 | 20 / 24 |"
+    assert best in text and text.index(best) < text.index("| amazon-beauty | backbone | 1 | 0.0005 |")
+    assert "amazon-beauty backbone: 2 complete, 0 pruned, 1 failed" in text
+    (tmp_path / "same_budget_amazon-beauty_backbone.json").unlink()
+    assert report.render_same_budget() == "No same-budget search stored yet."

@@ -1,4 +1,5 @@
 """Configuration: defaults < YAML file < overrides dict < --key=value; unknown keys and bad values are errors."""
+from importlib.resources import files
 from typing import Optional
 
 import pytest
@@ -195,3 +196,16 @@ def test_saved_configs_with_both_layer_keys_keep_the_one_their_model_used(model,
 def test_an_old_and_a_new_key_that_disagree_are_refused():
     with pytest.warns(FutureWarning), pytest.raises(ConfigError, match="both 'ttt_steps'.*'ttt_updates'"):
         Config.from_sources(overrides={"ttt_steps": 2, "ttt_updates": 3})
+
+
+SHIPPED = sorted(p.name for p in files("t2arec_fast").joinpath("configs").iterdir() if p.name.endswith(".yaml"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_config_loads_for_every_model(name):
+    """A recipe a user is pointed to must load (no misspelt key, no value out of range) under each model."""
+    path = files("t2arec_fast").joinpath("configs", name)
+    for model in ("sasrec", "backbone", "t2arec"):
+        cfg = Config.from_sources(path, overrides={"model": model})
+        assert cfg.model.model == model
+

@@ -1,5 +1,7 @@
 """Render the generated tables of docs/results.md: the real-data studies (bench/results/reproduce_<dataset>.json,
-bench/studies/reproduce.py), the validation searches (bench/results/tune_<name>.json,
+bench/studies/reproduce.py; a shipped recipe's study beside the defaults', reproduce_<dataset>_<recipe>.json; the same-budget searches,
+same_budget_<dataset>_<model>.json), the
+validation searches (bench/results/tune_<name>.json,
 bench/studies/tune_alignment.py), the test-time step sizes (ttt_step_*.json) and episode orders
 (ttt_episodes_*.json), the order of ties (tie_order_*.json) and RecBole's SASRec run side by side
 (recbole_sasrec_*.json, bench/recbole_sasrec.py).
@@ -369,6 +371,77 @@ def render() -> str:
     return "\n\n".join(sections)
 
 
+SEARCH_BEGIN, SEARCH_END = "<!-- same_budget:begin (bench/studies/report.py) -->", "<!-- same_budget:end -->"
+
+
+def render_same_budget() -> str:
+    """The same-budget searches (`t2arec tune ... --json`, copied to bench/results/same_budget_<data>_<model>.json):
+    every finished trial of each model, best first, and how many trials failed (killed processes; their
+    parameters are retried) or were pruned."""
+    lines = ["| data | model | trial | lr | dropout | layers | weight decay | valid NDCG@10 | best epoch / run |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for path in sorted(RESULTS.glob("same_budget_*.json")):
+        summary = json.loads(path.read_text())
+        data, model = path.stem[len("same_budget_"):].rsplit("_", 1)
+        done = sorted((t for t in summary["all_trials"] if t["state"] == "complete"), key=lambda t: -t["value"])
+        for t in done:
+            q = t["params"]
+            lines.append(f"| {data} | {model} | {t['number']} | {q['lr']:.3g} | {q['dropout']} | {q['n_layers']} | "
+                         f"{q['weight_decay']} | {t['value']:.4f} | {t['best_epoch']} / {t['epochs_run']} |")
+        counts = summary["trials"]
+        notes.append(f"{data} {model}: {counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} "
+                     "failed (killed processes)")
+    if not notes:
+        return "No same-budget search stored yet."
+    return "\n".join(lines) + "\n\nTrials per study: " + "; ".join(notes) + "."
+
+
+RECIPE_BEGIN, RECIPE_END = "<!-- recipe:begin (bench/studies/report.py) -->", "<!-- recipe:end -->"
+# Studies of a shipped recipe (t2arec_fast/configs/<recipe>.yaml, every model under it), kept beside the defaults'
+# study as bench/results/reproduce_<data>_<recipe>.json.
+RECIPES = ("tuned_beauty",)
+
+
+def paired_cell(old: list, new: list, split: str) -> str:
+    """Means of two studies' runs of one model, and the difference paired by seed (t-test when ≥ 2 seeds)."""
+    a, b = {r["seed"]: r[split]["ndcg@10"] for r in old}, {r["seed"]: r[split]["ndcg@10"] for r in new}
+    seeds = sorted(set(a) & set(b))
+    t, p = paired_t([b[s] for s in seeds], [a[s] for s in seeds])
+    diff = statistics.mean(b[s] - a[s] for s in seeds) if seeds else float("nan")
+    return (f"{fmt(list(a.values()))} | {fmt(list(b.values()))} | {diff:+.4f}"
+            + (f" (p = {p:.3f})" if p is not None else ""))
+
+
+def defaults_vs_recipe(base: dict, recipe: dict, name: str) -> str:
+    """Each model under the package defaults against the same model under the recipe, valid and test NDCG@10."""
+    lines = [f"Package defaults (`{command_of(base)}`) against the recipe `{name}`, NDCG@10, mean ± std over seeds; "
+             "differences paired by seed:", "",
+             "| model | valid, defaults | valid, recipe | difference | test, defaults | test, recipe | difference |",
+             "|---|---|---|---|---|---|---|"]
+    for label in ("sasrec", "backbone", "t2arec"):
+        old, new = base["runs"].get(label) or [], recipe["runs"].get(label) or []
+        if old and new:
+            lines.append(f"| {label} | {paired_cell(old, new, 'valid')} | {paired_cell(old, new, 'test')} |")
+    return "\n".join(lines)
+
+
+def render_recipes() -> str:
+    sections = []
+    for name in DATASETS:
+        for recipe in RECIPES:
+            path = RESULTS / f"reproduce_{name}_{recipe}.json"
+            if not path.exists():
+                continue
+            report = json.loads(path.read_text())
+            section = dataset_section(report).replace(f"### {name} — ", f"#### {name}, recipe `{recipe}` — ", 1)
+            sections.append(section)
+            base = RESULTS / f"reproduce_{name}.json"
+            if base.exists():
+                sections.append(defaults_vs_recipe(json.loads(base.read_text()), report, recipe))
+    return "\n\n".join(sections) or "No recipe studied yet."
+
+
 TTT_BEGIN, TTT_END = "<!-- ttt_step:begin (bench/studies/report.py) -->", "<!-- ttt_step:end -->"
 TIES_BEGIN, TIES_END = "<!-- tie_order:begin (bench/studies/report.py) -->", "<!-- tie_order:end -->"
 
@@ -516,6 +589,10 @@ def main(argv=None) -> int:
         text = replace_block(text, TUNE_BEGIN, TUNE_END, tune)
     if SHIFT_BEGIN in text:
         text = replace_block(text, SHIFT_BEGIN, SHIFT_END, render_shift())
+    if SEARCH_BEGIN in text:
+        text = replace_block(text, SEARCH_BEGIN, SEARCH_END, render_same_budget())
+    if RECIPE_BEGIN in text:
+        text = replace_block(text, RECIPE_BEGIN, RECIPE_END, render_recipes())
     if TTT_BEGIN in text:
         text = replace_block(text, TTT_BEGIN, TTT_END, render_ttt_step())
     if EPISODES_BEGIN in text:
