@@ -87,7 +87,9 @@ def test_report_renders_the_step_and_tie_studies_from_their_json(tmp_path, monke
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     ttt = report.render_ttt_step()
     assert "--keep DIR --model t2arec --seeds 0 1" in ttt and "| 0 | no step | 0.0400 | 0.0400 | 0.0400 |" in ttt
-    assert "code abc" in ttt
+    assert "code abc" in ttt and "recipe" not in ttt
+    (tmp_path / "ttt_step_ml-100k_t2arec_tuned_beauty.json").write_text(json.dumps(study))
+    assert "#### ml-100k, t2arec, trained with the recipe `tuned_beauty`, 256 users" in report.render_ttt_step()
     rendered = report.render_ties()
     assert "--models sasrec --seeds 0" in rendered and "| random 2 | 25.0 % | 0.2000 |" in rendered
 

@@ -435,6 +435,7 @@ def render_recipes() -> str:
                 continue
             report = json.loads(path.read_text())
             section = dataset_section(report).replace(f"### {name} — ", f"#### {name}, recipe `{recipe}` — ", 1)
+            section = section.split("\n\n![")[0]               # the segment plot is the defaults' study's
             sections.append(section)
             base = RESULTS / f"reproduce_{name}.json"
             if base.exists():
@@ -453,8 +454,9 @@ def machine_line(report: dict) -> str:
 
 
 def render_ttt_step() -> str:
-    """bench/results/ttt_step_<data>_<model>.json (bench/studies/ttt_step.py): the step-size grid on validation
-    and test for no step, the paper's step and validation's choice."""
+    """bench/results/ttt_step_<data>_<model>[_<variant>].json (bench/studies/ttt_step.py): the step-size grid on
+    validation and test for no step, the paper's step and validation's choice; a variant named in RECIPES is a
+    study of models trained with that recipe."""
     from bench.studies.ttt_step import table_markdown
     sections = []
     for path in sorted(RESULTS.glob("ttt_step_*.json")):
@@ -465,7 +467,8 @@ def render_ttt_step() -> str:
         users = "each user alone" if episode == 1 else f"{episode} users per episode, by {ORDER_WORDS[order]}"
         option = ("" if episode == 256 else f" --episode {episode}") + (
             "" if order == "time" or episode == 1 else f" --order {order}")
-        sections.append(f"#### {report['dataset']}, {report['model']}, {users} — "
+        recipe = next((f", trained with the recipe `{r}`" for r in RECIPES if path.stem.endswith(f"_{r}")), "")
+        sections.append(f"#### {report['dataset']}, {report['model']}{recipe}, {users} — "
                         f"`python -m bench.studies.ttt_step {report['dataset']} --keep DIR --model {report['model']} "
                         f"--seeds {seeds}{option}`\n\n"
                         f"{table_markdown(report)}\n\n{machine_line(report)}; JSON: bench/results/{path.name}.")
