@@ -60,3 +60,17 @@ def test_environment_records_the_commit_and_versions():
 def test_child_command_runs_a_benchmark_module_with_this_interpreter():
     argv = harness.child_command("bench.bench_train", "--worker", "t2arec")
     assert argv[0] == sys.executable and argv[-4:] == ["-m", "bench.bench_train", "--worker", "t2arec"]
+
+
+def test_bench_train_puts_a_recipe_row_beside_its_default_with_the_cost_ratio():
+    """bench_train --recipe: '<model>+<recipe>' rows report their s/epoch over the default row's."""
+    from bench import bench_train
+    row = dict(device="cpu", steps_per_epoch=5, eval_seconds=0.1, peak_mem_mib=100.0, rss_before_training_mib=50.0,
+               valid_ndcg10=0.05)
+    rows = [dict(row, model="backbone", seconds_per_epoch=2.0),
+            dict(row, model="backbone+tuned_beauty", seconds_per_epoch=3.0)]
+    lines = bench_train.format_table(rows, {}).splitlines()
+    assert "vs default" in lines[0]
+    assert "1.50x" in lines[2] and "x" not in lines[1]                  # the default row has no ratio
+    opts = bench_train.parse_args(["--recipe", "t2arec_fast/configs/tuned_beauty.yaml", "--models", "sasrec"])
+    assert opts.recipe.endswith("tuned_beauty.yaml") and "--recipe" in opts.passthrough
