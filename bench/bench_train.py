@@ -160,7 +160,7 @@ def main(argv=None) -> int:
         return 0
     rows = []
     stem = Path(opts.recipe).stem if opts.recipe else None
-    for name in [n for m in opts.models for n in (m, f"{m}+{stem}")[:2 if stem else 1]]:
+    for name in [n for m in opts.models for n in ([m, f"{m}+{stem}"] if stem else [m])]:
         rows.append(run_worker(name, opts))
         print(format_table(rows[-1:], {}).splitlines()[-1], flush=True)
     ttt = run_worker("ttt", opts) if opts.ttt_batch > 0 else {}

@@ -208,4 +208,3 @@ def test_every_shipped_config_loads_for_every_model(name):
     for model in ("sasrec", "backbone", "t2arec"):
         cfg = Config.from_sources(path, overrides={"model": model})
         assert cfg.model.model == model
-

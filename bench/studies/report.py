@@ -1,9 +1,8 @@
 """Render the generated tables of docs/results.md: the real-data studies (bench/results/reproduce_<dataset>.json,
-bench/studies/reproduce.py; a shipped recipe's study beside the defaults', reproduce_<dataset>_<recipe>.json; the same-budget searches,
-same_budget_<dataset>_<model>.json), the
-validation searches (bench/results/tune_<name>.json,
-bench/studies/tune_alignment.py), the test-time step sizes (ttt_step_*.json) and episode orders
-(ttt_episodes_*.json), the order of ties (tie_order_*.json) and RecBole's SASRec run side by side
+bench/studies/reproduce.py; a shipped recipe's study beside the defaults', reproduce_<dataset>_<recipe>.json),
+the same-budget searches (same_budget_<dataset>_<model>.json), the validation searches
+(bench/results/tune_<name>.json, bench/studies/tune_alignment.py), the test-time step sizes (ttt_step_*.json)
+and episode orders (ttt_episodes_*.json), the order of ties (tie_order_*.json) and RecBole's SASRec run side by side
 (recbole_sasrec_*.json, bench/recbole_sasrec.py).
 
     python -m bench.studies.report            # rewrites the block between the reproduce markers in docs/results.md
@@ -65,9 +64,10 @@ def paired(report: dict, a: str, split_a: str, b: str, split_b: str) -> str:
     return f"mean difference {diff:+.4f}, t = {t:.2f}, p = {p:.2f} over {len(seeds)} seeds ({verdict})"
 
 
-def dataset_section(report: dict) -> str:
+def dataset_section(report: dict, heading: Optional[str] = None, plot: bool = True) -> str:
+    """One study's table and tests; heading defaults to "### <data>", plot adds the data set's segment plot."""
     name = report["dataset"]
-    lines = [f"### {name} — `{command_of(report)}`", "",
+    lines = [f"{heading or '### ' + name} — `{command_of(report)}`", "",
              "| model | seeds | test Recall@10 | test MRR@10 | test NDCG@10 | valid NDCG@10 | best epoch | s/epoch |",
              "|---|---|---|---|---|---|---|---|"]
     for label, runs, split in rows_of(report):
@@ -103,9 +103,9 @@ def dataset_section(report: dict) -> str:
                  f"{report['wall_seconds'] / 60:.0f} min for the last invocation")
               + " (seconds per epoch are inflated when "
               "two studies shared the 2 cores; clean epoch times are in docs/benchmarks.md)."]
-    plot = RESULTS / f"segments_{name}.png"
-    if plot.exists():
-        lines += ["", f"![NDCG@10 per test-time segment on {name}](../bench/results/{plot.name})"]
+    figure = RESULTS / f"segments_{name}.png"
+    if plot and figure.exists():
+        lines += ["", f"![NDCG@10 per test-time segment on {name}](../bench/results/{figure.name})"]
     return "\n".join(lines)
 
 
@@ -434,9 +434,8 @@ def render_recipes() -> str:
             if not path.exists():
                 continue
             report = json.loads(path.read_text())
-            section = dataset_section(report).replace(f"### {name} — ", f"#### {name}, recipe `{recipe}` — ", 1)
-            section = section.split("\n\n![")[0]               # the segment plot is the defaults' study's
-            sections.append(section)
+            # the segment plot belongs to the defaults' study
+            sections.append(dataset_section(report, heading=f"#### {name}, recipe `{recipe}`", plot=False))
             base = RESULTS / f"reproduce_{name}.json"
             if base.exists():
                 sections.append(defaults_vs_recipe(json.loads(base.read_text()), report, recipe))
