@@ -17,6 +17,9 @@ Configurations, measured in one run with their repetitions interleaved (a busy m
                 recommends without a local tier): every state travels from Redis and back on every call
   redis+local every-commit   redis+local with snapshot_every=1: every commit stores every user's state (the key
                 layout before 2026-12-02, side by side)
+  in-process fused, redis+local fused   the same two set-ups serving each call as ONE observe_and_recommend
+                (with the Redis tier one round trip, the commit, instead of two); their cost is taken against
+                "in-process fused", the in-process recommender making the same call
 and P = 1, 2, 4 serving processes of each configuration (batch 64) run at once for a fixed time, each serving its
 own share of the pool (as a load balancer with user affinity routes them): events/s of all together, per-call
 latency. (Contention on the same users, and its compare-and-set retries, is what
@@ -74,10 +77,14 @@ class Workload:
     def __init__(self, users: np.ndarray, seed: int):
         self.users, self.rng, self.t = users, np.random.default_rng(seed), T0 + 10 ** 6
 
-    def call(self, rec, batch: int):
+    def call(self, rec, batch: int, fused: bool = False):
+        """observe + recommend as two calls, or (fused) as one observe_and_recommend call."""
         u = self.rng.choice(self.users, batch, replace=False)
         self.t += 1
-        rec.observe(u, self.rng.integers(1, N_ITEMS + 1, batch), np.full(batch, self.t, np.int64))
+        items, times = self.rng.integers(1, N_ITEMS + 1, batch), np.full(batch, self.t, np.int64)
+        if fused:
+            return rec.observe_and_recommend(u, items, times, k=10)
+        rec.observe(u, items, times)
         return rec.recommend(u, k=10)
 
 
@@ -127,20 +134,20 @@ def single_process(recs: dict, users, batches, runs: int, reps: dict, server_cpu
         for b in batches:
             for name, rec in recs.items():
                 before = server_cpu()
-                t = timed(lambda: work.call(rec, b), reps[b], clocks=("wall", "cpu"))
+                t = timed(lambda: work.call(rec, b, fused=is_fused(name)), reps[b], clocks=("wall", "cpu"))
                 if run:
                     times[name, b].append(t["wall"])
                     cpus[name, b].append(t["cpu"])
-                    if name != "in-process":
+                    if not is_in_process(name):
                         redis_cpu[name, b].append((server_cpu() - before) / reps[b])
     return [{"config": name, **summary(b, times[name, b], cpus[name, b], redis_cpu[name, b]),
-             **({"cas_retries": recs[name].stats().get("cas_retries", 0)} if name != "in-process" else {})}
+             **({"cas_retries": recs[name].stats().get("cas_retries", 0)} if not is_in_process(name) else {})}
             for name in recs for b in batches]
 
 
 def recommender(config: str, url: str, prefix: str):
     """One serving configuration of CONFIGS (this model, HISTORY events)."""
-    if config == "in-process":
+    if is_in_process(config):
         return OnlineRecommender(model(), capacity_bytes=1 << 30, history_len=HISTORY)
     store = RedisStateStore(url, prefix=prefix.replace(" ", "_"), history_len=HISTORY,
                             snapshot_every=1 if config.endswith("every-commit") or config == "redis-only" else None)
@@ -154,12 +161,12 @@ def _serving_process(config, url, users, batch, seconds, round_, start, results)
         rec = recommender(config, url, prefix=f"procs-{config}")
         work = Workload(users, seed=round_)
         work.t += round_ * 10 ** 7            # a later round's events are later than any earlier round's
-        work.call(rec, batch)                 # warm-up (imports, scripts loaded, local tier filled)
+        work.call(rec, batch, fused=is_fused(config))     # warm-up (imports, scripts loaded, local tier filled)
         start.wait()
         calls, began = [], time.perf_counter()
         while time.perf_counter() - began < seconds:
             t0 = time.perf_counter()
-            work.call(rec, batch)
+            work.call(rec, batch, fused=is_fused(config))
             calls.append(time.perf_counter() - t0)
         results.put({"calls": calls, "seconds": time.perf_counter() - began,
                      "cas_retries": rec.stats().get("cas_retries", 0)})
@@ -213,9 +220,25 @@ def command_profile(url: str, users: np.ndarray, prefill_events: int, calls: int
             if not name.startswith("cmdstat_config")}
 
 
-CONFIGS = ("in-process", "redis+local", "redis-only", "redis+local every-commit")
+CONFIGS = ("in-process", "redis+local", "redis-only", "redis+local every-commit", "in-process fused",
+           "redis+local fused")
 # redis+local: the store's default (a state stored every 16 events, readers step through the rest); redis-only and
-# "every-commit": snapshot_every=1, every commit stores every user's state (as the layout before 2026-12-02 did)
+# "every-commit": snapshot_every=1, every commit stores every user's state (as the layout before 2026-12-02 did);
+# "fused": the same set-up serving each call as one observe_and_recommend (one round trip instead of two), its
+# cost taken against the in-process recommender making the same call
+
+
+def is_fused(config: str) -> bool:
+    return config.endswith(" fused")
+
+
+def is_in_process(config: str) -> bool:
+    return config.startswith("in-process")
+
+
+def baseline(config: str) -> str:
+    """The in-process configuration a configuration's cost is taken against: the one making the same calls."""
+    return "in-process fused" if is_fused(config) else "in-process"
 
 
 def one_server(aof: str, fsync: str, args, users, batches, reps) -> dict:
@@ -248,17 +271,17 @@ def print_table(result: dict) -> None:
     for part in result["servers"]:
         print(f"\nRedis AOF on {part['aof']}, appendfsync {part['appendfsync']} ({part['aof_rewrites']} AOF rewrites "
               f"during the run, {part['aof_rewrite_cpu_s']:.1f} s of CPU in their child processes)")
-        base = {r["batch"]: r for r in part["single_process"] if r["config"] == "in-process"}
-        print(f"{'config':<12} {'batch':>5} {'events/s':>10} {'cost':>6} {'p50 ms':>8} {'p99 ms':>8} "
+        base = {(r["config"], r["batch"]): r for r in part["single_process"] if is_in_process(r["config"])}
+        print(f"{'config':<24} {'batch':>5} {'events/s':>10} {'cost':>6} {'p50 ms':>8} {'p99 ms':>8} "
               f"{'CPU ms':>7} {'Redis CPU':>9} {'CPU cost':>8}")
         for r in part["single_process"]:
-            b = base[r["batch"]]
-            print(f"{r['config']:<12} {r['batch']:>5} {r['events_per_s']:>10,.0f} "
+            b = base[baseline(r["config"]), r["batch"]]
+            print(f"{r['config']:<24} {r['batch']:>5} {r['events_per_s']:>10,.0f} "
                   f"{b['events_per_s'] / r['events_per_s']:>5.2f}x {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
                   f"{r['cpu_ms']:>7.2f} {r['redis_cpu_ms']:>9.2f} "
                   f"{(r['cpu_ms'] + r['redis_cpu_ms']) / b['cpu_ms']:>7.2f}x")
         for r in part["processes"]:
-            print(f"{r['config']:<12} {r['processes']} process(es), batch {r['batch']}: {r['events_per_s']:,.0f} "
+            print(f"{r['config']:<24} {r['processes']} process(es), batch {r['batch']}: {r['events_per_s']:,.0f} "
                   f"events/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, CAS retries {r['cas_retries']}")
         top = sorted(part["redis_us_per_call_by_command"].items(), key=lambda kv: -kv[1])
         print("Redis µs per batch-64 call of redis+local, by command: " + ", ".join(f"{k} {v}" for k, v in top))
@@ -274,11 +297,11 @@ def markdown_tables(result: dict) -> str:
         lines += ["", f"AOF on {part['aof']}, `appendfsync {part['appendfsync']}` ({part['aof_rewrites']} AOF "
                       f"rewrites, {part['aof_rewrite_cpu_s']:.1f} s of CPU in their child processes):", "",
                   f"| config | {header} |", "|---" * 10 + "|"]
-        base = {r["batch"]: r for r in part["single_process"] if r["config"] == "in-process"}
+        base = {(r["config"], r["batch"]): r for r in part["single_process"] if is_in_process(r["config"])}
         for config in CONFIGS:
             cells = []
             for r in (r for r in part["single_process"] if r["config"] == config):
-                cells += _markdown_cells(r, base[r["batch"]], config == "in-process")
+                cells += _markdown_cells(r, base[baseline(config), r["batch"]], is_in_process(config))
             lines.append(f"| {config} | " + " | ".join(cells) + " |")
         lines += ["", "| config, batch 64 | 1 process | 2 processes | 4 processes |", "|---|---|---|---|"]
         for config in CONFIGS:

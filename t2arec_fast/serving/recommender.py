@@ -191,22 +191,68 @@ class OnlineRecommender(RawIdServing):
             StoreConflictError, StoreError: with a shared store, when other processes keep moving the same users or
                 Redis cannot be reached (nothing stored).
         """
+        users, items, times = self._checked_events(user_ids, item_ids, timestamps, "observe")
+        if len(users) == 0:
+            return
+        with self._computing():
+            self._observe_checked(group_events(users), users, items, times)
+
+    def _checked_events(self, user_ids, item_ids, timestamps, what: str):
+        """→ users, items, times (n,) int64, checked (lengths, item range) before anything is stored."""
         users = int64_array(user_ids, "user_ids")
         items = int64_array(item_ids, "item_ids")
         times = int64_array(timestamps, "timestamps")
         if not (len(users) == len(items) == len(times)):
-            raise InputError(f"observe: user_ids, item_ids and timestamps differ in length "
+            raise InputError(f"{what}: user_ids, item_ids and timestamps differ in length "
                              f"({len(users)}, {len(items)}, {len(times)})")
-        if len(users) == 0:
-            return
         check_items(items, self.n_items)
+        return users, items, times
+
+    def _observe_checked(self, groups: EventGroups, users, items, times) -> Optional[np.ndarray]:
+        """observe() under the lock → with a shared store, the members' committed states (U, size); else None."""
+        flat = None
+        if self.shared is not None:
+            flat = self.shared.observe(groups, users, items, times)
+        else:
+            self._observe_here(groups, users, items, times)
+        self._counters["events"] += len(items)
+        return flat
+
+    def observe_and_recommend(self, user_ids, item_ids, timestamps, k: int = 10, exclude_seen: bool = False):
+        """observe(user_ids, item_ids, timestamps), then recommend(user_ids, k, exclude_seen), as one step: no other
+        call of this recommender runs in between, and the answer is each user's state right after its events.
+        → (items (n, k) int64, scores (n, k) float32), one row per event row (a user's rows all show its state
+        after all of its events in the call).
+
+        Why: the serving loop "an event arrives, answer the next request" costs one round trip with a shared
+        store instead of two. The state a commit stores is the state the answer is computed from, so the answer
+        is that of the commit's instant — what recommend() right after would give unless another process
+        advanced the user in between (docs/serving.md, "Shared state"). With exclude_seen the rings are needed
+        from the store, so that case makes the two calls' round trips. Without at_time: a model that scores at
+        the request time, or a test-time step, needs recommend(at_time=...).
+
+        Raises: what observe() and recommend() raise; InputError for a model that needs the request time (before
+        anything is stored).
+        """
+        users, items, times = self._checked_events(user_ids, item_ids, timestamps, "observe_and_recommend")
+        k = self._check_k(k)
+        if self.model.needs_request_time:
+            raise InputError("observe_and_recommend: this model scores at the request time (readout "
+                             "'request_gap'): call observe() and then recommend(at_time=...)")
+        if len(users) == 0:
+            return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
         with self._computing():
             groups = group_events(users)
-            if self.shared is not None:
-                self.shared.observe(groups, users, items, times)
-            else:
-                self._observe_here(groups, users, items, times)
-            self._counters["events"] += len(items)
+            flat = self._observe_checked(groups, users, items, times)
+            self._counters["requests"] += len(users)
+            if flat is None or exclude_seen:
+                tier = self if self.shared is None else self.shared
+                view = tier.request_view(users, exclude_seen, k)
+            else:                                 # the committed states themselves: no second round trip
+                _, _, last = self.layout.read_header(flat)
+                view = RequestView(known=np.ones(len(users), bool), pick=groups.member, flat=flat, last_ts=last,
+                                   rings=None, popular=None)
+            return self._answer(users, view, k, exclude_seen, None)
 
     def _observe_here(self, groups: EventGroups, users, items, times) -> None:
         """observe() with the users' data in this process (history store + cache)."""

@@ -113,10 +113,11 @@ class SharedTier:
                                                                   int64_to_words(epochs)])), self.version)
 
     # -- observe ----------------------------------------------------------------------------------------------------
-    def observe(self, groups: EventGroups, users: np.ndarray, items: np.ndarray, times: np.ndarray) -> None:
+    def observe(self, groups: EventGroups, users: np.ndarray, items: np.ndarray, times: np.ndarray) -> np.ndarray:
         """Advance the call's users by their events and commit them to Redis as one compare-and-set batch (states
         only of the users whose count passes a multiple of snapshot_every); a user another process moved meanwhile
-        is re-read and the batch re-applied (counted in stats()["cas_retries"])."""
+        is re-read and the batch re-applied (counted in stats()["cas_retries"]). → the members' new states
+        (U, size) float32: what Redis holds for them at the commit's instant."""
         U = groups.users
         base = self._bases(U)
         verified = False                      # base checked against Redis (not only local copies)?
@@ -142,7 +143,7 @@ class SharedTier:
                 behind = outcome.behind                 # this version's stored state fell behind (a rolling swap)
                 if len(behind):
                     self.store.put_states(U[behind], self.version, stamps[behind], flat[behind])
-                return
+                return flat
             self.counters["cas_retries"] += 1
             self._refresh(base, U, outcome.lost)
             verified = False

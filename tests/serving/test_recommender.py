@@ -403,3 +403,31 @@ def test_steps_in_fixed_chunks_do_not_depend_on_the_other_rows_or_the_place_in_t
         got = step(rows, STEP_ROWS, events=2)[rows == 7][0]
         assert got.tobytes() == want.tobytes(), size
         np.testing.assert_allclose(step(rows, None, events=2)[rows == 7][0], want, rtol=1e-5, atol=1e-6)
+
+
+def test_observe_and_recommend_equals_observe_then_recommend(model, histories):
+    """One answer row per event row (duplicates and new users included), the same bits as the two calls; the
+    counters count both; exclude_seen too."""
+    fused = OnlineRecommender(model, capacity_bytes=4 << 20, history_len=8)
+    twin = OnlineRecommender(model, capacity_bytes=4 << 20, history_len=8)
+    for i, (users, items, times) in enumerate(interleaved(histories, per_call=3)):
+        got = fused.observe_and_recommend(users, items, times, k=6, exclude_seen=i % 2 == 1)
+        twin.observe(users, items, times)
+        want = twin.recommend(users, k=6, exclude_seen=i % 2 == 1)
+        assert got[0].shape == (len(users), 6)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    assert fused.stats()["events"] == twin.stats()["events"] and fused.stats()["requests"] == twin.stats()["requests"]
+
+
+def test_bad_observe_and_recommend_arguments_store_nothing(rec):
+    before = rec.stats()["events"]
+    for call, message in ((lambda: rec.observe_and_recommend([1], [2], [400], k=0), "k must be"),
+                          (lambda: rec.observe_and_recommend([1, 2], [2], [400], k=3), "differ in length"),
+                          (lambda: rec.observe_and_recommend([1], [N_ITEMS + 1], [400]), "item"),
+                          (lambda: rec.observe_and_recommend([1], [2], [50]), "earlier|before|older")):
+        with pytest.raises(InputError, match=message):
+            call()
+    assert rec.stats()["events"] == before
+    empty = rec.observe_and_recommend([], [], [], k=3)
+    assert empty[0].shape == (0, 3) and empty[1].dtype == np.float32

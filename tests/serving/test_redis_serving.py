@@ -368,3 +368,56 @@ def test_an_event_after_the_users_ttl_expired_is_accepted(model, redis_url):
     a.observe([1], [4], [500])                                # a new user
     assert a.shared.store.read(np.array([1]), a.version).n_events[0] == 1
 
+
+
+# -- observe_and_recommend: the serving loop's two calls in one round trip -----------------------------------------
+@pytest.mark.parametrize("capacity_bytes", [4 << 20, 0], ids=["with-local-tier", "redis-only"])
+def test_observe_and_recommend_answers_like_observe_then_recommend_in_one_round_trip(model, histories, redis_url,
+                                                                                    capacity_bytes):
+    """The same bits as observe() followed by recommend() on another store (one event row per answer row, a user's
+    rows after all its events); with the local tier current the call is ONE round trip (the commit), where the
+    two calls take two; exclude_seen reads the rings (two)."""
+    fused = _shared(model, redis_url, prefix="fused", capacity_bytes=capacity_bytes)
+    twin = _shared(model, redis_url, prefix="twin", capacity_bytes=capacity_bytes)
+    counted = 0
+    for i, (users, items, times) in enumerate(interleaved(histories, per_call=3)):
+        exclude_seen = i % 5 == 4
+        trips = fused.shared.store.counters["round_trips"]
+        current = capacity_bytes and fused.shared._local(np.unique(users))[0].all()
+        got = fused.observe_and_recommend(users, items, times, k=7, exclude_seen=exclude_seen)
+        twin.observe(users, items, times)
+        want = twin.recommend(users, k=7, exclude_seen=exclude_seen)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        if current:
+            assert fused.shared.store.counters["round_trips"] - trips == (2 if exclude_seen else 1)
+            counted += 1
+    assert counted >= 10 or not capacity_bytes           # the one-round-trip case was checked
+    assert fused.stats()["events"] == twin.stats()["events"]
+    assert fused.stats()["requests"] == twin.stats()["requests"]
+
+
+def test_observe_and_recommend_after_another_process_moved_the_user_answers_from_both_processes_events(model,
+                                                                                                  redis_url):
+    """The commit's compare-and-set fails, the user is re-read with the other process's event, the batch
+    re-applied: the answer is the state after every event, as one recommender that took them all gives."""
+    a, b, one = _shared(model, redis_url), _shared(model, redis_url), _shared(model, redis_url, prefix="one")
+    for rec in (a, one):
+        rec.observe([1, 2], [3, 4], [100, 100])
+    for rec in (b, one):
+        rec.observe([1], [5], [200])
+    got = a.observe_and_recommend([1, 2, 1], [6, 7, 8], [300, 300, 400], k=5)
+    one.observe([1, 2, 1], [6, 7, 8], [300, 300, 400])
+    want = one.recommend([1, 2, 1], k=5)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    assert a.stats()["cas_retries"] == 1
+
+
+def test_observe_and_recommend_with_a_request_time_model_is_refused_before_anything_is_stored(redis_url):
+    from t2arec_fast.model import T2ARec
+    rec = OnlineRecommender(T2ARec(40, d=16, d_state=8, n_layers=1, readout="request_gap").eval(),
+                            history_len=8, store=redis_url)
+    with pytest.raises(InputError, match="request time.*recommend\\(at_time"):
+        rec.observe_and_recommend([1], [2], [100])
+    assert 1 not in rec and rec.stats()["events"] == 0
