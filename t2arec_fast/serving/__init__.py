@@ -3,6 +3,7 @@
     rec = OnlineRecommender(model, capacity_bytes=512 << 20, history_len=200)
     rec.observe(user_ids, item_ids, timestamps)          # batched; int64 arrays (numpy or torch) of equal length
     items, scores = rec.recommend(user_ids, k=10)        # (n, k) int64 model item ids, (n, k) float32
+    items, scores = rec.observe_and_recommend(user_ids, item_ids, timestamps, k=10)   # both as one step
     rec.save("serve_dir"); rec = OnlineRecommender.load("serve_dir")
 
 Ids: users are any int64 keys; items are the MODEL's contiguous ids 1..n_items (0 is padding). Raw ids from a data
@@ -25,7 +26,7 @@ One concern per module:
   layout.py       StateLayout: the flat per-user state vector the cache stores (header codec, block states, o_n)
   history.py      HistoryStore: per-user rings of recent events, what an evicted or stale state is rebuilt from
   events.py       input checks and the grouping of one observe() call's events into batched steps
-  recommender.py  OnlineRecommender: observe / recommend / swap_model / save / load
+  recommender.py  OnlineRecommender: observe / recommend / observe_and_recommend / swap_model / save / load
   folder.py       writing a saved folder as a whole (temporary sibling folder, then renames)
   replay.py       replay(): offline replay of an event log, as `t2arec serve-replay` runs it
   device_tier.py  DeviceRecommender: hot users' states in device slot pools advanced in place by the pooled
