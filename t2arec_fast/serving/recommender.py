@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from t2arec_fast import json_io
-from t2arec_fast.errors import InputError
+from t2arec_fast.errors import InputError, StoreUnavailableError
 from t2arec_fast.model.block import BlockState
 from t2arec_fast.model.protocol import StepModel
 
@@ -63,7 +63,8 @@ class OnlineRecommender(RawIdServing):
     history_len:    events kept per user for rebuilds and exclude_seen. A rebuild encodes these last events only,
                     so for a longer history it equals re-encoding the last history_len events (the usual max_len).
     device:         where the model runs; states are stored on the host.
-    dtype:          storage precision of the cache, "float32" (exact) or "float16" (half the memory, rounded).
+    dtype:          storage precision of the cache, "float32" (exact) or "float16" (half the memory, rounded;
+                    not with a store, whose local tier must hold the exact states it steps and commits).
     shards:         lock stripes of the cache (None: its default).
     runtime:        "torch" (the model itself) or "onnx" (encode and step in ONNX Runtime through the exported graphs;
                     `onnx_dir` names an `export_onnx` folder of this model, else the graphs are exported first).
@@ -87,7 +88,7 @@ class OnlineRecommender(RawIdServing):
     Raises:
         InputError: a model without a one-step update (not a `StepModel`, e.g. SASRec), an unknown runtime, bad ttt
             settings or ttt with runtime "onnx", history_len < 1, a store that is neither a URL nor a
-            RedisStateStore (or keeps another history_len).
+            RedisStateStore (or keeps another history_len), a store with dtype "float16".
         ValueError, TypeError: a capacity, dtype or shard count the state cache refuses (cache.StateCache).
         OnnxModelError: runtime "onnx" with graphs that do not belong to the model.
     """
@@ -107,6 +108,10 @@ class OnlineRecommender(RawIdServing):
         self._counters = {"events": 0, "rebuilds": 0, "cold_starts": 0, "requests": 0, "adapted": 0}
         self.shared = None
         if store is not None:                 # users' data in Redis; this process's cache is the local tier
+            if dtype != "float32":            # a rounded local copy would be stepped and committed: processes
+                raise InputError(             # would then disagree with each other and with Redis' exact states
+                    f"dtype={dtype!r} with a store: the local tier must hold exact float32 states (a rounded "
+                    f"copy would be stepped and committed, and processes would disagree); use dtype='float32'")
             from .shared import SharedTier, open_store
             self.shared = SharedTier(self, open_store(store, history_len), self.capacity_bytes)
             self.history = None
@@ -231,28 +236,40 @@ class OnlineRecommender(RawIdServing):
         from the store, so that case makes the two calls' round trips. Without at_time: a model that scores at
         the request time, or a test-time step, needs recommend(at_time=...).
 
-        Raises: what observe() and recommend() raise; InputError for a model that needs the request time (before
-        anything is stored).
+        Raises: what observe() and recommend() raise, and nothing is stored then — except with a store and
+        exclude_seen: an outage between the commit and the read raises StoreUnavailableError saying that the events
+        were stored (ask recommend() again; do not observe them again). InputError for a model that needs the
+        request time (before anything is stored).
         """
         users, items, times = self._checked_events(user_ids, item_ids, timestamps, "observe_and_recommend")
         k = self._check_k(k)
-        if self.model.needs_request_time:
-            raise InputError("observe_and_recommend: this model scores at the request time (readout "
-                             "'request_gap'): call observe() and then recommend(at_time=...)")
-        if len(users) == 0:
-            return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
-        with self._computing():
+        exclude_seen = _check_flag(exclude_seen, "exclude_seen")
+        with self._computing():               # (under the lock: a swap_model cannot slip in after the check)
+            if self.model.needs_request_time:
+                raise InputError("observe_and_recommend: this model scores at the request time (readout "
+                                 "'request_gap'): call observe() and then recommend(at_time=...)")
+            if len(users) == 0:
+                return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
             groups = group_events(users)
             flat = self._observe_checked(groups, users, items, times)
             self._counters["requests"] += len(users)
-            if flat is None or exclude_seen:
-                tier = self if self.shared is None else self.shared
-                view = tier.request_view(users, exclude_seen, k)
+            if flat is None:
+                view = self.request_view(users, exclude_seen, k)
+            elif exclude_seen:                    # the rings: a read after the commit
+                view = self._read_after_commit(users, k)
             else:                                 # the committed states themselves: no second round trip
                 _, _, last = self.layout.read_header(flat)
                 view = RequestView(known=np.ones(len(users), bool), pick=groups.member, flat=flat, last_ts=last,
                                    rings=None, popular=None)
             return self._answer(users, view, k, exclude_seen, None)
+
+    def _read_after_commit(self, users: np.ndarray, k: int) -> RequestView:
+        try:
+            return self.shared.request_view(users, True, k)
+        except StoreUnavailableError as exc:
+            raise StoreUnavailableError(f"observe_and_recommend: the events WERE stored (the commit was applied); "
+                                        f"reading the answer failed — ask recommend() for it, do not observe these "
+                                        f"events again. {exc}") from None
 
     def _observe_here(self, groups: EventGroups, users, items, times) -> None:
         """observe() with the users' data in this process (history store + cache)."""
@@ -368,6 +385,7 @@ class OnlineRecommender(RawIdServing):
         """
         users = int64_array(user_ids, "user_ids")
         k = self._check_k(k)
+        exclude_seen = _check_flag(exclude_seen, "exclude_seen")
         at_time = self._check_at_time(at_time, len(users))
         with self._computing():
             self._counters["requests"] += len(users)
@@ -605,6 +623,13 @@ def _check_ttt(ttt, runtime: str):
         raise InputError("ttt: the test-time step differentiates the model, so it needs runtime='torch', "
                          f"not {runtime!r}")
     return ttt
+
+
+def _check_flag(value, name: str) -> bool:
+    """A bool (Python or numpy), else InputError: a truthy list or string must not pass for True."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def _check_runtime(runtime: str) -> str:

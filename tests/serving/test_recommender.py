@@ -431,3 +431,40 @@ def test_bad_observe_and_recommend_arguments_store_nothing(rec):
     assert rec.stats()["events"] == before
     empty = rec.observe_and_recommend([], [], [], k=3)
     assert empty[0].shape == (0, 3) and empty[1].dtype == np.float32
+
+
+def test_exclude_seen_must_be_a_bool_and_nothing_is_stored_otherwise(rec):
+    """A per-row array or a truthy list must not pass for True (found by a break-review: the fused call stored the
+    events, then failed)."""
+    before = rec.stats()["events"]
+    for bad in (np.array([True, False]), [True, False], "yes", 1, None):
+        with pytest.raises(InputError, match="exclude_seen must be True or False"):
+            rec.observe_and_recommend([1, 2], [2, 3], [400, 400], exclude_seen=bad)
+        with pytest.raises(InputError, match="exclude_seen must be True or False"):
+            rec.recommend([1], exclude_seen=bad)
+    assert rec.stats()["events"] == before
+    assert rec.recommend([1], k=2, exclude_seen=np.bool_(True))[0].shape == (1, 2)
+
+
+def test_a_swap_to_a_request_time_model_while_the_call_waits_refuses_it_with_nothing_stored(model):
+    """The request-time check runs under the lock: a swap_model that lands while the call waits for the lock is
+    seen (found by a break-review: the events were committed, then scoring refused)."""
+    import threading
+    rec = OnlineRecommender(model, capacity_bytes=4 << 20, history_len=8)
+    outcome = {}
+
+    def call():
+        try:
+            rec.observe_and_recommend([7], [3], [100], k=2)
+            outcome["error"] = None
+        except InputError as exc:
+            outcome["error"] = exc
+
+    with rec._lock:                           # the call waits here while the model is swapped
+        worker = threading.Thread(target=call)
+        worker.start()
+        worker.join(0.2)
+        rec.swap_model(T2ARec(N_ITEMS, d=16, d_state=8, n_layers=1, readout="request_gap").eval())
+    worker.join()
+    assert isinstance(outcome["error"], InputError) and "request time" in str(outcome["error"])
+    assert 7 not in rec and rec.stats()["events"] == 0

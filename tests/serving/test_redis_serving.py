@@ -421,3 +421,32 @@ def test_observe_and_recommend_with_a_request_time_model_is_refused_before_anyth
     with pytest.raises(InputError, match="request time.*recommend\\(at_time"):
         rec.observe_and_recommend([1], [2], [100])
     assert 1 not in rec and rec.stats()["events"] == 0
+
+
+# -- found by a break-review of observe_and_recommend (2026-12-01); each failed before its fix ----------------------
+def test_a_float16_local_tier_is_refused_with_a_store(model, redis_url):
+    """A rounded local copy would be stepped and committed: processes would disagree with each other and with
+    Redis' exact states (and observe_and_recommend with a recommend() right after)."""
+    with pytest.raises(InputError, match="float16.*exact float32"):
+        OnlineRecommender(model, store=redis_url, dtype="float16")
+
+
+def test_an_outage_between_the_commit_and_the_exclude_seen_read_says_the_events_were_stored(model, redis_server):
+    store = RedisStateStore(redis_server.url, prefix="outage", history_len=8, socket_timeout_s=0.5,
+                            connect_timeout_s=0.2, retries=0)
+    rec = OnlineRecommender(model, store=store, history_len=8)
+    rec.observe([1], [3], [100])
+    commit = store.commit
+
+    def commit_then_redis_dies(*args, **kwargs):
+        outcome = commit(*args, **kwargs)
+        redis_server.kill()
+        return outcome
+
+    store.commit = commit_then_redis_dies
+    with pytest.raises(StoreUnavailableError, match="events WERE stored.*do not observe these events again"):
+        rec.observe_and_recommend([1], [4], [200], k=3, exclude_seen=True)
+    store.commit = commit
+    redis_server.start()
+    assert store.read(np.array([1]), rec.version, rings="none").n_events.tolist() == [2]
+    assert rec.recommend([1], k=3, exclude_seen=True)[0].shape == (1, 3)
