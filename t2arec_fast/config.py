@@ -85,6 +85,8 @@ class TrainConfig(_Checked):
     optimizer: str = "adam"               # "adam": weight_decay is an L2 term in the gradient (torch Adam) |
                                           # "adamw": decoupled decay of matrices only (train.make_optimizer)
     weight_decay: float = 0.0
+    lr_schedule: str = "constant"         # "constant" | "cosine": lr · ½(1 + cos(π e / epochs)) in epoch e
+    warmup_epochs: int = 0                # linear warm-up epochs before either (train.lr_at)
     mu_time: float = 0.1                  # μ1 (ignored by the backbone and SASRec)
     mu_state: float = 0.1                 # μ2
     aux_warmup_epochs: int = 3            # auxiliary losses off for the first N epochs
@@ -270,6 +272,7 @@ CHOICES = {
     "train_samples": ("windows", "prefixes"),
     "rec_weighting": ("batch", "target"),
     "optimizer": ("adam", "adamw"),
+    "lr_schedule": ("constant", "cosine"),
 }
 
 
@@ -303,7 +306,7 @@ LIMITS = {
     "time_margin": POSITIVE, "state_floor": POSITIVE,
     "epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "eval_batch_size": AT_LEAST_1, "lr": AT_LEAST_0,
     "weight_decay": AT_LEAST_0, "mu_time": AT_LEAST_0, "mu_state": AT_LEAST_0, "aux_warmup_epochs": AT_LEAST_0,
-    "patience": AT_LEAST_1,
+    "patience": AT_LEAST_1, "warmup_epochs": AT_LEAST_0,
     "ttt_lr": AT_LEAST_0, "ttt_updates": AT_LEAST_0, "ttt_mu_time": AT_LEAST_0, "ttt_mu_state": AT_LEAST_0,
     "ttt_batch_size": AT_LEAST_1, "ttt_gate": AT_LEAST_0,
 }

@@ -365,6 +365,19 @@ def make_optimizer(model: torch.nn.Module, train) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
 
 
+def lr_at(train, epoch: int) -> float:
+    """The learning rate of epoch `epoch` (0-based) under TrainConfig `train`: warm-up lr · (e + 1)/(W + 1) in the
+    first W = warmup_epochs epochs, then lr ("constant") or cosine decay lr · ½(1 + cos(π (e − W)/(epochs − W)))
+    ("cosine": SGDR without restarts, Loshchilov & Hutter, ICLR 2017). Set once per epoch, from the epoch number
+    alone, so a resumed run continues the same schedule."""
+    warm = train.warmup_epochs
+    if epoch < warm:
+        return train.lr * (epoch + 1) / (warm + 1)
+    if train.lr_schedule == "constant":
+        return train.lr
+    return train.lr * 0.5 * (1 + math.cos(math.pi * (epoch - warm) / max(train.epochs - warm, 1)))
+
+
 def _fit(cfg, dataset, out_dir, resume, ctx, on_epoch=None):
     device = resolve_device(cfg.train.device, ctx)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
@@ -408,6 +421,9 @@ def _fit(cfg, dataset, out_dir, resume, ctx, on_epoch=None):
             break
         t0 = time.perf_counter()
         with_aux = aligned and epoch >= cfg.train.aux_warmup_epochs
+        lr = lr_at(cfg.train, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         losses = _train_epoch(loss_module, model, optimizer, split, cfg, max_len, epoch, with_aux, device, ctx)
         train_seconds = time.perf_counter() - t0
         score, valid = _validate(model, split, cfg, max_len, ctx)
@@ -418,7 +434,7 @@ def _fit(cfg, dataset, out_dir, resume, ctx, on_epoch=None):
         else:
             state.bad_epochs += 1
         state.epoch = epoch + 1
-        state.epochs.append({"epoch": epoch + 1, **losses, "aux": with_aux, "valid_ndcg@10": score,
+        state.epochs.append({"epoch": epoch + 1, **losses, "aux": with_aux, "lr": lr, "valid_ndcg@10": score,
                              "seconds": train_seconds, "eval_seconds": time.perf_counter() - t0 - train_seconds})
         if ctx.is_main and out_dir is not None:
             if improved:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from t2arec_fast.model import load_model
-from t2arec_fast.train import fit
+from t2arec_fast.train import fit, lr_at
 
 from helpers import tiny_config
 
@@ -134,8 +134,33 @@ def test_adamw_trains(tiny_dataset):
     assert all(math.isfinite(r) for r in recs) and recs[-1] < recs[0]
 
 
-@pytest.mark.parametrize("key", ["rec_weighting", "train_samples", "optimizer"])
+@pytest.mark.parametrize("key", ["rec_weighting", "train_samples", "optimizer", "lr_schedule"])
 def test_unknown_training_choice_is_a_config_error(tiny_dataset, key):
     from t2arec_fast.config import ConfigError
     with pytest.raises(ConfigError, match=key):
         fit(tiny_config("sasrec", **{key: "sometimes"}), dataset=tiny_dataset)
+
+
+def test_learning_rate_schedules_by_epoch():
+    from t2arec_fast.config import TrainConfig
+    from t2arec_fast.train import lr_at
+    flat = TrainConfig(lr=0.01, epochs=10)
+    assert [lr_at(flat, e) for e in range(10)] == [0.01] * 10
+    cos = TrainConfig(lr=0.01, epochs=10, lr_schedule="cosine", warmup_epochs=2)
+    got = [lr_at(cos, e) for e in range(10)]
+    assert got[:2] == pytest.approx([0.01 / 3, 0.02 / 3])                    # warm-up
+    assert got[2] == pytest.approx(0.01) and got[6] == pytest.approx(0.005)   # cosine from the peak, half-way
+    assert all(a > b for a, b in zip(got[2:], got[3:])) and got[-1] > 0
+
+
+def test_the_optimizer_follows_the_schedule_and_a_resumed_run_continues_it(tiny_dataset, tmp_path):
+    cfg = tiny_config("backbone", epochs=4, lr=4e-3, lr_schedule="cosine", warmup_epochs=1, patience=10)
+    _, history = fit(cfg, dataset=tiny_dataset, out_dir=tmp_path / "run")
+    want = [lr_at(cfg.train, e) for e in range(4)]
+    assert [e["lr"] for e in history["epochs"]] == pytest.approx(want)
+    assert want[0] < want[1] > want[2] > want[3]
+    short = tiny_config("backbone", epochs=2, lr=4e-3, lr_schedule="cosine", warmup_epochs=1, patience=10)
+    fit(short, dataset=tiny_dataset, out_dir=tmp_path / "two")
+    _, resumed = fit(cfg, dataset=tiny_dataset, out_dir=tmp_path / "two", resume=tmp_path / "two" / "last")
+    assert [e["lr"] for e in resumed["epochs"]] == pytest.approx([lr_at(short.train, 0), lr_at(short.train, 1),
+                                                                  want[2], want[3]])
