@@ -253,8 +253,8 @@ class OnlineRecommender(RawIdServing):
             groups = group_events(users)
             flat = self._observe_checked(groups, users, items, times)
             self._counters["requests"] += len(users)
-            if flat is None:
-                view = self.request_view(users, exclude_seen, k)
+            if flat is None:                      # in-process: read back what recommend() reads (a float16 cache
+                view = self.request_view(users, exclude_seen, k)     # rounds it: the same answer as two calls)
             elif exclude_seen:                    # the rings: a read after the commit
                 view = self._read_after_commit(users, k)
             else:                                 # the committed states themselves: no second round trip
