@@ -90,6 +90,11 @@ class TrainConfig(_Checked):
     mu_time: float = 0.1                  # μ1 (ignored by the backbone and SASRec)
     mu_state: float = 0.1                 # μ2
     aux_warmup_epochs: int = 3            # auxiliary losses off for the first N epochs
+    cl_weight: float = 0.0                # weight of the contrastive loss L_cl (0 = off; model/contrastive.py)
+    cl_temperature: float = 1.0           # τ of its similarity (dot product / τ)
+    cl_crop: float = 0.6                  # views: crop keeps this fraction of a row's events (1 = no crop),
+    cl_drop: float = 0.3                  #   drop removes each with this probability (0 = no drop),
+    cl_reorder: float = 0.3               #   reorder shuffles the items of a window this fraction long (0 = none)
     patience: int = 10
     length_buckets: bool = True           # batch training samples of similar length together (less padding)
     train_samples: str = "windows"        # "windows": one per user, a target at every position | "prefixes":
@@ -174,10 +179,15 @@ class Config:
         """Rules that involve two keys (single values are checked on assignment).
 
         Raises:
-            ConfigError: SASRec with d not divisible by n_heads.
+            ConfigError: SASRec with d not divisible by n_heads; a contrastive loss (cl_weight > 0) with every
+                augmentation off (cl_crop = 1, cl_drop = 0, cl_reorder = 0: both views would be the input).
         """
         if self.model.model == "sasrec" and self.model.d % self.model.n_heads:
             raise ConfigError(f"d={self.model.d} must be divisible by n_heads={self.model.n_heads} for SASRec")
+        t = self.train
+        if t.cl_weight > 0 and t.cl_crop == 1 and t.cl_drop == 0 and t.cl_reorder == 0:
+            raise ConfigError(f"cl_weight={t.cl_weight:g} needs an augmentation: cl_crop < 1, cl_drop > 0 or "
+                              "cl_reorder > 0 (all are off)")
         return self
 
     # -- views --------------------------------------------------------------------------------------------------
@@ -307,6 +317,8 @@ LIMITS = {
     "epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "eval_batch_size": AT_LEAST_1, "lr": AT_LEAST_0,
     "weight_decay": AT_LEAST_0, "mu_time": AT_LEAST_0, "mu_state": AT_LEAST_0, "aux_warmup_epochs": AT_LEAST_0,
     "patience": AT_LEAST_1, "warmup_epochs": AT_LEAST_0,
+    "cl_weight": AT_LEAST_0, "cl_temperature": POSITIVE, "cl_crop": Limit(0, 1, low_strict=True),
+    "cl_drop": Limit(0, 1, high_strict=True), "cl_reorder": Limit(0, 1),
     "ttt_lr": AT_LEAST_0, "ttt_updates": AT_LEAST_0, "ttt_mu_time": AT_LEAST_0, "ttt_mu_state": AT_LEAST_0,
     "ttt_batch_size": AT_LEAST_1, "ttt_gate": AT_LEAST_0,
 }

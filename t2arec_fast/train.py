@@ -120,8 +120,12 @@ class _LossModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, items, times, next_items, target_times, with_aux: bool):
-        return self.model.losses(items, times, next_items, target_times, with_aux=with_aux)
+    def forward(self, items, times, next_items, target_times, with_aux: bool, contrastive=None):
+        """model.losses, plus "cl" (0 unless `contrastive`, the TrainConfig, is given: `model.contrastive_loss`)."""
+        out = self.model.losses(items, times, next_items, target_times, with_aux=with_aux)
+        out["cl"] = (self.model.contrastive_loss(items, times, contrastive) if contrastive is not None
+                     else out["rec"].new_zeros(()))
+        return out
 
 
 def time_pair_count(items: torch.Tensor, times: torch.Tensor, target_times: torch.Tensor, model_cfg) -> torch.Tensor:
@@ -151,10 +155,13 @@ def shard_weights(batch, ctx: DistContext, model_cfg, real: bool = True) -> dict
     return dict(zip(("rec", "time", "state"), (local * ctx.world_size / total.clamp_min(1)).tolist()))
 
 
-def objective(out: dict, mu_time: float, mu_state: float, weights: Optional[dict] = None) -> torch.Tensor:
-    """L = L_rec + μ1 L_time + μ2 L_state (each term scaled by its shard weight under DDP, see `shard_weights`)."""
+def objective(out: dict, mu_time: float, mu_state: float, weights: Optional[dict] = None,
+              cl_weight: float = 0.0) -> torch.Tensor:
+    """L = L_rec + μ1 L_time + μ2 L_state (+ cl_weight · L_cl when out has "cl"), each term scaled by its shard
+    weight under DDP (`shard_weights`; L_cl, a mean over the rank's users, takes L_state's)."""
     w = weights or {"rec": 1.0, "time": 1.0, "state": 1.0}
-    return w["rec"] * out["rec"] + mu_time * w["time"] * out["time"] + mu_state * w["state"] * out["state"]
+    loss = w["rec"] * out["rec"] + mu_time * w["time"] * out["time"] + mu_state * w["state"] * out["state"]
+    return loss + cl_weight * w["state"] * out["cl"] if cl_weight else loss
 
 
 # -- training state ----------------------------------------------------------------------------------------------------
@@ -273,7 +280,9 @@ def _train_epoch(loss_module, model, optimizer, split, cfg: Config, max_len: int
     bar = _progress(batches, cfg, ctx, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", total=n_steps_total)
     mu_time, mu_state = (cfg.train.mu_time, cfg.train.mu_state) if with_aux else (0.0, 0.0)
     amp = cfg.train.amp and device.type == "cuda"
-    sums = {"loss": 0.0, "rec": 0.0, "time": 0.0, "state": 0.0}
+    cl_weight = cfg.train.cl_weight
+    contrastive = cfg.train if cl_weight > 0 else None   # off: no views drawn, so no random numbers used
+    sums = {"loss": 0.0, "rec": 0.0, "time": 0.0, "state": 0.0, "cl": 0.0}
     n_steps = 0
     for step, (batch, real) in enumerate(bar):
         tb = batch.to_torch(device)
@@ -281,10 +290,11 @@ def _train_epoch(loss_module, model, optimizer, split, cfg: Config, max_len: int
         if cfg.train.rec_weighting == "target":
             weights["rec"] = target_weight(tb, ctx, mean_step_targets, real)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-            out = loss_module(tb.items, tb.times, tb.next_items, tb.target_times, with_aux)
-        loss = objective(out, mu_time, mu_state, weights)
-        parts = torch.stack([objective(out, mu_time, mu_state), out["rec"], out["time"], out["state"]])
-        values = dict(zip(("loss", "rec", "time", "state"), parts.detach().float().tolist()))   # one sync
+            out = loss_module(tb.items, tb.times, tb.next_items, tb.target_times, with_aux, contrastive)
+        loss = objective(out, mu_time, mu_state, weights, cl_weight)
+        parts = torch.stack([objective(out, mu_time, mu_state, cl_weight=cl_weight), out["rec"], out["time"],
+                             out["state"], out["cl"]])
+        values = dict(zip(("loss", "rec", "time", "state", "cl"), parts.detach().float().tolist()))   # one sync
         if not all(math.isfinite(v) for v in values.values()):
             raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: {values}")
         optimizer.zero_grad(set_to_none=True)
@@ -441,7 +451,8 @@ def _fit(cfg, dataset, out_dir, resume, ctx, on_epoch=None):
                 model.save(out_dir / "best", id_maps=_id_maps(ds), extra=_checkpoint_extra(cfg, max_len, state, valid))
             _save_last(model, optimizer, state, out_dir / "last", cfg, max_len)
         _log(cfg, ctx, f"epoch {epoch + 1}: loss {losses['loss']:.4f} (rec {losses['rec']:.4f}, time "
-             f"{losses['time']:.4g}, state {losses['state']:.4g})  valid NDCG@10 {score:.4f}"
+             f"{losses['time']:.4g}, state {losses['state']:.4g}"
+             + (f", cl {losses['cl']:.4g}" if cfg.train.cl_weight else "") + f")  valid NDCG@10 {score:.4f}"
              f"{' *' if improved else ''}  {train_seconds:.1f}s")
         if on_epoch is not None and ctx.is_main:
             on_epoch(state.epochs[-1])

@@ -13,6 +13,7 @@ from t2arec_fast.errors import InputError
 from t2arec_fast.ops.cross_entropy import IGNORE_INDEX, linear_cross_entropy
 
 from .checkpoint import load_checkpoint
+from .contrastive import augment, info_nce
 
 
 def check_left_padded(item_ids: torch.Tensor) -> torch.Tensor:
@@ -109,6 +110,19 @@ class SequentialRecommender(nn.Module):
             targets = torch.where(mask, next_items - 1, IGNORE_INDEX).reshape(-1)
             return linear_cross_entropy(o.reshape(-1, o.shape[-1]), weight, targets, impl=impl)
         return linear_cross_entropy(o[mask], weight, next_items[mask] - 1, impl=impl)
+
+    def sequence_output(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """o_n, the last position's output (batch, d), of a LEFT-padded (batch, L) int64 batch; unchecked, in
+        training mode when the model is (dropout on): the representation the contrastive loss compares."""
+        raise NotImplementedError
+
+    def contrastive_loss(self, item_ids: torch.Tensor, timestamps: torch.Tensor, train) -> torch.Tensor:
+        """L_cl of two augmented views of every row (model/contrastive.py; docs/model.md, "Contrastive
+        augmentation"): item_ids, timestamps (batch, L) int64 LEFT-padded training inputs; `train` a TrainConfig
+        (cl_crop, cl_drop, cl_reorder, cl_temperature). Both views run as one (2·batch, L) pass. → 0-dim float."""
+        views = [augment(item_ids, timestamps, train.cl_crop, train.cl_drop, train.cl_reorder) for _ in range(2)]
+        z = self.sequence_output(torch.cat([views[0][0], views[1][0]]))
+        return info_nce(z[:item_ids.shape[0]], z[item_ids.shape[0]:], train.cl_temperature)
 
     # -- persistence --------------------------------------------------------------------------------------------
     @classmethod

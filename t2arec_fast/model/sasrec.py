@@ -122,6 +122,9 @@ class SASRec(SequentialRecommender):
             return (real.cumsum(1) - 1).clamp_min(0)              # pads (left of the first input) share id 0
         return torch.arange(self.max_len - L, self.max_len, device=real.device)
 
+    def sequence_output(self, item_ids: torch.Tensor) -> torch.Tensor:
+        return self._run_sequence(item_ids)[:, -1]
+
     def encode(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None):
         """item_ids (batch, L) int64 LEFT-padded; timestamps (batch, L) int64 seconds, optional, checked but not
         used. → (o_n (batch, d), None): SASRec keeps no recurrent state.

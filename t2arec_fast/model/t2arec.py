@@ -231,6 +231,9 @@ class T2ARec(SequentialRecommender):
             raise InputError(f"request time {int(request_times[row])} of row {row} precedes its last event "
                              f"({int(timestamps[row, -1])})")
 
+    def sequence_output(self, item_ids: torch.Tensor) -> torch.Tensor:
+        return self._run_sequence(item_ids, last_only=True)[0][:, -1]
+
     # -- public inference API -----------------------------------------------------------------------------------
     def encode(self, item_ids: torch.Tensor, timestamps: Optional[torch.Tensor] = None):
         """item_ids (batch, L) int64, LEFT-padded; timestamps (batch, L) int64 seconds, optional (checked, not used
