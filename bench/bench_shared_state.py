@@ -251,8 +251,9 @@ def one_server(aof: str, fsync: str, args, users, batches, reps) -> dict:
         server_cpu = ServerCpu(server.process.pid)
         rows = single_process(recs, users, batches, args.runs, reps, server_cpu)
         multi = processes(server.url, users, 64, (1, 2, 4), args.seconds)
-        profile = command_profile(server.url, users, args.prefill, calls=30 if args.quick else 300)
+        # read before command_profile: its CONFIG RESETSTAT zeroes aof_rewrites (runs before 2026-12-02 said 0)
         aof_info = _redis_client(server.url).info("persistence")
+        profile = command_profile(server.url, users, args.prefill, calls=30 if args.quick else 300)
         return {"aof": aof, "appendfsync": fsync, "aof_folder": str(folder), "single_process": rows,
                 "processes": multi, "redis_us_per_call_by_command": profile,
                 "aof_rewrites": int(aof_info.get("aof_rewrites", 0)),

@@ -33,6 +33,7 @@ SMALL = {
     "epoch": ["--dry"],
     "load": ["--rows", "200000", "--runs", "1"],
     "onnx": ["--quick", "--no-compile"],
+    "redis_tail": ["--seconds", "2", "--aof", "tmpfs", "--fsync", "everysec", "--rewrite", "on", "--users", "256"],
     "scan": ["--quick"],
     "serving": ["--quick"],
     "shared_state": ["--quick"],

@@ -1,0 +1,112 @@
+"""The tail of a serving call through Redis under sustained load: what the p99 of `observe_and_recommend` at batch
+64 is made of — the AOF's fsync, Redis' AOF rewrites (a forked child copying the whole data set) and the script.
+
+    python -m bench.bench_redis_tail [--seconds 30] [--aof disk tmpfs] [--fsync always everysec]
+                                     [--rewrite on off] [--markdown] [--out DIR]   # DIR/bench_redis_tail.json
+
+Same model, pool and call as bench_shared_state (`redis+local fused`: one compare-and-set round trip per call,
+the local tier holding the users' states), but each set-up runs alone on a fresh redis-server for `--seconds` of
+back-to-back calls (bench_shared_state interleaves short repetitions of six configurations on one server, so one
+configuration's write volume triggers rewrites during another's calls). Set-ups: where the AOF lives (`disk`: a
+temporary folder on this machine's disk; `tmpfs`: /dev/shm, an fsync costs nothing there), `appendfsync`
+(`always`: what docs/serving.md's durability guarantee needs; `everysec`), and Redis' automatic AOF rewrite on
+(its defaults: auto-aof-rewrite-percentage 100, min-size 64 MB) or off (percentage 0). Reported per set-up:
+calls, p50 / p90 / p99 / max ms, AOF rewrites during the run and the CPU seconds of their child processes, and
+Redis' own µs per call by command (`INFO commandstats` over the run: EXEC is the whole commit; EVAL its script,
+including the commands the script calls, which are listed too).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.bench_shared_state import (ServerCpu, Workload, _redis_client, prefill, recommender,
+                                      redis_server_class)
+from bench.harness import add_out_argument, environment, write_json
+
+CONFIG = "redis+local fused"
+
+
+def one_setup(aof: str, fsync: str, rewrite: str, seconds: float, users: np.ndarray, prefill_events: int) -> dict:
+    folder = Path(tempfile.mkdtemp(prefix="t2arec-tail-redis-", dir="/dev/shm" if aof == "tmpfs" else None))
+    server = redis_server_class()(folder, appendfsync=fsync).start()
+    try:
+        client = _redis_client(server.url)
+        client.config_set("auto-aof-rewrite-percentage", "100" if rewrite == "on" else "0")
+        rec = recommender(CONFIG, server.url, prefix="tail")
+        prefill(rec, users, prefill_events)
+        work = Workload(users, seed=2)
+        for _ in range(50):                                    # warm-up: scripts loaded, local tier filled
+            work.call(rec, 64, fused=True)
+        client.config_resetstat()                              # (zeroes aof_rewrites too: read after the run)
+        server_cpu = ServerCpu(server.process.pid)
+        children_before = server_cpu(children=True)
+        calls, began = [], time.perf_counter()
+        while time.perf_counter() - began < seconds:
+            t0 = time.perf_counter()
+            work.call(rec, 64, fused=True)
+            calls.append(time.perf_counter() - t0)
+        ms = np.array(calls) * 1e3
+        persistence, stats = client.info("persistence"), client.info("commandstats")
+        n = len(calls)
+        return {"aof": aof, "appendfsync": fsync, "auto_rewrite": rewrite, "calls": n,
+                "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+                "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max()),
+                "aof_rewrites": int(persistence["aof_rewrites"]),
+                "rewrite_child_cpu_s": server_cpu(children=True) - children_before,
+                "aof_mb_at_end": persistence["aof_current_size"] / 1e6,
+                "redis_us_per_call_by_command": {k.replace("cmdstat_", ""): round(v["usec"] / n, 1)
+                                                 for k, v in stats.items() if not k.startswith("cmdstat_config")}}
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def markdown(rows: list) -> str:
+    lines = ["| AOF | appendfsync | auto rewrite | calls | p50 / p90 / p99 / max ms | rewrites (child CPU s) | "
+             "Redis µs per call: EXEC, script's commands |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        by = r["redis_us_per_call_by_command"]
+        inner = sum(v for k, v in by.items() if k not in ("exec", "eval", "evalsha", "multi", "msetnx"))
+        lines.append(f"| {r['aof']} | {r['appendfsync']} | {r['auto_rewrite']} | {r['calls']:,} | {r['p50_ms']:.2f} / "
+                     f"{r['p90_ms']:.2f} / {r['p99_ms']:.2f} / {r['max_ms']:.1f} | {r['aof_rewrites']} "
+                     f"({r['rewrite_child_cpu_s']:.1f}) | {by.get('exec', 0):.0f}, {inner:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=30.0, help="back-to-back calls per set-up (default 30)")
+    ap.add_argument("--aof", nargs="+", choices=("disk", "tmpfs"), default=["disk", "tmpfs"])
+    ap.add_argument("--fsync", nargs="+", choices=("always", "everysec"), default=["always", "everysec"])
+    ap.add_argument("--rewrite", nargs="+", choices=("on", "off"), default=["on", "off"])
+    ap.add_argument("--users", type=int, default=4096, help="users in the pool (default 4096)")
+    ap.add_argument("--prefill", type=int, default=3, help="events per user before the clock (default 3)")
+    ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    add_out_argument(ap)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    users = np.arange(args.users)
+    rows = []
+    for aof, fsync, rewrite in itertools.product(args.aof, args.fsync, args.rewrite):
+        row = one_setup(aof, fsync, rewrite, args.seconds, users, args.prefill)
+        rows.append(row)
+        print(f"AOF {aof}, appendfsync {fsync}, auto rewrite {rewrite}: {row['calls']} calls, p50 {row['p50_ms']:.2f} "
+              f"p90 {row['p90_ms']:.2f} p99 {row['p99_ms']:.2f} max {row['max_ms']:.1f} ms; "
+              f"{row['aof_rewrites']} rewrites ({row['rewrite_child_cpu_s']:.1f} s child CPU)", flush=True)
+    if args.markdown:
+        print(markdown(rows))
+    write_json(args.out, "bench_redis_tail.json", {"environment": environment(), "config": vars(args) | {"out": None},
+                                                   "setups": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
