@@ -639,3 +639,19 @@ def test_corrupted_epochs_and_stored_state_fields_are_refused_naming_the_key(red
     with pytest.raises(StoreCorruptError, match=f"t2arec:u:7 {message}"):
         store.read(np.array([7]), v)
 
+
+
+def test_separated_numbers_keep_every_field_in_order():
+    """The scripts split per-user numbers on spaces: every field must survive, extreme values included, and an
+    empty field (which would vanish and shift the rest) is refused."""
+    from t2arec_fast.serving.redis_store import _COMMIT_RECORD, _separated
+
+    values = np.array([0, 1, -1, 2 ** 63 - 1, -2 ** 63, 12], np.int64)
+    assert _separated(values).split(b" ") == [str(v).encode() for v in values.tolist()]
+    records = np.zeros(2, _COMMIT_RECORD)
+    for j, name in enumerate(_COMMIT_RECORD.names):
+        records[name] = np.array([j, 10 ** 18 + j]).astype(_COMMIT_RECORD[name])
+    assert [int(x) for x in _separated(records).split(b" ")] == [0, 1, 2, 3, 4, 5] + [10 ** 18 + j for j in range(6)]
+    records["t"][1] = b""
+    with pytest.raises(ValueError, match="empty field"):
+        _separated(records)
