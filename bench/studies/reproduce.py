@@ -65,7 +65,8 @@ def run_one(ds, split, data_over: dict, over: dict, seed: int, epochs: int, extr
     t0 = time.perf_counter()
     model, history = fit(cfg, dataset=ds, out_dir=keep)
     out = {"seed": seed, "overrides": over, "best_epoch": history["best_epoch"], "epochs_run": history["epochs_run"],
-           "seconds_per_epoch": history["seconds_per_epoch"], "train_seconds": time.perf_counter() - t0}
+           "seconds_per_epoch": history["seconds_per_epoch"], "train_seconds": time.perf_counter() - t0,
+           "epochs": history["epochs"]}      # per epoch: losses (rec, time, state, cl), lr, valid NDCG@10, seconds
     max_len = history["max_len"]
     out["valid"] = evaluate(model, split, "valid", max_len)
     out["test"] = evaluate(model, split, "test", max_len)
