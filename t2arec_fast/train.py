@@ -157,7 +157,7 @@ def shard_weights(batch, ctx: DistContext, model_cfg, real: bool = True) -> dict
 
 def objective(out: dict, mu_time: float, mu_state: float, weights: Optional[dict] = None,
               cl_weight: float = 0.0) -> torch.Tensor:
-    """L = L_rec + μ1 L_time + μ2 L_state (+ cl_weight · L_cl when out has "cl"), each term scaled by its shard
+    """L = L_rec + μ1 L_time + μ2 L_state (+ cl_weight · L_cl when cl_weight ≠ 0), each term scaled by its shard
     weight under DDP (`shard_weights`; L_cl, a mean over the rank's users, takes L_state's)."""
     w = weights or {"rec": 1.0, "time": 1.0, "state": 1.0}
     loss = w["rec"] * out["rec"] + mu_time * w["time"] * out["time"] + mu_state * w["state"] * out["state"]

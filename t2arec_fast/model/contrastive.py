@@ -17,9 +17,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-AUGMENTATIONS = ("crop", "drop", "reorder")
-
-
 def _window(real_len: torch.Tensor, fraction: float, L: int) -> tuple:
     """A random window of ⌈fraction·n⌉ (at least 1) events per row → (first column, width), both (batch,) int64.
     real_len: (batch,) events per row; the row's events occupy columns L − n .. L − 1."""
@@ -35,9 +32,8 @@ def _keep_left(items: torch.Tensor, times: torch.Tensor, keep: torch.Tensor) -> 
     column = torch.arange(L, device=items.device)
     order = torch.argsort(torch.where(keep, column + L, column), dim=1, stable=True)   # kept columns last
     real = column >= L - keep.sum(1, keepdim=True)
-    zero = torch.zeros((), dtype=items.dtype, device=items.device)
-    return (torch.where(real, items.gather(1, order), zero),
-            torch.where(real, times.gather(1, order), torch.zeros((), dtype=times.dtype, device=times.device)))
+    return (torch.where(real, items.gather(1, order), items.new_zeros(())),
+            torch.where(real, times.gather(1, order), times.new_zeros(())))
 
 
 def crop(items: torch.Tensor, times: torch.Tensor, fraction: float) -> tuple:
@@ -67,8 +63,7 @@ def reorder(items: torch.Tensor, times: torch.Tensor, fraction: float) -> tuple:
     # a column inside the window gets a random key in [first, first + width): sorting the keys permutes the window
     # and leaves every other column (integer key, outside that interval) where it is
     noise = torch.rand(items.shape, dtype=torch.float64, device=items.device)
-    key = torch.where(inside, first[:, None] + noise * width[:, None],
-                      column.double())
+    key = torch.where(inside, first[:, None] + noise * width[:, None], column.double())
     return items.gather(1, torch.argsort(key, dim=1)), times
 
 
