@@ -48,3 +48,26 @@ def test_step_output_from_the_carried_readout_equals_the_one_step_reference(with
     y_ref, _ = state_step_reference(h.double(), *args, *extra)
     carried = torch.bmm(C.double()[:, None, :], h.double())[:, 0]                   # hᵀC of the OLD state
     torch.testing.assert_close(state_step_output(carried, *args, *extra), y_ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-14), (torch.float32, 1e-6)])
+def test_reference_step_is_the_recurrence_as_written_forward_and_backward(dtype, tol):
+    """The reference adds (dt·B) ⊗ x through a rank-1 bmm (speed); it is h ← exp(dt·A) h + (dt·B) ⊗ x,
+    y = hᵀC + D ⊙ x, ⊙ SiLU(z) as docs/model.md writes it, values and gradients, and leaves h untouched."""
+    g = torch.Generator().manual_seed(1)
+    b, n, d = 5, 4, 6
+    mk = lambda *s: torch.randn(*s, generator=g, dtype=dtype).requires_grad_()      # noqa: E731
+    h, x, z, B, C, D = mk(b, n, d), mk(b, d), mk(b, d), mk(b, n), mk(b, n), mk(d)
+    dt = torch.rand(b, generator=g, dtype=dtype).requires_grad_()
+    A = torch.tensor(-0.7, dtype=dtype, requires_grad=True)
+    before = h.detach().clone()
+    y, h_new = state_step_reference(h, x, dt, A, B, C, D, z)
+    h_want = torch.exp(dt * A)[:, None, None] * h + (dt[:, None] * B)[:, :, None] * x[:, None, :]
+    y_want = ((h_want * C[:, :, None]).sum(1) + D * x) * torch.nn.functional.silu(z)
+    assert torch.equal(h.detach(), before)
+    assert rel_err(h_new, h_want) <= tol and rel_err(y, y_want) <= tol
+    inputs = (h, x, z, B, C, D, dt, A)
+    got = torch.autograd.grad((y.sum(), h_new.square().sum()), inputs)
+    want = torch.autograd.grad((y_want.sum(), h_want.square().sum()), inputs)
+    for a, w in zip(got, want):
+        assert rel_err(a, w) <= 10 * tol
