@@ -233,3 +233,21 @@ def test_same_budget_table_lists_finished_trials_best_first(tmp_path, monkeypatc
     assert "amazon-beauty backbone: 2 complete, 0 pruned, 1 failed" in text
     (tmp_path / "same_budget_amazon-beauty_backbone.json").unlink()
     assert report.render_same_budget() == "No same-budget search stored yet."
+
+
+def test_protocols_block_puts_both_protocols_and_the_masked_anchor_side_by_side(tmp_path, monkeypatch):
+    beauty = dict(study(), dataset="amazon-beauty", code="abc1234")
+    for runs in beauty["runs"].values():
+        for r in runs:
+            masked = {k: v + 0.01 for k, v in r["test"].items()}
+            r["valid_masked"], r["test_masked"] = masked, {**masked, "repeat_targets": 0.0}
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    assert report.render_protocols() == "No study evaluated under both protocols yet."
+    (tmp_path / "reproduce_amazon-beauty_tuned_beauty.json").write_text(json.dumps(beauty))
+    text = report.render_protocols()
+    assert "#### amazon-beauty, recipe `tuned_beauty`" in text
+    # backbone: NDCG@10 0.10-0.12 on every split, +0.01 masked; HR@10 twice NDCG@10
+    assert ("| backbone (3 seeds) | 0.1100 ± 0.0100 | 0.1200 ± 0.0100 | 0.1100 ± 0.0100 | 0.1200 ± 0.0100 | "
+            "0.2200 ± 0.0200 | 0.2300 ± 0.0200 |") in text
+    assert "| TiCoSeRec (published;" in text and "0.0418 | | 0.0740 |" in text
+    assert "code abc1234" in text

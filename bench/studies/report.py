@@ -442,6 +442,51 @@ def render_recipes() -> str:
     return "\n\n".join(sections) or "No recipe studied yet."
 
 
+PROTOCOLS_BEGIN, PROTOCOLS_END = "<!-- protocols:begin (bench/studies/report.py) -->", "<!-- protocols:end -->"
+# Published figures on exactly our files under the seen-items-masked protocol: (model, NDCG@10, HR@10, source).
+MASKED_ANCHORS = {"amazon-beauty": ("TiCoSeRec", 0.0418, 0.0740,
+                                    "KingGugu/TiCoSeRec README (its code masks the user's seen items)")}
+
+
+def protocols_section(report: dict, title: str) -> str:
+    """One study's models under both protocols: every item ranked (RecBole's, ours) and the user's seen items
+    masked (the CoSeRec family's code); the same trained models, NDCG@10 and HR@10, mean ± std over seeds."""
+    name = report["dataset"]
+    lines = [f"#### {title} — `{command_of(report)}`", "",
+             "| model | valid NDCG@10, all items | valid, seen masked | test NDCG@10, all items | test, seen masked "
+             "| test HR@10, all items | test HR@10, seen masked |", "|---|---|---|---|---|---|---|"]
+    for label in ("sasrec", "backbone", "t2arec"):
+        runs = [r for r in report["runs"].get(label) or [] if "test_masked" in r]
+        if not runs:
+            continue
+        cells = [fmt([r[split][metric] for r in runs]) for metric, splits in
+                 (("ndcg@10", ("valid", "valid_masked", "test", "test_masked")),
+                  ("recall@10", ("test", "test_masked"))) for split in splits]
+        lines.append(f"| {label} ({len(runs)} seeds) | " + " | ".join(cells) + " |")
+    if name in MASKED_ANCHORS:
+        model, ndcg, hr, source = MASKED_ANCHORS[name]
+        lines.append(f"| {model} (published; {source}) | | | | {ndcg:.4f} | | {hr:.4f} |")
+    repeats = sorted({round(r["test_masked"]["repeat_targets"], 4) for runs in report["runs"].values()
+                      for r in runs if "test_masked" in r})
+    lines += ["", f"Share of test targets already in the user's history (counted as misses by that code, ranked "
+              f"by ours): {', '.join(f'{x:.4f}' for x in repeats)}; {report['machine']}, torch {report['torch']}, "
+              f"{report['date']}, code {report['code']}."]
+    return "\n".join(lines)
+
+
+def render_protocols() -> str:
+    sections = []
+    for name in DATASETS:
+        for suffix, title in [("", f"{name}, package defaults")] + [(f"_{r}", f"{name}, recipe `{r}`")
+                                                                   for r in RECIPES]:
+            path = RESULTS / f"reproduce_{name}{suffix}.json"
+            if path.exists():
+                report = json.loads(path.read_text())
+                if any("test_masked" in r for runs in report["runs"].values() for r in runs):
+                    sections.append(protocols_section(report, title))
+    return "\n\n".join(sections) or "No study evaluated under both protocols yet."
+
+
 TTT_BEGIN, TTT_END = "<!-- ttt_step:begin (bench/studies/report.py) -->", "<!-- ttt_step:end -->"
 TIES_BEGIN, TIES_END = "<!-- tie_order:begin (bench/studies/report.py) -->", "<!-- tie_order:end -->"
 
@@ -603,6 +648,8 @@ def main(argv=None) -> int:
         text = replace_block(text, TIES_BEGIN, TIES_END, render_ties())
     if RECBOLE_BEGIN in text:
         text = replace_block(text, RECBOLE_BEGIN, RECBOLE_END, render_recbole())
+    if PROTOCOLS_BEGIN in text:
+        text = replace_block(text, PROTOCOLS_BEGIN, PROTOCOLS_END, render_protocols())
     DOC.write_text(text)
     if README.exists() and README_BEGIN in README.read_text():
         README.write_text(replace_block(README.read_text(), README_BEGIN, README_END, readme_table()))
