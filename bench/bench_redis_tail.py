@@ -2,7 +2,8 @@
 64 is made of — the AOF's fsync, Redis' AOF rewrites (a forked child copying the whole data set) and the script.
 
     python -m bench.bench_redis_tail [--seconds 30] [--aof disk tmpfs] [--fsync always everysec]
-                                     [--rewrite on off] [--markdown] [--out DIR]   # DIR/bench_redis_tail.json
+                                     [--rewrite on off] [--gc-freeze] [--markdown] [--out DIR]
+                                     # writes DIR/bench_redis_tail.json
 
 Same model, pool and call as bench_shared_state (`redis+local fused`: one compare-and-set round trip per call,
 the local tier holding the users' states), but each set-up runs alone on a fresh redis-server for `--seconds` of
@@ -13,11 +14,13 @@ temporary folder on this machine's disk; `tmpfs`: /dev/shm, an fsync costs nothi
 (its defaults: auto-aof-rewrite-percentage 100, min-size 64 MB) or off (percentage 0). Reported per set-up:
 calls, p50 / p90 / p99 / max ms, AOF rewrites during the run and the CPU seconds of their child processes, and
 Redis' own µs per call by command (`INFO commandstats` over the run: EXEC is the whole commit; EVAL its script,
-including the commands the script calls, which are listed too).
+including the commands the script calls, which are listed too), and Python's garbage collections during the
+calls (per generation, the longest pause, the share of calls at or above the p99 that contained one).
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import shutil
 import tempfile
@@ -34,7 +37,44 @@ from bench.harness import add_out_argument, environment, write_json
 CONFIG = "redis+local fused"
 
 
-def one_setup(aof: str, fsync: str, rewrite: str, seconds: float, users: np.ndarray, prefill_events: int) -> dict:
+class CollectorTimer:
+    """Python's garbage collections during a run (gc.callbacks): per generation, how many and the longest pause,
+    and which calls (given as start/end perf_counter pairs) contained one — is the collector in the tail?"""
+
+    def __init__(self):
+        self.pauses, self._started = [], {}
+
+    def __enter__(self):
+        gc.callbacks.append(self._note)
+        return self
+
+    def __exit__(self, *exc):
+        gc.callbacks.remove(self._note)
+
+    def _note(self, phase, info):
+        now = time.perf_counter()
+        if phase == "start":
+            self._started[info["generation"]] = now
+        elif info["generation"] in self._started:
+            began = self._started.pop(info["generation"])
+            self.pauses.append((info["generation"], began, now))
+
+    def summary(self, starts: np.ndarray, ends: np.ndarray, slow: np.ndarray) -> dict:
+        """starts, ends (n,) of the calls; slow (n,) bool (e.g. at or above the p99)."""
+        hit = np.zeros(len(starts), bool)
+        for _, began, _ in self.pauses:
+            i = np.searchsorted(starts, began) - 1
+            if i >= 0 and began <= ends[i]:
+                hit[i] = True
+        by_gen = {g: [(e - b) * 1e3 for gen, b, e in self.pauses if gen == g] for g in (0, 1, 2)}
+        return {"collections": {g: len(v) for g, v in by_gen.items()},
+                "max_pause_ms": {g: round(max(v), 3) for g, v in by_gen.items() if v},
+                "calls_with_a_collection": int(hit.sum()),
+                "slow_calls_with_a_collection": float(hit[slow].mean()) if slow.any() else 0.0}
+
+
+def one_setup(aof: str, fsync: str, rewrite: str, seconds: float, users: np.ndarray, prefill_events: int,
+              freeze: bool = False) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="t2arec-tail-redis-", dir="/dev/shm" if aof == "tmpfs" else None))
     server = redis_server_class()(folder, appendfsync=fsync).start()
     try:
@@ -45,26 +85,34 @@ def one_setup(aof: str, fsync: str, rewrite: str, seconds: float, users: np.ndar
         work = Workload(users, seed=2)
         for _ in range(50):                                    # warm-up: scripts loaded, local tier filled
             work.call(rec, 64, fused=True)
+        if freeze:                                             # what a deployment could do after start-up
+            gc.collect()
+            gc.freeze()
         client.config_resetstat()                              # (zeroes aof_rewrites too: read after the run)
         server_cpu = ServerCpu(server.process.pid)
         children_before = server_cpu(children=True)
-        calls, began = [], time.perf_counter()
-        while time.perf_counter() - began < seconds:
-            t0 = time.perf_counter()
-            work.call(rec, 64, fused=True)
-            calls.append(time.perf_counter() - t0)
-        ms = np.array(calls) * 1e3
+        starts, ends, began = [], [], time.perf_counter()
+        with CollectorTimer() as collector:
+            while time.perf_counter() - began < seconds:
+                starts.append(time.perf_counter())
+                work.call(rec, 64, fused=True)
+                ends.append(time.perf_counter())
+        starts, ends = np.array(starts), np.array(ends)
+        ms, calls = (ends - starts) * 1e3, starts
         persistence, stats = client.info("persistence"), client.info("commandstats")
         n = len(calls)
         return {"aof": aof, "appendfsync": fsync, "auto_rewrite": rewrite, "calls": n,
                 "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
                 "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max()),
+                "gc_frozen": freeze, "gc": collector.summary(starts, ends, ms >= np.percentile(ms, 99)),
                 "aof_rewrites": int(persistence["aof_rewrites"]),
                 "rewrite_child_cpu_s": server_cpu(children=True) - children_before,
                 "aof_mb_at_end": persistence["aof_current_size"] / 1e6,
                 "redis_us_per_call_by_command": {k.replace("cmdstat_", ""): round(v["usec"] / n, 1)
                                                  for k, v in stats.items() if not k.startswith("cmdstat_config")}}
     finally:
+        if freeze:
+            gc.unfreeze()
         server.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -89,6 +137,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rewrite", nargs="+", choices=("on", "off"), default=["on", "off"])
     ap.add_argument("--users", type=int, default=4096, help="users in the pool (default 4096)")
     ap.add_argument("--prefill", type=int, default=3, help="events per user before the clock (default 3)")
+    ap.add_argument("--gc-freeze", action="store_true",
+                    help="gc.freeze() after the warm-up: the start-up objects leave the collector's generations")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     add_out_argument(ap)
     args = ap.parse_args(argv)
@@ -96,11 +146,13 @@ def main(argv=None) -> int:
     users = np.arange(args.users)
     rows = []
     for aof, fsync, rewrite in itertools.product(args.aof, args.fsync, args.rewrite):
-        row = one_setup(aof, fsync, rewrite, args.seconds, users, args.prefill)
+        row = one_setup(aof, fsync, rewrite, args.seconds, users, args.prefill, freeze=args.gc_freeze)
         rows.append(row)
         print(f"AOF {aof}, appendfsync {fsync}, auto rewrite {rewrite}: {row['calls']} calls, p50 {row['p50_ms']:.2f} "
               f"p90 {row['p90_ms']:.2f} p99 {row['p99_ms']:.2f} max {row['max_ms']:.1f} ms; "
-              f"{row['aof_rewrites']} rewrites ({row['rewrite_child_cpu_s']:.1f} s child CPU)", flush=True)
+              f"{row['aof_rewrites']} rewrites ({row['rewrite_child_cpu_s']:.1f} s child CPU); garbage "
+              f"collections {row['gc']['collections']}, longest {row['gc']['max_pause_ms']} ms, in "
+              f"{row['gc']['slow_calls_with_a_collection']:.0%} of the calls ≥ p99", flush=True)
     if args.markdown:
         print(markdown(rows))
     write_json(args.out, "bench_redis_tail.json", {"environment": environment(), "config": vars(args) | {"out": None},
