@@ -82,10 +82,11 @@ def run_one(ds, split, data_over: dict, over: dict, seed: int, epochs: int, extr
 
 def masked_history_metrics(model, split, which: str, max_len: int) -> dict:
     """Metrics with the user's seen items masked out of the ranking — the protocol of the CoSeRec family's code
-    (TiCoSeRec: 0.0418 on amazon-beauty), where RecBole's and ours rank every item (docs/results.md, "Which
-    protocol a published figure uses"). Our mask leaves a repeated target rankable; that code masks it too, so
-    "ndcg@10_strict" counts a target already in the user's (whole) history as a miss, and "repeat_targets" is
-    their share."""
+    (TiCoSeRec: 0.0418 on amazon-beauty), where RecBole's and ours rank every item (docs/results.md, "Why the
+    figures differ: seen items masked or ranked"). The mask covers the model's input (the last max_len events;
+    that code masks the whole history) and leaves a repeated target rankable (that code masks it too), so
+    "ndcg@10_strict" counts a target already in the user's whole history as a miss; "repeat_targets" is their
+    share."""
     r = evaluate(model, split, which, max_len, mask_history=True, return_ranks=True)
     repeat = repeat_targets(split, which)
     r["repeat_targets"] = float(repeat.mean()) if len(repeat) else float("nan")
