@@ -2,7 +2,8 @@
 64 is made of — the AOF's fsync, Redis' AOF rewrites (a forked child copying the whole data set) and the script.
 
     python -m bench.bench_redis_tail [--seconds 30] [--aof disk tmpfs] [--fsync always everysec]
-                                     [--rewrite on off] [--gc-freeze] [--markdown] [--out DIR]
+                                     [--rewrite on off] [--runtime torch onnx] [--gc-freeze] [--markdown]
+                                     [--out DIR]
                                      # writes DIR/bench_redis_tail.json
 
 Same model, pool and call as bench_shared_state (`redis+local fused`: one compare-and-set round trip per call,
@@ -11,7 +12,8 @@ back-to-back calls (bench_shared_state interleaves short repetitions of six conf
 configuration's write volume triggers rewrites during another's calls). Set-ups: where the AOF lives (`disk`: a
 temporary folder on this machine's disk; `tmpfs`: /dev/shm, an fsync costs nothing there), `appendfsync`
 (`always`: what docs/serving.md's durability guarantee needs; `everysec`), and Redis' automatic AOF rewrite on
-(its defaults: auto-aof-rewrite-percentage 100, min-size 64 MB) or off (percentage 0). Reported per set-up:
+(its defaults: auto-aof-rewrite-percentage 100, min-size 64 MB) or off (percentage 0), and the model's step and
+encode in PyTorch or in ONNX Runtime (`runtime="onnx"`, one intra-op thread). Reported per set-up:
 calls, p50 / p90 / p99 / max ms, AOF rewrites during the run and the CPU seconds of their child processes, and
 Redis' own µs per call by command (`INFO commandstats` over the run: EXEC is the whole commit; EVAL its script,
 including the commands the script calls, which are listed too), and Python's garbage collections during the
@@ -30,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.bench_shared_state import (ServerCpu, Workload, _redis_client, prefill, recommender,
+from bench.bench_shared_state import (ServerCpu, Workload, _redis_client, export_graphs, prefill, recommender,
                                       redis_server_class)
 from bench.harness import add_out_argument, environment, write_json
 
@@ -74,13 +76,13 @@ class CollectorTimer:
 
 
 def one_setup(aof: str, fsync: str, rewrite: str, seconds: float, users: np.ndarray, prefill_events: int,
-              freeze: bool = False) -> dict:
+              freeze: bool = False, runtime: str = "torch", onnx_dir=None) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="t2arec-tail-redis-", dir="/dev/shm" if aof == "tmpfs" else None))
     server = redis_server_class()(folder, appendfsync=fsync).start()
     try:
         client = _redis_client(server.url)
         client.config_set("auto-aof-rewrite-percentage", "100" if rewrite == "on" else "0")
-        rec = recommender(CONFIG, server.url, prefix="tail")
+        rec = recommender(CONFIG, server.url, prefix="tail", onnx_dir=onnx_dir if runtime == "onnx" else None)
         prefill(rec, users, prefill_events)
         work = Workload(users, seed=2)
         for _ in range(50):                                    # warm-up: scripts loaded, local tier filled
@@ -101,7 +103,7 @@ def one_setup(aof: str, fsync: str, rewrite: str, seconds: float, users: np.ndar
         ms, calls = (ends - starts) * 1e3, starts
         persistence, stats = client.info("persistence"), client.info("commandstats")
         n = len(calls)
-        return {"aof": aof, "appendfsync": fsync, "auto_rewrite": rewrite, "calls": n,
+        return {"aof": aof, "appendfsync": fsync, "auto_rewrite": rewrite, "runtime": runtime, "calls": n,
                 "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
                 "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max()),
                 "gc_frozen": freeze, "gc": collector.summary(starts, ends, ms >= np.percentile(ms, 99)),
@@ -118,12 +120,13 @@ def one_setup(aof: str, fsync: str, rewrite: str, seconds: float, users: np.ndar
 
 
 def markdown(rows: list) -> str:
-    lines = ["| AOF | appendfsync | auto rewrite | calls | p50 / p90 / p99 / max ms | rewrites (child CPU s) | "
-             "Redis µs per call: EXEC, script's commands |", "|---|---|---|---|---|---|---|"]
+    lines = ["| AOF | appendfsync | auto rewrite | runtime | calls | p50 / p90 / p99 / max ms | rewrites (child CPU s) "
+             "| Redis µs per call: EXEC, script's commands |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         by = r["redis_us_per_call_by_command"]
         inner = sum(v for k, v in by.items() if k not in ("exec", "eval", "evalsha", "multi", "msetnx"))
-        lines.append(f"| {r['aof']} | {r['appendfsync']} | {r['auto_rewrite']} | {r['calls']:,} | {r['p50_ms']:.2f} / "
+        lines.append(f"| {r['aof']} | {r['appendfsync']} | {r['auto_rewrite']} | {r.get('runtime', 'torch')} | "
+                     f"{r['calls']:,} | {r['p50_ms']:.2f} / "
                      f"{r['p90_ms']:.2f} / {r['p99_ms']:.2f} / {r['max_ms']:.1f} | {r['aof_rewrites']} "
                      f"({r['rewrite_child_cpu_s']:.1f}) | {by.get('exec', 0):.0f}, {inner:.0f} |")
     return "\n".join(lines)
@@ -137,6 +140,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rewrite", nargs="+", choices=("on", "off"), default=["on", "off"])
     ap.add_argument("--users", type=int, default=4096, help="users in the pool (default 4096)")
     ap.add_argument("--prefill", type=int, default=3, help="events per user before the clock (default 3)")
+    ap.add_argument("--runtime", nargs="+", choices=("torch", "onnx"), default=["torch", "onnx"],
+                    help="the model's step in PyTorch and/or ONNX Runtime (one thread; graphs exported at start)")
     ap.add_argument("--gc-freeze", action="store_true",
                     help="gc.freeze() after the warm-up: the start-up objects leave the collector's generations")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
@@ -145,19 +150,27 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     users = np.arange(args.users)
     rows = []
-    for aof, fsync, rewrite in itertools.product(args.aof, args.fsync, args.rewrite):
-        row = one_setup(aof, fsync, rewrite, args.seconds, users, args.prefill, freeze=args.gc_freeze)
-        rows.append(row)
-        print(f"AOF {aof}, appendfsync {fsync}, auto rewrite {rewrite}: {row['calls']} calls, p50 {row['p50_ms']:.2f} "
-              f"p90 {row['p90_ms']:.2f} p99 {row['p99_ms']:.2f} max {row['max_ms']:.1f} ms; "
-              f"{row['aof_rewrites']} rewrites ({row['rewrite_child_cpu_s']:.1f} s child CPU); garbage "
-              f"collections {row['gc']['collections']}, longest {row['gc']['max_pause_ms']} ms, in "
-              f"{row['gc']['slow_calls_with_a_collection']:.0%} of the calls ≥ p99", flush=True)
+    with tempfile.TemporaryDirectory(prefix="t2arec-tail-onnx-") as onnx_dir:
+        if "onnx" in args.runtime:
+            export_graphs(onnx_dir)
+        for aof, fsync, rewrite, runtime in itertools.product(args.aof, args.fsync, args.rewrite, args.runtime):
+            rows.append(one_setup(aof, fsync, rewrite, args.seconds, users, args.prefill, freeze=args.gc_freeze,
+                                  runtime=runtime, onnx_dir=onnx_dir))
+            report_row(rows[-1])
     if args.markdown:
         print(markdown(rows))
     write_json(args.out, "bench_redis_tail.json", {"environment": environment(), "config": vars(args) | {"out": None},
                                                    "setups": rows})
     return 0
+
+
+def report_row(row: dict) -> None:
+    print(f"AOF {row['aof']}, appendfsync {row['appendfsync']}, auto rewrite {row['auto_rewrite']}, runtime "
+          f"{row['runtime']}: {row['calls']} calls, p50 {row['p50_ms']:.2f} "
+          f"p90 {row['p90_ms']:.2f} p99 {row['p99_ms']:.2f} max {row['max_ms']:.1f} ms; "
+          f"{row['aof_rewrites']} rewrites ({row['rewrite_child_cpu_s']:.1f} s child CPU); garbage "
+          f"collections {row['gc']['collections']}, longest {row['gc']['max_pause_ms']} ms, in "
+          f"{row['gc']['slow_calls_with_a_collection']:.0%} of the calls ≥ p99", flush=True)
 
 
 if __name__ == "__main__":

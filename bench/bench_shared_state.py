@@ -50,6 +50,8 @@ import numpy as np
 import torch
 
 from bench.harness import ROOT, add_out_argument, environment, timed, write_json
+from t2arec_fast.export import export_onnx
+from t2arec_fast.export.runtime import OnnxStepModel
 from t2arec_fast.model import T2ARec
 from t2arec_fast.serving import OnlineRecommender
 from t2arec_fast.serving.redis_store import RedisStateStore
@@ -145,14 +147,24 @@ def single_process(recs: dict, users, batches, runs: int, reps: dict, server_cpu
             for name in recs for b in batches]
 
 
-def recommender(config: str, url: str, prefix: str):
-    """One serving configuration of CONFIGS (this model, HISTORY events)."""
+def recommender(config: str, url: str, prefix: str, onnx_dir=None):
+    """One serving configuration of CONFIGS (this model, HISTORY events). onnx_dir: the model's graphs
+    (`export_graphs`): serve with runtime "onnx" on one ONNX Runtime thread; None: the PyTorch model."""
+    served, runtime = model(), "torch"
+    if onnx_dir is not None:                 # one intra-op thread: no ORT workers competing with Redis for cores
+        served, runtime = OnnxStepModel(served, onnx_dir, threads=1), "onnx"
     if is_in_process(config):
-        return OnlineRecommender(model(), capacity_bytes=1 << 30, history_len=HISTORY)
+        return OnlineRecommender(served, capacity_bytes=1 << 30, history_len=HISTORY, runtime=runtime)
     store = RedisStateStore(url, prefix=prefix.replace(" ", "_"), history_len=HISTORY,
                             snapshot_every=1 if config.endswith("every-commit") or config == "redis-only" else None)
-    return OnlineRecommender(model(), store=store, capacity_bytes=0 if config == "redis-only" else 1 << 30,
-                             history_len=HISTORY)
+    return OnlineRecommender(served, store=store, capacity_bytes=0 if config == "redis-only" else 1 << 30,
+                             history_len=HISTORY, runtime=runtime)
+
+
+def export_graphs(directory) -> str:
+    """The benchmark model's encode and step graphs written to `directory` (for `recommender(onnx_dir=...)`)."""
+    export_onnx(model(), directory, kinds=("encode", "step"))
+    return str(directory)
 
 
 def _serving_process(config, url, users, batch, seconds, round_, start, results):
