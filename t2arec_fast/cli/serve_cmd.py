@@ -2,7 +2,7 @@
 
     t2arec serve-replay CHECKPOINT EVENTS.csv [--k 10] [--exclude-seen] [--history-len 200] [--capacity-mb 256]
                         [--limit N] [--skip-unknown] [--ttt [KEY=VALUE ...]] [--save DIR] [--threads 1] [--json P]
-                        [--quiet] [--store redis://HOST:PORT/DB [--store-prefix P]]
+                        [--quiet] [--store redis://HOST:PORT/DB [--store-prefix P]] [--runtime torch|onnx]
 
 For every event, in timestamp order: recommend for its user first (was the true item in the top-k?), then observe
 the event. Reports hit rate@k, NDCG@10 and per-event latency percentiles. All of it is `t2arec_fast.serving.replay`.
@@ -48,7 +48,11 @@ def register(subparsers) -> None:
     p.add_argument("--save", metavar="DIR", default=None, help="save the recommender here after the replay")
     p.add_argument("--json", metavar="P", default=None, help="write the results JSON here")
     p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads (default 1: tiny per-event tensors gain nothing from more)")
+                   help="torch (and with --runtime onnx ONNX Runtime) intra-op threads (default 1: tiny per-event "
+                        "tensors gain nothing from more)")
+    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                   help="encode and step in PyTorch (default) or in ONNX Runtime, the graphs exported from the "
+                        "checkpoint at start (docs/serving.md: faster per call; no --ttt)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_serve_replay)
 
@@ -62,6 +66,8 @@ def _serve_replay(args) -> int:
         raise UserError(f"--threads must be ≥ 1, got {args.threads}")
     if args.store and args.save:
         raise UserError("--save writes a folder with the states; with --store they live in Redis: drop one")
+    if args.runtime == "onnx" and args.ttt is not None:
+        raise UserError("--ttt differentiates the model, which ONNX Runtime cannot: use --runtime torch")
     torch.set_num_threads(args.threads)
     recommender = _open_recommender(Path(args.checkpoint), args)
     if args.ttt is not None:
@@ -103,14 +109,29 @@ def _open_recommender(path: Path, args):
     if (path / "serving.json").is_file():
         if args.store:
             raise UserError(f"{path} is a saved recommender with its own states; --store needs a model checkpoint")
+        if args.runtime != "torch":
+            raise UserError(f"{path} is a saved recommender: it resumes with the runtime it was saved with")
         return OnlineRecommender.load(path)
     model = load_model(checkpoint_dir(path))      # OnlineRecommender refuses a model without a one-step update
     store = None
     if args.store:
         from t2arec_fast.serving.redis_store import RedisStateStore
         store = RedisStateStore(args.store, prefix=args.store_prefix, history_len=args.history_len)
+    if args.runtime == "onnx":
+        model = _onnx_served(model, args.threads)
     return OnlineRecommender(model, capacity_bytes=int(args.capacity_mb * (1 << 20)), history_len=args.history_len,
-                             store=store)
+                             store=store, runtime=args.runtime)
+
+
+def _onnx_served(model, threads: int):
+    """The model with encode and step in ONNX Runtime on `threads` intra-op threads (one: no ORT worker competes
+    with the store or other processes for the cores; docs/benchmarks.md), its graphs exported and checked here."""
+    import tempfile
+    from t2arec_fast.export import export_onnx
+    from t2arec_fast.export.runtime import OnnxStepModel
+    with tempfile.TemporaryDirectory(prefix="t2arec_onnx_") as tmp:      # ONNX Runtime reads the graphs at start-up
+        export_onnx(model, tmp, kinds=("encode", "step"))
+        return OnnxStepModel(model, tmp, threads=threads)
 
 
 def _read_events(path, recommender, drop_unknown: bool, settings: dict):

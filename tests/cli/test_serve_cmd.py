@@ -123,3 +123,34 @@ def test_cli_new_text_user_after_a_restart_is_cold(tmp_path, capsys):
     assert len(back) == 3 and len(back.user_keys) == 3                      # three users, three keys
     alice = back.history.rows_of(back.user_keys.keys_for(["alice"]))
     assert sorted(back.history.items[alice][0, :2].tolist()) == [3, 7]     # alice's own events, not carol's
+
+
+def test_cli_serve_replay_in_onnx_runtime_recommends_what_torch_does(checkpoint, tmp_path, capsys):
+    """--runtime onnx: the same replay with encode and step in ONNX Runtime (float32 rounding apart, the same hits),
+    through Redis too; refused with --ttt and with a saved recommender folder."""
+    events = write_events(tmp_path / "events.csv", random_log())
+    runs = {}
+    for runtime in ("torch", "onnx"):
+        out = tmp_path / f"{runtime}.json"
+        assert main(["serve-replay", str(checkpoint), str(events), "--quiet", "--json", str(out),
+                     "--runtime", runtime, "--save", str(tmp_path / f"served_{runtime}")]) == 0
+        runs[runtime] = json.loads(out.read_text())
+    assert runs["onnx"]["events"] == runs["torch"]["events"] == 120
+    assert runs["onnx"]["hit@10"] == runs["torch"]["hit@10"]
+    assert runs["onnx"]["ndcg@10"] == pytest.approx(runs["torch"]["ndcg@10"], abs=1e-6)
+    assert json.loads((tmp_path / "served_onnx" / "serving.json").read_text())["runtime"] == "onnx"
+    assert main(["serve-replay", str(checkpoint), str(events), "--quiet", "--runtime", "onnx", "--ttt"]) == 2
+    assert "--runtime torch" in capsys.readouterr().err
+    assert main(["serve-replay", str(tmp_path / "served_onnx"), str(events), "--quiet", "--runtime", "onnx"]) == 2
+    assert "resumes with the runtime it was saved with" in capsys.readouterr().err
+
+
+def test_cli_serve_replay_in_onnx_runtime_through_redis(checkpoint, tmp_path, redis_url):
+    events = write_events(tmp_path / "events.csv", random_log())
+    here, shared = tmp_path / "here.json", tmp_path / "shared.json"
+    assert main(["serve-replay", str(checkpoint), str(events), "--quiet", "--json", str(here)]) == 0
+    assert main(["serve-replay", str(checkpoint), str(events), "--quiet", "--json", str(shared), "--runtime", "onnx",
+                 "--store", redis_url, "--store-prefix", "replay_onnx"]) == 0
+    a, b = json.loads(here.read_text()), json.loads(shared.read_text())
+    assert (a["hit@10"], a["warm_events"]) == (b["hit@10"], b["warm_events"])
+    assert b["ndcg@10"] == pytest.approx(a["ndcg@10"], abs=1e-6)

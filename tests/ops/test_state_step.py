@@ -52,8 +52,8 @@ def test_step_output_from_the_carried_readout_equals_the_one_step_reference(with
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-14), (torch.float32, 1e-6)])
 def test_reference_step_is_the_recurrence_as_written_forward_and_backward(dtype, tol):
-    """The reference adds (dt·B) ⊗ x through a rank-1 bmm (speed); it is h ← exp(dt·A) h + (dt·B) ⊗ x,
-    y = hᵀC + D ⊙ x, ⊙ SiLU(z) as docs/model.md writes it, values and gradients, and leaves h untouched."""
+    """The reference (bmm readout, broadcast update) is h ← exp(dt·A) h + (dt·B) ⊗ x, y = hᵀC + D ⊙ x, ⊙ SiLU(z)
+    as docs/model.md writes it, values and gradients, and leaves h untouched."""
     g = torch.Generator().manual_seed(1)
     b, n, d = 5, 4, 6
     mk = lambda *s: torch.randn(*s, generator=g, dtype=dtype).requires_grad_()      # noqa: E731
