@@ -1,12 +1,14 @@
 """Shared serving state: the in-process cache against the Redis tier (with and without the local tier), and 1, 2, 4
 serving processes against one Redis.
 
-    python -m bench.bench_shared_state [--quick] [--aof disk tmpfs] [--fsync always everysec] [--markdown]
-                                       [--out DIR]                                # DIR/bench_shared_state.json
+    python -m bench.bench_shared_state [--quick] [--aof disk tmpfs] [--fsync always everysec] [--runtime onnx]
+                                       [--markdown] [--out DIR]                   # DIR/bench_shared_state.json
 
 Model: ml-100k-sized T2ARec (n_items 1682, d 64, d_state 32, 1 block), random weights, eval, float32, 1 torch
-thread, as bench_serving. A pool of users is observed first (a few events each); one measured call is
-observe(B distinct random users of the pool, one event each) + recommend(the same users, k=10), B = 1, 64, 1024.
+thread, as bench_serving (`--runtime onnx`: its encode and step in ONNX Runtime on one thread, in every
+configuration, the in-process ones included). A pool of users is observed first (a few events each); one measured
+call is observe(B distinct random users of the pool, one event each) + recommend(the same users, k=10), B = 1, 64,
+1024.
 
 Configurations, measured in one run with their repetitions interleaved (a busy machine slows all alike):
   in-process    OnlineRecommender(model): history store + cache in this process (no Redis)
@@ -167,10 +169,10 @@ def export_graphs(directory) -> str:
     return str(directory)
 
 
-def _serving_process(config, url, users, batch, seconds, round_, start, results):
+def _serving_process(config, url, users, batch, seconds, round_, start, results, onnx_dir=None):
     try:
         torch.set_num_threads(1)
-        rec = recommender(config, url, prefix=f"procs-{config}")
+        rec = recommender(config, url, prefix=f"procs-{config}", onnx_dir=onnx_dir)
         work = Workload(users, seed=round_)
         work.t += round_ * 10 ** 7            # a later round's events are later than any earlier round's
         work.call(rec, batch, fused=is_fused(config))     # warm-up (imports, scripts loaded, local tier filled)
@@ -186,7 +188,7 @@ def _serving_process(config, url, users, batch, seconds, round_, start, results)
         results.put({"error": f"{type(exc).__name__}: {exc}"})
 
 
-def processes(url, users, batch: int, counts, seconds: float) -> list:
+def processes(url, users, batch: int, counts, seconds: float, onnx_dir=None) -> list:
     """P processes of each configuration at once (one configuration at a time) against one Redis, for `seconds`
     each round; → events/s of all together, per-call latency, CAS retries."""
     ctx = mp.get_context("spawn")
@@ -196,7 +198,8 @@ def processes(url, users, batch: int, counts, seconds: float) -> list:
             start, results = ctx.Event(), ctx.Queue()
             shares = np.array_split(users, P)   # each process its own users
             procs = [ctx.Process(target=_serving_process,
-                                 args=(config, url, shares[i], batch, seconds, P, start, results)) for i in range(P)]
+                                 args=(config, url, shares[i], batch, seconds, P, start, results, onnx_dir))
+                     for i in range(P)]
             for p in procs:
                 p.start()
             time.sleep(2.0 + 2.0 * P)             # let every process import torch and warm up before the clock
@@ -216,11 +219,11 @@ def processes(url, users, batch: int, counts, seconds: float) -> list:
     return rows
 
 
-def command_profile(url: str, users: np.ndarray, prefill_events: int, calls: int = 300) -> dict:
+def command_profile(url: str, users: np.ndarray, prefill_events: int, calls: int = 300, onnx_dir=None) -> dict:
     """Redis' own time per batch-64 call of redis+local by command (`INFO commandstats` around `calls` calls on a
     fresh prefix): {command: µs per call}. EVAL / EXEC (the commit) and EVALSHA (the read) include the Redis
     commands their scripts run, which are listed too."""
-    rec = recommender("redis+local", url, prefix="profile")
+    rec = recommender("redis+local", url, prefix="profile", onnx_dir=onnx_dir)
     prefill(rec, users, prefill_events)
     client = _redis_client(url)
     client.config_resetstat()
@@ -253,19 +256,20 @@ def baseline(config: str) -> str:
     return "in-process fused" if is_fused(config) else "in-process"
 
 
-def one_server(aof: str, fsync: str, args, users, batches, reps) -> dict:
+def one_server(aof: str, fsync: str, args, users, batches, reps, onnx_dir=None) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="t2arec-bench-redis-", dir="/dev/shm" if aof == "tmpfs" else None))
     server = redis_server_class()(folder, appendfsync=fsync).start()
     try:
-        recs = {config: recommender(config, server.url, prefix=config) for config in CONFIGS}
+        recs = {config: recommender(config, server.url, prefix=config, onnx_dir=onnx_dir) for config in CONFIGS}
         for rec in recs.values():                 # each its own users' data (prefixes), so no one's copy goes stale
             prefill(rec, users, args.prefill)
         server_cpu = ServerCpu(server.process.pid)
         rows = single_process(recs, users, batches, args.runs, reps, server_cpu)
-        multi = processes(server.url, users, 64, (1, 2, 4), args.seconds)
+        multi = processes(server.url, users, 64, (1, 2, 4), args.seconds, onnx_dir)
         # read before command_profile: its CONFIG RESETSTAT zeroes aof_rewrites (runs before 2026-12-02 said 0)
         aof_info = _redis_client(server.url).info("persistence")
-        profile = command_profile(server.url, users, args.prefill, calls=30 if args.quick else 300)
+        profile = command_profile(server.url, users, args.prefill, calls=30 if args.quick else 300,
+                                  onnx_dir=onnx_dir)
         return {"aof": aof, "appendfsync": fsync, "aof_folder": str(folder), "single_process": rows,
                 "processes": multi, "redis_us_per_call_by_command": profile,
                 "aof_rewrites": int(aof_info.get("aof_rewrites", 0)),
@@ -345,6 +349,8 @@ def main(argv=None) -> int:
     ap.add_argument("--prefill", type=int, default=None, help="events per user before timing (default 20; quick 2)")
     ap.add_argument("--runs", type=int, default=None, help="timed runs per configuration (default 3; quick 1)")
     ap.add_argument("--seconds", type=float, default=None, help="per multi-process round (default 5; quick 1)")
+    ap.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                    help="every configuration's model step in PyTorch (default) or ONNX Runtime (one thread)")
     ap.add_argument("--markdown", action="store_true", help="also print the tables as docs/benchmarks.md has them")
     add_out_argument(ap)
     args = ap.parse_args(argv)
@@ -362,8 +368,12 @@ def main(argv=None) -> int:
     env = environment(redis_server=_redis_version(), redis_py=_redis_py_version())
     result = {"environment": env, "config": {"quick": q, "users": args.users, "prefill_events": args.prefill,
                                              "runs": args.runs, "reps": reps, "seconds_per_round": args.seconds,
-                                             "model": {"n_items": N_ITEMS, "d": D, "d_state": D_STATE, "blocks": 1}},
-              "servers": [one_server(aof, fsync, args, users, batches, reps) for aof in aofs for fsync in fsyncs]}
+                                             "runtime": args.runtime,
+                                             "model": {"n_items": N_ITEMS, "d": D, "d_state": D_STATE, "blocks": 1}}}
+    with tempfile.TemporaryDirectory(prefix="t2arec-bench-onnx-") as graphs:
+        onnx_dir = export_graphs(graphs) if args.runtime == "onnx" else None
+        result["servers"] = [one_server(aof, fsync, args, users, batches, reps, onnx_dir)
+                             for aof in aofs for fsync in fsyncs]
     result["environment"]["load_average_end"] = list(os.getloadavg())
     print_table(result)
     if args.markdown:
