@@ -466,9 +466,20 @@ def protocols_section(report: dict, title: str) -> str:
     if name in MASKED_ANCHORS:
         model, ndcg, hr, source = MASKED_ANCHORS[name]
         lines.append(f"| {model} (published; {source}) | | | | {ndcg:.4f} | | {hr:.4f} |")
+    masked = {label: {r["seed"]: r["test_masked"]["ndcg@10"] for r in runs if "test_masked" in r}
+              for label, runs in report["runs"].items() if label in ("sasrec", "backbone", "t2arec")}
+    lows = [f"{label} {min(v.values()):.4f}" for label, v in masked.items() if v]
+    if lows:
+        lines += ["", "Lowest seed, test NDCG@10 with seen items masked: " + ", ".join(lows) + "."]
+    if masked.get("t2arec") and masked.get("backbone"):
+        seeds = sorted(set(masked["t2arec"]) & set(masked["backbone"]))
+        t, p = paired_t([masked["t2arec"][k] for k in seeds], [masked["backbone"][k] for k in seeds])
+        diff = statistics.mean(masked["t2arec"][k] - masked["backbone"][k] for k in seeds) if seeds else float("nan")
+        lines.append(f"T2ARec against its backbone with seen items masked, paired by seed: {diff:+.4f}"
+                     + (f" (t = {t:.2f}, p = {p:.3f})." if p is not None else "."))
     repeats = sorted({round(r["test_masked"]["repeat_targets"], 4) for runs in report["runs"].values()
                       for r in runs if "test_masked" in r})
-    lines += ["", f"Share of test targets already in the user's history (counted as misses by that code, ranked "
+    lines += [f"Share of test targets already in the user's history (counted as misses by that code, ranked "
               f"by ours): {', '.join(f'{x:.4f}' for x in repeats)}; {report['machine']}, torch {report['torch']}, "
               f"{report['date']}, code {report['code']}."]
     return "\n".join(lines)
