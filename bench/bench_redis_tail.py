@@ -100,9 +100,9 @@ def one_setup(aof: str, fsync: str, rewrite: str, seconds: float, users: np.ndar
                 work.call(rec, 64, fused=True)
                 ends.append(time.perf_counter())
         starts, ends = np.array(starts), np.array(ends)
-        ms, calls = (ends - starts) * 1e3, starts
+        ms = (ends - starts) * 1e3
         persistence, stats = client.info("persistence"), client.info("commandstats")
-        n = len(calls)
+        n = len(ms)
         return {"aof": aof, "appendfsync": fsync, "auto_rewrite": rewrite, "runtime": runtime, "calls": n,
                 "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
                 "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max()),

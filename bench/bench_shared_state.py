@@ -53,7 +53,6 @@ import torch
 
 from bench.harness import ROOT, add_out_argument, environment, timed, write_json
 from t2arec_fast.export import export_onnx
-from t2arec_fast.export.runtime import OnnxStepModel
 from t2arec_fast.model import T2ARec
 from t2arec_fast.serving import OnlineRecommender
 from t2arec_fast.serving.redis_store import RedisStateStore
@@ -152,15 +151,14 @@ def single_process(recs: dict, users, batches, runs: int, reps: dict, server_cpu
 def recommender(config: str, url: str, prefix: str, onnx_dir=None):
     """One serving configuration of CONFIGS (this model, HISTORY events). onnx_dir: the model's graphs
     (`export_graphs`): serve with runtime "onnx" on one ONNX Runtime thread; None: the PyTorch model."""
-    served, runtime = model(), "torch"
-    if onnx_dir is not None:                 # one intra-op thread: no ORT workers competing with Redis for cores
-        served, runtime = OnnxStepModel(served, onnx_dir, threads=1), "onnx"
+    # onnx: one intra-op thread, so that no ORT worker competes with Redis for the cores
+    runtime = {"runtime": "torch"} if onnx_dir is None else {"runtime": "onnx", "onnx_dir": onnx_dir, "onnx_threads": 1}
     if is_in_process(config):
-        return OnlineRecommender(served, capacity_bytes=1 << 30, history_len=HISTORY, runtime=runtime)
+        return OnlineRecommender(model(), capacity_bytes=1 << 30, history_len=HISTORY, **runtime)
     store = RedisStateStore(url, prefix=prefix.replace(" ", "_"), history_len=HISTORY,
                             snapshot_every=1 if config.endswith("every-commit") or config == "redis-only" else None)
-    return OnlineRecommender(served, store=store, capacity_bytes=0 if config == "redis-only" else 1 << 30,
-                             history_len=HISTORY, runtime=runtime)
+    return OnlineRecommender(model(), store=store, capacity_bytes=0 if config == "redis-only" else 1 << 30,
+                             history_len=HISTORY, **runtime)
 
 
 def export_graphs(directory) -> str:

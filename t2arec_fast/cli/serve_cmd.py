@@ -117,21 +117,8 @@ def _open_recommender(path: Path, args):
     if args.store:
         from t2arec_fast.serving.redis_store import RedisStateStore
         store = RedisStateStore(args.store, prefix=args.store_prefix, history_len=args.history_len)
-    if args.runtime == "onnx":
-        model = _onnx_served(model, args.threads)
     return OnlineRecommender(model, capacity_bytes=int(args.capacity_mb * (1 << 20)), history_len=args.history_len,
-                             store=store, runtime=args.runtime)
-
-
-def _onnx_served(model, threads: int):
-    """The model with encode and step in ONNX Runtime on `threads` intra-op threads (one: no ORT worker competes
-    with the store or other processes for the cores; docs/benchmarks.md), its graphs exported and checked here."""
-    import tempfile
-    from t2arec_fast.export import export_onnx
-    from t2arec_fast.export.runtime import OnnxStepModel
-    with tempfile.TemporaryDirectory(prefix="t2arec_onnx_") as tmp:      # ONNX Runtime reads the graphs at start-up
-        export_onnx(model, tmp, kinds=("encode", "step"))
-        return OnnxStepModel(model, tmp, threads=threads)
+                             store=store, runtime=args.runtime, onnx_threads=args.threads)
 
 
 def _read_events(path, recommender, drop_unknown: bool, settings: dict):

@@ -68,6 +68,9 @@ class OnlineRecommender(RawIdServing):
     shards:         lock stripes of the cache (None: its default).
     runtime:        "torch" (the model itself) or "onnx" (encode and step in ONNX Runtime through the exported graphs;
                     `onnx_dir` names an `export_onnx` folder of this model, else the graphs are exported first).
+    onnx_threads:   ONNX Runtime's intra-op threads with runtime "onnx" (None: its choice, one per core). 1 keeps
+                    ORT's workers from competing with a Redis server or other serving processes for the cores
+                    (docs/benchmarks.md, "The model's step in ONNX Runtime").
     ttt:            test-time alignment for requests that give `at_time`: a TTTConfig (or a dict of its fields);
                     None = off. Each such user gets its own episode (the per-user form of the paper's step; a
                     request batch is not a meaningful episode), on its ring with T_{n+1} = at_time − last event;
@@ -95,9 +98,9 @@ class OnlineRecommender(RawIdServing):
 
     def __init__(self, model, capacity_bytes: int = 256 << 20, history_len: int = 200, device: str = "cpu",
                  dtype: str = "float32", shards: Optional[int] = None, flush_denormal: bool = True,
-                 runtime: str = "torch", onnx_dir=None, ttt=None, store=None):
+                 runtime: str = "torch", onnx_dir=None, ttt=None, store=None, onnx_threads: Optional[int] = None):
         self._lock = threading.RLock()
-        self.runtime, self.onnx_dir = _check_runtime(runtime), onnx_dir
+        self.runtime, self.onnx_dir, self.onnx_threads = _check_runtime(runtime), onnx_dir, onnx_threads
         self.ttt = _check_ttt(ttt, self.runtime)
         self.flush_denormal = flush_denormal
         self.device = torch.device(device)
@@ -140,7 +143,7 @@ class OnlineRecommender(RawIdServing):
         if not isinstance(model, StepModel):
             raise InputError(f"serving needs a model with a one-step update (model.protocol.StepModel: T2ARec); "
                              f"a {type(model).__name__} has none")
-        served = _onnx_model(model, self.onnx_dir) if self.runtime == "onnx" else model
+        served = _onnx_model(model, self.onnx_dir, self.onnx_threads) if self.runtime == "onnx" else model
         served = served.to(self.device).eval()          # eval: dropout off, so steps are deterministic
         layout = StateLayout.for_model(served)
         if self.shared is not None:                     # the same weights get the same version in every process
@@ -556,7 +559,7 @@ class OnlineRecommender(RawIdServing):
         self.user_keys.save(folder / "user_keys.npz")
         meta = {"format": SERVING_FORMAT, "layout": self.layout.describe(), "model_version": self.version,
                 "capacity_bytes": self.capacity_bytes, "dtype": self.dtype, "shards": self.shards,
-                "counters": self._counters, "runtime": self.runtime,
+                "counters": self._counters, "runtime": self.runtime, "onnx_threads": self.onnx_threads,
                 "ttt": None if self.ttt is None else dataclasses.asdict(self.ttt)}
         json_io.write_json(folder / "serving.json", meta)
 
@@ -584,7 +587,8 @@ class OnlineRecommender(RawIdServing):
             arrays = dict(arrays)
         rec = cls(model, capacity_bytes=meta["capacity_bytes"], history_len=int(arrays["history_len"]), device=device,
                   dtype=meta["dtype"], shards=meta["shards"], flush_denormal=flush_denormal,
-                  runtime=meta.get("runtime", meta.get("backend", "torch")), ttt=meta.get("ttt"))   # onnx: graphs re-exported
+                  runtime=meta.get("runtime", meta.get("backend", "torch")), ttt=meta.get("ttt"),
+                  onnx_threads=meta.get("onnx_threads"))             # onnx: graphs re-exported
         if rec.layout.describe() != meta["layout"]:
             raise InputError(f"{meta_path}: the saved state layout does not match the saved model's")
         rec._resume(version=int(meta["model_version"]), counters=meta["counters"],
@@ -638,18 +642,19 @@ def _check_runtime(runtime: str) -> str:
     return runtime
 
 
-def _onnx_model(model, onnx_dir):
-    """The model with encode/step answered by ONNX Runtime. Without `onnx_dir` the graphs are exported (and
-    checked against PyTorch) into a temporary folder, removed once ONNX Runtime has read them."""
+def _onnx_model(model, onnx_dir, threads: Optional[int] = None):
+    """The model with encode/step answered by ONNX Runtime on `threads` intra-op threads. Without `onnx_dir` the
+    graphs are exported (and checked against PyTorch) into a temporary folder, removed once ONNX Runtime has read
+    them."""
     from t2arec_fast.export import export_onnx
     from t2arec_fast.export.runtime import OnnxStepModel
     if isinstance(model, OnnxStepModel):
         return model
     if onnx_dir is not None:
-        return OnnxStepModel(model, onnx_dir)
+        return OnnxStepModel(model, onnx_dir, threads=threads)
     with tempfile.TemporaryDirectory(prefix="t2arec_onnx_") as tmp:    # ONNX Runtime reads the graphs at start-up
         export_onnx(model, tmp, kinds=("encode", "step"))
-        return OnnxStepModel(model, tmp)
+        return OnnxStepModel(model, tmp, threads=threads)
 
 
 def _padded(rows: torch.Tensor, n: int, fill: int = 0) -> torch.Tensor:

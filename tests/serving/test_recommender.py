@@ -318,6 +318,15 @@ def test_graphs_exported_for_the_onnx_runtime_leave_no_temporary_folder(tmp_path
     assert rec.recommend(np.array([1, 2]), k=3)[0].shape == (2, 3)
 
 
+def test_onnx_threads_reach_the_runtime_sessions_and_survive_save_and_load(tmp_path):
+    rec = OnlineRecommender(_model(), capacity_bytes=1 << 20, history_len=20, runtime="onnx", onnx_threads=1)
+    threads = lambda r: {s.get_session_options().intra_op_num_threads for s in r.model.encoder.sessions.values()}  # noqa: E731
+    assert threads(rec) == {1}
+    rec.save(tmp_path / "serve")
+    assert OnlineRecommender.load(tmp_path / "serve").onnx_threads == 1
+    assert threads(OnlineRecommender.load(tmp_path / "serve")) == {1}
+
+
 def test_unknown_runtime_is_refused():
     with pytest.raises(InputError, match="runtime must be one of"):
         OnlineRecommender(_model(), runtime="tensorrt")
