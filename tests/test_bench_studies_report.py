@@ -252,4 +252,4 @@ def test_protocols_block_puts_both_protocols_and_the_masked_anchor_side_by_side(
     assert "| TiCoSeRec (published;" in text and "0.0418 | | 0.0740 |" in text
     assert "code abc1234" in text
     assert "Lowest seed, test NDCG@10 with seen items masked: backbone 0.1100" in text
-    assert "paired by seed: +0.0200 (t = 3.46, p = 0.074)" in text     # t2arec − backbone: 0.01, 0.02, 0.03
+    assert "paired by seed: mean difference +0.0200, t = 3.46, p = 0.07 over 3 seeds" in text   # 0.01, 0.02, 0.03
