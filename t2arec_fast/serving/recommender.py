@@ -7,6 +7,7 @@ import dataclasses
 import json
 import tempfile
 import threading
+from functools import partial
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
@@ -216,15 +217,16 @@ class OnlineRecommender(RawIdServing):
         check_items(items, self.n_items)
         return users, items, times
 
-    def _observe_checked(self, groups: EventGroups, users, items, times) -> Optional[np.ndarray]:
-        """observe() under the lock → with a shared store, the members' committed states (U, size); else None."""
-        flat = None
+    def _observe_checked(self, groups: EventGroups, users, items, times, meanwhile=None):
+        """observe() under the lock → (with a shared store the members' committed states (U, size), else None;
+        with a shared store meanwhile(those states), computed while Redis applies the commit, else None)."""
+        flat = result = None
         if self.shared is not None:
-            flat = self.shared.observe(groups, users, items, times)
+            flat, result = self.shared.observe(groups, users, items, times, meanwhile)
         else:
             self._observe_here(groups, users, items, times)
         self._counters["events"] += len(items)
-        return flat
+        return flat, result
 
     def observe_and_recommend(self, user_ids, item_ids, timestamps, k: int = 10, exclude_seen: bool = False):
         """observe(user_ids, item_ids, timestamps), then recommend(user_ids, k, exclude_seen), as one step: no other
@@ -254,17 +256,25 @@ class OnlineRecommender(RawIdServing):
             if len(users) == 0:
                 return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
             groups = group_events(users)
-            flat = self._observe_checked(groups, users, items, times)
+            from_commit = self.shared is not None and not exclude_seen    # the answer needs no read of Redis
+            flat, answer = self._observe_checked(groups, users, items, times, meanwhile=partial(
+                self._answer_from_states, users, groups, k) if from_commit else None)
             self._counters["requests"] += len(users)
+            if from_commit:                       # computed while Redis applied the commit (docs/serving.md)
+                return answer
             if flat is None:                      # in-process: read back what recommend() reads (a float16 cache
                 view = self.request_view(users, exclude_seen, k)     # rounds it: the same answer as two calls)
-            elif exclude_seen:                    # the rings: a read after the commit
+            else:                                 # exclude_seen: the rings, in a read after the commit
                 view = self._read_after_commit(users, k)
-            else:                                 # the committed states themselves: no second round trip
-                _, _, last = self.layout.read_header(flat)
-                view = RequestView(known=np.ones(len(users), bool), pick=groups.member, flat=flat, last_ts=last,
-                                   rings=None, popular=None)
             return self._answer(users, view, k, exclude_seen, None)
+
+    def _answer_from_states(self, users: np.ndarray, groups: EventGroups, k: int, flat: np.ndarray):
+        """The answer (items, scores (n, k)) of observe_and_recommend from the members' states after the call,
+        flat (U, size) with headers: they are what the commit stores, so no read is needed."""
+        _, _, last = self.layout.read_header(flat)
+        view = RequestView(known=np.ones(len(users), bool), pick=groups.member, flat=flat, last_ts=last, rings=None,
+                           popular=None)
+        return self._answer(users, view, k, False, None)
 
     def _read_after_commit(self, users: np.ndarray, k: int) -> RequestView:
         try:

@@ -38,7 +38,7 @@ import json
 import secrets
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -505,11 +505,13 @@ class CommitOutcome:
     moved on (nothing was written).  stamp: the stamp every user of an applied batch now carries.  behind (b,)
     int64: indices of applied users whose state was not sent while the stored state of this model version is
     missing or snapshot_every or more events behind (processes of another version stored the last ones): the
-    caller stores them with put_states."""
+    caller stores them with put_states.  meanwhile_result: what commit(meanwhile=...) returned (computed whatever
+    the outcome: use it only when applied)."""
     applied: bool
     lost: np.ndarray
     stamp: int
     behind: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    meanwhile_result: Any = None
 
 
 class RedisStateStore:
@@ -630,32 +632,61 @@ class RedisStateStore:
         return self._call(name, self._scripts[name], keys=list(keys), args=list(args), client=self._redis)
 
     def _script_after_states(self, name: str, state_keys: Sequence[str], states: np.ndarray,
-                             keys: Sequence[str], args: Sequence, all_new: bool):
+                             keys: Sequence[str], args: Sequence, all_new: bool,
+                             meanwhile: Optional[Callable[[], Any]] = None):
         """One round trip, one Redis transaction (MULTI/EXEC: run whole or not at all, nothing in between): the
         states under their keys, never over a state already there, then the script, which adopts them or deletes
-        them; -> the script's reply. all_new: the keys are this call's own (a commit's stamp is in them), so one
-        MSETNX (all or none) writes them; otherwise (a rebuilt state may already be there, written by another
-        process for the same user, version and stamp) one SET NX each.
+        them; -> (the script's reply, what meanwhile() returned, or None). all_new: the keys are this call's own (a
+        commit's stamp is in them), so one MSETNX (all or none) writes them; otherwise (a rebuilt state may already
+        be there, written by another process for the same user, version and stamp) one SET NX each.
         EVAL, not EVALSHA: a server that lost its script cache (a restart) would otherwise store the states and
         refuse the script that adopts them."""
         flat = memoryview(np.ascontiguousarray(states).reshape(-1).view(np.uint8))
         row = len(flat) // max(len(state_keys), 1)
         rows = [flat[i * row:(i + 1) * row] for i in range(len(state_keys))]
+        if all_new and state_keys:
+            commands = [("MSETNX", *[x for pair in zip(state_keys, rows) for x in pair])]
+        else:
+            commands = [("SET", key, value, "NX") for key, value in zip(state_keys, rows)]
+        commands.append(("EVAL", self._scripts[name].script, len(keys), *keys, *args))
+        return self._call(name, self._transaction, commands, meanwhile)
 
-        def send():
-            pipe = self._redis.pipeline(transaction=True)
-            if all_new and state_keys:
-                pipe.execute_command("MSETNX", *[x for pair in zip(state_keys, rows) for x in pair])
-            else:
-                for key, value in zip(state_keys, rows):
-                    pipe.set(key, value, nx=True)
-            pipe.execute_command("EVAL", self._scripts[name].script, len(keys), *keys, *args)
-            reply = pipe.execute(raise_on_error=False)[-1]
-            if isinstance(reply, Exception):        # the script's refusal: _call maps it like any other
-                raise reply
-            return reply
+    def _transaction(self, commands: list, meanwhile: Optional[Callable[[], Any]]):
+        """MULTI, `commands`, EXEC, sent as one buffer; then meanwhile() runs in this thread while Redis executes
+        them (and, with `appendfsync always`, waits for the disk); then the replies are read. -> (the last
+        command's reply, meanwhile's result or None). Why not redis-py's pipeline: it sends and reads in one call,
+        and the time between is the commit's largest part (docs/serving.md, "One round trip"). A connection error
+        or timeout is retried as the pool's Retry says (the commands must be safe to send twice: a commit's
+        done-marker, SET NX) and meanwhile runs once. An error of meanwhile is raised after the replies are in
+        (the transaction may then have been applied); an error reply of a command is raised as such.
 
-        return self._call(name, send)
+        Raises: redis' ConnectionError / TimeoutError after the retries, ResponseError (mapped by _call)."""
+        redis = _redis()
+        pool = self._redis.connection_pool
+        ran = {}
+
+        def attempt():
+            conn.send_packed_command(packed, check_health=False)
+            if not ran:
+                ran["result"] = None
+                try:
+                    ran["result"] = meanwhile() if meanwhile is not None else None
+                except Exception as exc:           # the replies are read first: the connection stays usable
+                    ran["error"] = exc
+            return _exec_reply(conn, len(commands), redis)
+
+        conn = pool.get_connection()
+        try:
+            packed = [b"".join(conn.pack_commands([("MULTI",), *commands, ("EXEC",)]))]
+            reply = conn.retry.call_with_retry(attempt, lambda error: conn.disconnect())
+        except BaseException:
+            conn.disconnect()                       # an unread reply must not reach the pool's next user
+            raise
+        finally:
+            pool.release(conn)
+        if "error" in ran:
+            raise ran["error"]
+        return reply, ran.get("result")
 
     # -- set-up --------------------------------------------------------------------------------------------------
     def ping(self) -> bool:
@@ -777,7 +808,8 @@ class RedisStateStore:
     def commit(self, users: np.ndarray, version: int, expected_stamps: np.ndarray, n_before: np.ndarray,
                counts: np.ndarray, last_ts: np.ndarray, states: np.ndarray, event_user: np.ndarray,
                event_rank: np.ndarray, items: np.ndarray, times: np.ndarray, stamp: Optional[int] = None,
-               snapshot: Optional[np.ndarray] = None) -> CommitOutcome:
+               snapshot: Optional[np.ndarray] = None, meanwhile: Optional[Callable[[], Any]] = None
+               ) -> CommitOutcome:
         """Store the batch if every user still carries `expected_stamps` (0: a user believed new); else nothing.
 
         users (U,) distinct int64; n_before, counts, last_ts (U,) int64: events before the call, events in it, the
@@ -785,7 +817,10 @@ class RedisStateStore:
         bool is True are stored (default: all; `snapshot_rows` gives the store's rule) — for the others the
         stored state stays and the ring holds the events after it. Events (n,): event_user = index into users,
         event_rank = rank among that user's events in the call (call order), items, times. `stamp`: pass the same
-        value again to retry a call whose outcome is unknown (it is applied at most once).
+        value again to retry a call whose outcome is unknown (it is applied at most once). `meanwhile`: a function of
+        no arguments run after the commit is sent and before its reply is read (while Redis applies it); its
+        result is the outcome's meanwhile_result, computed whatever the outcome. The reply is read in any case;
+        an error of meanwhile is raised after it (the batch may then be stored).
 
         Raises: StoreCorruptError, StoreUnavailableError, InputError (unregistered version or wrong state size).
         """
@@ -794,7 +829,8 @@ class RedisStateStore:
         if states.shape != (len(users), size):
             raise InputError(f"commit: states of shape {states.shape}, expected {(len(users), size)}")
         if not len(users):
-            return CommitOutcome(True, np.zeros(0, np.int64), stamp or 0)
+            return CommitOutcome(True, np.zeros(0, np.int64), stamp or 0,
+                                 meanwhile_result=None if meanwhile is None else meanwhile())
         stamp = _check_stamp(stamp) if stamp is not None else _new_stamp()
         H = self.history_len
         kept = np.minimum(counts, H)                     # only each user's last H events land in its ring
@@ -816,17 +852,17 @@ class RedisStateStore:
         popular[:, 0] = np.char.zfill(popular_items.astype(f"S{_ITEM_DIGITS}"), _ITEM_DIGITS)
         popular[:, 1] = popular_counts.astype(f"S{FIELD}")
         sent = np.flatnonzero(snapshot)
-        reply = self._script_after_states("commit", [self.state_key(u, version, stamp) for u in users[sent].tolist()],
-                                          states[sent], [self._key("pop"), self._key("done", stamp)],
-                                          [int(version), self.prefix, str(stamp), self.ttl_ms, int(version) - 1, H,
-                                           records.tobytes(), _separated(per_user), _separated(popular),
-                                           _separated(np.asarray(users, np.int64)), self.snapshot_every],
-                                          all_new=True)
+        reply, result = self._script_after_states(
+            "commit", [self.state_key(u, version, stamp) for u in users[sent].tolist()], states[sent],
+            [self._key("pop"), self._key("done", stamp)],
+            [int(version), self.prefix, str(stamp), self.ttl_ms, int(version) - 1, H, records.tobytes(),
+             _separated(per_user), _separated(popular), _separated(np.asarray(users, np.int64)), self.snapshot_every],
+            all_new=True, meanwhile=meanwhile)
         self.counters["commits"] += 1
         if reply[0] == 0:
             self.counters["cas_conflicts"] += 1
-            return CommitOutcome(False, np.asarray(reply[1:], np.int64) - 1, stamp)
-        return CommitOutcome(True, np.zeros(0, np.int64), stamp, np.asarray(reply[1:], np.int64) - 1)
+            return CommitOutcome(False, np.asarray(reply[1:], np.int64) - 1, stamp, meanwhile_result=result)
+        return CommitOutcome(True, np.zeros(0, np.int64), stamp, np.asarray(reply[1:], np.int64) - 1, result)
 
     def snapshot_rows(self, n_before: np.ndarray, n_after: np.ndarray) -> np.ndarray:
         """(U,) bool: the users whose new state a commit stores — those whose event count passes a multiple of
@@ -865,7 +901,7 @@ class RedisStateStore:
         keys = [k for pair in zip(self._user_keys(users)[0::2], state_keys) for k in pair]
         written = int(self._script_after_states("put_states", state_keys, states, keys,
                                                 [int(version), self.prefix, _decimal(stamps), int(version) - 1],
-                                                all_new=False))
+                                                all_new=False)[0])
         self.counters["states_written_back"] += written
         return written
 
@@ -921,6 +957,29 @@ def _one_buffer_packer(redis):
             return [b"".join(super().pack(*args))]
 
     return OneBuffer(6000, Encoder(encoding="utf-8", encoding_errors="strict", decode_responses=False).encode)
+
+
+def _exec_reply(conn, n_commands: int, redis):
+    """Read a MULTI/EXEC transaction's replies from conn: OK, one QUEUED per command, then EXEC's array -> the
+    last command's reply. A command refused when queued aborts the transaction (nothing ran): its error is raised;
+    an error the last command returned when run is raised too (the others' replies are not used)."""
+    refused = []
+    for _ in range(n_commands + 1):
+        try:
+            conn.read_response()
+        except redis.exceptions.ResponseError as exc:
+            refused.append(exc)
+    try:
+        replies = conn.read_response()
+    except redis.exceptions.ExecAbortError:
+        raise (refused[0] if refused else redis.exceptions.ResponseError("EXECABORT without a refused command")) \
+            from None
+    if refused or not isinstance(replies, list) or len(replies) != n_commands:
+        raise redis.exceptions.ResponseError(f"a transaction of {n_commands} commands got the replies "
+                                             f"{str(replies)[:200]} ({refused[:1]})")
+    if isinstance(replies[-1], Exception):
+        raise replies[-1]
+    return replies[-1]
 
 
 # -- decoding with checks: every refusal names the key ------------------------------------------------------------

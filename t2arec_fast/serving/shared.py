@@ -12,6 +12,8 @@ Rules (docs/serving.md, "Shared state", has the reasoning):
   * observe() is optimistic: it steps from the local copy and commits with a compare-and-set on every user's stamp
     (one round trip). A user whose stamp moved on (another process advanced it) is re-read and the batch
     re-applied; the whole batch lands in one atomic script, or nothing of it does.
+  * observe_and_recommend() answers from the states its commit stores, computed between sending the commit and
+    reading its reply (while Redis applies it) and kept only if the commit is applied.
   * recommend() reads counts, stamps, last times, states (only where the local copy is not current), rings (only
     where needed) and the cold-start list in ONE atomic read: its answer is the users' state at that instant.
   * A model version's state missing in Redis (a model swap, or a state written by another version) is rebuilt from
@@ -21,6 +23,8 @@ Rules (docs/serving.md, "Shared state", has the reasoning):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 
@@ -113,11 +117,14 @@ class SharedTier:
                                                                   int64_to_words(epochs)])), self.version)
 
     # -- observe ----------------------------------------------------------------------------------------------------
-    def observe(self, groups: EventGroups, users: np.ndarray, items: np.ndarray, times: np.ndarray) -> np.ndarray:
+    def observe(self, groups: EventGroups, users: np.ndarray, items: np.ndarray, times: np.ndarray,
+                meanwhile: Optional[Callable[[np.ndarray], Any]] = None) -> Tuple[np.ndarray, Any]:
         """Advance the call's users by their events and commit them to Redis as one compare-and-set batch (states
         only of the users whose count passes a multiple of snapshot_every); a user another process moved meanwhile
-        is re-read and the batch re-applied (counted in stats()["cas_retries"]). → the members' new states
-        (U, size) float32: what Redis holds for them at the commit's instant."""
+        is re-read and the batch re-applied (counted in stats()["cas_retries"]). → (the members' new states
+        (U, size) float32: what Redis holds for them at the commit's instant; meanwhile(those states), computed
+        while Redis applied the commit — on a lost compare-and-set it is computed again for the re-applied
+        states — or None without meanwhile)."""
         U = groups.users
         base = self._bases(U)
         verified = False                      # base checked against Redis (not only local copies)?
@@ -134,7 +141,8 @@ class SharedTier:
             _, n_after, last_after = self.rec.layout.read_header(flat)
             snapshot = self.store.snapshot_rows(base.n_events, n_after)
             outcome = self.store.commit(U, self.version, base.stamps, base.n_events, groups.counts, last_after, flat,
-                                        groups.member, groups.rank, items, times, snapshot=snapshot)
+                                        groups.member, groups.rank, items, times, snapshot=snapshot,
+                                        meanwhile=None if meanwhile is None else partial(meanwhile, flat))
             if outcome.applied:
                 self.counters["states_stored"] += int(snapshot.sum())
                 epochs = np.where(base.stamps == 0, outcome.stamp, base.epochs)     # a new user's epoch: this stamp
@@ -143,7 +151,7 @@ class SharedTier:
                 behind = outcome.behind                 # this version's stored state fell behind (a rolling swap)
                 if len(behind):
                     self.store.put_states(U[behind], self.version, stamps[behind], flat[behind])
-                return flat
+                return flat, outcome.meanwhile_result
             self.counters["cas_retries"] += 1
             self._refresh(base, U, outcome.lost)
             verified = False

@@ -406,12 +406,52 @@ def test_observe_and_recommend_after_another_process_moved_the_user_answers_from
         rec.observe([1, 2], [3, 4], [100, 100])
     for rec in (b, one):
         rec.observe([1], [5], [200])
+    answered = _count_calls(a, "_answer")
     got = a.observe_and_recommend([1, 2, 1], [6, 7, 8], [300, 300, 400], k=5)
     one.observe([1, 2, 1], [6, 7, 8], [300, 300, 400])
     want = one.recommend([1, 2, 1], k=5)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
     assert a.stats()["cas_retries"] == 1
+    assert answered == [1, 1]            # the answer computed during the lost commit was dropped, then recomputed
+
+
+def _count_calls(rec, name):
+    """Wrap rec.<name> (an instance attribute over the method) to append 1 to the returned list per call."""
+    calls, method = [], getattr(rec, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return method(*args, **kwargs)
+
+    setattr(rec, name, counted)
+    return calls
+
+
+def test_observe_and_recommend_computes_the_answer_while_redis_applies_the_commit(model, redis_url):
+    """The commit is in Redis while the answer is still being computed (its round trip runs on an I/O thread): the
+    scoring waits here until another connection sees the user's new count — it would time out if the commit
+    went out only after the answer. Same bits as observe() then recommend()."""
+    import time
+    rec, twin = _shared(model, redis_url), _shared(model, redis_url, prefix="twin")
+    for r in (rec, twin):
+        r.observe([1, 2], [3, 4], [100, 100])
+    raw, method, seen = redis.Redis.from_url(redis_url), rec._answer, []
+
+    def answer_once_the_commit_is_in(*args, **kwargs):
+        deadline = time.monotonic() + 5
+        while raw.hget("t2arec:u:1", "n") != b"3" and time.monotonic() < deadline:
+            time.sleep(0.001)
+        seen.append(raw.hget("t2arec:u:1", "n"))
+        return method(*args, **kwargs)
+
+    rec._answer = answer_once_the_commit_is_in
+    got = rec.observe_and_recommend([1, 2, 1], [5, 6, 7], [200, 200, 300], k=4)
+    twin.observe([1, 2, 1], [5, 6, 7], [200, 200, 300])
+    want = twin.recommend([1, 2, 1], k=4)
+    assert seen == [b"3"]
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
 
 
 def test_observe_and_recommend_with_a_request_time_model_is_refused_before_anything_is_stored(redis_url):

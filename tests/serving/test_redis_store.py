@@ -18,7 +18,8 @@ def _store(url, **kw):
     return RedisStateStore(url, **kw)
 
 
-def _commit(store, version, users, expected, n_before, per_user_events, states, stamp=None, snapshot=None):
+def _commit(store, version, users, expected, n_before, per_user_events, states, stamp=None, snapshot=None,
+            meanwhile=None):
     """per_user_events: list (one per user) of [(item, time), ...] in call order."""
     users = np.asarray(users, np.int64)
     ev_user, ev_rank, items, times = [], [], [], []
@@ -29,7 +30,8 @@ def _commit(store, version, users, expected, n_before, per_user_events, states, 
     last = np.array([e[-1][1] for e in per_user_events], np.int64)
     return store.commit(users, version, np.asarray(expected, np.int64), np.asarray(n_before, np.int64), counts,
                         last, np.asarray(states, np.float32), np.array(ev_user), np.array(ev_rank),
-                        np.array(items, np.int64), np.array(times, np.int64), stamp=stamp, snapshot=snapshot)
+                        np.array(items, np.int64), np.array(times, np.int64), stamp=stamp, snapshot=snapshot,
+                        meanwhile=meanwhile)
 
 
 def _states(*values):
@@ -655,3 +657,87 @@ def test_separated_numbers_keep_every_field_in_order():
     records["t"][1] = b""
     with pytest.raises(ValueError, match="empty field"):
         _separated(records)
+
+
+# -- commit(meanwhile=...): the caller computes while Redis applies the commit --------------------------------------
+def _count_in_redis_becomes(url, user, count, timeout_s=5.0):
+    """Poll another connection until the user's hash says `count` events -> True, or False after timeout_s."""
+    raw = redis.Redis.from_url(url)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if raw.hget(f"t2arec:u:{user}", "n") == str(count).encode():
+            return True
+        time.sleep(0.001)
+    return False
+
+
+def test_meanwhile_runs_in_the_calling_thread_while_redis_applies_the_commit(redis_url):
+    """The commit is in Redis while meanwhile() is still running (sent before it, its reply read after): without
+    the overlap the poll would time out, because the commit would only go out after meanwhile returned."""
+    import threading
+    store = _store(redis_url)
+    v = store.register_model("fp-a", LAYOUT)
+    first = _commit(store, v, [7], [0], [0], [[(3, 1)]], _states(1))
+    seen = {}
+
+    def meanwhile():
+        seen["thread"] = threading.get_ident()
+        return _count_in_redis_becomes(redis_url, 7, 2)
+
+    out = _commit(store, v, [7], [first.stamp], [1], [[(4, 2)]], _states(2), meanwhile=meanwhile)
+    assert out.applied and out.meanwhile_result is True
+    assert seen["thread"] == threading.get_ident()
+    assert store.read(np.array([7]), v).n_events[0] == 2
+    assert _commit(store, v, [8], [0], [0], [[(3, 1)]], _states(1), meanwhile=lambda: "x").meanwhile_result == "x"
+
+
+def test_a_lost_compare_and_set_still_returns_what_meanwhile_computed(redis_url):
+    store = _store(redis_url)
+    v = store.register_model("fp-a", LAYOUT)
+    first = _commit(store, v, [7], [0], [0], [[(3, 1)]], _states(1))
+    _commit(store, v, [7], [first.stamp], [1], [[(4, 2)]], _states(2))               # another process moved it
+    stale = _commit(store, v, [7], [first.stamp], [1], [[(5, 3)]], _states(3), meanwhile=lambda: "answer")
+    assert not stale.applied and stale.lost.tolist() == [0] and stale.meanwhile_result == "answer"
+    assert store.read(np.array([7]), v).n_events[0] == 2
+
+
+def test_an_error_in_meanwhile_is_raised_after_the_commit_is_in(redis_url):
+    """meanwhile's error comes once the reply is read (the batch is then stored, as the docstring says), and the
+    connection goes back to the pool with nothing unread: the next call gets its own reply."""
+    store = _store(redis_url)
+    v = store.register_model("fp-a", LAYOUT)
+
+    def fails():
+        raise ValueError("scoring failed")
+
+    with pytest.raises(ValueError, match="scoring failed"):
+        _commit(store, v, [7], [0], [0], [[(3, 1)]], _states(1), meanwhile=fails)
+    assert store.read(np.array([7]), v).n_events[0] == 1
+
+
+def test_redis_down_during_an_overlapped_commit_fails_fast_and_the_store_recovers(redis_server):
+    store = _store(redis_server.url, connect_timeout_s=0.2, socket_timeout_s=0.5, retries=1,
+                   retry_backoff_s=0.01)
+    v = store.register_model("fp-a", LAYOUT)
+    first = _commit(store, v, [7], [0], [0], [[(3, 1)]], _states(1), meanwhile=lambda: 1)
+    redis_server.kill()
+    start = time.monotonic()
+    with pytest.raises(StoreUnavailableError, match="commit: Redis at .* did not answer"):
+        _commit(store, v, [7], [first.stamp], [1], [[(4, 2)]], _states(2), meanwhile=lambda: 2)
+    assert time.monotonic() - start < 5
+    redis_server.start()
+    assert store.read(np.array([7]), v).n_events[0] == 1
+    assert _commit(store, v, [7], [first.stamp], [1], [[(4, 2)]], _states(2), meanwhile=lambda: 3).applied
+
+
+def test_a_command_refused_when_queued_aborts_the_transaction_with_its_error_and_the_connection_stays_usable(
+        redis_url):
+    """A transaction's replies are read by the store itself (not by redis-py's pipeline): Redis' EXECABORT is
+    reported with the refusal that caused it, nothing of the transaction runs, and the next call reads its own
+    replies."""
+    from t2arec_fast.errors import StoreError
+    store = _store(redis_url)
+    with pytest.raises(StoreError, match="wrong number of arguments"):
+        store._call("test", store._transaction, [("SET", "t2arec:x", "1"), ("SET", "t2arec:only-a-key")], None)
+    assert redis.Redis.from_url(redis_url).get("t2arec:x") is None
+    assert store.ping()
