@@ -237,7 +237,8 @@ class OnlineRecommender(RawIdServing):
         Why: the serving loop "an event arrives, answer the next request" costs one round trip with a shared
         store instead of two. The state a commit stores is the state the answer is computed from, so the answer
         is that of the commit's instant — what recommend() right after would give unless another process
-        advanced the user in between (docs/serving.md, "Shared state"). With exclude_seen the rings are needed
+        advanced the user in between (docs/serving.md, "Shared state"); it is computed between sending the commit
+        and reading its reply, and kept only if the commit is applied. With exclude_seen the rings are needed
         from the store, so that case makes the two calls' round trips. Without at_time: a model that scores at
         the request time, or a test-time step, needs recommend(at_time=...).
 
@@ -260,8 +261,8 @@ class OnlineRecommender(RawIdServing):
             flat, answer = self._observe_checked(groups, users, items, times, meanwhile=partial(
                 self._answer_from_states, users, groups, k) if from_commit else None)
             self._counters["requests"] += len(users)
-            if from_commit:                       # computed while Redis applied the commit (docs/serving.md)
-                return answer
+            if from_commit:                       # computed while Redis applied the commit (docs/serving.md,
+                return answer                     # "The answer is computed while Redis applies the commit")
             if flat is None:                      # in-process: read back what recommend() reads (a float16 cache
                 view = self.request_view(users, exclude_seen, k)     # rounds it: the same answer as two calls)
             else:                                 # exclude_seen: the rings, in a read after the commit

@@ -655,9 +655,9 @@ class RedisStateStore:
         """MULTI, `commands`, EXEC, sent as one buffer; then meanwhile() runs in this thread while Redis executes
         them (and, with `appendfsync always`, waits for the disk); then the replies are read. -> (the last
         command's reply, meanwhile's result or None). Why not redis-py's pipeline: it sends and reads in one call,
-        and the time between is the commit's largest part (docs/serving.md, "One round trip"). A connection error
-        or timeout is retried as the pool's Retry says (the commands must be safe to send twice: a commit's
-        done-marker, SET NX) and meanwhile runs once. An error of meanwhile is raised after the replies are in
+        and the time between is the commit's largest part (docs/serving.md, "The answer is computed while Redis
+        applies the commit"). A connection error or timeout is retried as the pool's Retry says (the commands must
+        be safe to send twice: a commit's done-marker, SET NX) and meanwhile runs once. An error of meanwhile is raised after the replies are in
         (the transaction may then have been applied); an error reply of a command is raised as such.
 
         Raises: redis' ConnectionError / TimeoutError after the retries, ResponseError (mapped by _call)."""
