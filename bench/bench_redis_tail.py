@@ -2,7 +2,8 @@
 64 is made of — the AOF's fsync, Redis' AOF rewrites (a forked child copying the whole data set) and the script.
 
     python -m bench.bench_redis_tail [--seconds 30] [--aof disk tmpfs] [--fsync always everysec]
-                                     [--rewrite on off] [--runtime torch onnx] [--gc-freeze] [--markdown]
+                                     [--rewrite on off] [--rewrite-min-mb 64] [--runtime torch onnx]
+                                     [--gc-freeze] [--markdown]
                                      [--out DIR]
                                      # writes DIR/bench_redis_tail.json
 
@@ -12,7 +13,8 @@ back-to-back calls (bench_shared_state interleaves short repetitions of six conf
 configuration's write volume triggers rewrites during another's calls). Set-ups: where the AOF lives (`disk`: a
 temporary folder on this machine's disk; `tmpfs`: /dev/shm, an fsync costs nothing there), `appendfsync`
 (`always`: what docs/serving.md's durability guarantee needs; `everysec`), and Redis' automatic AOF rewrite on
-(its defaults: auto-aof-rewrite-percentage 100, min-size 64 MB) or off (percentage 0), and the model's step and
+(auto-aof-rewrite-percentage 100, Redis' default, and auto-aof-rewrite-min-size `--rewrite-min-mb`: Redis' default
+64 MB, or sized to the write volume as docs/serving.md advises) or off (percentage 0), and the model's step and
 encode in PyTorch or in ONNX Runtime (`runtime="onnx"`, one intra-op thread). Reported per set-up:
 calls, p50 / p90 / p99 / max ms, AOF rewrites during the run and the CPU seconds of their child processes, and
 Redis' own µs per call by command (`INFO commandstats` over the run: EXEC is the whole commit; EVAL its script,
@@ -76,12 +78,13 @@ class CollectorTimer:
 
 
 def one_setup(aof: str, fsync: str, rewrite: str, seconds: float, users: np.ndarray, prefill_events: int,
-              freeze: bool = False, runtime: str = "torch", onnx_dir=None) -> dict:
+              freeze: bool = False, runtime: str = "torch", onnx_dir=None, rewrite_min_mb: int = 64) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="t2arec-tail-redis-", dir="/dev/shm" if aof == "tmpfs" else None))
     server = redis_server_class()(folder, appendfsync=fsync).start()
     try:
         client = _redis_client(server.url)
         client.config_set("auto-aof-rewrite-percentage", "100" if rewrite == "on" else "0")
+        client.config_set("auto-aof-rewrite-min-size", str(int(rewrite_min_mb) << 20))
         rec = recommender(CONFIG, server.url, prefix="tail", onnx_dir=onnx_dir if runtime == "onnx" else None)
         prefill(rec, users, prefill_events)
         work = Workload(users, seed=2)
@@ -103,7 +106,8 @@ def one_setup(aof: str, fsync: str, rewrite: str, seconds: float, users: np.ndar
         ms = (ends - starts) * 1e3
         persistence, stats = client.info("persistence"), client.info("commandstats")
         n = len(ms)
-        return {"aof": aof, "appendfsync": fsync, "auto_rewrite": rewrite, "runtime": runtime, "calls": n,
+        return {"aof": aof, "appendfsync": fsync, "auto_rewrite": rewrite, "rewrite_min_mb": int(rewrite_min_mb),
+                "runtime": runtime, "calls": n,
                 "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
                 "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max()),
                 "gc_frozen": freeze, "gc": collector.summary(starts, ends, ms >= np.percentile(ms, 99)),
@@ -138,6 +142,8 @@ def main(argv=None) -> int:
     ap.add_argument("--aof", nargs="+", choices=("disk", "tmpfs"), default=["disk", "tmpfs"])
     ap.add_argument("--fsync", nargs="+", choices=("always", "everysec"), default=["always", "everysec"])
     ap.add_argument("--rewrite", nargs="+", choices=("on", "off"), default=["on", "off"])
+    ap.add_argument("--rewrite-min-mb", type=int, default=64,
+                    help="auto-aof-rewrite-min-size in MB for --rewrite on (default 64: Redis' own default)")
     ap.add_argument("--users", type=int, default=4096, help="users in the pool (default 4096)")
     ap.add_argument("--prefill", type=int, default=3, help="events per user before the clock (default 3)")
     ap.add_argument("--runtime", nargs="+", choices=("torch", "onnx"), default=["torch", "onnx"],
@@ -155,7 +161,7 @@ def main(argv=None) -> int:
             export_graphs(onnx_dir)
         for aof, fsync, rewrite, runtime in itertools.product(args.aof, args.fsync, args.rewrite, args.runtime):
             rows.append(one_setup(aof, fsync, rewrite, args.seconds, users, args.prefill, freeze=args.gc_freeze,
-                                  runtime=runtime, onnx_dir=onnx_dir))
+                                  runtime=runtime, onnx_dir=onnx_dir, rewrite_min_mb=args.rewrite_min_mb))
             report_row(rows[-1])
     if args.markdown:
         print(markdown(rows))
@@ -165,7 +171,8 @@ def main(argv=None) -> int:
 
 
 def report_row(row: dict) -> None:
-    print(f"AOF {row['aof']}, appendfsync {row['appendfsync']}, auto rewrite {row['auto_rewrite']}, runtime "
+    print(f"AOF {row['aof']}, appendfsync {row['appendfsync']}, auto rewrite {row['auto_rewrite']} (min "
+          f"{row['rewrite_min_mb']} MB), runtime "
           f"{row['runtime']}: {row['calls']} calls, p50 {row['p50_ms']:.2f} "
           f"p90 {row['p90_ms']:.2f} p99 {row['p99_ms']:.2f} max {row['max_ms']:.1f} ms; "
           f"{row['aof_rewrites']} rewrites ({row['rewrite_child_cpu_s']:.1f} s child CPU); garbage "
