@@ -20,3 +20,15 @@ class StoreCorruptError(StoreError):
 
 class StoreConflictError(StoreError):
     """A write lost its compare-and-set more often than the configured retries allow (extreme contention)."""
+
+
+class StoredWithoutAnswerError(StoreError):
+    """observe_and_recommend stored the call's events (its commit was applied) but could not give the answer:
+    computing it, or reading what it needs from the store, failed (the cause is chained and named). Ask recommend()
+    for the answer; observing the events again would count them twice. Deliberately not a StoreUnavailableError: a
+    caller that repeats calls after an outage must not repeat this one. Source: docs/serving.md, "Consistency"."""
+
+    def __init__(self, failed: str, cause: BaseException):
+        super().__init__(f"observe_and_recommend: the events WERE stored (the commit was applied); {failed} failed "
+                         f"({type(cause).__name__}: {cause}) — ask recommend() for the answer, do not observe these "
+                         f"events again")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from t2arec_fast import json_io
-from t2arec_fast.errors import InputError, StoreUnavailableError
+from t2arec_fast.errors import InputError, StoredWithoutAnswerError, StoreUnavailableError
 from t2arec_fast.model.block import BlockState
 from t2arec_fast.model.protocol import StepModel
 
@@ -242,10 +242,11 @@ class OnlineRecommender(RawIdServing):
         from the store, so that case makes the two calls' round trips. Without at_time: a model that scores at
         the request time, or a test-time step, needs recommend(at_time=...).
 
-        Raises: what observe() and recommend() raise, and nothing is stored then — except with a store and
-        exclude_seen: an outage between the commit and the read raises StoreUnavailableError saying that the events
-        were stored (ask recommend() again; do not observe them again). InputError for a model that needs the
-        request time (before anything is stored).
+        Raises: what observe() and recommend() raise, and nothing is stored then — except StoredWithoutAnswerError
+        (a StoreError, not a StoreUnavailableError): with a store, the commit was applied but the answer could not
+        be given (reading the rings for exclude_seen met an outage, or computing the answer failed): ask recommend()
+        for it, do not observe the events again. InputError for a model that needs the request time (before
+        anything is stored).
         """
         users, items, times = self._checked_events(user_ids, item_ids, timestamps, "observe_and_recommend")
         k = self._check_k(k)
@@ -281,9 +282,7 @@ class OnlineRecommender(RawIdServing):
         try:
             return self.shared.request_view(users, True, k)
         except StoreUnavailableError as exc:
-            raise StoreUnavailableError(f"observe_and_recommend: the events WERE stored (the commit was applied); "
-                                        f"reading the answer failed — ask recommend() for it, do not observe these "
-                                        f"events again. {exc}") from None
+            raise StoredWithoutAnswerError("reading the answer from the store", exc) from exc
 
     def _observe_here(self, groups: EventGroups, users, items, times) -> None:
         """observe() with the users' data in this process (history store + cache)."""

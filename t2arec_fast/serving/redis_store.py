@@ -505,13 +505,14 @@ class CommitOutcome:
     moved on (nothing was written).  stamp: the stamp every user of an applied batch now carries.  behind (b,)
     int64: indices of applied users whose state was not sent while the stored state of this model version is
     missing or snapshot_every or more events behind (processes of another version stored the last ones): the
-    caller stores them with put_states.  meanwhile_result: what commit(meanwhile=...) returned (computed whatever
-    the outcome: use it only when applied)."""
+    caller stores them with put_states.  meanwhile_result / meanwhile_error: what commit(meanwhile=...) returned or
+    raised (an Exception; computed whatever the outcome: use them only when applied)."""
     applied: bool
     lost: np.ndarray
     stamp: int
     behind: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     meanwhile_result: Any = None
+    meanwhile_error: Optional[Exception] = None
 
 
 class RedisStateStore:
@@ -636,7 +637,7 @@ class RedisStateStore:
                              meanwhile: Optional[Callable[[], Any]] = None):
         """One round trip, one Redis transaction (MULTI/EXEC: run whole or not at all, nothing in between): the
         states under their keys, never over a state already there, then the script, which adopts them or deletes
-        them; -> (the script's reply, what meanwhile() returned, or None). all_new: the keys are this call's own (a
+        them; -> (the script's reply, what meanwhile() returned and raised: see _transaction). all_new: the keys are this call's own (a
         commit's stamp is in them), so one MSETNX (all or none) writes them; otherwise (a rebuilt state may already
         be there, written by another process for the same user, version and stamp) one SET NX each.
         EVAL, not EVALSHA: a server that lost its script cache (a restart) would otherwise store the states and
@@ -654,25 +655,23 @@ class RedisStateStore:
     def _transaction(self, commands: list, meanwhile: Optional[Callable[[], Any]]):
         """MULTI, `commands`, EXEC, sent as one buffer; then meanwhile() runs in this thread while Redis executes
         them (and, with `appendfsync always`, waits for the disk); then the replies are read. -> (the last
-        command's reply, meanwhile's result or None). Why not redis-py's pipeline: it sends and reads in one call,
-        and the time between is the commit's largest part (docs/serving.md, "The answer is computed while Redis
-        applies the commit"). A connection error or timeout is retried as the pool's Retry says (the commands must
-        be safe to send twice: a commit's done-marker, SET NX) and meanwhile runs once. An error of meanwhile is raised after the replies are in
-        (the transaction may then have been applied); an error reply of a command is raised as such.
+        command's reply, meanwhile's result, meanwhile's error: an Exception it raised, returned and not raised
+        because the caller must learn the transaction's outcome either way; None, None without meanwhile).
+        Why not redis-py's pipeline: it sends and reads in one call, and the time between is the commit's largest
+        part (docs/serving.md, "The answer is computed while Redis applies the commit"). A connection error or
+        timeout is retried as the pool's Retry says (the commands must be safe to send twice: a commit's
+        done-marker, SET NX) and meanwhile runs once; a BaseException in it (KeyboardInterrupt) drops the
+        connection unread and propagates.
 
         Raises: redis' ConnectionError / TimeoutError after the retries, ResponseError (mapped by _call)."""
         redis = _redis()
         pool = self._redis.connection_pool
-        ran = {}
+        ran = []
 
         def attempt():
             conn.send_packed_command(packed, check_health=False)
-            if not ran:
-                ran["result"] = None
-                try:
-                    ran["result"] = meanwhile() if meanwhile is not None else None
-                except Exception as exc:           # the replies are read first: the connection stays usable
-                    ran["error"] = exc
+            if not ran:                             # once, however often the transaction is sent
+                ran.append(_run(meanwhile))
             return _exec_reply(conn, len(commands), redis)
 
         conn = pool.get_connection()
@@ -684,9 +683,7 @@ class RedisStateStore:
             raise
         finally:
             pool.release(conn)
-        if "error" in ran:
-            raise ran["error"]
-        return reply, ran.get("result")
+        return (reply, *ran[0])
 
     # -- set-up --------------------------------------------------------------------------------------------------
     def ping(self) -> bool:
@@ -818,9 +815,9 @@ class RedisStateStore:
         stored state stays and the ring holds the events after it. Events (n,): event_user = index into users,
         event_rank = rank among that user's events in the call (call order), items, times. `stamp`: pass the same
         value again to retry a call whose outcome is unknown (it is applied at most once). `meanwhile`: a function of
-        no arguments run after the commit is sent and before its reply is read (while Redis applies it); its
-        result is the outcome's meanwhile_result, computed whatever the outcome. The reply is read in any case;
-        an error of meanwhile is raised after it (the batch may then be stored).
+        no arguments run after the commit is sent and before its reply is read (while Redis applies it); what it
+        returns or raises (an Exception) is the outcome's meanwhile_result / meanwhile_error, whatever the
+        outcome — its error is not raised here, so that the caller learns whether the batch was applied.
 
         Raises: StoreCorruptError, StoreUnavailableError, InputError (unregistered version or wrong state size).
         """
@@ -829,8 +826,9 @@ class RedisStateStore:
         if states.shape != (len(users), size):
             raise InputError(f"commit: states of shape {states.shape}, expected {(len(users), size)}")
         if not len(users):
-            return CommitOutcome(True, np.zeros(0, np.int64), stamp or 0,
-                                 meanwhile_result=None if meanwhile is None else meanwhile())
+            result, error = _run(meanwhile)
+            return CommitOutcome(True, np.zeros(0, np.int64), stamp or 0, meanwhile_result=result,
+                                 meanwhile_error=error)
         stamp = _check_stamp(stamp) if stamp is not None else _new_stamp()
         H = self.history_len
         kept = np.minimum(counts, H)                     # only each user's last H events land in its ring
@@ -852,7 +850,7 @@ class RedisStateStore:
         popular[:, 0] = np.char.zfill(popular_items.astype(f"S{_ITEM_DIGITS}"), _ITEM_DIGITS)
         popular[:, 1] = popular_counts.astype(f"S{FIELD}")
         sent = np.flatnonzero(snapshot)
-        reply, result = self._script_after_states(
+        reply, result, error = self._script_after_states(
             "commit", [self.state_key(u, version, stamp) for u in users[sent].tolist()], states[sent],
             [self._key("pop"), self._key("done", stamp)],
             [int(version), self.prefix, str(stamp), self.ttl_ms, int(version) - 1, H, records.tobytes(),
@@ -861,8 +859,9 @@ class RedisStateStore:
         self.counters["commits"] += 1
         if reply[0] == 0:
             self.counters["cas_conflicts"] += 1
-            return CommitOutcome(False, np.asarray(reply[1:], np.int64) - 1, stamp, meanwhile_result=result)
-        return CommitOutcome(True, np.zeros(0, np.int64), stamp, np.asarray(reply[1:], np.int64) - 1, result)
+            return CommitOutcome(False, np.asarray(reply[1:], np.int64) - 1, stamp, meanwhile_result=result,
+                                 meanwhile_error=error)
+        return CommitOutcome(True, np.zeros(0, np.int64), stamp, np.asarray(reply[1:], np.int64) - 1, result, error)
 
     def snapshot_rows(self, n_before: np.ndarray, n_after: np.ndarray) -> np.ndarray:
         """(U,) bool: the users whose new state a commit stores — those whose event count passes a multiple of
@@ -957,6 +956,16 @@ def _one_buffer_packer(redis):
             return [b"".join(super().pack(*args))]
 
     return OneBuffer(6000, Encoder(encoding="utf-8", encoding_errors="strict", decode_responses=False).encode)
+
+
+def _run(meanwhile: Optional[Callable[[], Any]]) -> Tuple[Any, Optional[Exception]]:
+    """-> (meanwhile(), None), or (None, the Exception it raised); (None, None) without one."""
+    if meanwhile is None:
+        return None, None
+    try:
+        return meanwhile(), None
+    except Exception as exc:                   # returned: the caller must still learn the commit's outcome
+        return None, exc
 
 
 def _exec_reply(conn, n_commands: int, redis):

@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 
-from t2arec_fast.errors import InputError, StoreConflictError, StoreCorruptError
+from t2arec_fast.errors import InputError, StoreConflictError, StoreCorruptError, StoredWithoutAnswerError
 from t2arec_fast.model.checkpoint import weights_fingerprint
 
 from .events import EventGroups, check_time_order, group_events
@@ -124,7 +124,10 @@ class SharedTier:
         is re-read and the batch re-applied (counted in stats()["cas_retries"]). → (the members' new states
         (U, size) float32: what Redis holds for them at the commit's instant; meanwhile(those states), computed
         while Redis applied the commit — on a lost compare-and-set it is computed again for the re-applied
-        states — or None without meanwhile)."""
+        states — or None without meanwhile).
+
+        Raises: StoredWithoutAnswerError when meanwhile failed for an applied commit (after the local tier and any
+        write-back are done, as for any applied commit); what the store raises."""
         U = groups.users
         base = self._bases(U)
         verified = False                      # base checked against Redis (not only local copies)?
@@ -151,6 +154,9 @@ class SharedTier:
                 behind = outcome.behind                 # this version's stored state fell behind (a rolling swap)
                 if len(behind):
                     self.store.put_states(U[behind], self.version, stamps[behind], flat[behind])
+                if outcome.meanwhile_error is not None:
+                    raise StoredWithoutAnswerError("computing the answer", outcome.meanwhile_error) \
+                        from outcome.meanwhile_error
                 return flat, outcome.meanwhile_result
             self.counters["cas_retries"] += 1
             self._refresh(base, U, outcome.lost)

@@ -6,7 +6,7 @@ import pytest
 import redis
 import torch
 
-from t2arec_fast.errors import InputError, StoreCorruptError, StoreUnavailableError
+from t2arec_fast.errors import InputError, StoreCorruptError, StoredWithoutAnswerError, StoreUnavailableError
 from t2arec_fast.serving import OnlineRecommender
 from t2arec_fast.serving.redis_store import RedisStateStore
 
@@ -484,9 +484,38 @@ def test_an_outage_between_the_commit_and_the_exclude_seen_read_says_the_events_
         return outcome
 
     store.commit = commit_then_redis_dies
-    with pytest.raises(StoreUnavailableError, match="events WERE stored.*do not observe these events again"):
+    with pytest.raises(StoredWithoutAnswerError, match="events WERE stored.*reading the answer from the store "
+                                                       "failed.*do not observe these events again") as raised:
         rec.observe_and_recommend([1], [4], [200], k=3, exclude_seen=True)
+    assert not isinstance(raised.value, StoreUnavailableError)   # code that repeats calls after outages must not
     store.commit = commit
     redis_server.start()
     assert store.read(np.array([1]), rec.version, rings="none").n_events.tolist() == [2]
     assert rec.recommend([1], k=3, exclude_seen=True)[0].shape == (1, 3)
+
+
+def test_a_failure_while_answering_after_an_applied_commit_says_the_events_were_stored(model, redis_url):
+    """Found by a break-review of the overlapped commit (2026-12-02): the scoring failing (as a MemoryError would
+    on a large batch) after the commit was applied came out bare, so a caller could not tell stored from not
+    stored and a retry counted the events twice. Now StoredWithoutAnswerError says they were stored, the local
+    tier holds the committed states (the next call is one round trip), and recommend() gives the answer."""
+    rec = _shared(model, redis_url)
+    twin = _shared(model, redis_url, prefix="twin")
+    for r in (rec, twin):
+        r.observe([1, 2], [3, 4], [100, 100])
+    scoring = rec._score_states
+
+    def scoring_fails(*args, **kwargs):
+        raise RuntimeError("scoring failed (out of memory)")
+
+    rec._score_states = scoring_fails
+    with pytest.raises(StoredWithoutAnswerError, match="WERE stored.*computing the answer failed \\(RuntimeError: "
+                                                       "scoring failed") as raised:
+        rec.observe_and_recommend([1, 2], [5, 6], [200, 200], k=4)
+    assert isinstance(raised.value.__cause__, RuntimeError)
+    rec._score_states = scoring
+    twin.observe([1, 2], [5, 6], [200, 200])
+    assert rec.shared.store.read(np.array([1, 2]), rec.version).n_events.tolist() == [2, 2]
+    assert rec.shared._local(np.array([1, 2]))[0].all()                # the committed states went to the local tier
+    for got, want in zip(rec.recommend([1, 2], k=4), twin.recommend([1, 2], k=4)):
+        np.testing.assert_array_equal(got, want)
