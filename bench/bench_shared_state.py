@@ -2,7 +2,8 @@
 serving processes against one Redis.
 
     python -m bench.bench_shared_state [--quick] [--aof disk tmpfs] [--fsync always everysec] [--runtime onnx]
-                                       [--markdown] [--out DIR]                   # DIR/bench_shared_state.json
+                                       [--rewrite-min-mb 64] [--markdown] [--out DIR]
+                                       # writes DIR/bench_shared_state.json
 
 Model: ml-100k-sized T2ARec (n_items 1682, d 64, d_state 32, 1 block), random weights, eval, float32, 1 torch
 thread, as bench_serving (`--runtime onnx`: its encode and step in ONNX Runtime on one thread, in every
@@ -27,7 +28,9 @@ own share of the pool (as a load balancer with user affinity routes them): event
 latency. (Contention on the same users, and its compare-and-set retries, is what
 tests/serving/test_redis_concurrency.py exercises.)
 
-The Redis server is started here (tests/redis_server.py: loopback, appendonly yes), one per (--aof, --fsync) pair.
+The Redis server is started here (tests/redis_server.py: loopback, appendonly yes), one per (--aof, --fsync) pair,
+with auto-aof-rewrite-min-size --rewrite-min-mb (Redis' default 64 MB unless given: the write-heavy configurations
+then fork an AOF rewrite every ~20 s of the run, during every configuration's calls).
 --aof picks where its append-only file lives: "disk" (a temporary folder on this machine's disk) and/or "tmpfs"
 (/dev/shm: an fsync costs nothing there: what the round trips and scripts themselves cost). --fsync sets Redis'
 appendfsync: "always" (every write is fsynced before Redis replies: what docs/serving.md's durability guarantee
@@ -258,6 +261,7 @@ def one_server(aof: str, fsync: str, args, users, batches, reps, onnx_dir=None) 
     folder = Path(tempfile.mkdtemp(prefix="t2arec-bench-redis-", dir="/dev/shm" if aof == "tmpfs" else None))
     server = redis_server_class()(folder, appendfsync=fsync).start()
     try:
+        _redis_client(server.url).config_set("auto-aof-rewrite-min-size", str(int(args.rewrite_min_mb) << 20))
         recs = {config: recommender(config, server.url, prefix=config, onnx_dir=onnx_dir) for config in CONFIGS}
         for rec in recs.values():                 # each its own users' data (prefixes), so no one's copy goes stale
             prefill(rec, users, args.prefill)
@@ -268,7 +272,8 @@ def one_server(aof: str, fsync: str, args, users, batches, reps, onnx_dir=None) 
         aof_info = _redis_client(server.url).info("persistence")
         profile = command_profile(server.url, users, args.prefill, calls=30 if args.quick else 300,
                                   onnx_dir=onnx_dir)
-        return {"aof": aof, "appendfsync": fsync, "aof_folder": str(folder), "single_process": rows,
+        return {"aof": aof, "appendfsync": fsync, "rewrite_min_mb": int(args.rewrite_min_mb),
+                "aof_folder": str(folder), "single_process": rows,
                 "processes": multi, "redis_us_per_call_by_command": profile,
                 "aof_rewrites": int(aof_info.get("aof_rewrites", 0)),
                 "aof_rewrite_cpu_s": server_cpu(children=True)}
@@ -285,7 +290,8 @@ def _redis_client(url: str):
 def print_table(result: dict) -> None:
     for part in result["servers"]:
         print(f"\nRedis AOF on {part['aof']}, appendfsync {part['appendfsync']} ({part['aof_rewrites']} AOF rewrites "
-              f"during the run, {part['aof_rewrite_cpu_s']:.1f} s of CPU in their child processes)")
+              f"during the run at auto-aof-rewrite-min-size {part.get('rewrite_min_mb', 64)} MB, "
+              f"{part['aof_rewrite_cpu_s']:.1f} s of CPU in their child processes)")
         base = {(r["config"], r["batch"]): r for r in part["single_process"] if is_in_process(r["config"])}
         print(f"{'config':<24} {'batch':>5} {'events/s':>10} {'cost':>6} {'p50 ms':>8} {'p99 ms':>8} "
               f"{'CPU ms':>7} {'Redis CPU':>9} {'CPU cost':>8}")
@@ -310,7 +316,8 @@ def markdown_tables(result: dict) -> str:
                         for b in (1, 64, 1024))
     for part in result["servers"]:
         lines += ["", f"AOF on {part['aof']}, `appendfsync {part['appendfsync']}` ({part['aof_rewrites']} AOF "
-                      f"rewrites, {part['aof_rewrite_cpu_s']:.1f} s of CPU in their child processes):", "",
+                      f"rewrites at auto-aof-rewrite-min-size {part.get('rewrite_min_mb', 64)} MB, "
+                      f"{part['aof_rewrite_cpu_s']:.1f} s of CPU in their child processes):", "",
                   f"| config | {header} |", "|---" * 10 + "|"]
         base = {(r["config"], r["batch"]): r for r in part["single_process"] if is_in_process(r["config"])}
         for config in CONFIGS:
@@ -349,6 +356,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=None, help="per multi-process round (default 5; quick 1)")
     ap.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                     help="every configuration's model step in PyTorch (default) or ONNX Runtime (one thread)")
+    ap.add_argument("--rewrite-min-mb", type=int, default=64,
+                    help="Redis' auto-aof-rewrite-min-size in MB (default 64: Redis' own default; docs/serving.md "
+                         "advises sizing it to the write volume)")
     ap.add_argument("--markdown", action="store_true", help="also print the tables as docs/benchmarks.md has them")
     add_out_argument(ap)
     args = ap.parse_args(argv)
@@ -366,7 +376,7 @@ def main(argv=None) -> int:
     env = environment(redis_server=_redis_version(), redis_py=_redis_py_version())
     result = {"environment": env, "config": {"quick": q, "users": args.users, "prefill_events": args.prefill,
                                              "runs": args.runs, "reps": reps, "seconds_per_round": args.seconds,
-                                             "runtime": args.runtime,
+                                             "runtime": args.runtime, "rewrite_min_mb": args.rewrite_min_mb,
                                              "model": {"n_items": N_ITEMS, "d": D, "d_state": D_STATE, "blocks": 1}}}
     with tempfile.TemporaryDirectory(prefix="t2arec-bench-onnx-") as graphs:
         onnx_dir = export_graphs(graphs) if args.runtime == "onnx" else None
