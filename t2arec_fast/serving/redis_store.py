@@ -637,9 +637,10 @@ class RedisStateStore:
                              meanwhile: Optional[Callable[[], Any]] = None):
         """One round trip, one Redis transaction (MULTI/EXEC: run whole or not at all, nothing in between): the
         states under their keys, never over a state already there, then the script, which adopts them or deletes
-        them; -> (the script's reply, what meanwhile() returned and raised: see _transaction). all_new: the keys are this call's own (a
-        commit's stamp is in them), so one MSETNX (all or none) writes them; otherwise (a rebuilt state may already
-        be there, written by another process for the same user, version and stamp) one SET NX each.
+        them; -> (the script's reply, what meanwhile() returned and raised: see _transaction). all_new: the keys
+        are this call's own (a commit's stamp is in them), so one MSETNX (all or none) writes them; otherwise (a
+        rebuilt state may already be there, written by another process for the same user, version and stamp) one
+        SET NX each.
         EVAL, not EVALSHA: a server that lost its script cache (a restart) would otherwise store the states and
         refuse the script that adopts them."""
         flat = memoryview(np.ascontiguousarray(states).reshape(-1).view(np.uint8))
