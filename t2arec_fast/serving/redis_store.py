@@ -569,13 +569,14 @@ class RedisStateStore:
         self.settings = {"socket_timeout_s": float(socket_timeout_s), "connect_timeout_s": float(connect_timeout_s),
                          "retries": int(retries), "retry_backoff_s": float(retry_backoff_s),
                          "max_connections": int(max_connections)}
+        self._packer = _one_buffer_packer(redis)
         try:
             pool = redis.BlockingConnectionPool.from_url(
                 self.url, max_connections=int(max_connections), timeout=float(socket_timeout_s),
                 # replies that ship states carry 10 KB per user: read them in 1 MB pieces (redis-py's 64 KB
                 # default made a 1,024-user read cost ~40 ms of client CPU instead of ~16; no change at batch 1)
                 socket_read_size=1 << 20,
-                command_packer=_one_buffer_packer(redis),
+                command_packer=self._packer,
                 socket_timeout=float(socket_timeout_s), socket_connect_timeout=float(connect_timeout_s),
                 retry=Retry(ExponentialBackoff(cap=10 * float(retry_backoff_s), base=float(retry_backoff_s)),
                             int(retries)),
@@ -677,7 +678,9 @@ class RedisStateStore:
 
         conn = pool.get_connection()
         try:
-            packed = [b"".join(conn.pack_commands([("MULTI",), *commands, ("EXEC",)]))]
+            # the whole transaction as one buffer, its states copied once (not once per command, then again)
+            packed = [b"".join(piece for command in (("MULTI",), *commands, ("EXEC",))
+                               for piece in self._packer.pieces(*command))]
             reply = conn.retry.call_with_retry(attempt, lambda error: conn.disconnect())
         except BaseException:
             conn.disconnect()                       # an unread reply must not reach the pool's next user
@@ -955,6 +958,10 @@ def _one_buffer_packer(redis):
     class OneBuffer(PythonRespSerializer):
         def pack(self, *args):
             return [b"".join(super().pack(*args))]
+
+        def pieces(self, *args):
+            """redis-py's pieces of one command, not joined (for joining several commands at once)."""
+            return super().pack(*args)
 
     return OneBuffer(6000, Encoder(encoding="utf-8", encoding_errors="strict", decode_responses=False).encode)
 
