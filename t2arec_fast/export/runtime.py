@@ -324,6 +324,14 @@ class OnnxStepModel:
     def step(self, item_ids_t, states):
         return self.encoder.step(item_ids_t, states)
 
+    def step_in_place(self, item_ids_t, states) -> torch.Tensor:
+        """`step`, its new states copied into `states` (ONNX Runtime writes its own output buffers) → o (b, d)."""
+        o, new_states = self.encoder.step(item_ids_t, states)
+        for state, new in zip(states, new_states):
+            state.conv.copy_(new.conv)
+            state.ssm.copy_(new.ssm)
+        return o
+
     def score_from(self, o: torch.Tensor) -> torch.Tensor:
         return self.torch_model.score_from(o)
 

@@ -182,6 +182,15 @@ class T2AMambaBlock(nn.Module):
         new_state = BlockState(window[:, 1:], h)
         return self._output(y), new_state, BlockInternals(dt=dt, x_last=x, final_state=h)
 
+    def step_in_place(self, u_t: torch.Tensor, state: BlockState) -> torch.Tensor:
+        """`step` with `state` (conv, ssm of any strides: views of serving's flat buffers) updated IN PLACE to the
+        new state: → out_t (batch, d), the same floats as `step` without its copies (no autograd)."""
+        window, z, x, B, C, dt = self._step_inputs(u_t, state.conv)
+        y, _ = selective_state_step(state.ssm, x, dt, self.A, B, C, self.D, z=z, backend=self.backend,
+                                    in_place=True)
+        state.conv.copy_(window[:, 1:])
+        return self._output(y)
+
     def step_pooled(self, u_t: torch.Tensor, pool: BlockState, slots: torch.Tensor) -> torch.Tensor:
         """`step` on states kept in a pool, updated IN PLACE: row i of the batch advances pool row slots[i]
         (distinct; −1 skips the row, whose output is then not meaningful). pool.conv (P, k−1, conv_dim), pool.ssm

@@ -41,6 +41,9 @@ class StepModel(Protocol):
     def step(self, item_ids_t: torch.Tensor, states: List[BlockState]) -> Tuple[torch.Tensor, List[BlockState]]:
         """One more event per user: (b,) int64 item ids → (o (b, d), new states), as encode of the longer sequence."""
 
+    def step_in_place(self, item_ids_t: torch.Tensor, states: List[BlockState]) -> torch.Tensor:
+        """`step` with `states` overwritten by the new states (views of any strides) → o (b, d); inputs unchecked."""
+
     def scores_from_state(self, o_n: torch.Tensor, states: List[BlockState], last_times: Optional[torch.Tensor] = None,
                           request_times: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(b, n_items + 1) scores (column 0 = −inf) from an encoded state; last_times, request_times (b,) int64."""

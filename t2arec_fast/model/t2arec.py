@@ -61,6 +61,10 @@ class T2ALayer(nn.Module):
         out, new_state, internals = self.block.step(u_t, state)
         return self._finish(u_t, out), new_state, internals
 
+    def step_in_place(self, u_t, state):
+        """`step` with the state updated in place (T2AMambaBlock.step_in_place): → o (batch, d)."""
+        return self._finish(u_t, self.block.step_in_place(u_t, state))
+
     def step_pooled(self, u_t, pool, slots):
         """One event on pooled states, updated in place (T2AMambaBlock.step_pooled): → o (batch, d)."""
         return self._finish(u_t, self.block.step_pooled(u_t, pool, slots))
@@ -283,6 +287,15 @@ class T2ARec(SequentialRecommender):
                              "(a step takes one real event per user: no padding 0)")
         o, new_states, _ = self.run_step(self.embed(item_ids_t), states)
         return o, new_states
+
+    def step_in_place(self, item_ids_t: torch.Tensor, states: List[BlockState]) -> torch.Tensor:
+        """`step` with `states` updated IN PLACE to the new states (conv and ssm of any strides: serving steps views
+        of its flat state buffers): → o (batch, d), the same floats as `step`'s without copying the states back.
+        Input checks are the caller's (`step`'s); no autograd. Source: docs/serving.md."""
+        h = self.embed(item_ids_t)
+        for layer, state in zip(self.layers, states):
+            h = layer.step_in_place(h, state)
+        return h
 
     def step_pooled(self, item_ids_t: torch.Tensor, pools: List[BlockState], slots: torch.Tensor) -> torch.Tensor:
         """`step` on states held in per-block pools (serving's device tier), updated IN PLACE: user i advances pool

@@ -314,12 +314,15 @@ class OnlineRecommender(RawIdServing):
             chunk = m if step_rows is None else step_rows
             for lo in range(0, m, chunk):         # rows [lo, hi) of the step, padded up to `chunk`
                 hi = min(lo + chunk, m)
-                o_new, new_states = self.model.step(
-                    _padded(step_items[at + lo:at + hi], chunk, fill=1),
-                    [BlockState(_padded(v.conv[lo:hi], chunk), _padded(v.ssm[lo:hi], chunk)) for v in views])
-                for view, new in zip(views, new_states):
-                    view.conv[lo:hi].copy_(new.conv[:hi - lo])
-                    view.ssm[lo:hi].copy_(new.ssm[:hi - lo])
+                rows = [BlockState(v.conv[lo:hi], v.ssm[lo:hi]) for v in views]
+                if hi - lo == chunk:              # the states' own rows, stepped where they are
+                    o[lo:hi].copy_(self.model.step_in_place(step_items[at + lo:at + hi], rows))
+                    continue
+                padded = [BlockState(_padded(r.conv, chunk), _padded(r.ssm, chunk)) for r in rows]
+                o_new = self.model.step_in_place(_padded(step_items[at + lo:at + hi], chunk, fill=1), padded)
+                for row, new in zip(rows, padded):
+                    row.conv.copy_(new.conv[:hi - lo])
+                    row.ssm.copy_(new.ssm[:hi - lo])
                 o[lo:hi].copy_(o_new[:hi - lo])
             at += m
         flat = state.cpu().numpy() if state.device.type != "cpu" else start

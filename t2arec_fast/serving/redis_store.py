@@ -45,7 +45,7 @@ import numpy as np
 from t2arec_fast import json_io
 from t2arec_fast.errors import InputError, StoreCorruptError, StoreError, StoreUnavailableError
 
-__all__ = ["RedisStateStore", "StoreRead", "CommitOutcome", "RING_RECORD"]
+__all__ = ["RedisStateStore", "StoreRead", "CommitOutcome", "RING_RECORD", "new_stamp"]
 
 RING_RECORD = np.dtype([("item", "<i4"), ("time", "<i8")])     # packed: 12 bytes per event
 assert RING_RECORD.itemsize == 12
@@ -61,9 +61,6 @@ _READ_RECORD = np.dtype([("known", "S1"), ("n", f"S{FIELD}"), ("t", f"S{FIELD}")
                          ("e", f"S{FIELD}"), ("sw", f"S{FIELD}"), ("sn", f"S{FIELD}"), ("status", "S1"),
                          ("ring", "S1")])                          # one user in the read script's reply
 _LOCAL_RECORD = np.dtype([("w", f"S{FIELD}"), ("e", f"S{FIELD}"), ("n", f"S{FIELD}")])   # a caller's local copy
-_COMMIT_RECORD = np.dtype([("expected", f"S{FIELD}"), ("n", f"S{FIELD}"), ("t", f"S{FIELD}"),
-                           ("slot", f"S{FIELD}"), ("records", f"S{FIELD}"), ("snapshot", f"S{FIELD}")])
-                                                                                 # one user in a commit's arguments
 
 # -- Lua scripts: each runs atomically inside Redis; errors name the key -------------------------------------------
 # Per-user numbers travel as decimal text inside one argument or reply string — space-separated in the arguments a
@@ -833,25 +830,20 @@ class RedisStateStore:
             result, error = _run(meanwhile)
             return CommitOutcome(True, np.zeros(0, np.int64), stamp or 0, meanwhile_result=result,
                                  meanwhile_error=error)
-        stamp = _check_stamp(stamp) if stamp is not None else _new_stamp()
+        stamp = _check_stamp(stamp) if stamp is not None else new_stamp()
         H = self.history_len
         kept = np.minimum(counts, H)                     # only each user's last H events land in its ring
         first = counts - kept                            # rank of the first of them
-        per_user = np.empty(len(users), _COMMIT_RECORD)
-        per_user["expected"], per_user["n"], per_user["t"] = (np.asarray(expected_stamps, np.int64).astype(
-            _COMMIT_RECORD["expected"]), (n_before + counts).astype(_COMMIT_RECORD["n"]),
-            np.asarray(last_ts, np.int64).astype(_COMMIT_RECORD["t"]))
-        per_user["slot"] = ((n_before + first) % H).astype(_COMMIT_RECORD["slot"])
-        per_user["records"] = kept.astype(_COMMIT_RECORD["records"])
         snapshot = np.ones(len(users), bool) if snapshot is None else np.asarray(snapshot, bool)
-        per_user["snapshot"] = snapshot.astype(np.int64).astype(_COMMIT_RECORD["snapshot"])
+        per_user = np.stack([np.asarray(expected_stamps, np.int64), n_before + counts, np.asarray(last_ts, np.int64),
+                             (n_before + first) % H, kept, snapshot], axis=1).astype(np.int64)  # script's ARGV 8
         keep = event_rank >= first[event_user]
         order = np.lexsort((event_rank[keep], event_user[keep]))        # user by user, in call order
         records = np.empty(len(order), RING_RECORD)
         records["item"], records["time"] = items[keep][order], times[keep][order]
         popular_items, popular_counts = np.unique(items, return_counts=True)
         popular = np.empty((len(popular_items), 2), f"S{FIELD}")          # per item: member, count
-        popular[:, 0] = np.char.zfill(popular_items.astype(f"S{_ITEM_DIGITS}"), _ITEM_DIGITS)
+        popular[:, 0] = _zero_padded(popular_items)
         popular[:, 1] = popular_counts.astype(f"S{FIELD}")
         sent = np.flatnonzero(snapshot)
         reply, result, error = self._script_after_states(
@@ -1041,6 +1033,13 @@ def _separated(values: np.ndarray) -> bytes:
     return b" ".join(fields.tolist())                            # (numpy drops an S field's trailing NULs)
 
 
+def _zero_padded(items: np.ndarray) -> np.ndarray:
+    """(n,) item ids in 0 .. 10^ITEM_DIGITS − 1 → their popularity members: ITEM_DIGITS-digit decimal, zero-padded
+    (the digits of 10^ITEM_DIGITS + id after its leading 1: 10x faster than np.char.zfill)."""
+    text = (np.asarray(items, np.int64) + 10 ** _ITEM_DIGITS).astype(f"S{_ITEM_DIGITS + 1}")
+    return np.ascontiguousarray(text.view("S1").reshape(-1, _ITEM_DIGITS + 1)[:, 1:]).view(f"S{_ITEM_DIGITS}")[:, 0]
+
+
 def _decimal(values: np.ndarray) -> bytes:
     """int64 values as FIELD-byte decimal fields (NUL-padded), the scripts' per-user number format."""
     return values.astype(f"S{FIELD}").tobytes()
@@ -1086,7 +1085,8 @@ def _popular(flat: list, key: str) -> Tuple[np.ndarray, np.ndarray]:
     return items, counts
 
 
-def _new_stamp() -> int:
+def new_stamp() -> int:
+    """A fresh commit stamp: a random int in 1 .. 2^63 − 1 (the key layout in this module's docstring)."""
     return secrets.randbits(63) or 1
 
 

@@ -34,7 +34,7 @@ from t2arec_fast.model.checkpoint import weights_fingerprint
 from .events import EventGroups, check_time_order, group_events
 from .history import ring_in_time_order
 from .layout import int64_to_words, words_to_int64
-from .redis_store import INT64_MIN, RedisStateStore
+from .redis_store import INT64_MIN, RedisStateStore, new_stamp
 
 __all__ = ["SharedTier", "model_fingerprint", "open_store"]
 
@@ -78,6 +78,23 @@ class _Base:
     epochs: np.ndarray
 
 
+class _Window:
+    """What a commit runs while Redis applies it (RedisStateStore.commit's `meanwhile`): the local tier's write,
+    then the caller's answer. A failed local write is not an error of the answer: it is noted (local_done stays
+    False) and made again once the commit is known applied, where its error is raised as before."""
+
+    def __init__(self, put_local: Callable[[], None], answer: Optional[Callable[[], Any]]):
+        self.put_local, self.answer, self.local_done = put_local, answer, False
+
+    def __call__(self):
+        try:
+            self.put_local()
+            self.local_done = True
+        except Exception:             # noqa: BLE001 (repeated after the reply, where it raises)
+            pass
+        return None if self.answer is None else self.answer()
+
+
 class SharedTier:
     """Redis behind, the local StateCache in front (`capacity_bytes=0`: no local tier, every state from Redis)."""
 
@@ -102,14 +119,15 @@ class SharedTier:
 
     # -- local tier -------------------------------------------------------------------------------------------------
     def _local(self, users: np.ndarray):
-        """→ found (m,) bool, states (m, size) float32, stamps (m,) int64, epochs (m,) int64 (0 where not found)."""
+        """→ found (m,) bool, states (m, size) float32 (a view of the fetched rows: not copied again), stamps (m,)
+        int64, epochs (m,) int64 (0 where not found)."""
         size, m = self.rec.layout.size, len(users)
         if self.local is None:
             return np.zeros(m, bool), np.zeros((m, size), np.float32), np.zeros(m, np.int64), np.zeros(m, np.int64)
         found, both = self.local.get(users, self.version)
         stamps = np.where(found, words_to_int64(both[:, size:size + 8]), 0)
         epochs = np.where(found, words_to_int64(both[:, size + 8:]), 0)
-        return found, np.ascontiguousarray(both[:, :size]), stamps, epochs
+        return found, both[:, :size], stamps, epochs
 
     def _put_local(self, users: np.ndarray, flat: np.ndarray, stamps: np.ndarray, epochs: np.ndarray) -> None:
         if self.local is not None and len(users):
@@ -125,6 +143,11 @@ class SharedTier:
         (U, size) float32: what Redis holds for them at the commit's instant; meanwhile(those states), computed
         while Redis applied the commit — on a lost compare-and-set it is computed again for the re-applied
         states — or None without meanwhile).
+
+        The local tier is written while Redis applies the commit too, before its outcome is known, and the
+        entries are dropped again unless it was applied (docs/serving.md, "The answer is computed while Redis
+        applies the commit"): no call can read them in between (this recommender's lock), and an entry whose
+        stamp Redis does not carry is never served anyway.
 
         Raises: StoredWithoutAnswerError when meanwhile failed for an applied commit (after the local tier and any
         write-back are done, as for any applied commit); what the store raises."""
@@ -143,14 +166,22 @@ class SharedTier:
             flat = self.rec._advance(groups, base.flat.copy(), base.n_events, items, times, STEP_ROWS)
             _, n_after, last_after = self.rec.layout.read_header(flat)
             snapshot = self.store.snapshot_rows(base.n_events, n_after)
-            outcome = self.store.commit(U, self.version, base.stamps, base.n_events, groups.counts, last_after, flat,
-                                        groups.member, groups.rank, items, times, snapshot=snapshot,
-                                        meanwhile=None if meanwhile is None else partial(meanwhile, flat))
+            stamp = new_stamp()
+            epochs = np.where(base.stamps == 0, stamp, base.epochs)     # a new user's epoch: this stamp
+            stamps = np.full(len(U), stamp, np.int64)
+            window = _Window(partial(self._put_local, U, flat, stamps, epochs),
+                             None if meanwhile is None else partial(meanwhile, flat))
+            try:
+                outcome = self.store.commit(U, self.version, base.stamps, base.n_events, groups.counts, last_after,
+                                            flat, groups.member, groups.rank, items, times, stamp=stamp,
+                                            snapshot=snapshot, meanwhile=window)
+            except BaseException:
+                self._drop_local(U, window)   # the outcome is unknown: Redis, not a guess, says on the next call
+                raise
             if outcome.applied:
                 self.counters["states_stored"] += int(snapshot.sum())
-                epochs = np.where(base.stamps == 0, outcome.stamp, base.epochs)     # a new user's epoch: this stamp
-                stamps = np.full(len(U), outcome.stamp, np.int64)
-                self._put_local(U, flat, stamps, epochs)
+                if not window.local_done:     # the window's write failed: again, raising as any write would
+                    self._put_local(U, flat, stamps, epochs)
                 behind = outcome.behind                 # this version's stored state fell behind (a rolling swap)
                 if len(behind):
                     self.store.put_states(U[behind], self.version, stamps[behind], flat[behind])
@@ -158,11 +189,17 @@ class SharedTier:
                     raise StoredWithoutAnswerError("computing the answer", outcome.meanwhile_error) \
                         from outcome.meanwhile_error
                 return flat, outcome.meanwhile_result
+            self._drop_local(U, window)
             self.counters["cas_retries"] += 1
             self._refresh(base, U, outcome.lost)
             verified = False
         raise StoreConflictError(f"observe: users {U[outcome.lost][:5].tolist()} kept moving under this batch for "
                                  f"{self.store.max_cas_retries} retries; nothing was stored")
+
+    def _drop_local(self, users: np.ndarray, window: "_Window") -> None:
+        """Undo the window's local write of a commit that was not applied (or whose outcome is unknown)."""
+        if window.local_done and self.local is not None:
+            self.local.delete(users)
 
     def _bases(self, users: np.ndarray) -> _Base:
         found, flat, stamps, epochs = self._local(users)

@@ -5,6 +5,7 @@ import torch
 
 from t2arec_fast.errors import InputError
 from t2arec_fast.model import SASRec, T2ARec
+from t2arec_fast.model.block import BlockState
 from t2arec_fast.model.protocol import StepModel
 from t2arec_fast.serving import OnlineRecommender
 
@@ -47,3 +48,35 @@ def test_serve_replay_refuses_a_sasrec_checkpoint_in_one_line(tmp_path, capsys):
     assert main(["serve-replay", str(tmp_path / "ckpt"), str(events), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "SASRec has none" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_step_in_place_writes_the_steps_states_into_views_of_a_flat_buffer(runtime, tmp_path):
+    """What serving's _advance calls on views of its (users, size) buffer: the same o and states as step, bit for
+    bit, written where the views point; the columns around them (header, other blocks) untouched."""
+    from t2arec_fast.serving.layout import StateLayout
+    torch.manual_seed(0)
+    model = T2ARec(20, d=8, d_state=4, n_layers=2, dropout=0.0).eval()
+    if runtime == "onnx":
+        pytest.importorskip("onnxruntime")
+        from t2arec_fast.export import export_onnx
+        from t2arec_fast.export.runtime import OnnxStepModel
+        export_onnx(model, tmp_path / "onnx", kinds=("encode", "step"))
+        model = OnnxStepModel(model, tmp_path / "onnx")
+    layout = StateLayout.for_model(model)
+    flat = torch.randn(5, layout.size) * 0.3
+    before = flat.clone()
+    views, _ = layout.views(flat)
+    items = torch.tensor([3, 1, 20, 7, 7])
+    with torch.inference_mode():
+        o_want, want = model.step(items, [BlockState(v.conv.clone(), v.ssm.clone()) for v in views])
+        o = model.step_in_place(items, views)
+    assert torch.equal(o, o_want)
+    for view, new in zip(views, want):
+        assert torch.equal(view.conv, new.conv) and torch.equal(view.ssm, new.ssm)
+    touched = flat != before
+    body = torch.zeros_like(touched)                     # the views' own columns
+    for v in layout.views(body)[0]:
+        v.conv.fill_(True)
+        v.ssm.fill_(True)
+    assert not touched[~body].any()

@@ -52,7 +52,7 @@ def test_step_output_from_the_carried_readout_equals_the_one_step_reference(with
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-14), (torch.float32, 1e-6)])
 def test_reference_step_is_the_recurrence_as_written_forward_and_backward(dtype, tol):
-    """The reference (bmm readout, broadcast update) is h ← exp(dt·A) h + (dt·B) ⊗ x, y = hᵀC + D ⊙ x, ⊙ SiLU(z)
+    """The reference (bmm readout, fused update) is h ← exp(dt·A) h + (dt·B) ⊗ x, y = hᵀC + D ⊙ x, ⊙ SiLU(z)
     as docs/model.md writes it, values and gradients, and leaves h untouched."""
     g = torch.Generator().manual_seed(1)
     b, n, d = 5, 4, 6
@@ -71,3 +71,21 @@ def test_reference_step_is_the_recurrence_as_written_forward_and_backward(dtype,
     want = torch.autograd.grad((y_want.sum(), h_want.square().sum()), inputs)
     for a, w in zip(got, want):
         assert rel_err(a, w) <= 10 * tol
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_in_place_step_on_strided_views_gives_the_functional_floats(dtype):
+    """Serving steps views of its flat (users, size) buffers, rows strided: in_place overwrites them with the
+    functional step's h_new bit for bit and returns the same y; the buffer's other columns stay."""
+    g = torch.Generator().manual_seed(4)
+    b, n, d = 6, 4, 8
+    buffer = torch.randn(b, 3 + n * d + 5, generator=g, dtype=dtype)
+    before = buffer.clone()
+    h = buffer[:, 3:3 + n * d].view(b, n, d)
+    x, z = torch.randn(b, d, generator=g, dtype=dtype), torch.randn(b, d, generator=g, dtype=dtype)
+    B, C = torch.randn(b, n, generator=g, dtype=dtype), torch.randn(b, n, generator=g, dtype=dtype)
+    dt, A, D = torch.rand(b, generator=g, dtype=dtype), torch.tensor(-0.7, dtype=dtype), torch.randn(d, dtype=dtype)
+    y_want, h_want = state_step_reference(h.clone(), x, dt, A, B, C, D, z)
+    y, h_out = selective_state_step(h, x, dt, A, B, C, D, z, backend="reference", in_place=True)
+    assert h_out is h and torch.equal(h, h_want) and torch.equal(y, y_want)
+    assert torch.equal(buffer[:, :3], before[:, :3]) and torch.equal(buffer[:, 3 + n * d:], before[:, 3 + n * d:])

@@ -108,3 +108,14 @@ def test_step_ops_opcheck(device):
     slots = torch.tensor([1, 3], device=device)
     torch.library.opcheck(torch.ops.t2arec_fast.state_step_pooled_.default, (pool, slots) + args,
                           test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_dispatcher_in_place_triton_writes_the_triton_step_into_the_state(dtype, device):
+    d, n = 16, 16
+    h = torch.randn(3, n, d, dtype=dtype, device=device)
+    inp = _step_inputs(3, d, n, dtype=dtype, device=device)
+    y_want, h_want = ts.state_step_triton(h.clone(), **inp)
+    with torch.no_grad():                                 # (with autograd on, the reference runs)
+        y, h_out = selective_state_step(h, **inp, backend="triton", in_place=True)
+    assert h_out is h and torch.equal(h, h_want) and torch.equal(y, y_want)

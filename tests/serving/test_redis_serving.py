@@ -6,7 +6,8 @@ import pytest
 import redis
 import torch
 
-from t2arec_fast.errors import InputError, StoreCorruptError, StoredWithoutAnswerError, StoreUnavailableError
+from t2arec_fast.errors import (InputError, StoreConflictError, StoreCorruptError, StoredWithoutAnswerError,
+                                StoreUnavailableError)
 from t2arec_fast.serving import OnlineRecommender
 from t2arec_fast.serving.redis_store import RedisStateStore
 
@@ -429,7 +430,7 @@ def _count_calls(rec, name):
 
 
 def test_observe_and_recommend_computes_the_answer_while_redis_applies_the_commit(model, redis_url):
-    """The commit is in Redis while the answer is still being computed (its round trip runs on an I/O thread): the
+    """The commit is in Redis while the answer is still being computed (sent before it, its reply read after): the
     scoring waits here until another connection sees the user's new count — it would time out if the commit
     went out only after the answer. Same bits as observe() then recommend()."""
     import time
@@ -519,3 +520,99 @@ def test_a_failure_while_answering_after_an_applied_commit_says_the_events_were_
     assert rec.shared._local(np.array([1, 2]))[0].all()                # the committed states went to the local tier
     for got, want in zip(rec.recommend([1, 2], k=4), twin.recommend([1, 2], k=4)):
         np.testing.assert_array_equal(got, want)
+
+
+# -- the local tier is written while Redis applies the commit (2026-12-02) -----------------------------------------
+def _local_counts(rec, users):
+    """(found, event counts) of the local tier's entries for users."""
+    found, flat, _, _ = rec.shared._local(np.asarray(users, np.int64))
+    return found, rec.layout.read_header(flat)[1]
+
+
+def test_the_local_tier_is_written_while_redis_applies_the_commit(model, redis_url):
+    """The answer, computed while Redis applies the commit, already finds the new states in the local tier (they
+    went there first, in the same window); the next call uses them without fetching a state."""
+    rec, seen = _shared(model, redis_url), []
+    rec.observe([1, 2], [3, 4], [100, 100])
+    method = rec._answer_from_states
+
+    def answer(*args, **kwargs):
+        seen.append(_local_counts(rec, [1, 2]))
+        return method(*args, **kwargs)
+
+    rec._answer_from_states = answer
+    rec.observe_and_recommend([1, 2, 1], [5, 6, 7], [200, 200, 300], k=4)
+    found, counts = seen[0]
+    assert found.all() and counts.tolist() == [3, 2]
+    fetched = rec.stats()["states_fetched"]
+    rec.observe([1], [8], [400])
+    assert rec.stats()["states_fetched"] == fetched
+
+
+def test_a_commit_that_keeps_losing_leaves_no_local_entry_of_its_batch(model, redis_url):
+    """Each try's states go to the local tier before its outcome is known; a lost try's entries are dropped, also
+    those of users nobody else moved (their entry carried the lost try's stamp): after the conflict error, the
+    call's users are read from Redis, and the answers are those of the events Redis holds."""
+    store = RedisStateStore(redis_url, history_len=64, max_cas_retries=2)
+    a = OnlineRecommender(model, store=store, capacity_bytes=4 << 20, history_len=64)
+    b, twin = _shared(model, redis_url), _shared(model, redis_url, prefix="twin")
+    for rec in (a, twin):
+        rec.observe([1, 2], [3, 4], [100, 100])
+    commit, t = store.commit, [150]
+
+    def another_process_moves_user_1_first(*args, **kwargs):
+        b.observe([1], [5], [t[0]])
+        twin.observe([1], [5], [t[0]])
+        t[0] += 1
+        return commit(*args, **kwargs)
+
+    store.commit = another_process_moves_user_1_first
+    with pytest.raises(StoreConflictError, match="kept moving"):
+        a.observe([1, 2], [6, 7], [200, 200])
+    store.commit = commit
+    assert not _local_counts(a, [1, 2])[0].any()
+    np.testing.assert_array_equal(served_scores(a, [1, 2]), served_scores(twin, [1, 2]))
+
+
+def test_redis_dying_during_the_commit_leaves_no_local_entry_of_its_batch(model, redis_server):
+    """The reply never comes: whether Redis applied the commit is unknown, so the window's local entries go; after
+    the restart the users are read from Redis, which answers as a recommender that saw what Redis kept."""
+    store = RedisStateStore(redis_server.url, history_len=64, connect_timeout_s=0.2, socket_timeout_s=0.5,
+                            retries=0)
+    rec = OnlineRecommender(model, store=store, capacity_bytes=4 << 20, history_len=64)
+    rec.observe([1, 2], [3, 4], [100, 100])
+    method = rec._answer_from_states
+
+    def redis_dies_while_answering(*args, **kwargs):
+        redis_server.kill()
+        return method(*args, **kwargs)
+
+    rec._answer_from_states = redis_dies_while_answering
+    with pytest.raises(StoreUnavailableError, match="did not answer"):
+        rec.observe_and_recommend([1, 2], [5, 6], [200, 200], k=3)
+    rec._answer_from_states = method
+    assert not _local_counts(rec, [1, 2])[0].any()
+    redis_server.start()
+    fresh = OnlineRecommender(model, store=RedisStateStore(redis_server.url, history_len=64), history_len=64)
+    np.testing.assert_array_equal(served_scores(rec, [1, 2]), served_scores(fresh, [1, 2]))
+
+
+def test_a_local_write_failing_in_the_window_is_made_again_after_the_reply(model, redis_url):
+    """The window's local write is not the answer: its failure does not turn into StoredWithoutAnswerError; it is
+    made again once the commit is known applied (where a second failure would raise as any write does)."""
+    rec = _shared(model, redis_url)
+    rec.observe([1], [3], [100])
+    local, calls = rec.shared.local, []
+    put = local.put
+
+    def fails_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise MemoryError("the local tier could not grow")
+        return put(*args, **kwargs)
+
+    local.put = fails_once
+    got = rec.observe_and_recommend([1], [4], [200], k=3)
+    assert len(calls) == 2 and got[0].shape == (1, 3)
+    found, counts = _local_counts(rec, [1])
+    assert found.all() and counts.tolist() == [2]

@@ -644,19 +644,29 @@ def test_corrupted_epochs_and_stored_state_fields_are_refused_naming_the_key(red
 
 
 def test_separated_numbers_keep_every_field_in_order():
-    """The scripts split per-user numbers on spaces: every field must survive, extreme values included, and an
-    empty field (which would vanish and shift the rest) is refused."""
-    from t2arec_fast.serving.redis_store import _COMMIT_RECORD, _separated
+    """The scripts split per-user numbers on spaces: every field must survive, extreme values included, a (users,
+    fields) array goes user by user, and an empty field (which would vanish and shift the rest) is refused."""
+    from t2arec_fast.serving.redis_store import _LOCAL_RECORD, _separated
 
     values = np.array([0, 1, -1, 2 ** 63 - 1, -2 ** 63, 12], np.int64)
     assert _separated(values).split(b" ") == [str(v).encode() for v in values.tolist()]
-    records = np.zeros(2, _COMMIT_RECORD)
-    for j, name in enumerate(_COMMIT_RECORD.names):
-        records[name] = np.array([j, 10 ** 18 + j]).astype(_COMMIT_RECORD[name])
-    assert [int(x) for x in _separated(records).split(b" ")] == [0, 1, 2, 3, 4, 5] + [10 ** 18 + j for j in range(6)]
-    records["t"][1] = b""
+    per_user = np.array([[0, 1, 2, 3, 4, 5], [10 ** 18 + j for j in range(6)]], np.int64)
+    assert [int(x) for x in _separated(per_user).split(b" ")] == [0, 1, 2, 3, 4, 5] + [10 ** 18 + j for j in range(6)]
+    records = np.zeros(2, _LOCAL_RECORD)
+    for j, name in enumerate(_LOCAL_RECORD.names):
+        records[name] = np.array([j, 10 ** 18 + j]).astype(_LOCAL_RECORD[name])
+    assert [int(x) for x in _separated(records).split(b" ")] == [0, 1, 2] + [10 ** 18 + j for j in range(3)]
+    records["e"][1] = b""
     with pytest.raises(ValueError, match="empty field"):
         _separated(records)
+
+
+def test_popularity_members_are_zero_padded_to_the_item_digits():
+    """Redis orders equal scores lexically: members must be fixed-width for that order to be the numeric one."""
+    from t2arec_fast.serving.redis_store import _ITEM_DIGITS, _zero_padded
+
+    items = np.array([1, 7, 42, 10 ** _ITEM_DIGITS - 1, 1682], np.int64)
+    assert _zero_padded(items).tolist() == [str(i).zfill(_ITEM_DIGITS).encode() for i in items.tolist()]
 
 
 # -- commit(meanwhile=...): the caller computes while Redis applies the commit --------------------------------------
