@@ -643,19 +643,24 @@ def test_corrupted_epochs_and_stored_state_fields_are_refused_naming_the_key(red
 
 
 
-def test_separated_numbers_keep_every_field_in_order():
-    """The scripts split per-user numbers on spaces: every field must survive, extreme values included, a (users,
-    fields) array goes user by user, and an empty field (which would vanish and shift the rest) is refused."""
+@pytest.mark.parametrize("n", [1, 15, 16, 3000, 70000], ids=lambda n: f"{n}-values")
+def test_per_user_numbers_reach_the_script_as_every_decimal_in_order(redis_url, n):
+    """The scripts unpack per-user numbers with Redis' own cmsgpack: every value must arrive as its decimal string,
+    extreme values included, whatever the array's size (MessagePack's three array headers: < 16, < 2^16, more); a
+    (users, fields) array goes user by user; records of decimal fields too; an empty field is refused."""
     from t2arec_fast.serving.redis_store import _LOCAL_RECORD, _separated
 
-    values = np.array([0, 1, -1, 2 ** 63 - 1, -2 ** 63, 12], np.int64)
-    assert _separated(values).split(b" ") == [str(v).encode() for v in values.tolist()]
+    unpack = redis.Redis.from_url(redis_url).register_script("return cmsgpack.unpack(ARGV[1])")
+    extremes = np.array([0, 1, -1, 2 ** 63 - 1, -2 ** 63, 12], np.int64)
+    values = np.resize(extremes, n) * (np.arange(n) % 3 != 2) + np.arange(n) * (np.arange(n) % 3 == 2)
+    assert unpack(args=[_separated(values)]) == [str(v).encode() for v in values.tolist()]
     per_user = np.array([[0, 1, 2, 3, 4, 5], [10 ** 18 + j for j in range(6)]], np.int64)
-    assert [int(x) for x in _separated(per_user).split(b" ")] == [0, 1, 2, 3, 4, 5] + [10 ** 18 + j for j in range(6)]
+    assert [int(x) for x in unpack(args=[_separated(per_user)])] == [0, 1, 2, 3, 4, 5] + [10 ** 18 + j
+                                                                                        for j in range(6)]
     records = np.zeros(2, _LOCAL_RECORD)
     for j, name in enumerate(_LOCAL_RECORD.names):
         records[name] = np.array([j, 10 ** 18 + j]).astype(_LOCAL_RECORD[name])
-    assert [int(x) for x in _separated(records).split(b" ")] == [0, 1, 2] + [10 ** 18 + j for j in range(3)]
+    assert [int(x) for x in unpack(args=[_separated(records)])] == [0, 1, 2] + [10 ** 18 + j for j in range(3)]
     records["e"][1] = b""
     with pytest.raises(ValueError, match="empty field"):
         _separated(records)
