@@ -89,3 +89,30 @@ def test_the_in_place_step_on_strided_views_gives_the_functional_floats(dtype):
     y, h_out = selective_state_step(h, x, dt, A, B, C, D, z, backend="reference", in_place=True)
     assert h_out is h and torch.equal(h, h_want) and torch.equal(y, y_want)
     assert torch.equal(buffer[:, :3], before[:, :3]) and torch.equal(buffer[:, 3 + n * d:], before[:, 3 + n * d:])
+
+
+def test_the_functional_step_runs_under_vmap_of_grad_without_a_per_sample_fallback():
+    """The per-user test-time step (adapt.py) runs vmap(grad(...)) through this function: every op in it needs a
+    batching rule — without one torch.func warns and runs sample by sample (addcmul_ and baddbmm_ have none; the
+    out-of-place addcmul has). Same gradients as one sample at a time."""
+    import warnings
+
+    from torch.func import grad, vmap
+    g = torch.Generator().manual_seed(5)
+    users, b, n, d = 4, 3, 4, 6
+    h, x = torch.randn(users, b, n, d, generator=g), torch.randn(users, b, d, generator=g)
+    dt, B, C = torch.rand(users, b, generator=g), torch.randn(users, b, n, generator=g), torch.randn(users, b, n,
+                                                                                                   generator=g)
+    A = torch.tensor(-0.5)
+
+    def objective(h, x, dt, B, C):
+        y, h_new = state_step_reference(h, x, dt, A, B, C)
+        return y.sum() + h_new.square().sum()
+
+    per_user = grad(objective, argnums=(0, 1, 2, 3, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = vmap(per_user)(h, x, dt, B, C)
+    for u in range(users):
+        for a, w in zip(got, per_user(h[u], x[u], dt[u], B[u], C[u])):
+            torch.testing.assert_close(a[u], w, rtol=1e-6, atol=1e-6)
