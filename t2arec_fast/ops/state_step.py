@@ -74,8 +74,9 @@ def state_step_output(carried, x, dt, A, B, C, D=None, z=None):
 
 def selective_state_step(h, x, dt, A, B, C, D=None, z=None, slots=None, backend="auto", in_place: bool = False):
     """One step for a batch of users → (y (batch, d), h): the new state, or `h` itself updated in place when
-    `slots` is given (a pool) or in_place is True (module docstring). backend: "auto" | "triton" | "reference" (others run the reference).
-    The Triton kernel runs only without autograd (serving); with grad enabled the reference runs.
+    `slots` is given (a pool) or in_place is True (module docstring). backend: "auto" | "triton" | "reference"
+    (others run the reference). The Triton kernel runs only without autograd (serving); with grad enabled the
+    reference runs; in place on the Triton backend, its result is copied into h.
     Source: docs/model.md (the recurrence), docs/serving.md (the pooled device tier).
 
     Raises:

@@ -769,7 +769,7 @@ class RedisStateStore:
         # with a state stored on every commit nothing is replayed: every process serves the committer's bits
         limit = (0 if self.snapshot_every == 1 else self.snapshot_every) if replay_limit is None else int(replay_limit)
         reply = self._script("read", [self._key("pop")], [int(version), self.prefix, rings, int(top_k), 4 * size, H,
-                                                          _separated(mine), limit, _separated(users)])
+                                                          _msgpack_decimals(mine), limit, _msgpack_decimals(users)])
         records = np.frombuffer(reply[0], _READ_RECORD)
         hashes = [f"{self.prefix}:u:{u}" for u in users.tolist()]
         got = _empty_read(m, size, H)
@@ -849,7 +849,8 @@ class RedisStateStore:
             "commit", [self.state_key(u, version, stamp) for u in users[sent].tolist()], states[sent],
             [self._key("pop"), self._key("done", stamp)],
             [int(version), self.prefix, str(stamp), self.ttl_ms, int(version) - 1, H, records.tobytes(),
-             _separated(per_user), _separated(popular), _separated(np.asarray(users, np.int64)), self.snapshot_every],
+             _msgpack_decimals(per_user), _msgpack_decimals(popular), _msgpack_decimals(np.asarray(users, np.int64)),
+             self.snapshot_every],
             all_new=True, meanwhile=meanwhile)
         self.counters["commits"] += 1
         if reply[0] == 0:
@@ -1023,7 +1024,7 @@ def _padded_rings(rings: list, H: int) -> np.ndarray:
     return out
 
 
-def _separated(values: np.ndarray) -> bytes:
+def _msgpack_decimals(values: np.ndarray) -> bytes:
     """int64 values, or records of FIELD-byte decimal fields, in order, as a MessagePack array of their decimal
     strings: what the scripts' numbers() unpacks (cmsgpack, in C; see the note above the scripts). Each string is
     a fixstr (a length byte, then the digits: at most 20 < 32); the array is built by numpy, not per value.
@@ -1033,7 +1034,7 @@ def _separated(values: np.ndarray) -> bytes:
     digits = np.ascontiguousarray(fields).view(np.uint8).reshape(-1, FIELD)
     lengths = np.count_nonzero(digits, axis=1)                    # an S field is its text, then NUL padding
     if (lengths == 0).any():
-        raise ValueError("_separated: an empty field")
+        raise ValueError("_msgpack_decimals: an empty field")
     framed = np.empty((len(fields), FIELD + 1), np.uint8)
     framed[:, 0] = 0xA0 | lengths                                 # fixstr header
     framed[:, 1:] = digits

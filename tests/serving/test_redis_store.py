@@ -648,22 +648,22 @@ def test_per_user_numbers_reach_the_script_as_every_decimal_in_order(redis_url, 
     """The scripts unpack per-user numbers with Redis' own cmsgpack: every value must arrive as its decimal string,
     extreme values included, whatever the array's size (MessagePack's three array headers: < 16, < 2^16, more); a
     (users, fields) array goes user by user; records of decimal fields too; an empty field is refused."""
-    from t2arec_fast.serving.redis_store import _LOCAL_RECORD, _separated
+    from t2arec_fast.serving.redis_store import _LOCAL_RECORD, _msgpack_decimals
 
     unpack = redis.Redis.from_url(redis_url).register_script("return cmsgpack.unpack(ARGV[1])")
     extremes = np.array([0, 1, -1, 2 ** 63 - 1, -2 ** 63, 12], np.int64)
     values = np.resize(extremes, n) * (np.arange(n) % 3 != 2) + np.arange(n) * (np.arange(n) % 3 == 2)
-    assert unpack(args=[_separated(values)]) == [str(v).encode() for v in values.tolist()]
+    assert unpack(args=[_msgpack_decimals(values)]) == [str(v).encode() for v in values.tolist()]
     per_user = np.array([[0, 1, 2, 3, 4, 5], [10 ** 18 + j for j in range(6)]], np.int64)
-    assert [int(x) for x in unpack(args=[_separated(per_user)])] == [0, 1, 2, 3, 4, 5] + [10 ** 18 + j
+    assert [int(x) for x in unpack(args=[_msgpack_decimals(per_user)])] == [0, 1, 2, 3, 4, 5] + [10 ** 18 + j
                                                                                         for j in range(6)]
     records = np.zeros(2, _LOCAL_RECORD)
     for j, name in enumerate(_LOCAL_RECORD.names):
         records[name] = np.array([j, 10 ** 18 + j]).astype(_LOCAL_RECORD[name])
-    assert [int(x) for x in unpack(args=[_separated(records)])] == [0, 1, 2] + [10 ** 18 + j for j in range(3)]
+    assert [int(x) for x in unpack(args=[_msgpack_decimals(records)])] == [0, 1, 2] + [10 ** 18 + j for j in range(3)]
     records["e"][1] = b""
     with pytest.raises(ValueError, match="empty field"):
-        _separated(records)
+        _msgpack_decimals(records)
 
 
 def test_popularity_members_are_zero_padded_to_the_item_digits():
