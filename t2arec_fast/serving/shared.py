@@ -81,12 +81,16 @@ class _Base:
 class _Window:
     """What a commit runs while Redis applies it (RedisStateStore.commit's `meanwhile`): the local tier's write,
     then the caller's answer. A failed local write is not an error of the answer: it is noted (local_done stays
-    False) and made again once the commit is known applied, where its error is raised as before."""
+    False) and made again once the commit is known applied, where its error is raised as before. local_tried: the
+    write began — it may have stored some rows before failing (the cache stores shard by shard), so undoing it
+    deletes every user of the batch whether or not it finished."""
 
     def __init__(self, put_local: Callable[[], None], answer: Optional[Callable[[], Any]]):
-        self.put_local, self.answer, self.local_done = put_local, answer, False
+        self.put_local, self.answer = put_local, answer
+        self.local_tried = self.local_done = False
 
     def __call__(self):
+        self.local_tried = True
         try:
             self.put_local()
             self.local_done = True
@@ -198,7 +202,7 @@ class SharedTier:
 
     def _drop_local(self, users: np.ndarray, window: "_Window") -> None:
         """Undo the window's local write of a commit that was not applied (or whose outcome is unknown)."""
-        if window.local_done and self.local is not None:
+        if window.local_tried and self.local is not None:
             self.local.delete(users)
 
     def _bases(self, users: np.ndarray) -> _Base:

@@ -616,3 +616,40 @@ def test_a_local_write_failing_in_the_window_is_made_again_after_the_reply(model
     assert len(calls) == 2 and got[0].shape == (1, 3)
     found, counts = _local_counts(rec, [1])
     assert found.all() and counts.tolist() == [2]
+
+
+# -- found by break-review 29 of the local write in the commit's window (2026-12-02) ------------------------------
+def test_a_local_write_that_fails_part_way_in_the_window_of_a_lost_commit_leaves_no_entry_of_its_batch(model,
+                                                                                                      redis_url):
+    """StateCache.put stores shard by shard: a MemoryError from a later shard's growth (csrc/shard.cpp add_chunk
+    throws bad_alloc) comes after earlier rows were written. The window notes such a put as not done, so a commit
+    that then loses its compare-and-set does not drop those rows: an entry of events Redis never took stays in the
+    local tier, is stepped through the events another process added (same epoch, the read's status '3') and
+    served — the wrong user history."""
+    store = RedisStateStore(redis_url, history_len=64, max_cas_retries=1)
+    a = OnlineRecommender(model, store=store, capacity_bytes=4 << 20, history_len=64)
+    b, twin = _shared(model, redis_url), _shared(model, redis_url, prefix="twin")
+    for rec in (a, twin):
+        rec.observe([1, 2], [3, 4], [100, 100])
+    commit, t = store.commit, [150]
+
+    def another_process_moves_user_1_first(*args, **kwargs):
+        b.observe([1], [5], [t[0]])
+        twin.observe([1], [5], [t[0]])
+        t[0] += 1
+        return commit(*args, **kwargs)
+
+    local = a.shared.local
+    put = local.put
+
+    def first_row_then_out_of_memory(users, states, version):
+        put(users[:1], np.ascontiguousarray(states[:1]), version)       # the first shard's rows went in
+        raise MemoryError("the local tier could not grow")
+
+    store.commit, local.put = another_process_moves_user_1_first, first_row_then_out_of_memory
+    with pytest.raises(StoreConflictError, match="kept moving"):
+        a.observe([1, 2], [6, 7], [200, 200])
+    store.commit, local.put = commit, put
+    b.observe([1], [8], [300])                    # Redis moves on in the same epoch: a's entry is replayed
+    twin.observe([1], [8], [300])
+    np.testing.assert_array_equal(served_scores(a, [1, 2]), served_scores(twin, [1, 2]))
