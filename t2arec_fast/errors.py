@@ -23,12 +23,14 @@ class StoreConflictError(StoreError):
 
 
 class StoredWithoutAnswerError(StoreError):
-    """observe_and_recommend stored the call's events (its commit was applied) but could not give the answer:
-    computing it, or reading what it needs from the store, failed (the cause is chained and named). Ask recommend()
-    for the answer; observing the events again would count them twice. Deliberately not a StoreUnavailableError: a
-    caller that repeats calls after an outage must not repeat this one. Source: docs/serving.md, "Consistency"."""
+    """A call with a shared store stored its events (its commit was applied) but failed after that: computing the
+    answer or reading what it needs from the store (observe_and_recommend), or keeping this process's copies (the
+    local tier, a write-back) — the cause is chained and named. Observing the events again would count them twice;
+    ask recommend() for an answer. Deliberately not a StoreUnavailableError: a caller that repeats calls after an
+    outage must not repeat this one. Source: docs/serving.md, "Consistency"."""
 
-    def __init__(self, failed: str, cause: BaseException):
-        super().__init__(f"observe_and_recommend: the events WERE stored (the commit was applied); {failed} failed "
-                         f"({type(cause).__name__}: {cause}) — ask recommend() for the answer, do not observe these "
-                         f"events again")
+    def __init__(self, failed: str, cause: BaseException, call: str = "observe_and_recommend"):
+        advice = ("ask recommend() for the answer, do not observe these events again" if call == "observe_and_recommend"
+                  else "do not observe these events again")
+        super().__init__(f"{call}: the events WERE stored (the commit was applied); {failed} failed "
+                         f"({type(cause).__name__}: {cause}) — {advice}")

@@ -16,8 +16,9 @@ Where a user's data lives (docs/serving.md has the full picture):
     count and the last timestamp. A state that is missing (evicted) or stale (another model version, or out of step
     with the store) is rebuilt by encoding the ring with the full-sequence encoder; it is never served stale.
 
-The one-step update is `model.step` — the same module as the full-sequence encoder — so serving has no copy of the
-model's maths. Not thread-parallel: one lock serialises the public methods.
+The one-step update is the model's own (`model.step_in_place`: `model.step` writing into serving's state buffers) —
+the same module as the full-sequence encoder — so serving has no copy of the model's maths. Not thread-parallel:
+one lock serialises the public methods.
 
 Tip: tiny tensors gain nothing from intra-op threads and a busy core makes every parallel op wait, so a serving
 process should run `torch.set_num_threads(1)` (bench/bench_serving.py does).

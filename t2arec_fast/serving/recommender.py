@@ -199,6 +199,8 @@ class OnlineRecommender(RawIdServing):
                 going backwards within a user or earlier than its stored last event (each naming the event).
             StoreConflictError, StoreError: with a shared store, when other processes keep moving the same users or
                 Redis cannot be reached (nothing stored).
+            StoredWithoutAnswerError (a StoreError): with a shared store, the events WERE stored but keeping this
+                process's copies failed after the commit (named): do not observe them again.
         """
         users, items, times = self._checked_events(user_ids, item_ids, timestamps, "observe")
         if len(users) == 0:
@@ -217,12 +219,12 @@ class OnlineRecommender(RawIdServing):
         check_items(items, self.n_items)
         return users, items, times
 
-    def _observe_checked(self, groups: EventGroups, users, items, times, meanwhile=None):
+    def _observe_checked(self, groups: EventGroups, users, items, times, meanwhile=None, call: str = "observe"):
         """observe() under the lock → (with a shared store the members' committed states (U, size), else None;
         with a shared store meanwhile(those states), computed while Redis applies the commit, else None)."""
         flat = result = None
         if self.shared is not None:
-            flat, result = self.shared.observe(groups, users, items, times, meanwhile)
+            flat, result = self.shared.observe(groups, users, items, times, meanwhile, call)
         else:
             self._observe_here(groups, users, items, times)
         self._counters["events"] += len(items)
@@ -260,7 +262,7 @@ class OnlineRecommender(RawIdServing):
             groups = group_events(users)
             from_commit = self.shared is not None and not exclude_seen    # the answer needs no read of Redis
             flat, answer = self._observe_checked(groups, users, items, times, meanwhile=partial(
-                self._answer_from_states, users, groups, k) if from_commit else None)
+                self._answer_from_states, users, groups, k) if from_commit else None, call="observe_and_recommend")
             self._counters["requests"] += len(users)
             if from_commit:                       # computed while Redis applied the commit (docs/serving.md,
                 return answer                     # "The answer is computed while Redis applies the commit")

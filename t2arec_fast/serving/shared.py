@@ -48,11 +48,18 @@ LOCAL_WORDS = 16              # a local entry is [state | stamp, epoch as 8 byte
 STEP_ROWS = 64
 
 
+# The floats of the one-step update as this release computes them: raised whenever a release changes them, so
+# that processes of two releases on one store (a rolling upgrade) register two model versions instead of sharing
+# states that differ in the last bits. 2: the outer product added by a fused addcmul (2026-12-02); 1: before.
+STEP_ARITHMETIC = 2
+
+
 def model_fingerprint(model) -> str:
     """The model version a process registers in Redis: the runtime's class (PyTorch and ONNX Runtime compute the
-    same states only to float rounding, so they never share one) and `model.checkpoint.weights_fingerprint`. Two
-    processes that load the same checkpoint with the same runtime get the same version."""
-    return f"{type(model).__name__}:{weights_fingerprint(model)}"
+    same states only to float rounding, so they never share one), `model.checkpoint.weights_fingerprint` and, from
+    the second revision on, the step's arithmetic revision (STEP_ARITHMETIC). Two processes of one release that load
+    the same checkpoint with the same runtime get the same version."""
+    return f"{type(model).__name__}:{weights_fingerprint(model)}:step{STEP_ARITHMETIC}"
 
 
 def open_store(store, history_len: int) -> RedisStateStore:
@@ -140,7 +147,8 @@ class SharedTier:
 
     # -- observe ----------------------------------------------------------------------------------------------------
     def observe(self, groups: EventGroups, users: np.ndarray, items: np.ndarray, times: np.ndarray,
-                meanwhile: Optional[Callable[[np.ndarray], Any]] = None) -> Tuple[np.ndarray, Any]:
+                meanwhile: Optional[Callable[[np.ndarray], Any]] = None, call: str = "observe"
+                ) -> Tuple[np.ndarray, Any]:
         """Advance the call's users by their events and commit them to Redis as one compare-and-set batch (states
         only of the users whose count passes a multiple of snapshot_every); a user another process moved meanwhile
         is re-read and the batch re-applied (counted in stats()["cas_retries"]). → (the members' new states
@@ -153,8 +161,9 @@ class SharedTier:
         applies the commit"): no call can read them in between (this recommender's lock), and an entry whose
         stamp Redis does not carry is never served anyway.
 
-        Raises: StoredWithoutAnswerError when meanwhile failed for an applied commit (after the local tier and any
-        write-back are done, as for any applied commit); what the store raises."""
+        Raises: StoredWithoutAnswerError (naming `call`, the public call) when anything failed after the commit was
+        applied — meanwhile, the local tier's write, a write-back — with everything else an applied commit owes
+        done; what the store raises."""
         U = groups.users
         base = self._bases(U)
         verified = False                      # base checked against Redis (not only local copies)?
@@ -184,14 +193,11 @@ class SharedTier:
                 raise
             if outcome.applied:
                 self.counters["states_stored"] += int(snapshot.sum())
-                if not window.local_done:     # the window's write failed: again, raising as any write would
-                    self._put_local(U, flat, stamps, epochs)
-                behind = outcome.behind                 # this version's stored state fell behind (a rolling swap)
-                if len(behind):
-                    self.store.put_states(U[behind], self.version, stamps[behind], flat[behind])
-                if outcome.meanwhile_error is not None:
-                    raise StoredWithoutAnswerError("computing the answer", outcome.meanwhile_error) \
-                        from outcome.meanwhile_error
+                failed = self._after_applied(U, flat, stamps, epochs, outcome, window)
+                if failed is None and outcome.meanwhile_error is not None:
+                    failed = ("computing the answer", outcome.meanwhile_error)
+                if failed is not None:        # the events are stored: a bare error would invite a second observe
+                    raise StoredWithoutAnswerError(*failed, call=call) from failed[1]
                 return flat, outcome.meanwhile_result
             self._drop_local(U, window)
             self.counters["cas_retries"] += 1
@@ -199,6 +205,24 @@ class SharedTier:
             verified = False
         raise StoreConflictError(f"observe: users {U[outcome.lost][:5].tolist()} kept moving under this batch for "
                                  f"{self.store.max_cas_retries} retries; nothing was stored")
+
+    def _after_applied(self, U, flat, stamps, epochs, outcome, window) -> Optional[Tuple[str, Exception]]:
+        """What an applied commit still owes this process: its local entries (again, if the window's write failed)
+        and the write-back of states this version's store fell behind on (a rolling swap). Each is tried whatever
+        the other did. → None, or (what failed, its error) of the first failure."""
+        failed = None
+        if not window.local_done:
+            try:
+                self._put_local(U, flat, stamps, epochs)
+            except Exception as exc:              # noqa: BLE001 (returned, raised by the caller)
+                failed = ("writing the local tier", exc)   # (rows it stored are the applied commit's: correct)
+        behind = outcome.behind
+        if len(behind):
+            try:
+                self.store.put_states(U[behind], self.version, stamps[behind], flat[behind])
+            except Exception as exc:              # noqa: BLE001
+                failed = failed or ("writing back states another model version's processes left behind", exc)
+        return failed
 
     def _drop_local(self, users: np.ndarray, window: "_Window") -> None:
         """Undo the window's local write of a commit that was not applied (or whose outcome is unknown)."""

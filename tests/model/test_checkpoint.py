@@ -73,13 +73,13 @@ def test_weights_fingerprint_is_the_one_identity_of_a_model(tmp_path):
     for one changed weight or one changed config value; the ONNX label and the Redis model version are built on it."""
     from t2arec_fast.export.metadata import model_version
     from t2arec_fast.model.checkpoint import weights_fingerprint
-    from t2arec_fast.serving.shared import model_fingerprint
+    from t2arec_fast.serving.shared import STEP_ARITHMETIC, model_fingerprint
     model = tiny_model(torch.float32)
     model.save(tmp_path / "ckpt")
     loaded = T2ARec.load(tmp_path / "ckpt")
     assert weights_fingerprint(T2ARec.load(tmp_path / "ckpt")) == weights_fingerprint(loaded)
     assert model_version(model) == weights_fingerprint(model)[:16]
-    assert model_fingerprint(model) == f"T2ARec:{weights_fingerprint(model)}"
+    assert model_fingerprint(model) == f"T2ARec:{weights_fingerprint(model)}:step{STEP_ARITHMETIC}"
     with torch.no_grad():
         next(loaded.parameters()).view(-1)[0] += 1e-6
     assert weights_fingerprint(loaded) != weights_fingerprint(T2ARec.load(tmp_path / "ckpt"))

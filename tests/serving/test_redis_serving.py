@@ -653,3 +653,54 @@ def test_a_local_write_that_fails_part_way_in_the_window_of_a_lost_commit_leaves
     b.observe([1], [8], [300])                    # Redis moves on in the same epoch: a's entry is replayed
     twin.observe([1], [8], [300])
     np.testing.assert_array_equal(served_scores(a, [1, 2]), served_scores(twin, [1, 2]))
+
+
+def test_a_local_write_failing_again_after_an_applied_commit_says_the_events_were_stored(model, redis_url):
+    """Found by break-review 29: the window's local write failed and so did the one after the reply — the events
+    are in Redis, so a bare MemoryError would invite a caller to observe them again. observe() names itself."""
+    rec, twin = _shared(model, redis_url), _shared(model, redis_url, prefix="twin")
+    for r in (rec, twin):
+        r.observe([1, 2], [3, 4], [100, 100])
+    put = rec.shared.local.put
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("the local tier could not grow")
+
+    rec.shared.local.put = out_of_memory
+    with pytest.raises(StoredWithoutAnswerError, match="^observe: the events WERE stored.*writing the local tier "
+                                                       "failed \\(MemoryError") as raised:
+        rec.observe([1, 2], [5, 6], [200, 200])
+    assert not isinstance(raised.value, StoreUnavailableError)
+    rec.shared.local.put = put
+    twin.observe([1, 2], [5, 6], [200, 200])
+    assert rec.shared.store.read(np.array([1, 2]), rec.version).n_events.tolist() == [2, 2]
+    np.testing.assert_array_equal(served_scores(rec, [1, 2]), served_scores(twin, [1, 2]))
+
+
+def test_a_write_back_failing_after_an_applied_commit_says_the_events_were_stored(model, redis_url):
+    """Found by break-review 29: a committer also writes back states its version's store fell behind on
+    (CommitOutcome.behind: another model version's processes stored the last ones, a rolling swap); an outage
+    there came out as a bare StoreUnavailableError after the commit was applied, so an outage-retry loop would
+    observe the events twice. (The outcome's `behind` is set here: the read before a commit writes such states back
+    itself in the cases tests can build.)"""
+    rec = _shared(model, redis_url)
+    rec.observe([1], [3], [100])
+    store, calls = rec.shared.store, []
+    commit = store.commit
+
+    def applied_and_behind(*args, **kwargs):
+        outcome = commit(*args, **kwargs)
+        outcome.behind = np.array([0])
+        return outcome
+
+    def redis_gone(*args, **kwargs):
+        calls.append(args[0].tolist())
+        raise StoreUnavailableError("put_states: Redis did not answer")
+
+    store.commit, store.put_states = applied_and_behind, redis_gone
+    with pytest.raises(StoredWithoutAnswerError, match="^observe_and_recommend: the events WERE stored.*writing "
+                                                       "back states.*failed") as raised:
+        rec.observe_and_recommend([1], [4], [200], k=3)
+    assert calls == [[1]] and not isinstance(raised.value, StoreUnavailableError)
+    assert store.read(np.array([1]), rec.version).n_events.tolist() == [2]
+    assert _local_counts(rec, [1])[1].tolist() == [2]              # the local write was made all the same
