@@ -549,13 +549,13 @@ def test_the_local_tier_is_written_while_redis_applies_the_commit(model, redis_u
     assert rec.stats()["states_fetched"] == fetched
 
 
-def test_a_commit_that_keeps_losing_leaves_no_local_entry_of_its_batch(model, redis_url):
-    """Each try's states go to the local tier before its outcome is known; a lost try's entries are dropped, also
-    those of users nobody else moved (their entry carried the lost try's stamp): after the conflict error, the
-    call's users are read from Redis, and the answers are those of the events Redis holds."""
-    store = RedisStateStore(redis_url, history_len=64, max_cas_retries=2)
+def _losing_every_commit(model, url, max_cas_retries):
+    """Recommender `a` (its own store object) and a `twin` that saw user 1 and 2's first events, and a replacement
+    for a's store.commit under which another process moves user 1 first, every time (the twin takes the same
+    event): a's commits keep losing. → (a, twin, store, the real commit, the replacement)."""
+    store = RedisStateStore(url, history_len=64, max_cas_retries=max_cas_retries)
     a = OnlineRecommender(model, store=store, capacity_bytes=4 << 20, history_len=64)
-    b, twin = _shared(model, redis_url), _shared(model, redis_url, prefix="twin")
+    b, twin = _shared(model, url), _shared(model, url, prefix="twin")
     for rec in (a, twin):
         rec.observe([1, 2], [3, 4], [100, 100])
     commit, t = store.commit, [150]
@@ -566,7 +566,15 @@ def test_a_commit_that_keeps_losing_leaves_no_local_entry_of_its_batch(model, re
         t[0] += 1
         return commit(*args, **kwargs)
 
-    store.commit = another_process_moves_user_1_first
+    return a, twin, store, commit, another_process_moves_user_1_first
+
+
+def test_a_commit_that_keeps_losing_leaves_no_local_entry_of_its_batch(model, redis_url):
+    """Each try's states go to the local tier before its outcome is known; a lost try's entries are dropped, also
+    those of users nobody else moved (their entry carried the lost try's stamp): after the conflict error, the
+    call's users are read from Redis, and the answers are those of the events Redis holds."""
+    a, twin, store, commit, moving = _losing_every_commit(model, redis_url, max_cas_retries=2)
+    store.commit = moving
     with pytest.raises(StoreConflictError, match="kept moving"):
         a.observe([1, 2], [6, 7], [200, 200])
     store.commit = commit
@@ -622,23 +630,12 @@ def test_a_local_write_failing_in_the_window_is_made_again_after_the_reply(model
 def test_a_local_write_that_fails_part_way_in_the_window_of_a_lost_commit_leaves_no_entry_of_its_batch(model,
                                                                                                       redis_url):
     """StateCache.put stores shard by shard: a MemoryError from a later shard's growth (csrc/shard.cpp add_chunk
-    throws bad_alloc) comes after earlier rows were written. The window notes such a put as not done, so a commit
-    that then loses its compare-and-set does not drop those rows: an entry of events Redis never took stays in the
-    local tier, is stepped through the events another process added (same epoch, the read's status '3') and
-    served — the wrong user history."""
-    store = RedisStateStore(redis_url, history_len=64, max_cas_retries=1)
-    a = OnlineRecommender(model, store=store, capacity_bytes=4 << 20, history_len=64)
-    b, twin = _shared(model, redis_url), _shared(model, redis_url, prefix="twin")
-    for rec in (a, twin):
-        rec.observe([1, 2], [3, 4], [100, 100])
-    commit, t = store.commit, [150]
-
-    def another_process_moves_user_1_first(*args, **kwargs):
-        b.observe([1], [5], [t[0]])
-        twin.observe([1], [5], [t[0]])
-        t[0] += 1
-        return commit(*args, **kwargs)
-
+    throws bad_alloc) comes after earlier rows were written. Before its fix the window noted such a put as not
+    done, so a commit that then lost its compare-and-set did not drop those rows: an entry of events Redis never
+    took stayed in the local tier, was stepped through the events another process added (same epoch, the read's
+    status '3') and served — the wrong user history."""
+    a, twin, store, commit, moving = _losing_every_commit(model, redis_url, max_cas_retries=1)
+    b = _shared(model, redis_url)
     local = a.shared.local
     put = local.put
 
@@ -646,7 +643,7 @@ def test_a_local_write_that_fails_part_way_in_the_window_of_a_lost_commit_leaves
         put(users[:1], np.ascontiguousarray(states[:1]), version)       # the first shard's rows went in
         raise MemoryError("the local tier could not grow")
 
-    store.commit, local.put = another_process_moves_user_1_first, first_row_then_out_of_memory
+    store.commit, local.put = moving, first_row_then_out_of_memory
     with pytest.raises(StoreConflictError, match="kept moving"):
         a.observe([1, 2], [6, 7], [200, 200])
     store.commit, local.put = commit, put
