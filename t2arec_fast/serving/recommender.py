@@ -332,7 +332,9 @@ class OnlineRecommender(RawIdServing):
         return flat
 
     def _commit(self, groups: EventGroups, rows, items, times, flat) -> None:
-        # The cache put goes first: it stores all or nothing, and only after it succeeds is the history touched.
+        # The cache put goes first, and only after it succeeds is the history touched. A put that fails part way
+        # (the cache stores shard by shard; a shard's growth can run out of memory) leaves rows whose header says
+        # a count the history does not have: _states_for never uses them (it checks the count) and rebuilds them.
         known = rows >= 0
         self.cache.put(groups.users, flat, self.version)
         if not known.all():

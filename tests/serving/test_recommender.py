@@ -477,3 +477,29 @@ def test_a_swap_to_a_request_time_model_while_the_call_waits_refuses_it_with_not
     worker.join()
     assert isinstance(outcome["error"], InputError) and "request time" in str(outcome["error"])
     assert 7 not in rec and rec.stats()["events"] == 0
+
+
+def test_a_cache_write_failing_part_way_leaves_the_batch_unstored():
+    """Found while reviewing the shared tier's local write (2026-12-02): the cache stores shard by shard, so running
+    out of memory in a later shard leaves earlier rows written. The history is untouched then, so those rows say a
+    count it does not have: they are never served, the users answer as before the call, and the batch can be
+    observed again."""
+    model = small_model()
+    rec, twin = OnlineRecommender(model, history_len=16), OnlineRecommender(model, history_len=16)
+    for r in (rec, twin):
+        r.observe([1, 2], [3, 4], [100, 100])
+    put = rec.cache.put
+
+    def first_row_then_out_of_memory(users, states, version):
+        put(users[:1], np.ascontiguousarray(states[:1]), version)
+        raise MemoryError("the cache could not grow")
+
+    rec.cache.put = first_row_then_out_of_memory
+    with pytest.raises(MemoryError):
+        rec.observe([1, 2], [5, 6], [200, 200])
+    rec.cache.put = put
+    assert rec.stats()["events"] == 2
+    assert_close_scores(served_scores(rec, [1, 2]), served_scores(twin, [1, 2]))   # (user 1 rebuilt from the
+    for r in (rec, twin):                                                            # history: float rounding)
+        r.observe([1, 2], [5, 6], [200, 200])
+    assert_close_scores(served_scores(rec, [1, 2]), served_scores(twin, [1, 2]))
