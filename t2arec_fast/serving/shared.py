@@ -157,9 +157,9 @@ class SharedTier:
         states — or None without meanwhile).
 
         The local tier is written while Redis applies the commit too, before its outcome is known, and the
-        entries are dropped again unless it was applied (docs/serving.md, "The answer is computed while Redis
-        applies the commit"): no call can read them in between (this recommender's lock), and an entry whose
-        stamp Redis does not carry is never served anyway.
+        entries are dropped again unless it was applied (docs/serving.md, "The local tier is written in the same
+        window"): no call can read them in between (this recommender's lock), and an entry whose stamp Redis does
+        not carry is never served anyway.
 
         Raises: StoredWithoutAnswerError (naming `call`, the public call) when anything failed after the commit was
         applied — meanwhile, the local tier's write, a write-back — with everything else an applied commit owes
