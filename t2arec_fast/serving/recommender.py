@@ -144,6 +144,10 @@ class OnlineRecommender(RawIdServing):
         if not isinstance(model, StepModel):
             raise InputError(f"serving needs a model with a one-step update (model.protocol.StepModel: T2ARec); "
                              f"a {type(model).__name__} has none")
+        dtypes = {p.dtype for p in model.parameters()} if isinstance(model, torch.nn.Module) else set()
+        if dtypes - {torch.float32}:            # states are float32 buffers: another dtype fails inside the step
+            raise InputError(f"serving runs the model in float32 (its states are float32): this model's weights are "
+                             f"{', '.join(sorted(str(d) for d in dtypes))}; serve model.float()")
         served = _onnx_model(model, self.onnx_dir, self.onnx_threads) if self.runtime == "onnx" else model
         served = served.to(self.device).eval()          # eval: dropout off, so steps are deterministic
         layout = StateLayout.for_model(served)

@@ -503,3 +503,16 @@ def test_a_cache_write_failing_part_way_leaves_the_batch_unstored():
     for r in (rec, twin):                                                            # history: float rounding)
         r.observe([1, 2], [5, 6], [200, 200])
     assert_close_scores(served_scores(rec, [1, 2]), served_scores(twin, [1, 2]))
+
+
+def test_a_model_not_in_float32_is_refused_up_front_naming_its_dtype():
+    """Noticed by break-review 29: a float64 model failed inside the step (a dtype mismatch in bmm); serving keeps
+    float32 states, so it is refused when given, with what to do — and a swap to one leaves the old model."""
+    model = small_model()
+    with pytest.raises(InputError, match="float32.*weights are torch.float64; serve model.float\\(\\)"):
+        OnlineRecommender(small_model().double(), history_len=8)
+    rec = OnlineRecommender(model, history_len=8)
+    rec.observe([1], [2], [100])
+    with pytest.raises(InputError, match="torch.float64"):
+        rec.swap_model(small_model(seed=1).double())
+    assert rec.model is model and rec.recommend([1], k=3)[0].shape == (1, 3)
