@@ -88,9 +88,9 @@ class _Base:
 class _Window:
     """What a commit runs while Redis applies it (RedisStateStore.commit's `meanwhile`): the local tier's write,
     then the caller's answer. A failed local write is not an error of the answer: it is noted (local_done stays
-    False) and made again once the commit is known applied, where its error is raised as before. local_tried: the
-    write began — it may have stored some rows before failing (the cache stores shard by shard), so undoing it
-    deletes every user of the batch whether or not it finished."""
+    False) and made again once the commit is known applied (a second failure: StoredWithoutAnswerError).
+    local_tried: the write began — it may have stored some rows before failing (the cache stores shard by shard),
+    so undoing it deletes every user of the batch whether or not it finished."""
 
     def __init__(self, put_local: Callable[[], None], answer: Optional[Callable[[], Any]]):
         self.put_local, self.answer = put_local, answer
