@@ -250,8 +250,8 @@ class OnlineRecommender(RawIdServing):
 
         Raises: what observe() and recommend() raise, and nothing is stored then — except StoredWithoutAnswerError
         (a StoreError, not a StoreUnavailableError): with a store, the commit was applied but the answer could not
-        be given (reading the rings for exclude_seen met an outage, or computing the answer failed): ask recommend()
-        for it, do not observe the events again. InputError for a model that needs the request time (before
+        be given (reading the rings for exclude_seen met an outage, computing the answer failed, or keeping this
+        process's copies did): ask recommend() for it, do not observe the events again. InputError for a model that needs the request time (before
         anything is stored).
         """
         users, items, times = self._checked_events(user_ids, item_ids, timestamps, "observe_and_recommend")

@@ -64,9 +64,9 @@ _LOCAL_RECORD = np.dtype([("w", f"S{FIELD}"), ("e", f"S{FIELD}"), ("n", f"S{FIEL
 
 # -- Lua scripts: each runs atomically inside Redis; errors name the key -------------------------------------------
 # Per-user numbers travel as decimal text inside one argument or reply string — in the arguments, a MessagePack
-# array of decimal strings that a script unpacks with numbers() (Redis' bundled cmsgpack, in C: 384 fields took
-# 14 µs against 59 for a Lua pattern scan of space-separated text and ~150 for NUL-padded fields; measured, Redis
-# 7.0), in replies fixed-width fields (FIELD bytes each, left-aligned, padded with NUL or spaces) that the client
+# array of decimal strings (packed by the msgpack library) that a script unpacks with numbers() (Redis' bundled
+# cmsgpack, in C: 384 fields took 14 µs against 59 for a Lua pattern scan of space-separated text and ~150 for
+# NUL-padded fields; measured, Redis 7.0), in replies fixed-width fields (FIELD bytes each, left-aligned, padded with NUL or spaces) that the client
 # reads by position — and a commit's ring records as one concatenated blob: a batch of any size is a handful of
 # arguments, packed and parsed by numpy on the client instead of hundreds of per-user values (a read's shipped
 # states and rings come back one string each: joining them in Lua costs more than sending them).
@@ -940,6 +940,11 @@ def _redis():
     return require("redis", "redis", "The Redis state store")
 
 
+def _msgpack():
+    from t2arec_fast.optional import require
+    return require("msgpack", "redis", "The Redis state store")
+
+
 def _one_buffer_packer(redis):
     """redis-py's own RESP serializer, its pieces joined into one buffer per command. redis-py sends every
     argument over 6,000 bytes with a separate sendall(), so the 64 states of a commit went out as 128 writes,
@@ -1025,23 +1030,18 @@ def _padded_rings(rings: list, H: int) -> np.ndarray:
 
 
 def _msgpack_decimals(values: np.ndarray) -> bytes:
-    """int64 values, or records of FIELD-byte decimal fields, in order, as a MessagePack array of their decimal
-    strings: what the scripts' numbers() unpacks (cmsgpack, in C; see the note above the scripts). Each string is
-    a fixstr (a length byte, then the digits: at most 20 < 32); the array is built by numpy, not per value.
+    """int64 values (any shape, row by row), or records of FIELD-byte decimal fields, in order, as a MessagePack
+    array of their decimal strings: what the scripts' numbers() unpacks (Redis' cmsgpack; see the note above the
+    scripts). Packed by the msgpack library as raw strings: Redis' cmsgpack refuses MessagePack's bin type.
 
     Raises: ValueError for an empty field (a number the script would read as nil)."""
-    fields = (values.astype(f"S{FIELD}") if values.dtype.kind == "i" else values.view(f"S{FIELD}")).ravel()
-    digits = np.ascontiguousarray(fields).view(np.uint8).reshape(-1, FIELD)
-    lengths = np.count_nonzero(digits, axis=1)                    # an S field is its text, then NUL padding
-    if (lengths == 0).any():
-        raise ValueError("_msgpack_decimals: an empty field")
-    framed = np.empty((len(fields), FIELD + 1), np.uint8)
-    framed[:, 0] = 0xA0 | lengths                                 # fixstr header
-    framed[:, 1:] = digits
-    n = len(fields)
-    header = bytes([0x90 | n]) if n < 16 else (b"\xdc" + n.to_bytes(2, "big") if n < 1 << 16
-                                               else b"\xdd" + n.to_bytes(4, "big"))
-    return header + framed[np.arange(FIELD + 1) <= lengths[:, None]].tobytes()
+    if values.dtype.kind == "i":
+        fields = [str(v) for v in values.ravel().tolist()]
+    else:
+        fields = values.view(f"S{FIELD}").ravel().tolist()          # (numpy drops an S field's trailing NULs)
+        if b"" in fields:
+            raise ValueError("_msgpack_decimals: an empty field")
+    return _msgpack().packb(fields, use_bin_type=False)
 
 
 def _zero_padded(items: np.ndarray) -> np.ndarray:
